@@ -6,11 +6,14 @@ All ``.po`` files of a language are merged, so each area of the bot keeps its ow
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from babel.messages.pofile import read_po
+
+log = logging.getLogger(__name__)
 
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 SUPPORTED = ("vi", "en")
@@ -18,7 +21,7 @@ DEFAULT_LOCALE = "vi"
 
 
 def load_catalog(lang: str, locales_dir: Path = LOCALES_DIR) -> dict[str, str]:
-    """Read every ``.po`` file of one language into a ``{key: text}`` dict (untranslated skipped)."""
+    """Read every ``.po`` file of one language as ``{key: text}`` (untranslated skipped)."""
     messages: dict[str, str] = {}
     for po in sorted((locales_dir / lang / "LC_MESSAGES").glob("*.po")):
         with po.open("rb") as fh:
@@ -27,6 +30,14 @@ def load_catalog(lang: str, locales_dir: Path = LOCALES_DIR) -> dict[str, str]:
             if message.id and isinstance(message.id, str) and message.string:
                 messages[message.id] = str(message.string)
     return messages
+
+
+class _Blank(dict[str, Any]):
+    """Placeholders the caller did not fill render as nothing rather than crash the chat."""
+
+    def __missing__(self, key: str) -> str:
+        log.error("message placeholder {%s} was not given", key)
+        return ""
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,13 @@ class Translator:
 
     def __call__(self, key: str, /, **params: Any) -> str:
         text = self.messages.get(key) or self.fallback.get(key) or key
-        return text.format(**params) if params else text
+        if "{" not in text:
+            return text
+        try:
+            return text.format_map(_Blank(params))
+        except (ValueError, IndexError):  # a broken translation must not break the chat
+            log.error("message %s in %s has a malformed placeholder", key, self.locale)
+            return text
 
     def has(self, key: str) -> bool:
         """Whether ``key`` exists in this language."""
@@ -49,12 +66,17 @@ class Translator:
 class Translations:
     """All languages, loaded once at start-up; hands out a :class:`Translator` per locale."""
 
-    def __init__(self, languages: tuple[str, ...] = SUPPORTED, default: str = DEFAULT_LOCALE,
-                 locales_dir: Path = LOCALES_DIR) -> None:
+    def __init__(
+        self,
+        languages: tuple[str, ...] = SUPPORTED,
+        default: str = DEFAULT_LOCALE,
+        locales_dir: Path = LOCALES_DIR,
+    ) -> None:
         self.default = default
         self.catalogs = {lang: load_catalog(lang, locales_dir) for lang in languages}
         self._translators = {
-            lang: Translator(lang, cat, self.catalogs[default]) for lang, cat in self.catalogs.items()
+            lang: Translator(lang, cat, self.catalogs[default])
+            for lang, cat in self.catalogs.items()
         }
 
     @property

@@ -1,0 +1,53 @@
+"""The typed context handed to every handler: services built once from settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.i18n import Translations
+from bot.settings import Settings
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Services:
+    """What handlers need: settings, database sessions, translations and a clock."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    translations: Translations
+    clock: Callable[[], dt.datetime] = field(default=_utcnow)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The province's time zone."""
+        return ZoneInfo(self.settings.bot.timezone)
+
+    def now(self) -> dt.datetime:
+        """Local time now."""
+        return self.clock().astimezone(self.tz)
+
+    def today(self) -> dt.date:
+        """Local date today."""
+        return self.now().date()
+
+
+class HBContext(CallbackContext[ExtBot[None], dict, dict, dict]):
+    """CallbackContext with the bot's :class:`Services`."""
+
+    @property
+    def services(self) -> Services:
+        """Services of this application."""
+        return self.application.bot_data["services"]  # type: ignore[no-any-return]
+
+
+HBApplication = Application[ExtBot[None], HBContext, dict, dict, dict, None]

@@ -1,0 +1,158 @@
+"""python-telegram-bot persistence on SQLAlchemy, written through on every state change.
+
+Only conversation states are persisted here: everything else a person gives lives in the
+domain tables (drafts, health books). Handlers write the new state in the *same transaction*
+as the answer that caused it (:func:`write_state`), so a ``kill -9`` can never separate the
+two; :meth:`SQLPersistence.update_conversation` writes it again on PTB's own schedule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from telegram.ext import BasePersistence, PersistenceInput
+from telegram.ext._utils.types import CDCData, ConversationDict, ConversationKey
+
+from models.tables import ConversationState, utcnow
+
+RECENT = dt.timedelta(hours=24)
+
+
+async def write_state(
+    session: AsyncSession,
+    name: str,
+    key: ConversationKey,
+    state: object | None,
+    update_id: int | None = None,
+) -> None:
+    """Upsert (or delete, for ``None``) one conversation's state inside the caller's transaction."""
+    chat_id, user_id = int(key[0]), int(key[-1])
+    if state is None:
+        await session.execute(
+            delete(ConversationState).where(
+                ConversationState.name == name,
+                ConversationState.chat_id == chat_id,
+                ConversationState.user_id == user_id,
+            )
+        )
+        return
+    values = {
+        "name": name,
+        "chat_id": chat_id,
+        "user_id": user_id,
+        "state": str(state),
+        "updated_at": utcnow(),
+        "last_update_id": update_id,
+    }
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(ConversationState).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name", "chat_id", "user_id"],
+        set_={
+            "state": stmt.excluded.state,
+            "updated_at": stmt.excluded.updated_at,
+            # PTB's own periodic write knows no update id: keep the one the handler wrote
+            "last_update_id": func.coalesce(
+                stmt.excluded.last_update_id, ConversationState.last_update_id
+            ),
+        },
+    )
+    await session.execute(stmt)
+
+
+class SQLPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
+    """Conversation states in the ``conversation_states`` table; no user/chat/bot data."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], update_interval: float = 60):
+        super().__init__(
+            store_data=PersistenceInput(
+                bot_data=False, chat_data=False, user_data=False, callback_data=False
+            ),
+            update_interval=update_interval,
+        )
+        self.sessions = sessions
+
+    async def get_conversations(self, name: str) -> ConversationDict:
+        """States of the conversations that were under way when the bot stopped."""
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(
+                    ConversationState.chat_id, ConversationState.user_id, ConversationState.state
+                ).where(ConversationState.name == name)
+            )
+            return {(chat, user): state for chat, user, state in rows}
+
+    async def update_conversation(
+        self, name: str, key: ConversationKey, new_state: object | None
+    ) -> None:
+        """Write one state (PTB calls this on its schedule; handlers already wrote it)."""
+        async with self.sessions() as session, session.begin():
+            await write_state(session, name, key, new_state)
+
+    async def get_user_data(self) -> dict[int, dict[Any, Any]]:
+        """Not stored: user data lives in domain tables."""
+        return {}
+
+    async def get_chat_data(self) -> dict[int, dict[Any, Any]]:
+        """Not stored."""
+        return {}
+
+    async def get_bot_data(self) -> dict[Any, Any]:
+        """Not stored."""
+        return {}
+
+    async def get_callback_data(self) -> CDCData | None:
+        """Not stored: callback data is plain, verified strings."""
+        return None
+
+    async def update_user_data(self, user_id: int, data: dict[Any, Any]) -> None:
+        """Not stored."""
+
+    async def update_chat_data(self, chat_id: int, data: dict[Any, Any]) -> None:
+        """Not stored."""
+
+    async def update_bot_data(self, data: dict[Any, Any]) -> None:
+        """Not stored."""
+
+    async def update_callback_data(self, data: CDCData) -> None:
+        """Not stored."""
+
+    async def drop_chat_data(self, chat_id: int) -> None:
+        """Not stored."""
+
+    async def drop_user_data(self, user_id: int) -> None:
+        """Not stored."""
+
+    async def refresh_user_data(self, user_id: int, user_data: dict[Any, Any]) -> None:
+        """Not stored."""
+
+    async def refresh_chat_data(self, chat_id: int, chat_data: dict[Any, Any]) -> None:
+        """Not stored."""
+
+    async def refresh_bot_data(self, bot_data: dict[Any, Any]) -> None:
+        """Not stored."""
+
+    async def flush(self) -> None:
+        """Nothing buffered: every write already went to the database."""
+
+
+async def already_applied(
+    session: AsyncSession, name: str, key: ConversationKey, update_id: int
+) -> bool:
+    """Whether this update was already applied to the conversation (Telegram redelivers updates
+    it did not see confirmed, e.g. after ``kill -9``); update ids are only compared within a day,
+    since Telegram restarts their numbering after a week of silence."""
+    row = await session.get(ConversationState, (name, int(key[0]), int(key[-1])))
+    if row is None or row.last_update_id is None:
+        return False
+    fresh = row.updated_at is not None and utcnow() - _aware(row.updated_at) < RECENT
+    return fresh and update_id <= row.last_update_id
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,157 @@
+"""Settings from a TOML file and ``HEALTHBOOK_*`` environment variables, one model per section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path("config.toml")
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; the message names every bad key."""
+
+
+class TelegramSettings(BaseModel):
+    """``[telegram]``: how to reach the Bot API."""
+
+    token: SecretStr | None = None
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    poll_timeout: int = Field(default=10, ge=0, le=50)
+
+    @field_validator("base_url", "base_file_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class DatabaseSettings(BaseModel):
+    """``[database]``: async URL (SQLite embedded by default, PostgreSQL to scale out)."""
+
+    url: str = "sqlite+aiosqlite:///healthbook.db"
+    echo: bool = False
+    pool_size: int = Field(default=10, ge=1, le=200)
+    upgrade_on_start: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if value.startswith("sqlite:"):
+            value = "sqlite+aiosqlite:" + value.removeprefix("sqlite:")
+        elif value.startswith(("postgresql:", "postgres:")):
+            value = "postgresql+asyncpg:" + value.split(":", 1)[1]
+        if not value.startswith(("sqlite+aiosqlite:", "postgresql+asyncpg:")):
+            raise ValueError("use sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST/DB")
+        return value
+
+
+class BotSettings(BaseModel):
+    """``[bot]``: behaviour of the conversations."""
+
+    default_locale: str = "vi"
+    default_province: int = Field(default=15, description="current (2025) province code")
+    consent_version: str = "2026-11"
+    hotline: str = "1900 9095"
+    emergency: str = "115"
+    timezone: str = "Asia/Ho_Chi_Minh"
+    max_concurrent_updates: int = Field(default=256, ge=1, le=10_000)
+
+    @field_validator("default_locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        from bot.i18n import SUPPORTED
+
+        if value not in SUPPORTED:
+            raise ValueError(f"must be one of {', '.join(SUPPORTED)}")
+        return value
+
+    @field_validator("default_province")
+    @classmethod
+    def _known_province(cls, value: int) -> int:
+        from vietnam_provinces import Province
+
+        try:
+            Province.from_code(value)
+        except Exception as exc:  # the package raises several kinds for unknown codes
+            raise ValueError("not a current province code (1..96, e.g. 15 for Lào Cai)") from exc
+        return value
+
+
+class LoggingSettings(BaseModel):
+    """``[logging]``."""
+
+    level: str = "INFO"
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+
+class Settings(BaseSettings):
+    """All settings; the TOML file is read first, then ``HEALTHBOOK_SECTION__KEY`` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HEALTHBOOK_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    telegram: TelegramSettings = TelegramSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    bot: BotSettings = BotSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read and validate settings; raise :class:`ConfigError` naming each bad key."""
+    path = Path(config_file) if config_file else None
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    if path is not None and not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+
+    try:
+        return _FileSettings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(part) for part in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{key}: {msg}")
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid settings{where}:\n  " + "\n  ".join(problems)) from None
+    except Exception as exc:  # malformed TOML
+        raise ConfigError(f"cannot read {path}: {exc}") from None

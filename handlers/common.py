@@ -1,0 +1,214 @@
+"""What every handler shares: a *turn* (one update, one transaction, one outbox) and buttons.
+
+A handler reads the update, calls the domain layer inside :func:`turn`'s transaction and queues
+its replies; the replies are sent only after the transaction committed, so the bot never says
+"saved" about something that was not, and never holds a database lock while talking to Telegram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+    Update,
+)
+from telegram.error import BadRequest
+from telegram.ext import ConversationHandler
+
+from bot.context import HBContext, Services
+from bot.i18n import Translator
+from bot.persistence import already_applied, write_state
+from models import healthbook as hb
+from models.tables import Account
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "telegram"
+Markup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None
+T = TypeVar("T")
+
+
+@dataclass
+class Outgoing:
+    """One message to send once the turn's transaction has committed."""
+
+    text: str | None = None
+    markup: Markup = None
+    document: tuple[bytes, str] | None = None
+    photo: bytes | None = None
+
+
+@dataclass
+class Turn:
+    """One update being handled: its session, the person's account, translator and outbox."""
+
+    update: Update
+    context: HBContext
+    session: AsyncSession
+    account: Account | None
+    t: Translator
+    outbox: list[Outgoing] = field(default_factory=list)
+    toast_text: str | None = None
+    toast_alert: bool = False
+    close_with: str | None = None  # text to put on the pressed message, its buttons removed
+
+    @property
+    def services(self) -> Services:
+        """The application's services."""
+        return self.context.services
+
+    @property
+    def user_id(self) -> int:
+        """Telegram user id of the sender."""
+        assert self.update.effective_user is not None
+        return self.update.effective_user.id
+
+    @property
+    def chat_id(self) -> int:
+        """Chat to answer in."""
+        assert self.update.effective_chat is not None
+        return self.update.effective_chat.id
+
+    @property
+    def text(self) -> str:
+        """Text of the incoming message ('' when there is none)."""
+        message = self.update.effective_message
+        return (message.text or "") if message else ""
+
+    def say(self, text: str, markup: Markup = None) -> None:
+        """Queue a message."""
+        self.outbox.append(Outgoing(text=text, markup=markup))
+
+    def send_document(self, data: bytes, filename: str, caption: str | None = None) -> None:
+        """Queue a file."""
+        self.outbox.append(Outgoing(text=caption, document=(data, filename)))
+
+    def send_photo(self, data: bytes, caption: str | None = None, markup: Markup = None) -> None:
+        """Queue a picture."""
+        self.outbox.append(Outgoing(text=caption, photo=data, markup=markup))
+
+    def toast(self, text: str, *, alert: bool = False) -> None:
+        """Text of the small notice shown where a button was pressed."""
+        self.toast_text, self.toast_alert = text, alert
+
+    async def account_or_create(self) -> Account:
+        """The sender's account, created now if they had none."""
+        if self.account is None:
+            self.account = await hb.ensure_account(
+                self.session, CHANNEL, str(self.user_id), self.t.locale
+            )
+        return self.account
+
+
+TurnHandler = Callable[[Turn], Awaitable[object]]
+
+
+def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..., Awaitable[Any]]]:
+    """Wrap a handler in a turn; with ``conversation``, its new state is written in the same
+    transaction as its answers (a ``None`` result keeps the state, ``END`` removes it)."""
+
+    def decorate(fn: TurnHandler) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(fn)
+        async def handler(update: Update, context: HBContext) -> object:
+            services = context.services
+            async with services.sessions() as session, session.begin():
+                account = None
+                if update.effective_user is not None:
+                    account = await hb.find_account(session, CHANNEL, str(update.effective_user.id))
+                t = translator_for(services, account, update)
+                current = Turn(update, context, session, account, t)
+                key = None
+                if conversation is not None and update.effective_chat is not None:
+                    key = (update.effective_chat.id, current.user_id)
+                    if await already_applied(session, conversation, key, update.update_id):
+                        log.info("update %s was already applied: skipped", update.update_id)
+                        return None
+                state = await fn(current)
+                if key is not None and conversation is not None and state is not None:
+                    end = state == ConversationHandler.END
+                    await write_state(
+                        session, conversation, key, None if end else state, update.update_id
+                    )
+            await deliver(current)
+            return state
+
+        return handler
+
+    return decorate
+
+
+def translator_for(services: Services, account: Account | None, update: Update) -> Translator:
+    """The person's chosen language, else their Telegram language when we have it."""
+    if account is not None and account.locale:
+        return services.translations.get(account.locale)
+    user = update.effective_user
+    if user is not None and user.language_code:
+        return services.translations.get(user.language_code)
+    return services.translations.get(services.settings.bot.default_locale)
+
+
+async def deliver(current: Turn) -> None:
+    """Answer the pressed button, close its message, then send the queued messages in order."""
+    bot = current.context.bot
+    query = current.update.callback_query
+    first: list[Awaitable[Any]] = []
+    if query is not None:
+        first.append(query.answer(current.toast_text, show_alert=current.toast_alert))
+        if current.close_with is not None and isinstance(query.message, Message):
+            first.append(_close(query.message, current.close_with))
+    if first:
+        await asyncio.gather(*first)
+    for out in current.outbox:
+        if out.document is not None:
+            data, name = out.document
+            await bot.send_document(
+                current.chat_id, document=io.BytesIO(data), filename=name, caption=out.text
+            )
+        elif out.photo is not None:
+            await bot.send_photo(
+                current.chat_id,
+                photo=io.BytesIO(out.photo),
+                caption=out.text,
+                reply_markup=out.markup,
+            )
+        else:
+            await bot.send_message(current.chat_id, out.text or "", reply_markup=out.markup)
+
+
+async def _close(message: Message, text: str) -> None:
+    try:
+        await message.edit_text(text, reply_markup=None)
+    except BadRequest as exc:  # too old, deleted, or already closed: nothing to fix
+        log.debug("could not close a pressed message: %s", exc)
+
+
+def inline(rows: Sequence[Sequence[tuple[str, str]]]) -> InlineKeyboardMarkup:
+    """An inline keyboard from rows of ``(label, callback_data)``."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
+    )
+
+
+def chunk(items: Sequence[T], size: int) -> list[list[T]]:
+    """Split a list into rows of ``size``."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def callback_parts(update: Update, prefix: str) -> list[str] | None:
+    """The fields of a callback's data after ``prefix:``, or None when it is not ours."""
+    query = update.callback_query
+    if query is None or not query.data or not query.data.startswith(prefix + ":"):
+        return None
+    return query.data[len(prefix) + 1 :].split(":")

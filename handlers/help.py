@@ -1,0 +1,30 @@
+"""Outside any conversation: /profile, and a friendly answer to anything unexpected."""
+
+from __future__ import annotations
+
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from handlers import account, healthbook
+from handlers.common import Turn, turn
+
+
+@turn()
+async def fallback_text(turn_: Turn) -> None:
+    """Any message outside a conversation: say how to begin."""
+    turn_.say(turn_.t("idle.hint"))
+
+
+@turn()
+async def fallback_button(turn_: Turn) -> None:
+    """A button from a finished conversation."""
+    turn_.toast(turn_.t("error.button.stale"))
+
+
+def handlers() -> list[BaseHandler]:
+    """Top-level handlers, checked after the conversations."""
+    return [
+        CommandHandler("profile", healthbook.profile),
+        *account.standalone(),
+        MessageHandler(filters.ALL & ~filters.UpdateType.EDITED, fallback_text),
+        CallbackQueryHandler(fallback_button),
+    ]

@@ -1,0 +1,137 @@
+"""Fixtures: databases (SQLite always, PostgreSQL when TEST_DATABASE_URL is set), the Bot API
+stand-in, and the real Application started against it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.app import build_application, engine_of, prepare_database
+from bot.context import HBApplication, Services
+from bot.db import create_engine
+from bot.settings import Settings, load_settings
+from bot.standin import BotApiStandIn, ChatDriver, TgUser, forbid_network
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+DB_KINDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+TOKEN = "123456:TEST-token-for-the-stand-in"
+
+
+@pytest.fixture(autouse=True)
+def _no_network() -> Iterator[None]:
+    """Any connection outside loopback fails the test."""
+    undo = forbid_network()
+    yield
+    undo()
+
+
+@pytest.fixture(params=DB_KINDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        return
+    assert PG_URL
+    url = PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+    yield url
+
+
+class FakeClock:
+    """A settable clock (UTC)."""
+
+    def __init__(self, now: dt.datetime | None = None) -> None:
+        self.current = now or dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += dt.timedelta(**delta)
+
+
+def make_settings(db_url: str, api: BotApiStandIn, **bot: object) -> Settings:
+    """Settings for a test bot on the stand-in."""
+    settings = load_settings(
+        None,
+        telegram={
+            "token": TOKEN,
+            "base_url": api.base_url,
+            "base_file_url": api.base_file_url,
+            "poll_timeout": 1,
+        },
+        database={"url": db_url},
+        bot=bot,
+    )
+    return settings
+
+
+@dataclass
+class Harness:
+    """The running bot, its stand-in and clock."""
+
+    api: BotApiStandIn
+    app: HBApplication
+    clock: FakeClock
+
+    @property
+    def services(self) -> Services:
+        return self.app.bot_data["services"]  # type: ignore[no-any-return]
+
+    def user(self, uid: int | None = None, lang: str | None = "vi", name: str = "An") -> ChatDriver:
+        """A new person talking to the bot."""
+        uid = uid or (uuid.uuid4().int % 10**9 + 10**9)
+        return ChatDriver(self.api, TgUser(id=uid, first_name=name, language_code=lang))
+
+    def session(self) -> AsyncSession:
+        return self.services.sessions()
+
+
+async def start_app(settings: Settings, clock: FakeClock) -> HBApplication:
+    """Build, initialise and start polling, as ``run_polling`` would."""
+    app = build_application(settings, clock=clock, rate_limit=False)
+    await prepare_database(app)
+    await app.initialize()
+    assert app.updater is not None
+    await app.updater.start_polling(poll_interval=0, timeout=1)
+    await app.start()
+    return app
+
+
+async def stop_app(app: HBApplication) -> None:
+    """Stop polling and shut down."""
+    assert app.updater is not None
+    await app.updater.stop()
+    await app.stop()
+    await app.shutdown()
+    await engine_of(app).dispose()  # run_polling would do this in post_shutdown
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[BotApiStandIn]:
+    """A local Bot API stand-in."""
+    async with BotApiStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+async def bot(api: BotApiStandIn, db_url: str) -> AsyncIterator[Harness]:
+    """The real Application, polling the stand-in, on a fresh database."""
+    clock = FakeClock()
+    app = await start_app(make_settings(db_url, api), clock)
+    try:
+        yield Harness(api, app, clock)
+    finally:
+        await stop_app(app)
