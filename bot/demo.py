@@ -37,8 +37,8 @@ def numbered_buttons(driver: ChatDriver) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
     for label in driver.buttons:
         found.append(("inline", {"label": label}))
-    for button in driver.reply_keyboard:
-        found.append(("reply", button if isinstance(button, dict) else {"text": button}))
+    for button in driver.reply_buttons:
+        found.append(("reply", button))
     return found
 
 

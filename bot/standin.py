@@ -29,7 +29,7 @@ import socket
 import sys
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any
@@ -1714,8 +1714,11 @@ class ChatDriver:
         timeout: float = 10.0,
         quiet_timeout: float = 0.3,
         strict: bool = False,
+        idle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.api = api
+        # In-process bots can say when they have finished an update: better than any settle time
+        self.idle = idle
         self.user = user if isinstance(user, TgUser) else TgUser(id=user)
         self.settle = settle
         self.timeout = timeout
@@ -1742,8 +1745,11 @@ class ChatDriver:
         if timeout is None:
             timeout = self.timeout if expect_reply else self.quiet_timeout
         calls = await self.api.wait_chat(
-            self.chat_id, after_seq=after, timeout=timeout, settle=self.settle
+            self.chat_id, after_seq=after, timeout=timeout, settle=0 if self.idle else self.settle
         )
+        if self.idle is not None and calls:
+            await self.idle()
+            calls = self.api.chat_calls(self.chat_id, after_seq=after)
         if expect_reply and not any(_is_response(c) for c in calls):
             what = ", ".join(c.method for c in calls) or "no calls at all"
             raise StandInTimeoutError(

@@ -3,6 +3,7 @@ stand-in, and the real Application started against it."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import uuid
@@ -21,6 +22,7 @@ from bot.settings import Settings, load_settings
 from bot.standin import BotApiStandIn, ChatDriver, TgUser, forbid_network
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
+os.environ.setdefault("PTB_TIMEDELTA", "1")  # PTB 22 warns (an error here) without it
 DB_KINDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 TOKEN = "123456:TEST-token-for-the-stand-in"
 
@@ -93,7 +95,16 @@ class Harness:
     def user(self, uid: int | None = None, lang: str | None = "vi", name: str = "An") -> ChatDriver:
         """A new person talking to the bot."""
         uid = uid or (uuid.uuid4().int % 10**9 + 10**9)
-        return ChatDriver(self.api, TgUser(id=uid, first_name=name, language_code=lang))
+        user = TgUser(id=uid, first_name=name, language_code=lang)
+        return ChatDriver(self.api, user, idle=self.idle)
+
+    async def idle(self) -> None:
+        """Until the bot has no update waiting or being handled."""
+        for _ in range(2000):
+            processor = self.app.update_processor
+            if self.app.update_queue.empty() and processor.current_concurrent_updates == 0:
+                return
+            await asyncio.sleep(0.005)
 
     def session(self) -> AsyncSession:
         return self.services.sessions()

@@ -1,0 +1,170 @@
+"""What the benchmarks share: processes (stand-in, bots), a resident driver over HTTP, figures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.standin import TgUser, callback_query, contact_message, text_message
+
+PG_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def spawn(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    """A Python child process of this interpreter."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, *args], env=env, text=True, **kw)
+
+
+@contextlib.contextmanager
+def stand_in() -> Iterator[str]:
+    """The Bot API stand-in in its own process; yields its base URL."""
+    proc = spawn("-m", "bot.standin", "--port", "0", "--no-keep-calls",
+                 "--max-calls-per-chat", "64", "--max-messages-per-chat", "16",
+                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        if not base_url.startswith("http"):
+            raise RuntimeError("the stand-in did not start")
+        yield base_url
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Terminate a child, then kill it if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of a process, in KiB."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0])
+    return out
+
+
+@dataclass
+class Figures:
+    """What one run measured."""
+
+    updates: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    def summary(self) -> dict[str, float]:
+        """Updates per second and latency percentiles (milliseconds)."""
+        lat = sorted(self.latencies) or [0.0]
+
+        def pct(p: float) -> float:
+            return round(1000 * lat[min(len(lat) - 1, int(p * len(lat)))], 1)
+
+        return {
+            "updates": self.updates,
+            "seconds": round(self.seconds, 2),
+            "updates_per_s": round(self.updates / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+            "mean_ms": round(1000 * statistics.fmean(lat), 1),
+            "errors": self.errors,
+        }
+
+
+class Chat:
+    """One simulated person talking to a bot through the stand-in's HTTP control API."""
+
+    def __init__(self, http: aiohttp.ClientSession, control: str, user: TgUser) -> None:
+        self.http, self.control, self.user = http, control, user
+        self.after = 0
+        self.last_message: dict[str, Any] | None = None
+
+    async def push(self, update: dict[str, Any], sends: int, figures: Figures) -> None:
+        """Push an update; wait until the bot has sent ``sends`` messages in reply."""
+        start = time.perf_counter()
+        async with self.http.post(f"{self.control}/_standin/update", json=update) as resp:
+            resp.raise_for_status()
+            await resp.read()
+        seen = 0
+        deadline = start + 30
+        while seen < sends:
+            if time.perf_counter() > deadline:
+                figures.errors += 1
+                return
+            query = {"chat_id": self.user.id, "after": self.after, "timeout": 10}
+            async with self.http.get(f"{self.control}/_standin/wait", params=query) as resp:
+                body = await resp.json()
+            for call in body["calls"]:
+                self.after = max(self.after, call["seq"])
+                if call["method"] == "sendMessage":
+                    seen += 1
+                    if isinstance(call.get("result"), dict):
+                        self.last_message = call["result"]
+        figures.latencies.append(time.perf_counter() - start)
+        figures.updates += 1
+
+    async def say(self, text: str, figures: Figures, sends: int = 1) -> None:
+        """Type a message."""
+        await self.push(text_message(self.user, text), sends, figures)
+
+    async def press(self, data: str, figures: Figures, sends: int = 1) -> None:
+        """Press a button of the last message (callback data is known to the script)."""
+        await self.push(callback_query(self.user, self.last_message, data), sends, figures)
+
+    async def contact(self, phone: str, figures: Figures, sends: int = 1) -> None:
+        """Share a phone number."""
+        await self.push(contact_message(self.user, phone), sends, figures)
+
+
+async def wait_ready(http: aiohttp.ClientSession, control: str, uid: int, text: str) -> None:
+    """Until a bot answers ``text`` from a probe chat (it has started polling)."""
+    chat = Chat(http, control, TgUser(id=uid, language_code="vi"))
+    probe = Figures()
+    for _ in range(60):
+        await chat.say(text, probe)
+        if probe.updates:
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError("the bot did not answer")
+
+
+def http_session() -> aiohttp.ClientSession:
+    """A client able to hold a long poll per simulated person."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, force_close=False),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+def print_table(rows: dict[str, dict[str, Any]], keys: list[str]) -> None:
+    """A small aligned table: one row per measured thing."""
+    width = max(len(k) for k in rows) + 2
+    print(" " * width + "".join(f"{k:>14}" for k in keys))
+    for name, row in rows.items():
+        print(f"{name:<{width}}" + "".join(f"{row.get(k, ''):>14}" for k in keys))
+
+
+def last_line(figures: dict[str, Any]) -> None:
+    """The machine-readable last line."""
+    print(json.dumps(figures, ensure_ascii=False, sort_keys=True))
