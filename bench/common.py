@@ -31,9 +31,19 @@ def spawn(*args: str, **kw: Any) -> subprocess.Popen[str]:
 @contextlib.contextmanager
 def stand_in() -> Iterator[str]:
     """The Bot API stand-in in its own process; yields its base URL."""
-    proc = spawn("-m", "bot.standin", "--port", "0", "--no-keep-calls",
-                 "--max-calls-per-chat", "64", "--max-messages-per-chat", "16",
-                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = spawn(
+        "-m",
+        "bot.standin",
+        "--port",
+        "0",
+        "--no-keep-calls",
+        "--max-calls-per-chat",
+        "64",
+        "--max-messages-per-chat",
+        "16",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
@@ -86,7 +96,9 @@ class Figures:
             "updates": self.updates,
             "seconds": round(self.seconds, 2),
             "updates_per_s": round(self.updates / self.seconds, 1) if self.seconds else 0.0,
-            "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
             "mean_ms": round(1000 * statistics.fmean(lat), 1),
             "errors": self.errors,
         }

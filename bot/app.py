@@ -9,7 +9,6 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import BotCommand, Update
 from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults
-from telegram.request import HTTPXRequest
 
 from bot.context import HBApplication, HBContext, Services
 from bot.db import create_engine, session_factory, upgrade
@@ -17,6 +16,7 @@ from bot.i18n import Translations
 from bot.logs import mask
 from bot.persistence import SQLPersistence
 from bot.processor import PerUserUpdateProcessor
+from bot.request import AiohttpRequest
 from bot.settings import Settings
 from handlers import healthbook
 from handlers import help as help_handlers
@@ -63,8 +63,8 @@ def build_application(
         .persistence(SQLPersistence(sessions))
         .concurrent_updates(PerUserUpdateProcessor(settings.bot.max_concurrent_updates))
         .defaults(Defaults(tzinfo=services.tz))
-        .request(HTTPXRequest(connection_pool_size=64, read_timeout=15, connect_timeout=10))
-        .get_updates_request(HTTPXRequest(read_timeout=settings.telegram.poll_timeout + 10))
+        .request(AiohttpRequest(connection_pool_size=64))
+        .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=10))
         .post_init(post_init)
         .post_shutdown(post_shutdown)
     )

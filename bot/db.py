@@ -26,7 +26,11 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
     """An async engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
     kwargs: dict[str, Any] = {"echo": echo}
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30}
+        # SQLite has one writer at a time: one connection makes transactions queue in order
+        # on the pool instead of sleeping in SQLite's busy handler (seconds of tail latency).
+        # Sessions always end in commit or rollback, so the pool's own reset is a wasted trip.
+        kwargs.update(connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60,
+                      pool_reset_on_return=None)
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     engine = create_async_engine(url, **kwargs)

@@ -8,10 +8,9 @@ two; :meth:`SQLPersistence.update_conversation` writes it again on PTB's own sch
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,15 +19,12 @@ from telegram.ext._utils.types import CDCData, ConversationDict, ConversationKey
 
 from models.tables import ConversationState, utcnow
 
-RECENT = dt.timedelta(hours=24)
-
 
 async def write_state(
     session: AsyncSession,
     name: str,
     key: ConversationKey,
     state: object | None,
-    update_id: int | None = None,
 ) -> None:
     """Upsert (or delete, for ``None``) one conversation's state inside the caller's transaction."""
     chat_id, user_id = int(key[0]), int(key[-1])
@@ -47,20 +43,12 @@ async def write_state(
         "user_id": user_id,
         "state": str(state),
         "updated_at": utcnow(),
-        "last_update_id": update_id,
     }
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(ConversationState).values(**values)
+    stmt = insert(ConversationState.__table__).values(**values)  # Core: no ORM bulk path
     stmt = stmt.on_conflict_do_update(
         index_elements=["name", "chat_id", "user_id"],
-        set_={
-            "state": stmt.excluded.state,
-            "updated_at": stmt.excluded.updated_at,
-            # PTB's own periodic write knows no update id: keep the one the handler wrote
-            "last_update_id": func.coalesce(
-                stmt.excluded.last_update_id, ConversationState.last_update_id
-            ),
-        },
+        set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
     )
     await session.execute(stmt)
 
@@ -139,20 +127,3 @@ class SQLPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any, A
 
     async def flush(self) -> None:
         """Nothing buffered: every write already went to the database."""
-
-
-async def already_applied(
-    session: AsyncSession, name: str, key: ConversationKey, update_id: int
-) -> bool:
-    """Whether this update was already applied to the conversation (Telegram redelivers updates
-    it did not see confirmed, e.g. after ``kill -9``); update ids are only compared within a day,
-    since Telegram restarts their numbering after a week of silence."""
-    row = await session.get(ConversationState, (name, int(key[0]), int(key[-1])))
-    if row is None or row.last_update_id is None:
-        return False
-    fresh = row.updated_at is not None and utcnow() - _aware(row.updated_at) < RECENT
-    return fresh and update_id <= row.last_update_id
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

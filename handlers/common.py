@@ -8,6 +8,7 @@ its replies; the replies are sent only after the transaction committed, so the b
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import io
 import logging
@@ -29,9 +30,9 @@ from telegram.ext import ConversationHandler
 
 from bot.context import HBContext, Services
 from bot.i18n import Translator
-from bot.persistence import already_applied, write_state
+from bot.persistence import write_state
 from models import healthbook as hb
-from models.tables import Account
+from models.tables import Account, Draft, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class Turn:
     toast_text: str | None = None
     toast_alert: bool = False
     close_with: str | None = None  # text to put on the pressed message, its buttons removed
+    ack: str | None = None  # the answer a button gave, shown as "✓ …" atop the next message
+    edit_pressed: bool = False  # show the first reply in place of the pressed message
 
     @property
     def services(self) -> Services:
@@ -126,27 +129,41 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
             async with services.sessions() as session, session.begin():
                 account = None
                 if update.effective_user is not None:
-                    account = await hb.find_account(session, CHANNEL, str(update.effective_user.id))
-                t = translator_for(services, account, update)
-                current = Turn(update, context, session, account, t)
-                key = None
-                if conversation is not None and update.effective_chat is not None:
-                    key = (update.effective_chat.id, current.user_id)
-                    if await already_applied(session, conversation, key, update.update_id):
+                    # the account and its draft in one query (the draft lands in the identity
+                    # map, so the handlers' later lookups of it cost no round trip)
+                    account = await hb.find_account(
+                        session, CHANNEL, str(update.effective_user.id), with_draft=True
+                    )
+                draft = await hb.get_draft(session, account) if account else None
+                if draft is not None:
+                    if _already_applied(draft, update.update_id):
                         log.info("update %s was already applied: skipped", update.update_id)
                         return None
+                    # set now, so it rides on the same UPDATE as the answer this update brings
+                    draft.last_update_id = update.update_id
+                t = translator_for(services, account, update)
+                current = Turn(update, context, session, account, t)
                 state = await fn(current)
-                if key is not None and conversation is not None and state is not None:
+                if conversation is not None and state is not None and update.effective_chat:
+                    key = (update.effective_chat.id, current.user_id)
                     end = state == ConversationHandler.END
-                    await write_state(
-                        session, conversation, key, None if end else state, update.update_id
-                    )
+                    await write_state(session, conversation, key, None if end else state)
             await deliver(current)
             return state
 
         return handler
 
     return decorate
+
+
+def _already_applied(draft: Draft, update_id: int) -> bool:
+    """Whether Telegram is delivering again an update that was applied (``kill -9`` before it was
+    confirmed). Ids are compared within a day only: Telegram restarts their numbering after a
+    week of silence."""
+    if draft.last_update_id is None or draft.updated_at is None:
+        return False
+    at = draft.updated_at if draft.updated_at.tzinfo else draft.updated_at.replace(tzinfo=dt.UTC)
+    return update_id <= draft.last_update_id and utcnow() - at < dt.timedelta(hours=24)
 
 
 def translator_for(services: Services, account: Account | None, update: Update) -> Translator:
@@ -168,9 +185,28 @@ async def deliver(current: Turn) -> None:
         first.append(query.answer(current.toast_text, show_alert=current.toast_alert))
         if current.close_with is not None and isinstance(query.message, Message):
             first.append(_close(query.message, current.close_with))
+    outbox = list(current.outbox)
+    if current.ack and outbox and outbox[0].text is not None and outbox[0].document is None:
+        head = outbox[0]
+        outbox[0] = Outgoing(
+            text=f"✓ {current.ack}\n\n{head.text}", markup=head.markup, photo=head.photo
+        )
+    if (
+        current.edit_pressed
+        and query is not None
+        and isinstance(query.message, Message)
+        and outbox
+        and outbox[0].text
+        and outbox[0].photo is None
+        and outbox[0].document is None
+        and not isinstance(outbox[0].markup, ReplyKeyboardMarkup | ReplyKeyboardRemove)
+    ):
+        # one form message stepping through its items: one call instead of two
+        replace = outbox.pop(0)
+        first.append(_replace(query.message, replace.text or "", replace.markup))
     if first:
         await asyncio.gather(*first)
-    for out in current.outbox:
+    for out in outbox:
         if out.document is not None:
             data, name = out.document
             await bot.send_document(
@@ -185,6 +221,14 @@ async def deliver(current: Turn) -> None:
             )
         else:
             await bot.send_message(current.chat_id, out.text or "", reply_markup=out.markup)
+
+
+async def _replace(message: Message, text: str, markup: Markup) -> None:
+    try:
+        await message.edit_text(text, reply_markup=markup)  # type: ignore[arg-type]
+    except BadRequest as exc:  # the message is gone or too old to edit: send it anew
+        log.debug("could not edit a pressed message: %s", exc)
+        await message.get_bot().send_message(message.chat.id, text, reply_markup=markup)
 
 
 async def _close(message: Message, text: str) -> None:

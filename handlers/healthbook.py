@@ -393,14 +393,22 @@ def answer_button(step: Step):
         except InvalidAnswer:
             turn_.toast(turn_.t("error.button.invalid"))
             return await ask(turn_, draft, step)
-        query = turn_.update.callback_query
-        assert query is not None
-        original = query.message.text if query.message and hasattr(query.message, "text") else ""
-        turn_.close_with = f"{original}\n→ {label}"
+        following = hb.next_field(draft)
+        if step is Step.SCREENING and following == Step.SCREENING:
+            turn_.edit_pressed = True  # the declaration steps through its items in one message
+        else:
+            turn_.ack = label
+            if step is Step.SCREENING:
+                turn_.close_with = t_done(turn_)
         return await ask_next(turn_, draft)
 
     on_button.__name__ = f"on_button_{step}"
     return on_button
+
+
+def t_done(turn_: Turn) -> str:
+    """What the finished health declaration message says once its buttons are gone."""
+    return f"{turn_.t('field.screening')} ✓"
 
 
 def accept_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> str:

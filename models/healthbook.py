@@ -39,11 +39,25 @@ FIELDS: tuple[str, ...] = (
 DEPENDENTS: dict[str, tuple[str, ...]] = {"province": ("ward",)}
 
 
-async def find_account(session: AsyncSession, channel: str, external_id: str) -> Account | None:
-    """The account of a channel user, if they ever gave consent or chose a language."""
-    return await session.scalar(
-        select(Account).where(Account.channel == channel, Account.external_id == external_id)
-    )
+async def find_account(
+    session: AsyncSession, channel: str, external_id: str, *, with_draft: bool = False
+) -> Account | None:
+    """The account of a channel user, if they ever gave consent or chose a language; with
+    ``with_draft`` its draft is loaded by the same query (then :func:`get_draft` is free)."""
+    where = (Account.channel == channel, Account.external_id == external_id)
+    if not with_draft:
+        return await session.scalar(select(Account).where(*where))
+    row = (
+        await session.execute(
+            select(Account, Draft).outerjoin(Draft, Draft.account_id == Account.id).where(*where)
+        )
+    ).first()
+    if row is None:
+        return None
+    account, draft = row
+    # held here: the identity map only keeps weak references
+    session.info.setdefault("drafts", {})[account.id] = draft
+    return account
 
 
 async def ensure_account(
@@ -85,6 +99,10 @@ async def own_book(session: AsyncSession, account: Account) -> HealthBook | None
 
 async def get_draft(session: AsyncSession, account: Account) -> Draft | None:
     """The account's draft in progress, if any."""
+    known = session.info.get("drafts", {})
+    if account.id in known:  # loaded with the account by this session's first query
+        draft = known[account.id]
+        return None if draft is None or draft in session.deleted else draft
     return await session.get(Draft, account.id)
 
 
@@ -96,6 +114,7 @@ async def start_draft(
     if draft is None:
         draft = Draft(account_id=account.id)
         session.add(draft)
+        session.info.setdefault("drafts", {})[account.id] = draft
     draft.book_id = book.id if book else None
     draft.answers = answers_of_book(book) if book else {}
     draft.editing = None
@@ -262,6 +281,7 @@ async def save_book(
         session.add(book)
     _fill(book, data, consent_version)
     await session.delete(draft)
+    session.info.get("drafts", {}).pop(account.id, None)
     await session.flush()
     return book
 
@@ -326,6 +346,7 @@ async def erase_account(session: AsyncSession, account: Account) -> None:
     if ext is not None:
         await session.execute(delete(ConversationState).where(ConversationState.user_id == ext))
     await session.execute(delete(Draft).where(Draft.account_id == account.id))
+    session.info.get("drafts", {})[account.id] = None
     await session.execute(delete(HealthBook).where(HealthBook.account_id == account.id))
     await session.execute(delete(Consent).where(Consent.account_id == account.id))
     await session.execute(delete(Account).where(Account.id == account.id))

@@ -124,6 +124,9 @@ class Draft(Base):
     book_id: Mapped[int | None] = mapped_column(ForeignKey("health_books.id", ondelete="CASCADE"))
     answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     editing: Mapped[str | None] = mapped_column(String(32))
+    # The last update applied to this draft: an update Telegram delivers again (the bot was
+    # killed before it could confirm it) is recognised and not applied twice.
+    last_update_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -136,7 +139,4 @@ class ConversationState(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     state: Mapped[str] = mapped_column(String(64))
-    # The last update that moved this conversation: a redelivered update (the bot was killed
-    # before Telegram learnt it was handled) is recognised and not applied twice.
-    last_update_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

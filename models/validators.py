@@ -133,10 +133,20 @@ def clean_text(text: str, *, max_len: int = 200, required: bool = True) -> str |
 
 # --- names -----------------------------------------------------------------------------------
 
-_NAME_MARKS = str.maketrans({
-    "’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'", "ʻ": "'",
-    "‐": "-", "‑": "-", "–": "-", "—": "-",
-})
+_NAME_MARKS = str.maketrans(
+    {
+        "’": "'",
+        "‘": "'",
+        "ʼ": "'",
+        "`": "'",
+        "´": "'",
+        "ʻ": "'",
+        "‐": "-",
+        "‑": "-",
+        "–": "-",
+        "—": "-",
+    }
+)
 _NAME_SPLIT = re.compile(r"([-'])")
 
 
@@ -228,10 +238,12 @@ class Gender(enum.StrEnum):
 
 
 _GENDER_WORDS = {
-    **dict.fromkeys(("nam", "m", "male", "man", "trai", "con trai", "dan ong", "nam gioi"),
-                    Gender.MALE),
-    **dict.fromkeys(("nu", "f", "female", "woman", "gai", "con gai", "phu nu", "nu gioi"),
-                    Gender.FEMALE),
+    **dict.fromkeys(
+        ("nam", "m", "male", "man", "trai", "con trai", "dan ong", "nam gioi"), Gender.MALE
+    ),
+    **dict.fromkeys(
+        ("nu", "f", "female", "woman", "gai", "con gai", "phu nu", "nu gioi"), Gender.FEMALE
+    ),
 }
 
 
@@ -247,10 +259,20 @@ def parse_gender(text: str) -> Gender:
 
 _ANSWER_WORDS = {
     **dict.fromkeys(("co", "c", "yes", "y", "co a", "dung", "vang", "da co"), Answer.YES),
-    **dict.fromkeys(("khong", "ko", "k", "no", "n", "khong co", "chua", "chua bao gio"),
-                    Answer.NO),
-    **dict.fromkeys(("khong biet", "khong ro", "chua ro", "kb", "unknown", "dont know",
-                     "do not know", "not sure"), Answer.UNKNOWN),
+    **dict.fromkeys(("khong", "ko", "k", "no", "n", "khong co", "chua", "chua bao gio"), Answer.NO),
+    **dict.fromkeys(
+        (
+            "khong biet",
+            "khong ro",
+            "chua ro",
+            "kb",
+            "unknown",
+            "dont know",
+            "do not know",
+            "not sure",
+        ),
+        Answer.UNKNOWN,
+    ),
 }
 
 
@@ -303,13 +325,19 @@ def parse_id_number(text: str, dob: dt.date, gender: Gender) -> IdNumber:
     if 0 <= expected <= 9 and digit != expected:
         if digit // 2 != expected // 2:
             start = 1900 + (digit // 2) * 100
-            raise InvalidAnswer("error.id.century_digit", digit=digit, digit_from=start,
-                                digit_to=start + 99, year=dob.year, expected=expected)
-        raise InvalidAnswer("error.id.gender_digit", digit=digit, year=dob.year,
-                            expected=expected)
+            raise InvalidAnswer(
+                "error.id.century_digit",
+                digit=digit,
+                digit_from=start,
+                digit_to=start + 99,
+                year=dob.year,
+                expected=expected,
+            )
+        raise InvalidAnswer("error.id.gender_digit", digit=digit, year=dob.year, expected=expected)
     if number[4:6] != f"{dob.year % 100:02d}":
-        raise InvalidAnswer("error.id.year", digits=number[4:6], year=dob.year,
-                            expected=f"{dob.year % 100:02d}")
+        raise InvalidAnswer(
+            "error.id.year", digits=number[4:6], year=dob.year, expected=f"{dob.year % 100:02d}"
+        )
     return IdNumber("cccd", number)
 
 
@@ -318,10 +346,27 @@ def parse_id_number(text: str, dob: dt.date, gender: Gender) -> IdNumber:
 _PHONE_CHARS = re.compile(r"\+?[0-9 ().\-]+", re.ASCII)
 # Mobile prefixes changed from 11 to 10 digits in 2018 (old 01xx → new 0xx).
 _OLD_MOBILE_PREFIXES = {
-    "120": "70", "121": "79", "122": "77", "126": "76", "128": "78",
-    "123": "83", "124": "84", "125": "85", "127": "81", "129": "82",
-    "162": "32", "163": "33", "164": "34", "165": "35", "166": "36", "167": "37", "168": "38",
-    "169": "39", "186": "56", "188": "58", "199": "59",
+    "120": "70",
+    "121": "79",
+    "122": "77",
+    "126": "76",
+    "128": "78",
+    "123": "83",
+    "124": "84",
+    "125": "85",
+    "127": "81",
+    "129": "82",
+    "162": "32",
+    "163": "33",
+    "164": "34",
+    "165": "35",
+    "166": "36",
+    "167": "37",
+    "168": "38",
+    "169": "39",
+    "186": "56",
+    "188": "58",
+    "199": "59",
 }
 
 
@@ -329,7 +374,7 @@ def _national_digits(digits: str) -> str | None:
     """The digits after the country code or trunk 0 of a Vietnamese number, if it is one."""
     for prefix in ("0084", "84", "0"):
         if digits.startswith(prefix):
-            return digits[len(prefix):]
+            return digits[len(prefix) :]
     return None
 
 
@@ -341,8 +386,7 @@ def parse_phone(text: str) -> str:
     national = _national_digits(re.sub(r"\D", "", s))
     if national and len(national) == 10 and national[:3] in _OLD_MOBILE_PREFIXES:
         new = "0" + _OLD_MOBILE_PREFIXES[national[:3]] + national[3:]
-        raise InvalidAnswer("error.phone.old_number",
-                            suggestion=f"{new[:4]} {new[4:7]} {new[7:]}")
+        raise InvalidAnswer("error.phone.old_number", suggestion=f"{new[:4]} {new[4:7]} {new[7:]}")
     try:
         number = phonenumbers.parse(s, "VN")
     except phonenumbers.NumberParseException:
@@ -352,8 +396,10 @@ def parse_phone(text: str) -> str:
     ):
         raise InvalidAnswer("error.phone.invalid")
     kind = phonenumbers.number_type(number)
-    if kind not in (phonenumbers.PhoneNumberType.MOBILE,
-                    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+    if kind not in (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
         raise InvalidAnswer("error.phone.not_mobile")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -412,7 +458,7 @@ def _strip_prefix(key: str, prefixes: tuple[str, ...]) -> str:
     """``key`` without one leading prefix word (``"phuong sa pa"`` → ``"sa pa"``)."""
     for prefix in prefixes:
         if key.startswith(prefix + " "):
-            return key[len(prefix) + 1:]
+            return key[len(prefix) + 1 :]
     return key
 
 
@@ -450,8 +496,18 @@ def match_ethnicity(text: str) -> list[Ethnicity]:
     return [e for _, _, e in ranked]
 
 
-_ADMIN_PREFIXES = ("dac khu", "thi tran", "thi xa", "thanh pho", "phuong", "tinh", "xa",
-                   "tp", "tx", "tt")
+_ADMIN_PREFIXES = (
+    "dac khu",
+    "thi tran",
+    "thi xa",
+    "thanh pho",
+    "phuong",
+    "tinh",
+    "xa",
+    "tp",
+    "tx",
+    "tt",
+)
 
 # Abbreviations people type before a name; queries are matched with and without them.
 _QUERY_PREFIXES = (*_ADMIN_PREFIXES, "p", "x")
@@ -476,8 +532,11 @@ def _ward_index(province_code: int) -> _Index:
 def _search(index: _Index, text: str) -> list[tuple[int, Candidate]]:
     folded = fold(text)
     queries = (folded, _strip_prefix(folded, _QUERY_PREFIXES))
-    found = [(r, key, (code, name)) for code, name, key in index
-             if (r := _rank(queries, key)) is not None]
+    found = [
+        (r, key, (code, name))
+        for code, name, key in index
+        if (r := _rank(queries, key)) is not None
+    ]
     found.sort(key=lambda f: (f[0], f[1]))
     return [(r, cand) for r, _, cand in found]
 
@@ -486,7 +545,7 @@ def _example_name(name: str) -> str:
     """A unit's name without its prefix word, as a person would type it."""
     for prefix in ("Đặc khu", "Thị trấn", "Thành phố", "Phường", "Tỉnh", "Xã"):
         if name.startswith(prefix + " "):
-            return name[len(prefix) + 1:]
+            return name[len(prefix) + 1 :]
     return name
 
 
@@ -496,8 +555,9 @@ def _pick(
     """At most ``limit`` candidates; too many without an exact match asks for more letters."""
     exact = any(r == 0 for r, _ in found)
     if len(found) > limit and not exact:
-        raise InvalidAnswer(too_many, count=len(found), query=query,
-                            example=_example_name(found[0][1][1]))
+        raise InvalidAnswer(
+            too_many, count=len(found), query=query, example=_example_name(found[0][1][1])
+        )
     return [cand for _, cand in found[:limit]]
 
 
@@ -519,6 +579,7 @@ def search_wards(province_code: int, text: str, *, limit: int = SEARCH_LIMIT) ->
             province = province_name(province_code)
         except KeyError:
             province = ""
-        raise InvalidAnswer("error.ward.none", query=_echo(text), province=province,
-                            example=example)
+        raise InvalidAnswer(
+            "error.ward.none", query=_echo(text), province=province, example=example
+        )
     return _pick(found, limit, "error.ward.too_many", _echo(text))

@@ -41,7 +41,6 @@ def upgrade() -> None:
         sa.Column("chat_id", sa.BigInteger(), nullable=False),
         sa.Column("user_id", sa.BigInteger(), nullable=False),
         sa.Column("state", sa.String(length=64), nullable=False),
-        sa.Column("last_update_id", sa.BigInteger(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", "chat_id", "user_id", name=op.f("pk_conversation_states")),
     )
@@ -115,6 +114,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("editing", sa.String(length=32), nullable=True),
+        sa.Column("last_update_id", sa.BigInteger(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"],
