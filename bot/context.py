@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.i18n import Translations
+from bot.persistence import WrittenStates
 from bot.settings import Settings
 
 
@@ -26,6 +27,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     translations: Translations
     clock: Callable[[], dt.datetime] = field(default=_utcnow)
+    written_states: WrittenStates = field(default_factory=WrittenStates)
 
     @property
     def tz(self) -> ZoneInfo:

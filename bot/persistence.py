@@ -8,6 +8,7 @@ two; :meth:`SQLPersistence.update_conversation` writes it again on PTB's own sch
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -51,6 +52,30 @@ async def write_state(
         set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
     )
     await session.execute(stmt)
+
+
+_MISSING = object()
+
+
+class WrittenStates:
+    """The states this process last wrote, so an unchanged state is not written again
+    (a bounded LRU: memory stays flat however many people come and go)."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._states: OrderedDict[tuple[str, int, int], str | None] = OrderedDict()
+
+    def unchanged(self, name: str, key: ConversationKey, state: str | None) -> bool:
+        """Whether ``state`` is what this process last wrote for the conversation."""
+        return self._states.get((name, int(key[0]), int(key[-1])), _MISSING) == state
+
+    def written(self, name: str, key: ConversationKey, state: str | None) -> None:
+        """Remember a committed write."""
+        k = (name, int(key[0]), int(key[-1]))
+        self._states[k] = state
+        self._states.move_to_end(k)
+        if len(self._states) > self.size:
+            self._states.popitem(last=False)
 
 
 class SQLPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any, Any]]):

@@ -144,10 +144,15 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                 t = translator_for(services, account, update)
                 current = Turn(update, context, session, account, t)
                 state = await fn(current)
+                written = None
                 if conversation is not None and state is not None and update.effective_chat:
                     key = (update.effective_chat.id, current.user_id)
-                    end = state == ConversationHandler.END
-                    await write_state(session, conversation, key, None if end else state)
+                    new = None if state == ConversationHandler.END else str(state)
+                    if not services.written_states.unchanged(conversation, key, new):
+                        await write_state(session, conversation, key, new)
+                        written = (conversation, key, new)
+            if written is not None:  # committed: remember it
+                services.written_states.written(*written)
             await deliver(current)
             return state
 
