@@ -117,7 +117,9 @@ class Chat:
         start = time.perf_counter()
         async with self.http.post(f"{self.control}/_standin/update", json=update) as resp:
             resp.raise_for_status()
-            await resp.read()
+            pushed = await resp.json()
+        # only what the bot sends from now on counts as the answer
+        self.after = max(self.after, int(pushed.get("seq", 0)))
         seen = 0
         deadline = start + 30
         while seen < sends:

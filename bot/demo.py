@@ -35,8 +35,10 @@ def render(calls: list[Any], out: Any = sys.stdout) -> list[dict[str, Any]]:
 def numbered_buttons(driver: ChatDriver) -> list[tuple[str, dict[str, Any]]]:
     """Buttons on screen: the newest inline keyboard, then a reply keyboard if one is open."""
     found: list[tuple[str, dict[str, Any]]] = []
-    for label in driver.buttons:
-        found.append(("inline", {"label": label}))
+    newest = driver.last_message or {}
+    markup = newest.get("reply_markup") or {}
+    for row in markup.get("inline_keyboard", []):  # only the newest message's buttons
+        found.extend(("inline", {"label": b.get("text", "")}) for b in row)
     for button in driver.reply_buttons:
         found.append(("reply", button))
     return found

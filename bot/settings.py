@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,13 @@ class ConfigError(Exception):
     """Settings that cannot be used; the message names every bad key."""
 
 
-class TelegramSettings(BaseModel):
+class _Section(BaseModel):
+    """A TOML section: an unknown key is an error (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TelegramSettings(_Section):
     """``[telegram]``: how to reach the Bot API."""
 
     token: SecretStr | None = None
@@ -36,7 +42,7 @@ class TelegramSettings(BaseModel):
         return value.rstrip("/")
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(_Section):
     """``[database]``: async URL (SQLite embedded by default, PostgreSQL to scale out)."""
 
     url: str = "sqlite+aiosqlite:///healthbook.db"
@@ -56,7 +62,7 @@ class DatabaseSettings(BaseModel):
         return value
 
 
-class BotSettings(BaseModel):
+class BotSettings(_Section):
     """``[bot]``: behaviour of the conversations."""
 
     default_locale: str = "vi"
@@ -88,7 +94,7 @@ class BotSettings(BaseModel):
         return value
 
 
-class LoggingSettings(BaseModel):
+class LoggingSettings(_Section):
     """``[logging]``."""
 
     level: str = "INFO"

@@ -510,6 +510,18 @@ async def review_button(turn_: Turn) -> object:
 @turn()
 async def profile(turn_: Turn) -> None:
     """/profile: the saved health book, with a button to edit it."""
+    await show_profile(turn_)
+
+
+@turn(NAME)
+async def profile_midway(turn_: Turn) -> object:
+    """/profile in the middle of the questions: the saved book, then the current question."""
+    await show_profile(turn_, edit_button=False)
+    return await _reask(turn_)
+
+
+async def show_profile(turn_: Turn, *, edit_button: bool = True) -> None:
+    """The saved book as a message."""
     book = await _book(turn_)
     if book is None:
         turn_.say(turn_.t("profile.none"))
@@ -517,7 +529,7 @@ async def profile(turn_: Turn) -> None:
     answers = hb.answers_of_book(book)
     turn_.say(
         turn_.t("profile.title") + "\n\n" + summary(turn_, answers),
-        inline([[(turn_.t("button.edit"), "pf:edit")]]),
+        inline([[(turn_.t("button.edit"), "pf:edit")]]) if edit_button else None,
     )
 
 
@@ -662,6 +674,7 @@ def _conversation(states: dict[object, list[BaseHandler]]) -> ConversationHandle
         states=states,
         fallbacks=[
             CommandHandler("start", resume, filters=PRIVATE),
+            CommandHandler("profile", profile_midway),
             *acct.conversation_fallbacks(NAME, reask=_reask),
             MessageHandler(filters.COMMAND, unknown_command),
             CallbackQueryHandler(stale_button),

@@ -413,3 +413,32 @@ async def test_personal_data_never_logged(bot: Harness, caplog: pytest.LogCaptur
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret in (GOOD["id_number"], "912345678", "0912345678"):
         assert secret not in logged
+
+
+async def test_profile_midway_shows_the_book_and_the_question(bot: Harness) -> None:
+    person = bot.user()
+    await complete(person)
+    await person.send("/profile")
+    await person.press(t("vi", "button.edit"))
+    await person.press(t("vi", "button.edit_field", field=t("vi", "field.full_name")))
+    await person.send("/profile")
+    assert t("vi", "profile.title") in person.texts[-2]
+    assert person.texts[-1] == t("vi", "ask.full_name")
+
+
+async def test_an_update_delivered_twice_is_applied_once(bot: Harness) -> None:
+    """Telegram redelivers updates it did not see confirmed (e.g. after kill -9)."""
+    from telegram import Update
+
+    from bot.standin import text_message
+
+    person = bot.user()
+    await agree(person)
+    await person.send("Lò Thị Mai")
+    data = {**text_message(person.user, "15/3/1950"), "update_id": 10_000_000}
+    await bot.app.process_update(Update.de_json(data, bot.app.bot))
+    assert (await draft_answers(bot, person.user.id))["date_of_birth"] == "1950-03-15"
+    sent = len(bot.api.messages(person.user.id))
+    await bot.app.process_update(Update.de_json(data, bot.app.bot))  # the same update again
+    assert len(bot.api.messages(person.user.id)) == sent
+    assert "gender" not in await draft_answers(bot, person.user.id)
