@@ -26,6 +26,16 @@ log = logging.getLogger(__name__)
 COMMANDS = ("start", "profile", "mydata", "language", "cancel", "delete", "help")
 
 
+class HealthbookApplication(Application):  # type: ignore[type-arg]
+    """PTB's Application, minus one per-person leak: it remembers every user and chat id it saw
+    "to persist their data" and forgets them only when the persistence stores user or chat data.
+    Ours stores neither (answers live in domain tables), so a million residents would otherwise
+    leave a million ids behind."""
+
+    def _mark_for_persistence_update(self, *, update: object = None, job: object = None) -> None:
+        return None
+
+
 def build_application(
     settings: Settings,
     *,
@@ -56,6 +66,7 @@ def build_application(
 
     builder = (
         Application.builder()
+        .application_class(HealthbookApplication)
         .token(secret)
         .base_url(settings.telegram.base_url)
         .base_file_url(settings.telegram.base_file_url)

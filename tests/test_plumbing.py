@@ -99,3 +99,12 @@ def test_written_states_are_bounded() -> None:
     assert states.unchanged("hb", (9, 9), "name")
     assert not states.unchanged("hb", (0, 0), "name")  # evicted: written again next time
     assert not states.unchanged("hb", (9, 9), "ward")
+
+
+async def test_application_keeps_no_id_per_person(bot) -> None:
+    """PTB would remember every user id to persist their (unused) user data."""
+    for _ in range(5):
+        await bot.user().send("/help")
+    assert not bot.app._user_ids_to_be_updated_in_persistence
+    assert not bot.app._chat_ids_to_be_updated_in_persistence
+    assert len(bot.app.user_data) == 0
