@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -33,6 +34,13 @@ class Services:
     def tz(self) -> ZoneInfo:
         """The province's time zone."""
         return ZoneInfo(self.settings.bot.timezone)
+
+    def certificate_secret(self, token: str) -> bytes:
+        """The key that signs certificates: from settings, else derived from the bot token."""
+        configured = self.settings.security.certificate_secret
+        if configured is not None:
+            return configured.get_secret_value().encode()
+        return hashlib.sha256(b"healthbook-certificate:" + token.encode()).digest()
 
     def now(self) -> dt.datetime:
         """Local time now."""

@@ -6,6 +6,7 @@ All ``.po`` files of a language are merged, so each area of the bot keeps its ow
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,11 @@ class Translator:
         except (ValueError, IndexError):  # a broken translation must not break the chat
             log.error("message %s in %s has a malformed placeholder", key, self.locale)
             return text
+
+    def date(self, value: dt.date) -> str:
+        """A date as people here write it: ``Thứ Hai, 07/12/2026`` / ``Monday, 07/12/2026``."""
+        return self("date.format", weekday=self(f"weekday.{value.weekday()}"),
+                    date=value.strftime("%d/%m/%Y"))
 
     def has(self, key: str) -> bool:
         """Whether ``key`` exists in this language."""

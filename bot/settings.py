@@ -72,6 +72,8 @@ class BotSettings(_Section):
     emergency: str = "115"
     timezone: str = "Asia/Ho_Chi_Minh"
     max_concurrent_updates: int = Field(default=256, ge=1, le=10_000)
+    # How long a place freed for the waitlist is held for the person it is offered to.
+    waitlist_hold_minutes: int = Field(default=60, ge=1, le=24 * 60)
 
     @field_validator("default_locale")
     @classmethod
@@ -91,6 +93,21 @@ class BotSettings(_Section):
             Province.from_code(value)
         except Exception as exc:  # the package raises several kinds for unknown codes
             raise ValueError("not a current province code (1..96, e.g. 15 for Lào Cai)") from exc
+        return value
+
+
+class SecuritySettings(_Section):
+    """``[security]``: secrets that are not the bot token."""
+
+    # Signs vaccination certificates (HMAC-SHA256). Unset: derived from the bot token, so it is
+    # stable for one deployment; set it to keep certificates valid across a token change.
+    certificate_secret: SecretStr | None = None
+
+    @field_validator("certificate_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
         return value
 
 
@@ -118,6 +135,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     database: DatabaseSettings = DatabaseSettings()
     bot: BotSettings = BotSettings()
+    security: SecuritySettings = SecuritySettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

@@ -25,7 +25,7 @@ from telegram import (
     ReplyKeyboardRemove,
     Update,
 )
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import ConversationHandler
 
 from bot.context import HBContext, Services
@@ -49,6 +49,8 @@ class Outgoing:
     markup: Markup = None
     document: tuple[bytes, str] | None = None
     photo: bytes | None = None
+    location: tuple[float, float] | None = None
+    chat_id: int | None = None  # another person's chat (e.g. a waitlist offer); None: this chat
 
 
 @dataclass
@@ -101,6 +103,14 @@ class Turn:
     def send_photo(self, data: bytes, caption: str | None = None, markup: Markup = None) -> None:
         """Queue a picture."""
         self.outbox.append(Outgoing(text=caption, photo=data, markup=markup))
+
+    def send_location(self, lat: float, lon: float) -> None:
+        """Queue a map pin."""
+        self.outbox.append(Outgoing(location=(lat, lon)))
+
+    def notify(self, chat_id: int, text: str, markup: Markup = None) -> None:
+        """Queue a message to another person's chat (sent after the commit, like the rest)."""
+        self.outbox.append(Outgoing(text=text, markup=markup, chat_id=chat_id))
 
     def toast(self, text: str, *, alert: bool = False) -> None:
         """Text of the small notice shown where a button was pressed."""
@@ -212,7 +222,11 @@ async def deliver(current: Turn) -> None:
     if first:
         await asyncio.gather(*first)
     for out in outbox:
-        if out.document is not None:
+        if out.chat_id is not None:
+            await _notify(current, out)
+        elif out.location is not None:
+            await bot.send_location(current.chat_id, *out.location)
+        elif out.document is not None:
             data, name = out.document
             await bot.send_document(
                 current.chat_id, document=io.BytesIO(data), filename=name, caption=out.text
@@ -226,6 +240,16 @@ async def deliver(current: Turn) -> None:
             )
         else:
             await bot.send_message(current.chat_id, out.text or "", reply_markup=out.markup)
+
+
+async def _notify(current: Turn, out: Outgoing) -> None:
+    """A message to someone else: their blocking the bot must not fail this person's turn."""
+    assert out.chat_id is not None
+    try:
+        await current.context.bot.send_message(out.chat_id, out.text or "",
+                                               reply_markup=out.markup)
+    except TelegramError as exc:
+        log.warning("could not notify a chat: %s", type(exc).__name__)
 
 
 async def _replace(message: Message, text: str, markup: Markup) -> None:
