@@ -18,12 +18,15 @@ from bot.persistence import SQLPersistence
 from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
 from bot.settings import Settings
-from handlers import healthbook
+from handlers import booking, healthbook, site
 from handlers import help as help_handlers
 from handlers.common import translator_for
 
 log = logging.getLogger(__name__)
-COMMANDS = ("start", "profile", "mydata", "language", "cancel", "delete", "help")
+COMMANDS = (
+    "start", "book", "appointments", "certificate", "profile", "mydata", "language", "cancel",
+    "delete", "help", "checkin", "verify",
+)
 
 
 class HealthbookApplication(Application):  # type: ignore[type-arg]
@@ -84,9 +87,16 @@ def build_application(
     app: HBApplication = builder.build()  # type: ignore[assignment]
     app.bot_data["services"] = services
     app.bot_data["engine"] = engine
+    # first match wins: the staff check-in (it takes /start checkin-CODE), booking, health book;
+    # then the commands that work anywhere, and last the catch-alls of help.py
+    app.add_handler(site.build())
+    app.add_handler(booking.build())
     app.add_handler(healthbook.build())
-    for handler in help_handlers.handlers():
+    for handler in [*site.handlers(), *booking.handlers(), *help_handlers.handlers()]:
         app.add_handler(handler)
+    if app.job_queue is not None:  # waitlist offers nobody took move on to the next person
+        app.job_queue.run_repeating(booking.expire_offers_job, interval=60, first=30,
+                                    name="waitlist-offers")
     app.add_error_handler(on_error)
     return app
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 typed tables: accounts, consents, health books, drafts, conversation states."""
+"""SQLAlchemy 2.0 typed tables: accounts, consents, health books, drafts, conversation states;
+vaccination booking: vaccines, campaigns, sites, sessions, bookings, waitlist, vaccinations."""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
     Text,
+    Time,
+    TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -140,3 +147,268 @@ class ConversationState(Base):
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     state: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --- vaccination booking ---------------------------------------------------------------------
+# Places are counted on the session row itself (``booked``) and taken with one conditional
+# UPDATE, so no number of processes can overbook; see models/booking.py.
+
+# Bookings that still claim their dose: a person holds at most one per campaign and dose.
+BOOKING_ACTIVE = ("booked", "checked_in")
+_ACTIVE_SQL = "status IN ('booked', 'checked_in')"
+_WAITING_SQL = "status IN ('waiting', 'offered')"
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and read back timezone-aware on every database (SQLite keeps
+    no offset: without this, what was written aware would come back naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware one")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=dt.UTC)
+
+
+class Vaccine(Base):
+    """A vaccine product (``astrazeneca``, ``vaxigrip_tetra``…)."""
+
+    __tablename__ = "vaccines"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    manufacturer: Mapped[str] = mapped_column(String(120))
+
+
+class Campaign(Base):
+    """A vaccine (or several products), its dose schedule and who may receive it.
+
+    ``min_days[i]``/``max_days[i]`` is the interval between dose ``i + 1`` and dose ``i + 2``
+    (``None`` in ``max_days``: no upper bound); ``schedules`` overrides both per product of the
+    previous dose (``{"astrazeneca": {"min_days": [56], "max_days": [84]}}``). After the primary
+    series, ``boosters`` further doses (``None``: no limit, e.g. one per influenza season) may
+    follow, each at least ``booster_min_days`` after the dose before; no booster if that is None.
+    Ages are whole months, both ends included (``max_age_months`` None: no upper limit).
+    """
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    vaccine_codes: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    doses: Mapped[int] = mapped_column(Integer, default=1)
+    min_days: Mapped[list[int]] = mapped_column(JsonType, default=list)
+    max_days: Mapped[list[int | None]] = mapped_column(JsonType, default=list)
+    schedules: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    booster_min_days: Mapped[int | None] = mapped_column(Integer)
+    boosters: Mapped[int | None] = mapped_column(Integer)
+    min_age_months: Mapped[int] = mapped_column(Integer, default=0)
+    max_age_months: Mapped[int | None] = mapped_column(Integer)
+    starts_on: Mapped[dt.date] = mapped_column(Date)
+    ends_on: Mapped[dt.date | None] = mapped_column(Date)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Site(Base):
+    """A vaccination site: a commune health station or a hospital (for the "caution" group)."""
+
+    __tablename__ = "sites"
+    __table_args__ = (
+        Index("ix_sites_ward", "province_code", "ward_code"),
+        CheckConstraint("kind IN ('commune_station', 'hospital')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    address: Mapped[str] = mapped_column(String(200))
+    province_code: Mapped[int] = mapped_column(Integer)
+    ward_code: Mapped[int] = mapped_column(Integer)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(20))
+    notes: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Session(Base):
+    """A vaccination session of one campaign at one site: a date, hours and places.
+
+    ``booked`` counts every place in use: bookings not cancelled plus places held for a waitlist
+    offer. The CHECK constraint is a last line of defence; the conditional UPDATE never hits it.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        UniqueConstraint("site_id", "campaign_id", "date", "start_time"),
+        Index("ix_sessions_campaign_date", "campaign_id", "date"),
+        CheckConstraint("booked >= 0 AND booked <= capacity", name="places"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    date: Mapped[dt.date] = mapped_column(Date)
+    start_time: Mapped[dt.time] = mapped_column(Time)
+    end_time: Mapped[dt.time] = mapped_column(Time)
+    capacity: Mapped[int] = mapped_column(Integer)
+    booked: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+    site: Mapped[Site] = relationship(lazy="raise")
+    campaign: Mapped[Campaign] = relationship(lazy="raise")
+
+    @property
+    def remaining(self) -> int:
+        """Free places as last read (a snapshot; booking re-checks atomically)."""
+        return max(0, self.capacity - self.booked)
+
+
+class Booking(Base):
+    """A place taken by one health book for one dose of a campaign; ``code`` is shown at check-in.
+
+    status: booked → checked_in → vaccinated | not_vaccinated; booked → cancelled | expired.
+    """
+
+    __tablename__ = "bookings"
+    __table_args__ = (
+        # One active booking per person, campaign and dose, enforced by the database itself
+        # (a double-pressed "confirm" in two processes cannot slip through).
+        Index(
+            "uq_bookings_active_dose",
+            "health_book_id",
+            "campaign_id",
+            "dose",
+            unique=True,
+            sqlite_where=text(_ACTIVE_SQL),
+            postgresql_where=text(_ACTIVE_SQL),
+        ),
+        Index("ix_bookings_session_status", "session_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(8), unique=True)
+    health_book_id: Mapped[int] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    dose: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="booked")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    checked_in_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    checked_in_by: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL")
+    )
+    # not_vaccinated: why (the site postponed, refused…), who recorded it and when
+    outcome_reason: Mapped[str | None] = mapped_column(Text)
+    outcome_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    outcome_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    session: Mapped[Session] = relationship(lazy="raise")
+    health_book: Mapped[HealthBook] = relationship(lazy="raise")
+    campaign: Mapped[Campaign] = relationship(lazy="raise")
+
+
+class WaitlistEntry(Base):
+    """Someone waiting for a place in a session, or in any session of a site (on ``date``, or
+    on any day from ``not_before``, the first day their dose is due).
+
+    status: waiting → offered (a place is held until ``offer_expires_at``) → accepted | expired;
+    waiting/offered → cancelled. The row is the scheduled work: a restart loses no offer.
+    """
+
+    __tablename__ = "waitlist_entries"
+    __table_args__ = (
+        Index(
+            "uq_waitlist_entries_active",
+            "health_book_id",
+            "campaign_id",
+            "dose",
+            unique=True,
+            sqlite_where=text(_WAITING_SQL),
+            postgresql_where=text(_WAITING_SQL),
+        ),
+        Index("ix_waitlist_entries_status", "status", "created_at"),
+        CheckConstraint("session_id IS NOT NULL OR site_id IS NOT NULL", name="target"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    health_book_id: Mapped[int] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE"), index=True
+    )
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    dose: Mapped[int] = mapped_column(Integer)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    date: Mapped[dt.date | None] = mapped_column(Date)
+    not_before: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    offered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    offer_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # the session whose place is held while the offer stands
+    held_session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"))
+    booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id", ondelete="SET NULL"))
+
+
+class Vaccination(Base):
+    """A dose given, as recorded by site staff (the source of truth for the next dose)."""
+
+    __tablename__ = "vaccinations"
+    __table_args__ = (UniqueConstraint("health_book_id", "campaign_id", "dose"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    health_book_id: Mapped[int] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE"), index=True
+    )
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    dose: Mapped[int] = mapped_column(Integer)
+    vaccine_code: Mapped[str] = mapped_column(ForeignKey("vaccines.code"))
+    lot_number: Mapped[str] = mapped_column(String(32))
+    given_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    recorded_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    booking_id: Mapped[int | None] = mapped_column(
+        ForeignKey("bookings.id", ondelete="SET NULL"), unique=True
+    )
+
+
+class StaffSite(Base):
+    """An account (role ``site_staff``) working at a site: may check people in and record doses."""
+
+    __tablename__ = "staff_sites"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BookingDraft(Base):
+    """The campaign a person is booking for, while they type a commune or share a location
+    (the other choices travel in the buttons); removed once the booking is made."""
+
+    __tablename__ = "booking_drafts"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE")
+    )
+    dose: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,771 @@
+"""Booking a vaccination: /book (campaign → site → day → time → confirm → ticket), /appointments
+(reschedule, cancel) and waitlist offers.
+
+The choices made so far travel in the buttons' data (re-checked by the domain on every press:
+callback data can be forged); the one thing typed or shared (a commune name, a location) needs
+the chosen campaign, kept in a booking draft row. Places are only ever taken by the domain's
+atomic update, so nothing here can overbook.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import warnings
+from enum import StrEnum
+from typing import Any
+
+from telegram import InlineKeyboardMarkup, KeyboardButton, ReplyKeyboardMarkup, ReplyKeyboardRemove
+from telegram.error import TelegramError
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
+from telegram.warnings import PTBUserWarning
+
+from bot.context import HBContext, Services
+from bot.i18n import Translator
+from handlers.common import CHANNEL, Turn, callback_parts, inline, turn
+from models import booking as bk
+from models import healthbook as hb
+from models.campaigns import active_campaigns
+from models.errors import DomainError
+from models.qr import checkin_link, qr_png
+from models.tables import Account, Booking, BookingDraft, Campaign, HealthBook, Session, Site
+
+log = logging.getLogger(__name__)
+NAME = "booking"
+MAX_SITES = 6
+DAYS_AHEAD = 14
+NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
+
+
+class BookStep(StrEnum):
+    """States of the booking conversation."""
+
+    CAMPAIGN = "campaign"
+    SITE = "site"
+    DAY = "day"
+    TIME = "time"
+    CONFIRM = "confirm"
+
+
+def render_error(t: Translator, err: DomainError) -> str:
+    """A refusal in the person's language (dates as people write them)."""
+    params: dict[str, Any] = {
+        k: t.date(value) if isinstance(value, dt.date) else value for k, value in err.params.items()
+    }
+    if err.key == "booking.ineligible_age":
+        top = params.get("max_years")
+        params["max_years_text"] = t("book.age_to", max_years=top) if top is not None else ""
+    return t(err.key, **params)
+
+
+def _hours(slot: Session) -> str:
+    return f"{slot.start_time:%H:%M}–{slot.end_time:%H:%M}"
+
+
+async def _own_book(turn_: Turn) -> HealthBook | None:
+    if turn_.account is None:
+        return None
+    return await hb.own_book(turn_.session, turn_.account)
+
+
+# ---------------------------------------------------------------- /book
+
+
+@turn(NAME)
+async def start_booking(turn_: Turn) -> object:
+    """/book: a saved health book is needed; then the campaign (skipped when there is one)."""
+    book = await _own_book(turn_)
+    if book is None:
+        turn_.say(turn_.t("book.need_health_book"))
+        return ConversationHandler.END
+    campaigns = await active_campaigns(turn_.session, turn_.services.today())
+    if not campaigns:
+        turn_.say(turn_.t("book.no_campaign"))
+        return ConversationHandler.END
+    if len(campaigns) == 1:
+        return await choose_campaign(turn_, book, campaigns[0])
+    turn_.say(turn_.t("book.ask_campaign"), inline([[(c.name, f"bk:c:{c.id}")] for c in campaigns]))
+    return BookStep.CAMPAIGN
+
+
+@turn(NAME)
+async def campaign_chosen(turn_: Turn) -> object:
+    """A campaign button."""
+    parts = callback_parts(turn_.update, "bk:c") or []
+    book = await _own_book(turn_)
+    if book is None or len(parts) != 1 or not parts[0].isdigit():
+        turn_.toast(turn_.t("error.button.stale"))
+        return None
+    try:
+        campaign = await bk.get_campaign(turn_.session, int(parts[0]))
+    except DomainError:
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    return await choose_campaign(turn_, book, campaign)
+
+
+async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> object:
+    """Which dose is due and whether the person may book; then the sites."""
+    t, today = turn_.t, turn_.services.today()
+    window = await bk.eligible_doses(turn_.session, book, campaign, today)
+    if window is None:
+        turn_.say(t("booking.schedule_complete", campaign=campaign.name))
+        return ConversationHandler.END
+    try:
+        group = bk.check_eligibility(book, campaign, max(window.earliest, today))
+    except DomainError as err:
+        turn_.say(render_error(t, err) + "\n\n" + t("book.see_doctor"))
+        return ConversationHandler.END
+    draft = await turn_.session.get(BookingDraft, book.account_id)
+    if draft is None:
+        draft = BookingDraft(account_id=book.account_id)
+        turn_.session.add(draft)
+    draft.campaign_id, draft.dose = campaign.id, window.dose
+    lines = [t("book.dose", campaign=campaign.name, dose=window.dose)]
+    if window.earliest > today or window.latest is not None:
+        lines.append(
+            t(
+                "book.window",
+                earliest=t.date(window.earliest),
+                latest=t.date(window.latest) if window.latest else t("book.no_limit"),
+            )
+        )
+    if group is bk.v.ScreeningGroup.CAUTION:
+        lines.append(t("book.caution_hospital"))
+    lines.append(t("book.advisory"))
+    turn_.say("\n\n".join(lines))
+    return await offer_sites(turn_, book, campaign, hospital_only=_caution(group))
+
+
+def _caution(group: object) -> bool:
+    return group is bk.v.ScreeningGroup.CAUTION
+
+
+async def offer_sites(
+    turn_: Turn,
+    book: HealthBook,
+    campaign: Campaign,
+    *,
+    hospital_only: bool,
+    near: tuple[float, float] | None = None,
+    query: str | None = None,
+) -> object:
+    """Sites as buttons (own commune first, or nearest), a location button, and typing."""
+    t = turn_.t
+    found = await bk.sites_for(
+        turn_.session,
+        book.province_code,
+        book.ward_code,
+        near=near,
+        query=query,
+        hospital_only=hospital_only,
+    )
+    if not found:
+        turn_.say(t("book.no_site_found"))
+        return BookStep.SITE
+    rows = []
+    for match in found[:MAX_SITES]:
+        label = match.site.name
+        if match.distance_km is not None:
+            label += f" · {match.distance_km:.1f} km"
+        rows.append([(label, f"bk:s:{campaign.id}:{match.site.id}")])
+    turn_.say(t("book.ask_site"), inline(rows))
+    turn_.say(
+        t("book.site_hint"),
+        ReplyKeyboardMarkup(
+            [[KeyboardButton(t("book.button_near_me"), request_location=True)]],
+            resize_keyboard=True,
+            one_time_keyboard=True,
+        ),
+    )
+    return BookStep.SITE
+
+
+async def _draft_campaign(turn_: Turn) -> tuple[HealthBook, Campaign, bool] | None:
+    book = await _own_book(turn_)
+    if book is None:
+        return None
+    draft = await turn_.session.get(BookingDraft, book.account_id)
+    if draft is None or draft.campaign_id is None:
+        return None
+    campaign = await bk.get_campaign(turn_.session, draft.campaign_id)
+    group = bk.screening_group(book, turn_.services.today())
+    return book, campaign, _caution(group)
+
+
+@turn(NAME)
+async def site_typed(turn_: Turn) -> object:
+    """A commune or site name typed instead of pressing a button."""
+    found = await _draft_campaign(turn_)
+    if found is None:
+        turn_.say(turn_.t("book.start_again"))
+        return ConversationHandler.END
+    book, campaign, caution = found
+    query = turn_.text.strip()[:60]
+    return await offer_sites(turn_, book, campaign, hospital_only=caution, query=query)
+
+
+@turn(NAME)
+async def site_near(turn_: Turn) -> object:
+    """A shared location: the nearest sites, with their distance."""
+    message = turn_.update.effective_message
+    found = await _draft_campaign(turn_)
+    if found is None or message is None or message.location is None:
+        turn_.say(turn_.t("book.start_again"))
+        return ConversationHandler.END
+    book, campaign, caution = found
+    near = (message.location.latitude, message.location.longitude)
+    return await offer_sites(turn_, book, campaign, hospital_only=caution, near=near)
+
+
+@turn(NAME)
+async def site_chosen(turn_: Turn) -> object:
+    """A site button: the next days with free places."""
+    parts = callback_parts(turn_.update, "bk:s") or []
+    book = await _own_book(turn_)
+    if book is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
+        turn_.toast(turn_.t("error.button.stale"))
+        return None
+    try:
+        campaign = await bk.get_campaign(turn_.session, int(parts[0]))
+        site = await bk.get_site(turn_.session, int(parts[1]))
+    except DomainError:
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    return await offer_days(turn_, book, campaign, site)
+
+
+async def offer_days(turn_: Turn, book: HealthBook, campaign: Campaign, site: Site) -> object:
+    """Days with free places at a site (remaining places shown), or the waitlist."""
+    t, today = turn_.t, turn_.services.today()
+    window = await bk.eligible_doses(turn_.session, book, campaign, today)
+    start = max(today + dt.timedelta(days=1), window.earliest if window else today)
+    days = await bk.open_days(turn_.session, site, campaign, start, DAYS_AHEAD)
+    if not days:
+        turn_.say(
+            t("book.no_days", site=site.name),
+            inline([[(t("book.button_waitlist_site"), f"bk:w:{campaign.id}:{site.id}")]]),
+        )
+        return BookStep.SITE
+    rows = [
+        (
+            t("book.day_button", day=t.date(d.date), remaining=d.remaining),
+            f"bk:d:{campaign.id}:{site.id}:{d.date:%Y%m%d}",
+        )
+        for d in days[:8]
+    ]
+    turn_.say(t("book.ask_day", site=site.name), inline([[r] for r in rows]))
+    return BookStep.DAY
+
+
+def _date(text: str) -> dt.date | None:
+    try:
+        return dt.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+@turn(NAME)
+async def day_chosen(turn_: Turn) -> object:
+    """A day button: that day's time windows."""
+    parts = callback_parts(turn_.update, "bk:d") or []
+    day = _date(parts[2]) if len(parts) == 3 else None
+    if day is None or not parts[0].isdigit() or not parts[1].isdigit():
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    t = turn_.t
+    try:
+        campaign = await bk.get_campaign(turn_.session, int(parts[0]))
+        site = await bk.get_site(turn_.session, int(parts[1]))
+    except DomainError:
+        turn_.toast(t("error.button.invalid"))
+        return None
+    slots = await bk.sessions_on(turn_.session, site, day, campaign)
+    if not slots:
+        turn_.toast(t("error.button.stale"))
+        return None
+    rows = []
+    for slot in slots:
+        if slot.remaining > 0:
+            label = t("book.time_button", hours=_hours(slot), remaining=slot.remaining)
+            rows.append([(label, f"bk:t:{campaign.id}:{slot.id}")])
+        else:
+            label = t("book.time_full", hours=_hours(slot))
+            rows.append([(label, f"bk:wq:{campaign.id}:{slot.id}")])
+    turn_.say(t("book.ask_time", day=t.date(day), site=site.name), inline(rows))
+    return BookStep.TIME
+
+
+@turn(NAME)
+async def time_chosen(turn_: Turn) -> object:
+    """A time button: everything checked, then Confirm."""
+    parts = callback_parts(turn_.update, "bk:t") or []
+    book = await _own_book(turn_)
+    if book is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    t = turn_.t
+    try:
+        plan = await bk.check_booking(
+            turn_.session, book.id, int(parts[1]), int(parts[0]), None, turn_.services.today()
+        )
+    except DomainError as err:
+        turn_.say(render_error(t, err))
+        return None
+    turn_.say(
+        t(
+            "book.confirm",
+            campaign=plan.campaign.name,
+            dose=plan.dose,
+            site=plan.site.name,
+            address=plan.site.address,
+            day=t.date(plan.slot.date),
+            hours=_hours(plan.slot),
+        ),
+        inline(
+            [
+                [(t("book.button_confirm"), f"bk:ok:{plan.campaign.id}:{plan.slot.id}")],
+                [(t("book.button_other_time"), f"bk:s:{plan.campaign.id}:{plan.site.id}")],
+            ]
+        ),
+    )
+    return BookStep.CONFIRM
+
+
+@turn(NAME)
+async def confirmed(turn_: Turn) -> object:
+    """Confirm: the place is taken atomically (or "full", with the next days), then the ticket."""
+    parts = callback_parts(turn_.update, "bk:ok") or []
+    book = await _own_book(turn_)
+    if book is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    t = turn_.t
+    campaign_id, session_id = int(parts[0]), int(parts[1])
+    try:
+        booking = await bk.book(
+            turn_.session, book.id, session_id, campaign_id, None, turn_.services.today()
+        )
+    except DomainError as err:
+        turn_.say(render_error(t, err))
+        if err.key == "booking.full":
+            slot = await turn_.session.get(Session, session_id)
+            if slot is not None:
+                campaign = await bk.get_campaign(turn_.session, campaign_id)
+                site = await bk.get_site(turn_.session, slot.site_id)
+                return await offer_days(turn_, book, campaign, site)
+        return ConversationHandler.END
+    turn_.close_with = t("book.confirmed_short")
+    await send_ticket(turn_, booking)
+    draft = await turn_.session.get(BookingDraft, book.account_id)
+    if draft is not None:
+        await turn_.session.delete(draft)
+    return ConversationHandler.END
+
+
+async def send_ticket(turn_: Turn, booking: Booking) -> None:
+    """The ticket: code, QR (the check-in deep link), place, time, what to bring, advice."""
+    t = turn_.t
+    slot = await turn_.session.get(Session, booking.session_id)
+    assert slot is not None
+    site = await bk.get_site(turn_.session, slot.site_id)
+    campaign = await bk.get_campaign(turn_.session, booking.campaign_id)
+    username = turn_.context.bot.username or "healthbook_bot"
+    turn_.send_photo(
+        qr_png(checkin_link(username, booking.code)),
+        caption=t("ticket.qr_caption", code=booking.code),
+    )
+    turn_.say(
+        t(
+            "ticket.text",
+            code=booking.code,
+            campaign=campaign.name,
+            dose=booking.dose,
+            site=site.name,
+            address=site.address,
+            day=t.date(slot.date),
+            hours=_hours(slot),
+        ),
+        ReplyKeyboardRemove(),
+    )
+    turn_.send_location(site.lat, site.lon)
+
+
+@turn(NAME)
+async def waitlist_chosen(turn_: Turn) -> object:
+    """Join the waitlist of a full time window (bk:wq) or of a site (bk:w)."""
+    data = turn_.update.callback_query.data if turn_.update.callback_query else ""
+    key = "bk:wq" if (data or "").startswith("bk:wq:") else "bk:w"
+    parts = callback_parts(turn_.update, key) or []
+    book = await _own_book(turn_)
+    if book is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    t, today = turn_.t, turn_.services.today()
+    kwargs: dict[str, Any] = (
+        {"session_id": int(parts[1])} if key == "bk:wq" else {"site_id": int(parts[1])}
+    )
+    try:
+        await bk.join_waitlist(turn_.session, book.id, int(parts[0]), today=today, **kwargs)
+    except DomainError as err:
+        turn_.say(render_error(t, err))
+        return None
+    turn_.close_with = t("waitlist.joined_short")
+    turn_.say(
+        t("waitlist.joined", hours=turn_.services.settings.bot.waitlist_hold_minutes),
+        ReplyKeyboardRemove(),
+    )
+    return ConversationHandler.END
+
+
+# ---------------------------------------------------------------- /appointments
+
+
+@turn()
+async def appointments(turn_: Turn) -> None:
+    """/appointments: upcoming bookings (reschedule, cancel) and past ones."""
+    t = turn_.t
+    if turn_.account is None:
+        turn_.say(t("appointments.none"))
+        return
+    upcoming = await bk.bookings_for(turn_.session, turn_.account)
+    past = await bk.bookings_for(
+        turn_.session,
+        turn_.account,
+        statuses=("vaccinated", "not_vaccinated", "cancelled", "expired"),
+    )
+    if not upcoming and not past:
+        turn_.say(t("appointments.none"))
+        return
+    for booking in upcoming:
+        slot = await turn_.session.get(Session, booking.session_id)
+        assert slot is not None
+        site = await bk.get_site(turn_.session, slot.site_id)
+        campaign = await bk.get_campaign(turn_.session, booking.campaign_id)
+        turn_.say(
+            t(
+                "appointments.item",
+                code=booking.code,
+                campaign=campaign.name,
+                dose=booking.dose,
+                site=site.name,
+                day=t.date(slot.date),
+                hours=_hours(slot),
+            ),
+            inline(
+                [
+                    [
+                        (t("appointments.button_reschedule"), f"ap:r:{booking.id}"),
+                        (t("appointments.button_cancel"), f"ap:x:{booking.id}"),
+                    ]
+                ]
+            )
+            if booking.status == "booked"
+            else None,
+        )
+    if past:
+        lines = []
+        for booking in past[:10]:
+            slot = await turn_.session.get(Session, booking.session_id)
+            assert slot is not None
+            lines.append(
+                t(
+                    "appointments.past_item",
+                    day=t.date(slot.date),
+                    code=booking.code,
+                    status=t(f"status.{booking.status}"),
+                )
+            )
+        turn_.say(t("appointments.past") + "\n" + "\n".join(lines))
+
+
+async def _my_booking(turn_: Turn, raw: str) -> Booking | None:
+    """A booking of the sender's, by the id in a button (forged ids of others get None)."""
+    if turn_.account is None or not raw.isdigit():
+        return None
+    booking = await turn_.session.get(Booking, int(raw))
+    if booking is None:
+        return None
+    book = await turn_.session.get(HealthBook, booking.health_book_id)
+    return booking if book is not None and book.account_id == turn_.account.id else None
+
+
+@turn()
+async def appointment_button(turn_: Turn) -> None:
+    """Cancel (frees the place at once, offered to the waitlist) or reschedule a booking."""
+    parts = callback_parts(turn_.update, "ap") or []
+    t = turn_.t
+    booking = await _my_booking(turn_, parts[1]) if len(parts) >= 2 else None
+    if booking is None or turn_.account is None:
+        turn_.toast(t("booking.not_yours"), alert=True)
+        return
+    action = parts[0]
+    if action == "x":
+        turn_.say(
+            t("appointments.cancel_confirm", code=booking.code),
+            inline(
+                [
+                    [(t("appointments.button_cancel_yes"), f"ap:xx:{booking.id}")],
+                    [(t("appointments.button_keep"), f"ap:k:{booking.id}")],
+                ]
+            ),
+        )
+    elif action == "k":
+        turn_.close_with = t("appointments.kept")
+    elif action == "xx":
+        try:
+            await bk.cancel(turn_.session, booking, turn_.account, now=turn_.services.clock())
+        except DomainError as err:
+            turn_.say(render_error(t, err))
+            return
+        turn_.close_with = t("appointments.cancelled", code=booking.code)
+        await offer_to_waitlist(turn_, booking.session_id)
+    elif action == "r":
+        slot = await turn_.session.get(Session, booking.session_id)
+        assert slot is not None
+        await offer_new_days(turn_, booking, slot)
+    elif action == "rd" and len(parts) == 3 and _date(parts[2]):
+        await offer_new_times(turn_, booking, _date(parts[2]))  # type: ignore[arg-type]
+    elif action == "rt" and len(parts) == 3 and parts[2].isdigit():
+        old_session = booking.session_id
+        try:
+            moved = await bk.reschedule(
+                turn_.session,
+                booking,
+                int(parts[2]),
+                owner=turn_.account,
+                today=turn_.services.today(),
+            )
+        except DomainError as err:
+            turn_.say(render_error(t, err))
+            return
+        turn_.close_with = t("appointments.rescheduled")
+        await send_ticket(turn_, moved)
+        await offer_to_waitlist(turn_, old_session)
+    else:
+        turn_.toast(t("error.button.invalid"))
+
+
+async def offer_new_days(turn_: Turn, booking: Booking, slot: Session) -> None:
+    """Other days at the same site for a reschedule."""
+    t, today = turn_.t, turn_.services.today()
+    site = await bk.get_site(turn_.session, slot.site_id)
+    days = await bk.open_days(
+        turn_.session, site, booking.campaign_id, today + dt.timedelta(days=1), DAYS_AHEAD
+    )
+    if not days:
+        turn_.say(t("book.no_days", site=site.name))
+        return
+    turn_.say(
+        t("book.ask_day", site=site.name),
+        inline(
+            [
+                [
+                    (
+                        t("book.day_button", day=t.date(d.date), remaining=d.remaining),
+                        f"ap:rd:{booking.id}:{d.date:%Y%m%d}",
+                    )
+                ]
+                for d in days[:8]
+            ]
+        ),
+    )
+
+
+async def offer_new_times(turn_: Turn, booking: Booking, day: dt.date) -> None:
+    """The time windows of a day for a reschedule."""
+    t = turn_.t
+    old = await turn_.session.get(Session, booking.session_id)
+    assert old is not None
+    slots = await bk.sessions_on(turn_.session, old.site_id, day, booking.campaign_id)
+    rows = [
+        [
+            (
+                t("book.time_button", hours=_hours(s), remaining=s.remaining),
+                f"ap:rt:{booking.id}:{s.id}",
+            )
+        ]
+        for s in slots
+        if s.remaining > 0
+    ]
+    if not rows:
+        turn_.toast(t("booking.full_short"))
+        return
+    turn_.say(t("book.ask_time", day=t.date(day), site=""), inline(rows))
+
+
+async def offer_to_waitlist(turn_: Turn, session_id: int) -> None:
+    """A place was freed: offer it to the first person waiting, by message, with a button."""
+    entry = await bk.offer_freed_place(
+        turn_.session,
+        session_id,
+        turn_.services.clock(),
+        turn_.services.settings.bot.waitlist_hold_minutes,
+    )
+    if entry is not None:
+        await notify_offer(turn_, entry)
+
+
+async def notify_offer(turn_: Turn, entry: Any) -> None:
+    """Message a waitlisted person about a place held for them."""
+    message = await offer_message(turn_.session, turn_.services, entry)
+    if message is not None:
+        turn_.notify(*message)
+
+
+async def offer_message(
+    session: Any, services: Services, entry: Any
+) -> tuple[int, str, InlineKeyboardMarkup] | None:
+    """The offer of a held place, in the person's language, with Take / Decline buttons."""
+    book = await session.get(HealthBook, entry.health_book_id)
+    account = await session.get(Account, book.account_id) if book is not None else None
+    if account is None or account.channel != CHANNEL or entry.held_session_id is None:
+        return None
+    t = services.translations.get(account.locale)
+    slot = await session.get(Session, entry.held_session_id)
+    if slot is None:
+        return None
+    site = await bk.get_site(session, slot.site_id)
+    expires = entry.offer_expires_at
+    expires = (expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)).astimezone(
+        services.tz
+    )
+    text = t(
+        "waitlist.offer",
+        site=site.name,
+        day=t.date(slot.date),
+        hours=_hours(slot),
+        until=f"{expires:%H:%M}",
+    )
+    return (
+        int(account.external_id),
+        text,
+        inline(
+            [
+                [(t("waitlist.button_take"), f"wl:a:{entry.id}")],
+                [(t("waitlist.button_decline"), f"wl:d:{entry.id}")],
+            ]
+        ),
+    )
+
+
+async def expire_offers_job(context: HBContext) -> None:
+    """Every minute: release the places of offers nobody took, offer each to the next person.
+    The offers live in rows, so a restart loses none; this job only moves them along."""
+    services = context.services
+    async with services.sessions() as session, session.begin():
+        entries = await bk.expire_offers(
+            session, services.clock(), services.settings.bot.waitlist_hold_minutes
+        )
+        messages = [await offer_message(session, services, e) for e in entries]
+    for message in messages:
+        if message is None:
+            continue
+        chat_id, text, markup = message
+        try:
+            await context.bot.send_message(chat_id, text, reply_markup=markup)
+        except TelegramError as exc:
+            log.warning("could not send a waitlist offer: %s", type(exc).__name__)
+
+
+@turn()
+async def offer_button(turn_: Turn) -> None:
+    """Take (or decline) a place offered from the waitlist."""
+    parts = callback_parts(turn_.update, "wl") or []
+    t = turn_.t
+    if turn_.account is None or len(parts) != 2 or not parts[1].isdigit():
+        turn_.toast(t("error.button.invalid"))
+        return
+    try:
+        if parts[0] == "a":
+            booking = await bk.accept_offer(
+                turn_.session, int(parts[1]), turn_.account, turn_.services.clock()
+            )
+            turn_.close_with = t("waitlist.taken_short")
+            await send_ticket(turn_, booking)
+        elif parts[0] == "d":
+            entry = await bk.leave_waitlist(turn_.session, int(parts[1]), turn_.account)
+            turn_.close_with = t("waitlist.declined")
+            if entry.held_session_id is not None:
+                await offer_to_waitlist(turn_, entry.held_session_id)
+        else:
+            turn_.toast(t("error.button.invalid"))
+    except DomainError as err:
+        turn_.toast(render_error(t, err), alert=True)
+
+
+# ---------------------------------------------------------------- wiring
+
+
+@turn(NAME)
+async def cancel_booking(turn_: Turn) -> object:
+    """/cancel while booking."""
+    turn_.say(turn_.t("book.cancelled"), ReplyKeyboardRemove())
+    return ConversationHandler.END
+
+
+@turn(NAME)
+async def stale(turn_: Turn) -> object:
+    """Anything else mid-way: a polite word; the conversation stays where it is."""
+    if turn_.update.callback_query is not None:
+        turn_.toast(turn_.t("error.button.stale"))
+    else:
+        turn_.say(turn_.t("book.use_buttons"))
+    return None
+
+
+def build() -> ConversationHandler:
+    """The booking conversation, as a transition table."""
+    states: dict[object, list[BaseHandler]] = {
+        BookStep.CAMPAIGN: [CallbackQueryHandler(campaign_chosen, pattern=r"^bk:c:")],
+        BookStep.SITE: [
+            CallbackQueryHandler(site_chosen, pattern=r"^bk:s:"),
+            CallbackQueryHandler(waitlist_chosen, pattern=r"^bk:w:"),
+            MessageHandler(filters.LOCATION, site_near),
+            MessageHandler(NEW_TEXT, site_typed),
+        ],
+        BookStep.DAY: [
+            CallbackQueryHandler(day_chosen, pattern=r"^bk:d:"),
+            CallbackQueryHandler(site_chosen, pattern=r"^bk:s:"),
+            CallbackQueryHandler(waitlist_chosen, pattern=r"^bk:w:"),
+        ],
+        BookStep.TIME: [
+            CallbackQueryHandler(time_chosen, pattern=r"^bk:t:"),
+            CallbackQueryHandler(waitlist_chosen, pattern=r"^bk:wq:"),
+            CallbackQueryHandler(day_chosen, pattern=r"^bk:d:"),
+        ],
+        BookStep.CONFIRM: [
+            CallbackQueryHandler(confirmed, pattern=r"^bk:ok:"),
+            CallbackQueryHandler(site_chosen, pattern=r"^bk:s:"),
+        ],
+    }
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "If 'per_message=False'", PTBUserWarning)
+        return ConversationHandler(
+            entry_points=[CommandHandler("book", start_booking, filters=filters.ChatType.PRIVATE)],
+            states=states,
+            fallbacks=[
+                CommandHandler("cancel", cancel_booking),
+                CommandHandler("book", start_booking),
+                CallbackQueryHandler(stale, pattern=r"^bk:"),
+                MessageHandler(NEW_TEXT | filters.LOCATION, stale),
+            ],
+            name=NAME,
+            persistent=True,
+        )
+
+
+def handlers() -> list[BaseHandler]:
+    """Top-level handlers: /appointments and its buttons, waitlist offers."""
+    return [
+        CommandHandler("appointments", appointments),
+        CallbackQueryHandler(appointment_button, pattern=r"^ap:"),
+        CallbackQueryHandler(offer_button, pattern=r"^wl:"),
+    ]

@@ -1,0 +1,203 @@
+"""End to end: /book, the ticket, /appointments (reschedule, cancel), the waitlist offer."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.standin import ChatDriver
+from models import booking as bk
+from models.campaigns import load_sample_data
+from models.tables import Booking, Session, WaitlistEntry
+from tests.conftest import Harness
+from tests.flows import agree, answer_screening, t
+
+TODAY = dt.date(2026, 11, 25)  # the harness clock: 2026-11-25 10:00 in Lào Cai
+
+
+async def younger_person(bot: Harness, uid_digits: str = "001234", lang: str = "vi") -> ChatDriver:
+    """A health book of someone born in 1990 in Phường Sa Pa (no caution group)."""
+    person = bot.user(lang=lang)
+    await agree(person, lang)
+    await person.send("Lò Văn Páo")
+    await person.send("15/3/1990")
+    await person.press(t(lang, "gender.male"))
+    await person.send(f"010090{uid_digits}")
+    await person.send(t(lang, "button.no_phone"))
+    await person.press(t(lang, "button.skip"))
+    await person.send("hmong")
+    await person.press(t(lang, "occupation.farmer"))
+    await person.press(t(lang, "priority.none"))
+    await person.press("Lào Cai")
+    await person.send("sa pa")
+    await person.press(t(lang, "button.skip"))
+    await answer_screening(person, lang)
+    await person.press(t(lang, "button.save"))
+    assert t(lang, "saved.new") in person.last_text
+    return person
+
+
+@pytest.fixture
+async def sample(bot: Harness) -> Harness:
+    async with bot.session() as session, session.begin():
+        await load_sample_data(session, TODAY)
+    return bot
+
+
+async def book_first_place(person: ChatDriver, lang: str = "vi") -> None:
+    await person.send("/book")
+    await person.press("COVID-19")
+    assert t(lang, "book.ask_site") in person.texts[-2]
+    await person.press("Sa Pa")  # own commune first
+    assert t(lang, "book.ask_day", site="Trạm Y tế phường Sa Pa") in person.last_text
+    await person.press(person.buttons[0])
+    await person.press(person.buttons[0])
+    assert "Trạm Y tế phường Sa Pa" in person.last_text
+    await person.press(t(lang, "book.button_confirm"))
+
+
+async def active_bookings(bot: Harness) -> list[Booking]:
+    async with bot.session() as session:
+        return list((await session.scalars(
+            select(Booking).where(Booking.status == "booked"))).all())
+
+
+async def test_book_a_place_and_get_a_ticket(sample: Harness) -> None:
+    bot = sample
+    person = await younger_person(bot)
+    await book_first_place(person)
+    [booking] = await active_bookings(bot)
+    assert any(booking.code in x for x in person.texts)
+    photo = next(c for c in reversed(bot.api.calls) if c.method == "sendPhoto")
+    assert photo.params["photo"].content.startswith(b"\x89PNG")
+    assert booking.code in photo.params["caption"]
+    assert any(c.method == "sendLocation" for c in bot.api.calls)
+    ticket = next(x for x in person.texts if "PHIẾU HẸN" in x)
+    assert "Thứ" in ticket and "07:30–11:30" in ticket and "căn cước" in ticket
+    async with bot.session() as session:
+        slot = await session.get(Session, booking.session_id)
+        assert slot is not None and slot.booked == 1
+    # a second /book for the same dose is refused
+    await person.send("/book")
+    await person.press("COVID-19")
+    await person.press("Sa Pa")
+    await person.press(person.buttons[0])
+    await person.press(person.buttons[0])
+    await person.press(t("vi", "book.button_confirm"))
+    assert t("vi", "booking.duplicate", dose=1) in person.texts
+    assert len(await active_bookings(bot)) == 1
+
+
+async def test_older_person_is_offered_hospitals_only(sample: Harness) -> None:
+    from tests.flows import complete  # born 1950: aged 65 or more
+
+    person = sample.user()
+    await complete(person)
+    await person.send("/book")
+    await person.press("COVID-19")
+    assert t("vi", "book.caution_hospital") in " ".join(person.texts)
+    assert all("Bệnh viện" in label for label in person.buttons)
+
+
+async def test_postpone_group_cannot_book(sample: Harness) -> None:
+    person = sample.user()
+    await agree(person)
+    await person.send("Lò Văn Páo")
+    await person.send("15/3/1990")
+    await person.press(t("vi", "gender.male"))
+    await person.send("010090005555")
+    await person.send(t("vi", "button.no_phone"))
+    await person.press(t("vi", "button.skip"))
+    await person.send("kinh")
+    await person.press(t("vi", "occupation.farmer"))
+    await person.press(t("vi", "priority.none"))
+    await person.press("Lào Cai")
+    await person.send("sa pa")
+    await person.press(t("vi", "button.skip"))
+    for item in bk.v.screening_items():
+        await person.press(t("vi", "button.yes" if item.code == "acute_illness" else "button.no"))
+    await person.press(t("vi", "button.none"))
+    await person.press(t("vi", "button.none"))
+    await person.press(t("vi", "button.save"))
+    await person.send("/book")
+    await person.press("COVID-19")
+    assert t("vi", "booking.screening_postpone") in person.last_text
+    assert t("vi", "book.see_doctor") in person.last_text
+
+
+async def test_reschedule_and_cancel(sample: Harness) -> None:
+    bot = sample
+    person = await younger_person(bot)
+    await book_first_place(person)
+    [first] = await active_bookings(bot)
+    await person.send("/appointments")
+    assert first.code in person.last_text
+    await person.press(t("vi", "appointments.button_reschedule"))
+    await person.press(person.buttons[1])  # another day
+    await person.press(person.buttons[0])
+    [moved] = await active_bookings(bot)
+    assert moved.id == first.id and moved.session_id != first.session_id
+    async with bot.session() as session:
+        old = await session.get(Session, first.session_id)
+        new = await session.get(Session, moved.session_id)
+        assert old is not None and new is not None and (old.booked, new.booked) == (0, 1)
+    await person.send("/appointments")
+    await person.press(t("vi", "appointments.button_cancel"))
+    await person.press(t("vi", "appointments.button_cancel_yes"))
+    assert await active_bookings(bot) == []
+    async with bot.session() as session:
+        new = await session.get(Session, moved.session_id)
+        assert new is not None and new.booked == 0
+
+
+async def test_forged_appointment_buttons_change_nothing(sample: Harness) -> None:
+    bot = sample
+    owner = await younger_person(bot, "001111")
+    await book_first_place(owner)
+    [booking] = await active_bookings(bot)
+    intruder = await younger_person(bot, "002222")
+    for forged in (f"ap:xx:{booking.id}", f"ap:rt:{booking.id}:1", f"ap:x:{booking.id}",
+                   "ap:xx:../../1", "wl:a:1", "bk:ok:1:999999"):
+        await intruder.press_data(forged)
+    assert len(await active_bookings(bot)) == 1
+    assert t("vi", "booking.not_yours") in intruder.callback_answers
+
+
+async def test_full_session_waitlist_offer_and_take(sample: Harness) -> None:
+    bot = sample
+    first = await younger_person(bot, "003333")
+    second = await younger_person(bot, "004444")
+    async with bot.session() as session, session.begin():  # one place left on the first day
+        sa_pa = await bk.get_site(session, "LC-TYT-SAPA")
+        await session.execute(
+            Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0))
+        first_slot = (await session.scalars(
+            select(Session).where(Session.site_id == sa_pa.id, Session.date > TODAY)
+            .order_by(Session.date, Session.id))).first()
+        assert first_slot is not None
+        first_slot.capacity = 1
+    await book_first_place(first)
+    await second.send("/book")
+    await second.press("COVID-19")
+    await second.press("Sa Pa")
+    # every day of the site is full: the waitlist is offered
+    assert t("vi", "book.no_days", site="Trạm Y tế phường Sa Pa") in second.last_text
+    await second.press(t("vi", "book.button_waitlist_site"))
+    assert t("vi", "waitlist.joined", hours=60) in second.texts
+    # the first person cancels: the place is offered to the second, who takes it
+    await first.send("/appointments")
+    await first.press(t("vi", "appointments.button_cancel"))
+    await first.press(t("vi", "appointments.button_cancel_yes"))
+    offer = next(m for m in reversed(bot.api.messages(second.user.id))
+                 if "Có chỗ trống" in m.get("text", ""))
+    await second.press_data(offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
+                            message=offer)
+    bookings = await active_bookings(bot)
+    assert len(bookings) == 1
+    async with bot.session() as session:
+        entries = (await session.scalars(select(WaitlistEntry))).all()
+        assert [e.status for e in entries] == ["accepted"]
+        total = await session.scalar(select(func.sum(Session.booked)))
+        assert total == 1
