@@ -63,6 +63,7 @@ async def run_demo(settings: Settings, *, language: str = "vi") -> None:
         settings.telegram.base_file_url = api.base_file_url
         app = build_application(settings, token=DEMO_TOKEN, rate_limit=False)
         await prepare_database(app)
+        await _sample_data(app)
         async with app:
             assert app.updater is not None
             await app.updater.start_polling(poll_interval=0, timeout=1)
@@ -75,6 +76,15 @@ async def run_demo(settings: Settings, *, language: str = "vi") -> None:
                 await app.updater.stop()
                 await app.stop()
         await engine_of(app).dispose()
+
+
+async def _sample_data(app: Any) -> None:
+    """The shipped Lào Cai campaigns, sites and sessions, so /book works out of the box."""
+    from models.campaigns import load_sample_data
+
+    services = app.bot_data["services"]
+    async with services.sessions() as session, session.begin():
+        await load_sample_data(session, services.today())
 
 
 async def _loop(driver: ChatDriver) -> None:

@@ -65,6 +65,12 @@ def render_error(t: Translator, err: DomainError) -> str:
     return t(err.key, **params)
 
 
+def campaign_name(t: Translator, campaign: Campaign) -> str:
+    """A campaign's name in the person's language when the catalogue has it, else as entered."""
+    key = f"campaign_name.{campaign.code}"
+    return t(key) if t.has(key) else campaign.name
+
+
 def _hours(slot: Session) -> str:
     return f"{slot.start_time:%H:%M}–{slot.end_time:%H:%M}"
 
@@ -91,7 +97,10 @@ async def start_booking(turn_: Turn) -> object:
         return ConversationHandler.END
     if len(campaigns) == 1:
         return await choose_campaign(turn_, book, campaigns[0])
-    turn_.say(turn_.t("book.ask_campaign"), inline([[(c.name, f"bk:c:{c.id}")] for c in campaigns]))
+    turn_.say(
+        turn_.t("book.ask_campaign"),
+        inline([[(campaign_name(turn_.t, c), f"bk:c:{c.id}")] for c in campaigns]),
+    )
     return BookStep.CAMPAIGN
 
 
@@ -116,7 +125,7 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
     t, today = turn_.t, turn_.services.today()
     window = await bk.eligible_doses(turn_.session, book, campaign, today)
     if window is None:
-        turn_.say(t("booking.schedule_complete", campaign=campaign.name))
+        turn_.say(t("booking.schedule_complete", campaign=campaign_name(t, campaign)))
         return ConversationHandler.END
     try:
         group = bk.check_eligibility(book, campaign, max(window.earliest, today))
@@ -128,7 +137,7 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
         draft = BookingDraft(account_id=book.account_id)
         turn_.session.add(draft)
     draft.campaign_id, draft.dose = campaign.id, window.dose
-    lines = [t("book.dose", campaign=campaign.name, dose=window.dose)]
+    lines = [t("book.dose", campaign=campaign_name(t, campaign), dose=window.dose)]
     if window.earliest > today or window.latest is not None:
         lines.append(
             t(
@@ -322,7 +331,7 @@ async def time_chosen(turn_: Turn) -> object:
     turn_.say(
         t(
             "book.confirm",
-            campaign=plan.campaign.name,
+            campaign=campaign_name(t, plan.campaign),
             dose=plan.dose,
             site=plan.site.name,
             address=plan.site.address,
@@ -386,7 +395,7 @@ async def send_ticket(turn_: Turn, booking: Booking) -> None:
         t(
             "ticket.text",
             code=booking.code,
-            campaign=campaign.name,
+            campaign=campaign_name(t, campaign),
             dose=booking.dose,
             site=site.name,
             address=site.address,
@@ -453,7 +462,7 @@ async def appointments(turn_: Turn) -> None:
             t(
                 "appointments.item",
                 code=booking.code,
-                campaign=campaign.name,
+                campaign=campaign_name(t, campaign),
                 dose=booking.dose,
                 site=site.name,
                 day=t.date(slot.date),

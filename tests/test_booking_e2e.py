@@ -60,8 +60,9 @@ async def book_first_place(person: ChatDriver, lang: str = "vi") -> None:
 
 async def active_bookings(bot: Harness) -> list[Booking]:
     async with bot.session() as session:
-        return list((await session.scalars(
-            select(Booking).where(Booking.status == "booked"))).all())
+        return list(
+            (await session.scalars(select(Booking).where(Booking.status == "booked"))).all()
+        )
 
 
 async def test_book_a_place_and_get_a_ticket(sample: Harness) -> None:
@@ -158,8 +159,14 @@ async def test_forged_appointment_buttons_change_nothing(sample: Harness) -> Non
     await book_first_place(owner)
     [booking] = await active_bookings(bot)
     intruder = await younger_person(bot, "002222")
-    for forged in (f"ap:xx:{booking.id}", f"ap:rt:{booking.id}:1", f"ap:x:{booking.id}",
-                   "ap:xx:../../1", "wl:a:1", "bk:ok:1:999999"):
+    for forged in (
+        f"ap:xx:{booking.id}",
+        f"ap:rt:{booking.id}:1",
+        f"ap:x:{booking.id}",
+        "ap:xx:../../1",
+        "wl:a:1",
+        "bk:ok:1:999999",
+    ):
         await intruder.press_data(forged)
     assert len(await active_bookings(bot)) == 1
     assert t("vi", "booking.not_yours") in intruder.callback_answers
@@ -172,10 +179,15 @@ async def test_full_session_waitlist_offer_and_take(sample: Harness) -> None:
     async with bot.session() as session, session.begin():  # one place left on the first day
         sa_pa = await bk.get_site(session, "LC-TYT-SAPA")
         await session.execute(
-            Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0))
-        first_slot = (await session.scalars(
-            select(Session).where(Session.site_id == sa_pa.id, Session.date > TODAY)
-            .order_by(Session.date, Session.id))).first()
+            Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0)
+        )
+        first_slot = (
+            await session.scalars(
+                select(Session)
+                .where(Session.site_id == sa_pa.id, Session.date > TODAY)
+                .order_by(Session.date, Session.id)
+            )
+        ).first()
         assert first_slot is not None
         first_slot.capacity = 1
     await book_first_place(first)
@@ -190,10 +202,12 @@ async def test_full_session_waitlist_offer_and_take(sample: Harness) -> None:
     await first.send("/appointments")
     await first.press(t("vi", "appointments.button_cancel"))
     await first.press(t("vi", "appointments.button_cancel_yes"))
-    offer = next(m for m in reversed(bot.api.messages(second.user.id))
-                 if "Có chỗ trống" in m.get("text", ""))
-    await second.press_data(offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"],
-                            message=offer)
+    offer = next(
+        m for m in reversed(bot.api.messages(second.user.id)) if "Có chỗ trống" in m.get("text", "")
+    )
+    await second.press_data(
+        offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"], message=offer
+    )
     bookings = await active_bookings(bot)
     assert len(bookings) == 1
     async with bot.session() as session:
@@ -201,3 +215,85 @@ async def test_full_session_waitlist_offer_and_take(sample: Harness) -> None:
         assert [e.status for e in entries] == ["accepted"]
         total = await session.scalar(select(func.sum(Session.booked)))
         assert total == 1
+
+
+async def test_booking_in_english_with_location_and_typed_commune(sample: Harness) -> None:
+    bot = sample
+    person = await younger_person(bot, "005555", lang="en")
+    await person.send("/book")
+    await person.press("COVID-19 vaccination")
+    assert t("en", "book.ask_site") in person.texts[-2]
+    assert any(b.get("request_location") for b in person.reply_buttons)
+    await person.send_location(22.4963, 103.9697)  # in Phường Lào Cai
+    assert person.buttons[0].startswith("Trạm Y tế phường Lào Cai") and "km" in person.buttons[0]
+    await person.send("bac ha")  # typed, without accents
+    assert person.buttons == [b for b in person.buttons if "Bắc Hà" in b] and person.buttons
+    await person.press("Bắc Hà")
+    assert "Monday" in " ".join(person.buttons) or "Friday" in " ".join(person.buttons)
+    await person.press(person.buttons[0])
+    await person.press(person.buttons[0])
+    await person.press(t("en", "book.button_confirm"))
+    ticket = next(x for x in person.texts if "VACCINATION TICKET" in x)
+    assert "Trạm Y tế xã Bắc Hà" in ticket and "citizen ID" in ticket
+
+
+async def test_unanswered_offer_moves_to_the_next_person(sample: Harness) -> None:
+    from handlers.booking import expire_offers_job
+
+    bot = sample
+    people = [await younger_person(bot, f"00{n}777") for n in range(3)]
+    async with bot.session() as session, session.begin():
+        sa_pa = await bk.get_site(session, "LC-TYT-SAPA")
+        await session.execute(
+            Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0)
+        )
+        slot = (
+            await session.scalars(
+                select(Session)
+                .where(Session.site_id == sa_pa.id, Session.date > TODAY)
+                .order_by(Session.date, Session.id)
+            )
+        ).first()
+        assert slot is not None
+        slot.capacity = 1
+    holder, waiting1, waiting2 = people
+    await book_first_place(holder)
+    for person in (waiting1, waiting2):
+        await person.send("/book")
+        await person.press("COVID-19")
+        await person.press("Sa Pa")
+        await person.press(t("vi", "book.button_waitlist_site"))
+    await holder.send("/appointments")
+    await holder.press(t("vi", "appointments.button_cancel"))
+    await holder.press(t("vi", "appointments.button_cancel_yes"))
+    first_offer = offers(bot, waiting1)
+    assert first_offer and not offers(bot, waiting2)
+    bot.clock.advance(minutes=61)  # nobody took it within the hold
+    await expire_offers_job(_JobContext(bot))  # what the job queue runs every minute
+    await bot.idle()
+    second_offer = offers(bot, waiting2)
+    assert second_offer
+    await take(waiting1, first_offer[0])
+    assert waiting1.callback_answers[-1]  # told the offer is gone
+    assert len(await active_bookings(bot)) == 0
+    await take(waiting2, second_offer[0])
+    assert len(await active_bookings(bot)) == 1
+
+
+def offers(bot: Harness, person: ChatDriver) -> list[dict]:
+    """The waitlist offers a person received."""
+    return [m for m in bot.api.messages(person.user.id) if "Có chỗ trống" in m.get("text", "")]
+
+
+async def take(person: ChatDriver, offer: dict) -> None:
+    """Press "take the place" on an offer."""
+    data = offer["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await person.press_data(data, message=offer)
+
+
+class _JobContext:
+    """The two things a job callback uses: the bot and the services."""
+
+    def __init__(self, bot: Harness) -> None:
+        self.bot = bot.app.bot
+        self.services = bot.services
