@@ -764,7 +764,8 @@ def build() -> ConversationHandler:
                 CommandHandler("cancel", cancel_booking),
                 CommandHandler("book", start_booking),
                 CallbackQueryHandler(stale, pattern=r"^bk:"),
-                MessageHandler(NEW_TEXT | filters.LOCATION, stale),
+                # stickers, photos…: a word and the same step (commands pass through)
+                MessageHandler(filters.UpdateType.MESSAGE & ~filters.COMMAND, stale),
             ],
             name=NAME,
             persistent=True,

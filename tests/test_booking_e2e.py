@@ -297,3 +297,18 @@ class _JobContext:
     def __init__(self, bot: Harness) -> None:
         self.bot = bot.app.bot
         self.services = bot.services
+
+
+async def test_odd_input_mid_booking_keeps_the_step(sample: Harness) -> None:
+    person = await younger_person(sample, "006666")
+    await person.send("/book")
+    await person.press("COVID-19")
+    await person.press("Sa Pa")
+    await person.send_sticker()
+    assert person.last_text == t("vi", "book.use_buttons")
+    await person.send("/help")
+    assert "/book" in person.last_text
+    await person.press_data("bk:d:1:20990101")  # forged: a day with no session
+    await person.press_data("bk:t:1:notanumber")
+    await person.press(person.buttons[0])  # the real day buttons still work
+    assert t("vi", "book.ask_time", day="", site="").split("{")[0][:10] in person.last_text
