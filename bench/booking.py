@@ -401,13 +401,19 @@ def main() -> None:
             label = f"{kind} {method}" + (" (baseline)" if method == "naive" else "")
             if run["processes"] > 1:
                 label += f" ×{run['processes']} procs"
-            rows[label] = {**run, "per_s": run["bookings_per_s"]}  # a column name that fits
-    keys = ["bookings", "per_s", "p50_ms", "p95_ms", "p99_ms", "overbooked", "errors"]
+            # column names that fit the table's width
+            rows[label] = {
+                **run,
+                "bookings/s": run["bookings_per_s"],
+                "attempts/s": run["attempts_per_s"],
+            }
+    keys = ["bookings", "bookings/s", "attempts/s", "p50_ms", "p95_ms", "p99_ms", "overbooked"]
     print_table(rows, keys)
     atomic_over = sum(
         run["overbooked"] for runs in results.values() for n, run in runs.items() if "atomic" in n
     )
-    print(f"overbooking with the atomic update: {atomic_over} (must be 0)")
+    errors = sum(run["errors"] for runs in results.values() for run in runs.values())
+    print(f"overbooking with the atomic update: {atomic_over} (must be 0); other errors: {errors}")
     if "sqlite" in results:
         print("sqlite: one connection, so transactions queue and even the naive way cannot race")
     last_line(

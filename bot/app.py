@@ -24,8 +24,18 @@ from handlers.common import translator_for
 
 log = logging.getLogger(__name__)
 COMMANDS = (
-    "start", "book", "appointments", "certificate", "profile", "mydata", "language", "cancel",
-    "delete", "help", "checkin", "verify",
+    "start",
+    "book",
+    "appointments",
+    "certificate",
+    "profile",
+    "mydata",
+    "language",
+    "cancel",
+    "delete",
+    "help",
+    "checkin",
+    "verify",
 )
 
 
@@ -95,8 +105,12 @@ def build_application(
     for handler in [*site.handlers(), *booking.handlers(), *help_handlers.handlers()]:
         app.add_handler(handler)
     if app.job_queue is not None:  # waitlist offers nobody took move on to the next person
-        app.job_queue.run_repeating(booking.expire_offers_job, interval=60, first=30,
-                                    name="waitlist-offers")
+        app.job_queue.run_repeating(
+            booking.expire_offers_job, interval=60, first=30, name="waitlist-offers"
+        )
+        app.job_queue.run_repeating(
+            booking.expire_bookings_job, interval=3600, first=60, name="missed-bookings"
+        )
     app.add_error_handler(on_error)
     return app
 

@@ -665,6 +665,13 @@ async def offer_message(
     )
 
 
+async def expire_bookings_job(context: HBContext) -> None:
+    """Hourly: bookings whose day has passed without a check-in are marked missed."""
+    services = context.services
+    async with services.sessions() as session, session.begin():
+        await bk.expire_bookings(session, services.today())
+
+
 async def expire_offers_job(context: HBContext) -> None:
     """Every minute: release the places of offers nobody took, offer each to the next person.
     The offers live in rows, so a restart loses none; this job only moves them along."""

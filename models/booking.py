@@ -249,23 +249,6 @@ async def get_campaign(session: AsyncSession, ref: Campaign | str | int) -> Camp
     return found
 
 
-async def active_campaigns(session: AsyncSession, today: dt.date) -> list[Campaign]:
-    """Campaigns open on ``today`` (active, within their dates), by name."""
-    return list(
-        (
-            await session.scalars(
-                select(Campaign)
-                .where(
-                    Campaign.active.is_(True),
-                    Campaign.starts_on <= today,
-                    or_(Campaign.ends_on.is_(None), Campaign.ends_on >= today),
-                )
-                .order_by(Campaign.name, Campaign.id)
-            )
-        ).all()
-    )
-
-
 async def get_site(session: AsyncSession, ref: Site | str | int) -> Site:
     """A site given as itself, its code or its id; ``site.not_found`` otherwise."""
     if isinstance(ref, Site):

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models import validators as v
 from models.errors import DomainError, InvalidAnswer
 from models.schemas import HealthBookIn, validate_book
-from models.tables import Account, Consent, ConversationState, Draft, HealthBook
+from models.tables import Account, Consent, ConversationState, Draft, HealthBook, utcnow
 
 # The questions, in the order they are asked; a draft is complete when all are answered.
 FIELDS: tuple[str, ...] = (
@@ -342,6 +342,13 @@ async def export_data(session: AsyncSession, account: Account) -> dict[str, Any]
 
 async def erase_account(session: AsyncSession, account: Account) -> None:
     """Erase everything stored about an account: books, drafts, consents, conversation states."""
+    from models.booking import release_book  # booking builds on this module
+
+    books = (
+        await session.scalars(select(HealthBook.id).where(HealthBook.account_id == account.id))
+    ).all()
+    for book_id in books:  # a cascade delete would not give the booked places back
+        await release_book(session, book_id, utcnow())
     ext = int(account.external_id) if account.external_id.lstrip("-").isdigit() else None
     if ext is not None:
         await session.execute(delete(ConversationState).where(ConversationState.user_id == ext))

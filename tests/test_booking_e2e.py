@@ -312,3 +312,16 @@ async def test_odd_input_mid_booking_keeps_the_step(sample: Harness) -> None:
     await person.press_data("bk:t:1:notanumber")
     await person.press(person.buttons[0])  # the real day buttons still work
     assert t("vi", "book.ask_time", day="", site="").split("{")[0][:10] in person.last_text
+
+
+async def test_delete_gives_booked_places_back(sample: Harness) -> None:
+    bot = sample
+    person = await younger_person(bot, "008888")
+    await book_first_place(person)
+    [booking] = await active_bookings(bot)
+    await person.send("/delete")
+    await person.press(t("vi", "button.delete_yes"))
+    async with bot.session() as session:
+        slot = await session.get(Session, booking.session_id)
+        assert slot is not None and slot.booked == 0
+        assert await session.scalar(select(func.count()).select_from(Booking)) == 0

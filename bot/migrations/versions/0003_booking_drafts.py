@@ -24,12 +24,16 @@ def upgrade() -> None:
         sa.Column("dose", sa.Integer(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"],
-            name=op.f("fk_booking_drafts_account_id_accounts"), ondelete="CASCADE",
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_booking_drafts_account_id_accounts"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["campaign_id"], ["campaigns.id"],
-            name=op.f("fk_booking_drafts_campaign_id_campaigns"), ondelete="CASCADE",
+            ["campaign_id"],
+            ["campaigns.id"],
+            name=op.f("fk_booking_drafts_campaign_id_campaigns"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("account_id", name=op.f("pk_booking_drafts")),
     )
