@@ -81,6 +81,17 @@ async def _own_book(turn_: Turn) -> HealthBook | None:
     return await hb.own_book(turn_.session, turn_.account)
 
 
+async def _pressed(turn_: Turn, prefix: str, count: int) -> tuple[HealthBook, list[int]] | None:
+    """The sender's health book and the ids a button carries; a toast when either is missing
+    or malformed (callback data can be forged: the domain re-checks every id)."""
+    parts = callback_parts(turn_.update, prefix) or []
+    book = await _own_book(turn_)
+    if book is None or len(parts) != count or not all(p.isdigit() for p in parts):
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    return book, [int(p) for p in parts]
+
+
 # ---------------------------------------------------------------- /book
 
 
@@ -237,14 +248,13 @@ async def site_near(turn_: Turn) -> object:
 @turn(NAME)
 async def site_chosen(turn_: Turn) -> object:
     """A site button: the next days with free places."""
-    parts = callback_parts(turn_.update, "bk:s") or []
-    book = await _own_book(turn_)
-    if book is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
-        turn_.toast(turn_.t("error.button.stale"))
+    pressed = await _pressed(turn_, "bk:s", 2)
+    if pressed is None:
         return None
+    book, (campaign_id, site_id) = pressed
     try:
-        campaign = await bk.get_campaign(turn_.session, int(parts[0]))
-        site = await bk.get_site(turn_.session, int(parts[1]))
+        campaign = await bk.get_campaign(turn_.session, campaign_id)
+        site = await bk.get_site(turn_.session, site_id)
     except DomainError:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
@@ -315,15 +325,14 @@ async def day_chosen(turn_: Turn) -> object:
 @turn(NAME)
 async def time_chosen(turn_: Turn) -> object:
     """A time button: everything checked, then Confirm."""
-    parts = callback_parts(turn_.update, "bk:t") or []
-    book = await _own_book(turn_)
-    if book is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
-        turn_.toast(turn_.t("error.button.invalid"))
+    pressed = await _pressed(turn_, "bk:t", 2)
+    if pressed is None:
         return None
+    book, (campaign_id, session_id) = pressed
     t = turn_.t
     try:
         plan = await bk.check_booking(
-            turn_.session, book.id, int(parts[1]), int(parts[0]), None, turn_.services.today()
+            turn_.session, book.id, session_id, campaign_id, None, turn_.services.today()
         )
     except DomainError as err:
         turn_.say(render_error(t, err))
@@ -351,13 +360,11 @@ async def time_chosen(turn_: Turn) -> object:
 @turn(NAME)
 async def confirmed(turn_: Turn) -> object:
     """Confirm: the place is taken atomically (or "full", with the next days), then the ticket."""
-    parts = callback_parts(turn_.update, "bk:ok") or []
-    book = await _own_book(turn_)
-    if book is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
-        turn_.toast(turn_.t("error.button.invalid"))
+    pressed = await _pressed(turn_, "bk:ok", 2)
+    if pressed is None:
         return None
+    book, (campaign_id, session_id) = pressed
     t = turn_.t
-    campaign_id, session_id = int(parts[0]), int(parts[1])
     try:
         booking = await bk.book(
             turn_.session, book.id, session_id, campaign_id, None, turn_.services.today()

@@ -46,6 +46,24 @@ async def sample(bot: Harness) -> Harness:
     return bot
 
 
+async def one_place_left_at_sa_pa(bot: Harness) -> None:
+    """Every session at Sa Pa full but the first one after today, which has a single place."""
+    async with bot.session() as session, session.begin():
+        sa_pa = await bk.get_site(session, "LC-TYT-SAPA")
+        await session.execute(
+            Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0)
+        )
+        first = (
+            await session.scalars(
+                select(Session)
+                .where(Session.site_id == sa_pa.id, Session.date > TODAY)
+                .order_by(Session.date, Session.id)
+            )
+        ).first()
+        assert first is not None
+        first.capacity = 1
+
+
 async def book_first_place(person: ChatDriver, lang: str = "vi") -> None:
     await person.send("/book")
     await person.press("COVID-19")
@@ -176,20 +194,7 @@ async def test_full_session_waitlist_offer_and_take(sample: Harness) -> None:
     bot = sample
     first = await younger_person(bot, "003333")
     second = await younger_person(bot, "004444")
-    async with bot.session() as session, session.begin():  # one place left on the first day
-        sa_pa = await bk.get_site(session, "LC-TYT-SAPA")
-        await session.execute(
-            Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0)
-        )
-        first_slot = (
-            await session.scalars(
-                select(Session)
-                .where(Session.site_id == sa_pa.id, Session.date > TODAY)
-                .order_by(Session.date, Session.id)
-            )
-        ).first()
-        assert first_slot is not None
-        first_slot.capacity = 1
+    await one_place_left_at_sa_pa(bot)
     await book_first_place(first)
     await second.send("/book")
     await second.press("COVID-19")
@@ -242,20 +247,7 @@ async def test_unanswered_offer_moves_to_the_next_person(sample: Harness) -> Non
 
     bot = sample
     people = [await younger_person(bot, f"00{n}777") for n in range(3)]
-    async with bot.session() as session, session.begin():
-        sa_pa = await bk.get_site(session, "LC-TYT-SAPA")
-        await session.execute(
-            Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0)
-        )
-        slot = (
-            await session.scalars(
-                select(Session)
-                .where(Session.site_id == sa_pa.id, Session.date > TODAY)
-                .order_by(Session.date, Session.id)
-            )
-        ).first()
-        assert slot is not None
-        slot.capacity = 1
+    await one_place_left_at_sa_pa(bot)
     holder, waiting1, waiting2 = people
     await book_first_place(holder)
     for person in (waiting1, waiting2):
