@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -107,13 +108,19 @@ class Figures:
 class Chat:
     """One simulated person talking to a bot through the stand-in's HTTP control API."""
 
-    def __init__(self, http: aiohttp.ClientSession, control: str, user: TgUser) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, control: str, user: TgUser, think: float = 0.0
+    ) -> None:
         self.http, self.control, self.user = http, control, user
         self.after = 0
         self.last_message: dict[str, Any] | None = None
+        self.think = think  # mean seconds a person takes to read and answer (0: at once)
+        self.rng = random.Random(user.id)
 
     async def push(self, update: dict[str, Any], sends: int, figures: Figures) -> None:
-        """Push an update; wait until the bot has sent ``sends`` messages in reply."""
+        """Push an update (after the person's think time); wait for ``sends`` replies."""
+        if self.think > 0:
+            await asyncio.sleep(self.think * self.rng.uniform(0.5, 1.5))
         start = time.perf_counter()
         async with self.http.post(f"{self.control}/_standin/update", json=update) as resp:
             resp.raise_for_status()

@@ -69,12 +69,13 @@ async def echo_person(chat: Chat, _n: int, figures: Figures) -> None:
         await chat.say(f"message {i}", figures)
 
 
-async def wave(control: str, script: Any, first_id: int, count: int) -> Figures:
-    """``count`` people running ``script`` all at once."""
+async def wave(control: str, script: Any, first_id: int, count: int, think: float = 0.0) -> Figures:
+    """``count`` people running ``script`` all at once (each thinking ``think`` s per answer)."""
     figures = Figures()
     async with http_session() as http:
         chats = [
-            Chat(http, control, TgUser(id=first_id + i, language_code="vi")) for i in range(count)
+            Chat(http, control, TgUser(id=first_id + i, language_code="vi"), think)
+            for i in range(count)
         ]
         start = time.perf_counter()
         await asyncio.gather(*(script(chat, first_id + i, figures) for i, chat in enumerate(chats)))
@@ -88,18 +89,20 @@ async def probe(control: str, text: str, uid: int) -> None:
         await wait_ready(http, control, uid, text)
 
 
-def run_echo(base_url: str, control: str, residents: int) -> dict[str, Any]:
+def run_echo(base_url: str, control: str, residents: int, think: float = 0.0) -> dict[str, Any]:
     """The baseline: a bare echo bot under the same load."""
     proc = spawn("-m", "bench.echo_bot", "--base-url", base_url)
     try:
         asyncio.run(probe(control, "ping", 999_999_001))
-        figures = asyncio.run(wave(control, echo_person, 10_000_000, residents))
+        figures = asyncio.run(wave(control, echo_person, 10_000_000, residents, think))
         return {**figures.summary(), "peak_rss_mb": round(memory_kb(proc.pid)["VmHWM"] / 1024, 1)}
     finally:
         stop(proc)
 
 
-def run_bot(base_url: str, control: str, residents: int, db_url: str) -> dict[str, Any]:
+def run_bot(
+    base_url: str, control: str, residents: int, db_url: str, think: float = 0.0
+) -> dict[str, Any]:
     """The health-book bot under the load, then a second wave to see memory per resident."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.toml"
@@ -115,7 +118,7 @@ def run_bot(base_url: str, control: str, residents: int, db_url: str) -> dict[st
         try:
             asyncio.run(probe(control, "/help", 999_999_002))
             idle_kb = memory_kb(proc.pid)["VmRSS"]
-            figures = asyncio.run(wave(control, resident, 20_000_000, residents))
+            figures = asyncio.run(wave(control, resident, 20_000_000, residents, think))
             after_first = memory_kb(proc.pid)["VmRSS"]
             more = max(10, residents // 5)  # enough to see growth, short enough to stay quick
             second = asyncio.run(wave(control, resident, 30_000_000, more))
@@ -159,6 +162,12 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--pg-url", default=PG_DEFAULT)
     parser.add_argument("--quick", action="store_true", help="50 residents")
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="mean seconds a resident takes per answer (0: answer at once, saturating the bot)",
+    )
     args = parser.parse_args()
     residents = 50 if args.quick else args.residents
 
@@ -170,8 +179,8 @@ def main() -> None:
             db_url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         with stand_in() as base_url:
             control = base_url.removesuffix("/bot")
-            echo = run_echo(base_url, control, residents)
-            hb = run_bot(base_url, control, residents, db_url)
+            echo = run_echo(base_url, control, residents, args.think)
+            hb = run_bot(base_url, control, residents, db_url, args.think)
 
     ratio = round(hb["updates_per_s"] / echo["updates_per_s"], 3) if echo["updates_per_s"] else 0
     print(
@@ -193,6 +202,7 @@ def main() -> None:
             "database": args.database,
             "residents": residents,
             "updates_per_resident": UPDATES_PER_RESIDENT,
+            "think_seconds": args.think,
             "bot": hb,
             "echo": echo,
             "throughput_ratio": ratio,
