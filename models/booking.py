@@ -236,30 +236,27 @@ def normalize_code(text: str) -> str:
     return code
 
 
-async def get_campaign(session: AsyncSession, ref: Campaign | str | int) -> Campaign:
-    """A campaign given as itself, its code or its id; ``campaign.not_found`` otherwise."""
-    if isinstance(ref, Campaign):
+async def _by_ref(session: AsyncSession, model: Any, ref: Any, what: str) -> Any:
+    """A row given as itself, its code or its id; ``<what>.not_found`` otherwise."""
+    if isinstance(ref, model):
         return ref
     if isinstance(ref, int):
-        found = await session.get(Campaign, ref)
+        found = await session.get(model, ref)
     else:
-        found = await session.scalar(select(Campaign).where(Campaign.code == ref))
+        found = await session.scalar(select(model).where(model.code == ref))
     if found is None:
-        raise DomainError("campaign.not_found", campaign=str(ref))
+        raise DomainError(f"{what}.not_found", **{what: str(ref)})
     return found
+
+
+async def get_campaign(session: AsyncSession, ref: Campaign | str | int) -> Campaign:
+    """A campaign given as itself, its code or its id; ``campaign.not_found`` otherwise."""
+    return await _by_ref(session, Campaign, ref, "campaign")  # type: ignore[no-any-return]
 
 
 async def get_site(session: AsyncSession, ref: Site | str | int) -> Site:
     """A site given as itself, its code or its id; ``site.not_found`` otherwise."""
-    if isinstance(ref, Site):
-        return ref
-    if isinstance(ref, int):
-        found = await session.get(Site, ref)
-    else:
-        found = await session.scalar(select(Site).where(Site.code == ref))
-    if found is None:
-        raise DomainError("site.not_found", site=str(ref))
-    return found
+    return await _by_ref(session, Site, ref, "site")  # type: ignore[no-any-return]
 
 
 async def _book_or_error(session: AsyncSession, book_id: int) -> HealthBook:
