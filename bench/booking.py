@@ -36,11 +36,10 @@ from bot.db import create_engine, session_factory, transaction, upgrade
 from models import booking as bk
 from models import campaigns as cp
 from models.errors import DomainError
-from models.tables import Account, Booking, HealthBook, Session, Site
+from models.tables import Account, Booking, Session, Site
 
 TODAY = dt.date(2026, 11, 25)
 CAMPAIGN = "covid19_2021"
-SCREENING_NO = {item.code: "no" for item in bk.v.screening_items()}
 
 Attempt = tuple[int, int]  # (health book id, session id)
 
@@ -215,17 +214,11 @@ async def prepare(url: str, sessions: int, capacity: int, residents: int) -> dic
             s.add_all(accounts)
             await s.flush()
             books = [
-                HealthBook(
-                    account_id=a.id,
+                cp.sample_book(
+                    a.id,
                     full_name="Resident",
                     date_of_birth=dt.date(1980, 1, 1),
-                    gender="female",
-                    ethnicity=1,
-                    occupation="farmer",
-                    priority_group="none",
-                    province_code=15,
                     ward_code=sites[i % len(sites)].ward_code,
-                    screening=SCREENING_NO,
                     consent_version="bench",
                 )
                 for i, a in enumerate(accounts)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import validators as v
 from models.reference import DATA_DIR
-from models.tables import Campaign, Session, Site, Vaccine
+from models.tables import Campaign, HealthBook, Session, Site, Vaccine
 
 CAMPAIGNS_DIR = DATA_DIR / "campaigns"
 SAMPLE_CAMPAIGNS = (
@@ -31,6 +31,8 @@ SAMPLE_CAMPAIGNS = (
     CAMPAIGNS_DIR / "influenza_seasonal.toml",
 )
 SAMPLE_SITES = DATA_DIR / "sites_lao_cai.csv"
+SAMPLE_PROVINCE = 15  # Lào Cai
+SAMPLE_WARD = 3006  # Phường Sa Pa
 
 SITE_KINDS = ("commune_station", "hospital")
 SITE_COLUMNS = ("code", "name", "address", "province_code", "ward_code", "lat", "lon", "kind")
@@ -483,6 +485,26 @@ async def list_sessions(
 
 
 # --- the shipped sample set -------------------------------------------------------------------
+
+
+def sample_book(account_id: int, **answers: Any) -> HealthBook:
+    """A health book with plain answers (nothing flagged in the health declaration), for sample
+    data, benchmarks and tests; ``answers`` override any field."""
+    values: dict[str, Any] = {
+        "account_id": account_id,
+        "full_name": "Lò Thị Mai",
+        "date_of_birth": dt.date(1985, 3, 15),
+        "gender": "female",
+        "ethnicity": 1,
+        "occupation": "farmer",
+        "priority_group": "none",
+        "province_code": SAMPLE_PROVINCE,
+        "ward_code": SAMPLE_WARD,
+        "screening": {item.code: "no" for item in v.screening_items()},
+        "consent_version": "sample",
+    }
+    values.update(answers)
+    return HealthBook(**values)
 
 
 async def load_sample_data(session: AsyncSession, today: dt.date) -> dict[str, int]:

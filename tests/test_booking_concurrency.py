@@ -23,9 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.db import create_engine, session_factory, transaction, upgrade
 from models import booking as bk
 from models import campaigns as cp
-from models import validators as v
 from models.errors import DomainError
-from models.tables import Account, Booking, HealthBook, Session, WaitlistEntry
+from models.tables import Account, Booking, Session, WaitlistEntry
 
 TODAY = dt.date(2026, 11, 25)
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
@@ -119,23 +118,7 @@ async def arena(db_url: str) -> AsyncIterator[Arena]:
         accounts = [Account(channel="telegram", external_id=f"c{i}") for i in range(PEOPLE)]
         s.add_all(accounts)
         await s.flush()
-        screening = {item.code: "no" for item in v.screening_items()}
-        books = [
-            HealthBook(
-                account_id=a.id,
-                full_name="Lò Thị Mai",
-                date_of_birth=dt.date(1985, 3, 15),
-                gender="female",
-                ethnicity=1,
-                occupation="farmer",
-                priority_group="none",
-                province_code=15,
-                ward_code=3006,
-                screening=screening,
-                consent_version="test",
-            )
-            for a in accounts
-        ]
+        books = [cp.sample_book(a.id, consent_version="test") for a in accounts]
         s.add_all(books)
         await s.flush()
         by_book = {b.id: b.account_id for b in books}

@@ -76,14 +76,11 @@ class World:
             account = Account(channel="telegram", external_id=f"u{self._n}", role=role)
             s.add(account)
             await s.flush()
-            book = HealthBook(
-                account_id=account.id,
+            book = cp.sample_book(
+                account.id,
                 full_name="Nguyễn Văn An",
                 date_of_birth=dob,
                 gender="male",
-                ethnicity=1,
-                occupation="farmer",
-                priority_group="none",
                 province_code=province,
                 ward_code=ward,
                 screening=dict(ALL_NO if screening is None else screening),

@@ -19,10 +19,9 @@ from bot.standin import BotApiStandIn, ChatDriver
 from handlers import site
 from models import booking as bk
 from models import healthbook as hb
-from models import validators as v
-from models.campaigns import load_sample_data
+from models.campaigns import load_sample_data, sample_book
 from models.qr import qr_png
-from models.tables import Account, Booking, HealthBook, Session, Site, Vaccination
+from models.tables import Account, Booking, Session, Site, Vaccination
 from tests.conftest import FakeClock, Harness, make_settings, stop_app
 from tests.flows import TR, complete, t
 
@@ -129,19 +128,7 @@ async def other_booking(bot: Harness, site_code: str) -> int:
     today = bot.services.today()
     async with bot.session() as session, session.begin():
         account = await hb.ensure_account(session, "telegram", "77", "vi")
-        book = HealthBook(
-            account_id=account.id,
-            full_name="Lò Thị Mai",
-            date_of_birth=dt.date(1990, 5, 4),
-            gender="female",
-            ethnicity=1,
-            occupation="farmer",
-            priority_group="none",
-            province_code=15,
-            ward_code=3006,
-            screening={item.code: "no" for item in v.screening_items()},
-            consent_version="1",
-        )
+        book = sample_book(account.id, date_of_birth=dt.date(1990, 5, 4), consent_version="1")
         session.add(book)
         await session.flush()
         slot = await _slot(session, site_code, today)
