@@ -4,6 +4,7 @@ stand-in, and the real Application started against it."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import os
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import build_application, engine_of, prepare_database
@@ -35,14 +37,45 @@ def _no_network() -> Iterator[None]:
     undo()
 
 
+def _pg_admin_url() -> str:
+    assert PG_URL
+    return PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this run's own (created here, dropped at the end), so that runs
+    in parallel, and whatever else lives on the server, are never touched."""
+    admin = _pg_admin_url()
+    name = f"healthbook_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    async def _admin(sql: str) -> None:
+        engine = create_engine(admin)
+        try:
+            async with engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    def admin_sql(sql: str) -> None:  # in a thread: pytest-asyncio's loop may be running here
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _admin(sql)).result()
+
+    admin_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=DB_KINDS)
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database of each kind."""
+    """A fresh, empty database of each kind (on PostgreSQL: this run's own database, emptied)."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
         return
-    assert PG_URL
-    url = PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = request.getfixturevalue("pg_database")
     engine = create_engine(url)
     async with engine.begin() as conn:
         await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
