@@ -12,6 +12,8 @@ import datetime as dt
 import functools
 import io
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,6 +27,7 @@ from telegram import (
     ReplyKeyboardRemove,
     Update,
 )
+from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import ConversationHandler
 
@@ -39,6 +42,11 @@ log = logging.getLogger(__name__)
 CHANNEL = "telegram"
 Markup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None
 T = TypeVar("T")
+
+# Test-only fault injection (tests/test_restart.py): ``before_commit:<update id>`` or
+# ``after_commit:<update id>`` makes the process SIGKILL itself at that point of that update's
+# turn. Read from the environment only, never from settings; unset, it costs one truth test.
+_CRASH_AT = os.environ.get("HEALTHBOOK_TEST_CRASH_AT", "")
 
 
 @dataclass
@@ -161,8 +169,13 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                     if not services.written_states.unchanged(conversation, key, new):
                         await write_state(session, conversation, key, new)
                         written = (conversation, key, new)
+                if _CRASH_AT and _CRASH_AT == f"before_commit:{update.update_id}":
+                    await session.flush()  # the answer is written, the transaction still open
+                    os.kill(os.getpid(), signal.SIGKILL)
             if written is not None:  # committed: remember it
                 services.written_states.written(*written)
+            if _CRASH_AT and _CRASH_AT == f"after_commit:{update.update_id}":
+                os.kill(os.getpid(), signal.SIGKILL)  # committed, nothing sent yet
             await deliver(current)
             return state
 
@@ -191,10 +204,24 @@ def translator_for(services: Services, account: Account | None, update: Update) 
     return services.translations.get(services.settings.bot.default_locale)
 
 
+def is_private(update: Update) -> bool:
+    """Whether the update comes from a person's private chat with the bot."""
+    chat = update.effective_chat
+    return chat is not None and chat.type == ChatType.PRIVATE
+
+
 async def deliver(current: Turn) -> None:
     """Answer the pressed button, close its message, then send the queued messages in order."""
     bot = current.context.bot
     query = current.update.callback_query
+    if not is_private(current.update):
+        # Whatever a turn produces is personal: it never goes to a group or a channel, even if
+        # some handler let such an update through (handlers/groups.py answers there instead).
+        log.warning("a reply to a non-private chat was withheld (update %s)",
+                    current.update.update_id)
+        if query is not None:
+            await query.answer()
+        return
     first: list[Awaitable[Any]] = []
     if query is not None:
         first.append(query.answer(current.toast_text, show_alert=current.toast_alert))
@@ -245,6 +272,9 @@ async def deliver(current: Turn) -> None:
 async def _notify(current: Turn, out: Outgoing) -> None:
     """A message to someone else: their blocking the bot must not fail this person's turn."""
     assert out.chat_id is not None
+    if out.chat_id <= 0:  # people's chats have positive ids; groups and channels negative ones
+        log.warning("a message to a non-private chat was withheld")
+        return
     try:
         await current.context.bot.send_message(out.chat_id, out.text or "",
                                                reply_markup=out.markup)
@@ -285,3 +315,31 @@ def callback_parts(update: Update, prefix: str) -> list[str] | None:
     if query is None or not query.data or not query.data.startswith(prefix + ":"):
         return None
     return query.data[len(prefix) + 1 :].split(":")
+
+
+ID_MAX = 2**31 - 1  # ids live in INTEGER columns: int4 on PostgreSQL
+
+
+def parse_id(text: str, *, high: int = ID_MAX) -> int | None:
+    """A number carried in a button or typed, if it is one: ASCII digits only (``"²"`` and
+    ``"٣"`` are digits to ``str.isdigit`` but not to ``int``), no sign, no spaces, at most
+    ``high`` (a forged 20-digit id would overflow the column)."""
+    if not (0 < len(text) <= len(str(high)) and text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= high else None
+
+
+def callback_ids(update: Update, prefix: str, count: int) -> list[int] | None:
+    """Exactly ``count`` ids after ``prefix:`` in a callback's data, or None (forged, stale or
+    not ours)."""
+    parts = callback_parts(update, prefix)
+    if parts is None or len(parts) != count:
+        return None
+    ids = []
+    for part in parts:
+        value = parse_id(part)
+        if value is None:
+            return None
+        ids.append(value)
+    return ids

@@ -1,4 +1,9 @@
-"""A bot killed with SIGKILL mid-conversation continues where each person was, answers kept."""
+"""A bot killed with SIGKILL mid-conversation continues where each person was, answers kept:
+between turns, and in the middle of one (transaction open; committed but not yet answered).
+
+Mid-turn kills use the test-only hook in ``handlers.common.turn``: the child process gets
+``HEALTHBOOK_TEST_CRASH_AT=<point>:<update id>`` and SIGKILLs itself at that point.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from bot.db import create_engine, session_factory
-from bot.standin import BotApiStandIn
+from bot.standin import BotApiStandIn, ChatDriver, TgUser, text_message
 from models.tables import Account, Draft
 from tests.conftest import TOKEN
 from tests.flows import GOOD, agree, t
@@ -30,10 +36,16 @@ def write_config(path: Path, api: BotApiStandIn, db_url: str) -> Path:
     return path
 
 
-async def start_bot(config: Path, api: BotApiStandIn) -> asyncio.subprocess.Process:
-    """`healthbook run --config FILE` in its own process; returns once it polls the stand-in."""
+async def start_bot(
+    config: Path, api: BotApiStandIn, crash_at: str | None = None
+) -> asyncio.subprocess.Process:
+    """`healthbook run --config FILE` in its own process; returns once it polls the stand-in.
+    With ``crash_at`` (``before_commit:<update id>`` …) it kills itself at that point."""
     seen = len([c for c in api.calls if c.method == "getUpdates"])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HEALTHBOOK_TEST_CRASH_AT", None)
+    if crash_at:
+        env["HEALTHBOOK_TEST_CRASH_AT"] = crash_at
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -108,7 +120,113 @@ async def test_conversation_survives_kill_9(api: BotApiStandIn, db_url: str, tmp
         await engine.dispose()
 
 
-def api_user(api: BotApiStandIn, uid: int):
-    from bot.standin import ChatDriver, TgUser
-
+def api_user(api: BotApiStandIn, uid: int) -> ChatDriver:
     return ChatDriver(api, TgUser(id=uid, first_name="P", language_code="vi"))
+
+
+CRASH_UPDATE = 10_000  # the update id the bot dies on (the stand-in numbers the others below it)
+
+
+async def killed_at(point: str, api: BotApiStandIn, config: Path, person: ChatDriver) -> dict:
+    """Start a bot that dies at ``point`` of the turn of ``person``'s date of birth (after the
+    consent and the name), send that date and see it die; returns the date's update."""
+    proc = await start_bot(config, api, crash_at=f"{point}:{CRASH_UPDATE}")
+    try:
+        await agree(person)
+        await person.send("Lò Thị Mai")
+        assert t("vi", "ask.date_of_birth") in person.last_text
+        date = {"update_id": CRASH_UPDATE, **text_message(person.user, "1/2/1960")}
+        await person.push(date, expect_reply=False)
+        assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert t("vi", "ask.date_of_birth") in person.last_text  # no answer came
+    return date
+
+
+def deliver_again(api: BotApiStandIn, update: dict) -> None:
+    """Telegram gives an update again when the bot died before confirming it. PTB confirms an
+    update by asking for the next ones, often before its turn ended: then give it by hand."""
+    if api.stats()["pending_updates"] == 0:
+        api.push_update(update)
+
+
+async def stored(db_url: str, external_id: str) -> dict[str, Any]:
+    """The person's draft answers and the last update applied to it."""
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine)() as session:
+            account = await session.scalar(
+                select(Account).where(Account.external_id == external_id)
+            )
+            assert account is not None
+            draft = await session.get(Draft, account.id)
+            assert draft is not None
+            return {**draft.answers, "last_update_id": draft.last_update_id}
+    finally:
+        await engine.dispose()
+
+
+def sent_texts(person: ChatDriver, after: int) -> list[str]:
+    """Texts the bot sent to ``person`` after call number ``after``."""
+    return [
+        str(c.params.get("text"))
+        for c in person.api.chat_calls(person.chat_id, after_seq=after)
+        if c.method == "sendMessage"
+    ]
+
+
+async def test_kill_while_the_transaction_is_open(api: BotApiStandIn, db_url: str, tmp_path):
+    config = write_config(tmp_path / "config.toml", api, db_url)
+    anna = api_user(api, 601)
+    date = await killed_at("before_commit", api, config, anna)
+    answers = await stored(db_url, "601")
+    assert answers["full_name"] == "Lò Thị Mai"
+    assert "date_of_birth" not in answers  # rolled back with the transaction
+    assert answers["last_update_id"] < CRASH_UPDATE
+
+    proc = await start_bot(config, api)
+    try:
+        after = api.seq
+        deliver_again(api, date)
+        await api.wait_chat(anna.chat_id, after_seq=after, timeout=10)
+        assert t("vi", "ask.gender") in anna.last_text
+        await anna.press(t("vi", "gender.female"))
+        assert t("vi", "ask.id_number") in anna.last_text
+        # applied once: a second copy would have been a wrong answer to the gender question
+        said = sent_texts(anna, after)
+        assert [t("vi", "ask.gender") in x for x in said] == [True, False], said
+    finally:
+        proc.kill()
+        await proc.wait()
+    answers = await stored(db_url, "601")
+    assert answers["date_of_birth"] == "1960-02-01" and answers["gender"] == "female"
+
+
+async def test_kill_after_commit_before_the_reply(api: BotApiStandIn, db_url: str, tmp_path):
+    config = write_config(tmp_path / "config.toml", api, db_url)
+    anna = api_user(api, 602)
+    date = await killed_at("after_commit", api, config, anna)
+    answers = await stored(db_url, "602")
+    assert answers["date_of_birth"] == "1960-02-01"  # committed, though never acknowledged
+    assert answers["last_update_id"] == CRASH_UPDATE
+
+    proc = await start_bot(config, api)
+    try:
+        after = api.seq
+        deliver_again(api, date)  # recognised as applied: skipped, and nothing is said
+        # Anna saw no answer, so she sends her date again: the bot asks the question she is at
+        await anna.send("1/2/1960")
+        said = sent_texts(anna, after)  # the redelivered copy said nothing, this one twice:
+        assert len(said) == 2, said
+        assert t("vi", "error.gender.invalid") in said[0]
+        assert t("vi", "ask.gender") in said[1]
+        await anna.press(t("vi", "gender.female"))
+        assert t("vi", "ask.id_number") in anna.last_text
+    finally:
+        proc.kill()
+        await proc.wait()
+    answers = await stored(db_url, "602")
+    assert answers["date_of_birth"] == "1960-02-01" and answers["gender"] == "female"
