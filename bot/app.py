@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import BotCommand, Update
+from telegram.constants import ChatType
 from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults
 
-from bot.context import HBApplication, HBContext, Services
+from bot.context import HBApplication, HBContext, Services, load_keyring
 from bot.db import create_engine, session_factory, upgrade
 from bot.i18n import Translations
-from bot.logs import mask
+from bot.logs import format_exception
 from bot.persistence import SQLPersistence
 from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
 from bot.settings import Settings
 from handlers import booking, healthbook, site
 from handlers import help as help_handlers
-from handlers.common import translator_for
+from handlers.common import CHANNEL, translator_for
+from handlers.groups import GroupGuard
+from models import healthbook as hb
+from models.certificates import Keyring
+from models.reference_codes import require_current
 
 log = logging.getLogger(__name__)
 COMMANDS = (
@@ -55,14 +61,20 @@ def build_application(
     token: str | None = None,
     clock: Callable[[], dt.datetime] | None = None,
     rate_limit: bool = True,
+    keyring: Keyring | None = None,
 ) -> HBApplication:
-    """The bot: engine, sessions, translations, handlers and persistence, nothing global."""
+    """The bot: engine, sessions, translations, handlers and persistence, nothing global. The
+    certificate keyring is the settings' (its key generated at the first start) unless given."""
+    if keyring is None:
+        keyring = load_keyring(settings)
     engine = create_engine(
         settings.database.url, echo=settings.database.echo, pool_size=settings.database.pool_size
     )
     sessions = session_factory(engine)
     translations = Translations(default=settings.bot.default_locale)
-    services = Services(settings=settings, sessions=sessions, translations=translations)
+    services = Services(
+        settings=settings, sessions=sessions, translations=translations, keyring=keyring
+    )
     if clock is not None:
         services.clock = clock
     secret = token or (
@@ -85,7 +97,12 @@ def build_application(
         .base_file_url(settings.telegram.base_file_url)
         .context_types(ContextTypes(context=HBContext))
         .persistence(SQLPersistence(sessions))
-        .concurrent_updates(PerUserUpdateProcessor(settings.bot.max_concurrent_updates))
+        .concurrent_updates(
+            PerUserUpdateProcessor(
+                settings.bot.max_concurrent_updates,
+                on_overflow=functools.partial(too_fast, services),
+            )
+        )
         .defaults(Defaults(tzinfo=services.tz))
         .request(AiohttpRequest(connection_pool_size=64))
         .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=10))
@@ -97,6 +114,8 @@ def build_application(
     app: HBApplication = builder.build()  # type: ignore[assignment]
     app.bot_data["services"] = services
     app.bot_data["engine"] = engine
+    # before anything: groups and channels get one "talk to me privately" and reach no further
+    app.add_handler(GroupGuard().handler(), group=-1)
     # first match wins: the staff check-in (it takes /start checkin-CODE), booking, health book;
     # then the commands that work anywhere, and last the catch-alls of help.py
     app.add_handler(site.build())
@@ -116,10 +135,13 @@ def build_application(
 
 
 async def prepare_database(app: HBApplication) -> None:
-    """Migrate the schema (when ``upgrade_on_start``); call before ``app.initialize()``, which
-    reads the conversations that were under way."""
+    """Migrate the schema (when ``upgrade_on_start``) and refuse a database whose stored codes
+    follow another reference release; call before ``app.initialize()``, which reads the
+    conversations that were under way."""
     if app.bot_data["services"].settings.database.upgrade_on_start:
         await upgrade(engine_of(app))
+    async with engine_of(app).connect() as conn:
+        await conn.run_sync(require_current)
 
 
 def engine_of(app: HBApplication) -> AsyncEngine:
@@ -127,11 +149,41 @@ def engine_of(app: HBApplication) -> AsyncEngine:
     return app.bot_data["engine"]  # type: ignore[no-any-return]
 
 
+async def too_fast(services: Services, update: Update, first: bool) -> None:
+    """An update dropped from one person's burst: one polite word per burst, in their language;
+    the other pressed buttons only get their spinner stopped."""
+    query = update.callback_query
+    if not first:
+        if query is not None:
+            await query.answer()
+        return
+    account = None
+    if update.effective_user is not None:
+        async with services.sessions() as session:
+            account = await hb.find_account(session, CHANNEL, str(update.effective_user.id))
+    text = translator_for(services, account, update)("error.too_fast")
+    if query is not None:
+        await query.answer(text, show_alert=True)
+    elif update.effective_chat is not None:
+        await update.get_bot().send_message(update.effective_chat.id, text)
+
+
 async def on_error(update: object, context: HBContext) -> None:
-    """Log without personal data, and tell the person their answers are safe."""
+    """Log without personal data, and tell the person their answers are safe (in their private
+    chat only: a group hears nothing)."""
     err = context.error
-    log.error("error handling an update: %s: %s", type(err).__name__, mask(str(err)), exc_info=err)
-    if isinstance(update, Update) and update.effective_chat is not None:
+    if err is None:
+        return
+    # the exception's class, its masked first line and the stack, never its full message:
+    # later lines carry SQL parameters, PostgreSQL's DETAIL (the duplicate value), pydantic's
+    # input values. Rendered here, so that no logging configuration can print more.
+    update_id = update.update_id if isinstance(update, Update) else None
+    log.error("error handling update %s: %s", update_id, format_exception(err))
+    if (
+        isinstance(update, Update)
+        and update.effective_chat is not None
+        and update.effective_chat.type == ChatType.PRIVATE
+    ):
         t = translator_for(context.services, None, update)
         try:
             await context.bot.send_message(update.effective_chat.id, t("error.internal"))

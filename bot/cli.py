@@ -16,9 +16,17 @@ from bot.settings import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from models.certificates import KeyStore
+    from models.errors import DomainError
+
 T = TypeVar("T")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="The health-book bot: run it, try it in this terminal, manage its database and data.",
+    pretty_exceptions_show_locals=False,  # locals may hold personal data (older typer shows them)
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
 app.add_typer(db_app, name="db")
 
@@ -41,6 +49,11 @@ To try the bot right now, with no token and no network:
 """
 
 
+# The demo's own database, in the current directory: never the deployment's ([database] url),
+# visible to whoever tries the demo (delete it to start over), and one per directory tried in.
+DEMO_DATABASE = Path("healthbook-demo.db")
+
+
 def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
@@ -49,40 +62,81 @@ def _settings(config: Path | None) -> Settings:
         raise typer.Exit(2) from None
 
 
+def _check_translations(settings: Settings) -> None:
+    """Stop before anything starts if a catalogue is missing or incomplete (the bot would show
+    residents raw message keys)."""
+    from bot.i18n import CatalogueError, Translations
+
+    try:
+        Translations(default=settings.bot.default_locale)
+    except CatalogueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def run(config: ConfigOpt = None) -> None:
-    """Run the bot with long polling (needs a token)."""
+    """Run the bot with long polling (needs a token); waits for the network if it is down."""
     settings = _settings(config)
     if settings.telegram.token is None:
         typer.echo(NO_TOKEN, err=True)
         raise typer.Exit(2)
+    _check_translations(settings)
     from bot.app import build_application
     from bot.logs import setup_logging
+    from bot.polling import serve
 
     setup_logging(settings.logging.level)
     if settings.database.upgrade_on_start:
         from bot.db import upgrade_url
 
         upgrade_url(settings.database.url)  # before the bot reads its conversations
-    application = build_application(settings)
-    application.run_polling(
-        allowed_updates=["message", "callback_query"], timeout=settings.telegram.poll_timeout
-    )
+    try:
+        application = build_application(settings)
+    except ConfigError as exc:  # an unusable certificate key, say
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(serve(application, settings))
 
 
 @app.command()
 def demo(
     config: ConfigOpt = None,
-    database: Annotated[str | None, typer.Option(help="database URL for the demo")] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="database URL for the demo, used as it is (default: ./healthbook-demo.db, "
+            "with sample campaigns, sites and sessions)",
+            show_default=False,
+        ),
+    ] = None,
     language: Annotated[str, typer.Option(help="the demo user's Telegram language")] = "vi",
 ) -> None:
     """Chat with the bot in this terminal: no token, no network (a local Bot API stand-in)."""
+    from pydantic import ValidationError
+    from sqlalchemy.engine import make_url
+
+    from bot.settings import DatabaseSettings
+
     settings = _settings(config)
-    if database:
-        settings.database.url = database
+    _check_translations(settings)
+    if database is None:  # never the [database] of the settings: it may be the deployment's
+        url = f"sqlite+aiosqlite:///{DEMO_DATABASE.resolve()}"
+        settings.database = DatabaseSettings(url=url, upgrade_on_start=True)
+        note = f"{DEMO_DATABASE.resolve()}, the demo's own (delete it to start over)"
+    else:
+        try:
+            settings.database = DatabaseSettings(
+                **{**settings.database.model_dump(), "url": database}
+            )
+        except ValidationError as exc:
+            typer.echo(f"error: --database: {exc.errors()[0]['msg']}", err=True)
+            raise typer.Exit(2) from None
+        note = make_url(settings.database.url).render_as_string(hide_password=True)
     from bot.demo import run_demo
 
-    asyncio.run(run_demo(settings, language=language))
+    typer.echo(f"(database: {note})")
+    asyncio.run(run_demo(settings, language=language, sample_data=database is None))
 
 
 @app.command()
@@ -149,9 +203,20 @@ def _with_database(config: Path | None, work: Callable[[AsyncSession], Awaitable
             typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1) from None
     except DomainError as exc:
-        details = ", ".join(f"{k}={v}" for k, v in exc.params.items())
-        typer.echo(f"error: {exc.key}" + (f" ({details})" if details else ""), err=True)
+        typer.echo(f"error: {_render_error(settings, exc)}", err=True)
         raise typer.Exit(1) from None
+
+
+def _render_error(settings: Settings, err: DomainError) -> str:
+    """A refusal as residents read it, in the default language; the values its message does not
+    show (the code that was not found…) follow in brackets, as the administrator typed them."""
+    from bot.i18n import Translations
+    from handlers.booking import render_error
+
+    t = Translations(default=settings.bot.default_locale).get(None)
+    template = t(err.key)
+    unshown = [str(v) for k, v in err.params.items() if "{" + k + "}" not in template]
+    return render_error(t, err) + (f" ({', '.join(unshown)})" if unshown else "")
 
 
 def _local_today(config: Path | None) -> dt.date:
@@ -377,48 +442,164 @@ def staff_list(config: ConfigOpt = None) -> None:
     typer.echo("\n".join(rows) if rows else "no site staff")
 
 
+def _key_store(config: Path | None) -> KeyStore:
+    from bot.context import key_store
+
+    return key_store(_settings(config))
+
+
+def _key_failure(exc: Exception) -> typer.Exit:
+    """Print why the keys cannot be used (never key material); the exit to raise."""
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@certificate_app.command("keygen")
+def certificate_keygen(config: ConfigOpt = None) -> None:
+    """Create the key that signs certificates (refuses to replace one: see rotate)."""
+    from models.certificates import KeyringError
+
+    store = _key_store(config)
+    try:
+        kid = store.keygen()
+    except (KeyringError, OSError) as exc:
+        raise _key_failure(exc) from None
+    typer.echo(f"created the certificate signing key {store.signing_path} (key id {kid})")
+    typer.echo(
+        f"Back up {store.signing_path} and {store.public_dir}: the public keys there verify "
+        "every certificate ever signed."
+    )
+
+
+@certificate_app.command("rotate")
+def certificate_rotate(
+    config: ConfigOpt = None,
+    compromised: Annotated[
+        bool,
+        typer.Option(
+            "--compromised",
+            help="the old key leaked: do not keep it, so certificates it signed stop being "
+            "valid (their holders get new ones with /certificate)",
+        ),
+    ] = False,
+) -> None:
+    """Sign new certificates with a new key; the old public key is kept, so certificates
+    already issued stay verifiable."""
+    from models.certificates import KeyringError
+
+    store = _key_store(config)
+    try:
+        old, new = store.rotate(keep_old=not compromised)
+    except (KeyringError, OSError) as exc:
+        raise _key_failure(exc) from None
+    typer.echo(f"new certificate signing key {store.signing_path} (key id {new})")
+    if compromised:
+        typer.echo(f"certificates signed with key {old} are no longer valid")
+    else:
+        typer.echo(f"certificates signed with key {old} stay valid")
+    typer.echo("Restart the bot to use the new key.")
+
+
+@certificate_app.command("public-key")
+def certificate_public_key(config: ConfigOpt = None) -> None:
+    """Print the public keys that verify certificates, with their key ids (PEM): all that an
+    outside verifier needs (`healthbook certificate verify --public-key FILE`)."""
+    from models.certificates import KeyringError, public_pem
+
+    try:
+        keyring = _key_store(config).load(create=False)
+    except (KeyringError, OSError) as exc:
+        raise _key_failure(exc) from None
+    if not keyring.verifying:
+        typer.echo("error: no certificate keys yet (healthbook certificate keygen)", err=True)
+        raise typer.Exit(1)
+    active = keyring.active_id
+    ordered = sorted(keyring.verifying.items(), key=lambda item: item[0] != active)
+    for kid, key in ordered:
+        typer.echo(f"# key id {kid} ({'active' if kid == active else 'retired'})")
+        typer.echo(public_pem(key), nl=False)
+
+
 @certificate_app.command("verify")
 def certificate_verify(
     payload: Annotated[str, typer.Argument(help="the text of the certificate's QR code")],
     config: ConfigOpt = None,
-    secret: Annotated[
-        str | None,
+    public_key: Annotated[
+        list[Path] | None,
         typer.Option(
-            envvar="HEALTHBOOK_CERTIFICATE_SECRET",
-            help="signing secret (default: the bot's, from the settings)",
+            "--public-key",
+            help="PEM file of public keys, e.g. saved from `healthbook certificate public-key` "
+            "(repeatable; default: the keys of the bot's settings, no secret needed)",
             show_default=False,
         ),
     ] = None,
 ) -> None:
     """Check a vaccination certificate's signature and show what it carries."""
-    from models.booking import verify_certificate
+    from models.certificates import Keyring, KeyringError, parse_public_keys, verify_certificate
     from models.errors import DomainError
 
-    if secret is not None:
-        key = secret.encode("utf-8")
-    else:
-        from types import SimpleNamespace
-
-        from bot.context import Services
-
-        settings = _settings(config)
-        token = settings.telegram.token
-        if settings.security.certificate_secret is None and token is None:
-            typer.echo("error: no [security] certificate_secret and no bot token set", err=True)
-            raise typer.Exit(2)
-        # the very key the bot signs with (Services needs only the settings for it)
-        holder: Any = SimpleNamespace(settings=settings)
-        key = Services.certificate_secret(holder, token.get_secret_value() if token else "")
     try:
-        data = verify_certificate(payload, key)
-    except ValueError as exc:  # a secret too short to be one
-        raise typer.BadParameter(str(exc)) from None
-    except DomainError:
-        typer.echo("INVALID: forged, altered or not a certificate", err=True)
+        if public_key:
+            keys = []
+            for path in public_key:
+                try:
+                    keys += parse_public_keys(path.read_bytes(), str(path))
+                except OSError as exc:
+                    raise KeyringError(f"cannot read {path}: {exc.strerror}") from None
+            keyring = Keyring.of_public(keys)
+        else:
+            keyring = _key_store(config).load(create=False)
+    except KeyringError as exc:
+        raise _key_failure(exc) from None
+    if not keyring.verifying:
+        typer.echo("error: no public keys to check with (see --public-key)", err=True)
+        raise typer.Exit(2)
+    try:
+        data = verify_certificate(payload, keyring)
+    except DomainError as err:
+        if err.key == "certificate.outdated":
+            typer.echo(
+                "INVALID: an old-format (HB1) certificate, which can no longer be checked; "
+                "its holder can get a new one with /certificate",
+                err=True,
+            )
+        else:
+            typer.echo(
+                "INVALID: forged, altered, not a certificate, or signed by a key "
+                "not among the public keys",
+                err=True,
+            )
         raise typer.Exit(1) from None
-    typer.echo(f"valid certificate: {data['initials']}, born {data['birth_year']}")
+    typer.echo(
+        f"valid certificate: {data['initials']}, born {data['birth_year']}; "
+        f"issued {data['issued']}, key id {data['key_id']}"
+    )
     for dose in data["doses"]:
         typer.echo(f"  {dose['date']}  {dose['vaccine']:<16} dose {dose['dose']}")
+
+
+reference_app = typer.Typer(no_args_is_help=True, help="Reference data (administrative units).")
+app.add_typer(reference_app, name="reference")
+
+
+@reference_app.command("check")
+def reference_check(config: ConfigOpt = None) -> None:
+    """List stored province and commune/ward codes that the bot's reference does not know
+    (codes, places and row counts only); exit status 1 if there are any."""
+    from models.reference import ADMIN_UNITS_VERSION
+    from models.reference_codes import recorded_version, unknown_codes
+
+    async def work(session: AsyncSession) -> tuple[str | None, list[Any]]:
+        conn = await session.connection()
+        return await conn.run_sync(recorded_version), await conn.run_sync(unknown_codes)
+
+    recorded, unknown = _with_database(config, work)
+    typer.echo(f"administrative units: bot uses {ADMIN_UNITS_VERSION}, database follows {recorded}")
+    for item in unknown:
+        typer.echo(f"  not in {ADMIN_UNITS_VERSION}: {item}")
+    if recorded != ADMIN_UNITS_VERSION or unknown:
+        raise typer.Exit(1)
+    typer.echo("every stored code is in the reference")
 
 
 def main() -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -87,28 +95,33 @@ class BotSettings(_Section):
     @field_validator("default_province")
     @classmethod
     def _known_province(cls, value: int) -> int:
-        from vietnam_provinces import Province
+        from models.reference import is_province
 
-        try:
-            Province.from_code(value)
-        except Exception as exc:  # the package raises several kinds for unknown codes
-            raise ValueError("not a current province code (1..96, e.g. 15 for Lào Cai)") from exc
+        if not is_province(value):
+            raise ValueError("not a current province code (1..96, e.g. 15 for Lào Cai)")
         return value
 
 
 class SecuritySettings(_Section):
     """``[security]``: secrets that are not the bot token."""
 
-    # Signs vaccination certificates (HMAC-SHA256). Unset: derived from the bot token, so it is
-    # stable for one deployment; set it to keep certificates valid across a token change.
-    certificate_secret: SecretStr | None = None
+    # The Ed25519 private key (PEM) that signs vaccination certificates. Unset: a key generated
+    # at the first start in ``keys_dir``. Never derived from the bot token.
+    certificate_key_file: Path | None = None
+    # The generated signing key, and the public key of every signing key ever used (so that
+    # certificates stay verifiable after a rotation). Relative to the working directory.
+    keys_dir: Path = Path("keys")
 
-    @field_validator("certificate_secret")
+    @model_validator(mode="before")
     @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters")
-        return value
+    def _no_hmac_secret(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "certificate_secret" in data:
+            raise ValueError(
+                "certificate_secret is no longer used: certificates are now signed with an "
+                "Ed25519 key. Remove it; set certificate_key_file to a PEM private key, or leave "
+                "it unset to have one generated in keys_dir (`healthbook certificate keygen`)"
+            )
+        return data
 
 
 class LoggingSettings(_Section):

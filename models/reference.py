@@ -1,5 +1,6 @@
 """Reference data for the health-book questions: the TOML files in ``models/data`` and the
-administrative units of the ``vietnam-provinces`` package, each loaded once and cached.
+administrative units of one pinned ``vietnam-provinces`` release, vendored as
+``models/data/admin_units/<version>.csv``; each loaded once and cached.
 
 Pure Python, no Telegram. Labels for the codes live in ``locales/*/LC_MESSAGES/validators.po``
 (``occupation.<code>``, ``priority.<code>``, ``screening.<code>``).
@@ -7,14 +8,15 @@ Pure Python, no Telegram. Labels for the codes live in ``locales/*/LC_MESSAGES/v
 
 from __future__ import annotations
 
+import csv
 import enum
+import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-from vietnam_provinces import Province, Ward
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -145,13 +147,14 @@ class ScreeningGroup(enum.StrEnum):
     """Where a self-declaration points, mildest first (the site decides, the bot only advises)."""
 
     ELIGIBLE = "eligible"
-    CAUTION = "caution"
+    CAUTION = "caution"  # vaccinate at the usual site, watched more closely
+    REFER = "refer"  # screen and vaccinate at a hospital-level site
     POSTPONE = "postpone"
     CONTRAINDICATED = "contraindicated"
 
     @property
     def severity(self) -> int:
-        """0 for eligible … 3 for contraindicated, to pick the strongest of several."""
+        """0 for eligible … 4 for contraindicated, to pick the strongest of several."""
         return list(ScreeningGroup).index(self)
 
 
@@ -203,20 +206,65 @@ def screening_items(asked_only: bool = True) -> list[ScreeningItem]:
 
 
 # --- administrative units (since 1 July 2025: 34 provinces, then communes/wards) --------------
+# One release of the ``vietnam-provinces`` package, vendored in ``models/data/admin_units``: the
+# codes stored in the database follow it (the ``reference_data`` table records which), and a
+# migration maps stored codes when the pinned release changes (``code_mapping``).
+
+ADMIN_UNITS = "admin_units"  # its name in the reference_data table
+ADMIN_UNITS_VERSION = "2026.9.0"
+ADMIN_UNITS_DIR = DATA_DIR / "admin_units"
+
+
+@dataclass(frozen=True, eq=False)
+class AdminUnits:
+    """One release's list, in the release's order: provinces ``code → name`` and communes/wards
+    ``code → (name, province code)``; names are official, with their type word."""
+
+    version: str
+    provinces: dict[int, str]
+    wards: dict[int, tuple[str, int]]
+
+
+@lru_cache(maxsize=4)
+def admin_units(version: str = ADMIN_UNITS_VERSION) -> AdminUnits:
+    """The vendored list of one release (``FileNotFoundError`` if it is not vendored)."""
+    provinces: dict[int, str] = {}
+    wards: dict[int, tuple[str, int]] = {}
+    with (ADMIN_UNITS_DIR / f"{version}.csv").open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["kind"] == "province":
+                provinces[int(row["code"])] = row["name"]
+            else:
+                wards[int(row["code"])] = (row["name"], int(row["province_code"]))
+    return AdminUnits(version, provinces, wards)
+
+
+def _short_province_name(name: str) -> str:
+    # "Tỉnh Lào Cai" reads "Lào Cai" after "tỉnh" in questions; cities keep "Thành phố"
+    return name.removeprefix("Tỉnh ")
 
 
 @lru_cache(maxsize=1)
 def provinces() -> tuple[tuple[int, str], ...]:
-    """The 34 current provinces as ``(code, name)``, in the package's order."""
-    return tuple((int(p.code), p.name) for p in Province.iter_all())
+    """The 34 current provinces as ``(code, name)`` in the reference's order; a province is named
+    without "Tỉnh" (``"Lào Cai"``), a centrally-run city with it (``"Thành phố Hà Nội"``)."""
+    units = admin_units().provinces
+    return tuple((code, _short_province_name(name)) for code, name in units.items())
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=1)
+def _wards_by_province() -> dict[int, tuple[tuple[int, str], ...]]:
+    grouped: dict[int, list[tuple[int, str]]] = {}
+    for code, (name, province) in admin_units().wards.items():
+        grouped.setdefault(province, []).append((code, name))
+    return {province: tuple(units) for province, units in grouped.items()}
+
+
 def wards(province_code: int) -> tuple[tuple[int, str], ...]:
     """Communes, wards and special zones of one province as ``(code, name)``; empty if unknown."""
     try:
-        return tuple((int(w.code), w.name) for w in Ward.iter_by_province(int(province_code)))
-    except (ValueError, KeyError):
+        return _wards_by_province().get(int(province_code), ())
+    except (TypeError, ValueError):
         return ()
 
 
@@ -235,24 +283,113 @@ def province_name(code: int) -> str:
     return _province_names()[int(code)]
 
 
-@lru_cache(maxsize=4096)
-def _ward(code: int) -> tuple[str, int] | None:
-    try:
-        ward = Ward.from_code(code)
-    except (ValueError, KeyError):
-        return None
-    return ward.name, int(ward.province_code)
-
-
 def ward_name(code: int) -> str:
     """The commune/ward's name with its prefix (``"Phường Sa Pa"``); ``KeyError`` if unknown."""
-    found = _ward(int(code))
-    if found is None:
-        raise KeyError(code)
-    return found[0]
+    return admin_units().wards[int(code)][0]
 
 
 def ward_in_province(ward_code: int, province_code: int) -> bool:
     """Whether the commune/ward exists and belongs to the province."""
-    found = _ward(int(ward_code))
+    found = admin_units().wards.get(int(ward_code))
     return found is not None and found[1] == int(province_code)
+
+
+# --- mapping codes from one release to another --------------------------------------------------
+
+_TONE_MARKS = frozenset("\u0300\u0301\u0303\u0309\u0323")  # huyền, sắc, ngã, hỏi, nặng
+_SAME_MARKS = str.maketrans({"–": "-", "—": "-", "‐": "-", "‑": "-", "’": "'", "‘": "'", "ʼ": "'"})
+_TYPE_WORDS = ("thành phố", "tỉnh", "đặc khu", "phường", "thị trấn", "xã")
+
+
+def unit_key(name: str) -> str:
+    """A unit's name for matching across releases: case, spaces, kinds of dash and apostrophe,
+    and where the tone mark sits (``Thuỷ``/``Thủy``, ``Hoà``/``Hòa``) do not count."""
+    text = unicodedata.normalize("NFC", name).translate(_SAME_MARKS).casefold()
+    text = re.sub(r"\s*-\s*", " - ", text)
+    words = []
+    for word in text.split():
+        parts = unicodedata.normalize("NFD", word)
+        tones = "".join(ch for ch in parts if ch in _TONE_MARKS)
+        letters = "".join(ch for ch in parts if ch not in _TONE_MARKS)
+        words.append(unicodedata.normalize("NFC", letters) + tones)
+    return " ".join(words)
+
+
+def _without_type(key: str) -> str:
+    for word in _type_keys():
+        if key.startswith(word + " "):
+            return key[len(word) + 1 :]
+    return key
+
+
+@lru_cache(maxsize=1)
+def _type_keys() -> tuple[str, ...]:
+    return tuple(unit_key(word) for word in _TYPE_WORDS)
+
+
+@dataclass(frozen=True, eq=False)
+class CodeMapping:
+    """How the codes of release ``old`` map onto release ``new``: every old code that has exactly
+    one counterpart (same code included), and the old codes that have none or several."""
+
+    old: str
+    new: str
+    provinces: dict[int, int]
+    wards: dict[int, int]
+    unmapped_provinces: frozenset[int]
+    unmapped_wards: frozenset[int]
+
+    def province(self, code: int) -> int | None:
+        """The new code of an old province code; ``None`` if it cannot be mapped or is unknown."""
+        return self.provinces.get(code)
+
+    def ward(self, code: int) -> int | None:
+        """The new code of an old commune/ward code; ``None`` if unmappable or unknown."""
+        return self.wards.get(code)
+
+
+def _by_province(units: AdminUnits) -> dict[int, dict[int, str]]:
+    grouped: dict[int, dict[int, str]] = {}
+    for code, (name, province) in units.wards.items():
+        grouped.setdefault(province, {})[code] = name
+    return grouped
+
+
+def _match(names: dict[int, str], candidates: dict[int, str]) -> dict[int, int]:
+    """Old code → new code where exactly one candidate has the same name key or, when none has,
+    the same key without the type word (a commune that became a ward, "Tỉnh" added or dropped)."""
+    exact: dict[str, list[int]] = {}
+    bare: dict[str, list[int]] = {}
+    for code, name in candidates.items():
+        key = unit_key(name)
+        exact.setdefault(key, []).append(code)
+        bare.setdefault(_without_type(key), []).append(code)
+    found = {}
+    for code, name in names.items():
+        key = unit_key(name)
+        hits = exact.get(key) or bare.get(_without_type(key), [])
+        if len(hits) == 1:
+            found[code] = hits[0]
+    return found
+
+
+@lru_cache(maxsize=8)
+def code_mapping(old: str, new: str) -> CodeMapping:
+    """Map release ``old``'s codes onto release ``new`` by name: provinces across the country,
+    communes/wards within their (mapped) province. Codes are never trusted across releases:
+    the same number can name another unit in the next one."""
+    before, after = admin_units(old), admin_units(new)
+    provinces = _match(before.provinces, after.provinces)
+    new_wards = _by_province(after)
+    wards: dict[int, int] = {}
+    for province, names in _by_province(before).items():
+        if province in provinces:
+            wards.update(_match(names, new_wards.get(provinces[province], {})))
+    return CodeMapping(
+        old,
+        new,
+        provinces,
+        wards,
+        frozenset(before.provinces.keys() - provinces.keys()),
+        frozenset(before.wards.keys() - wards.keys()),
+    )

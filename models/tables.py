@@ -410,3 +410,14 @@ class BookingDraft(Base):
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     dose: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ReferenceData(Base):
+    """Which release of a vendored reference list the stored codes follow (``admin_units`` →
+    ``2026.9.0``); a data migration moves the codes and this row together."""
+
+    __tablename__ = "reference_data"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32))
+    applied_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
