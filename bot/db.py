@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,8 +24,15 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
-    kwargs: dict[str, Any] = {"echo": echo}
+    """An async engine; SQLite gets WAL, foreign keys and a busy timeout on every connection.
+
+    SQL parameters are personal data (names, birth dates, health answers): the engine never puts
+    them in a log line or an exception message. ``echo`` logs statements at INFO through the
+    application's logging (and its masking filter), not through SQLAlchemy's own stdout handler.
+    """
+    if echo:
+        logging.getLogger("sqlalchemy.engine.Engine").setLevel(logging.INFO)
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     if url.startswith("sqlite"):
         # SQLite has one writer at a time: one connection makes transactions queue in order
         # on the pool instead of sleeping in SQLite's busy handler (seconds of tail latency).

@@ -49,7 +49,9 @@ __all__ = [
     "contact_message",
     "document_message",
     "forbid_network",
+    "group_chat",
     "location_message",
+    "my_chat_member",
     "photo_message",
     "sticker_message",
     "text_message",
@@ -664,6 +666,26 @@ def document_message(
     if caption is not None:
         content["caption"] = caption
     return _message(user, **content)
+
+
+def group_chat(chat_id: int, title: str = "Group", kind: str = "group") -> dict[str, Any]:
+    """A Telegram ``Chat`` of a group (``supergroup``, ``channel``); their ids are negative."""
+    return {"id": chat_id, "type": kind, "title": title}
+
+
+def my_chat_member(
+    user: TgUser, chat: dict[str, Any], bot: dict[str, Any], old: str = "left", new: str = "member"
+) -> dict[str, Any]:
+    """``user`` changed the bot's membership of ``chat`` (by default: added it)."""
+    return {
+        "my_chat_member": {
+            "chat": chat,
+            "from": user.to_dict(),
+            "date": int(time.time()),
+            "old_chat_member": {"status": old, "user": bot},
+            "new_chat_member": {"status": new, "user": bot},
+        }
+    }
 
 
 def _update_message(update: dict[str, Any]) -> dict[str, Any] | None:
@@ -1715,11 +1737,13 @@ class ChatDriver:
         quiet_timeout: float = 0.3,
         strict: bool = False,
         idle: Callable[[], Awaitable[None]] | None = None,
+        chat: dict[str, Any] | None = None,
     ) -> None:
         self.api = api
         # In-process bots can say when they have finished an update: better than any settle time
         self.idle = idle
         self.user = user if isinstance(user, TgUser) else TgUser(id=user)
+        self.chat = chat  # a group (see group_chat) this person writes in; None: private chat
         self.settle = settle
         self.timeout = timeout
         self.quiet_timeout = quiet_timeout
@@ -1727,8 +1751,8 @@ class ChatDriver:
 
     @property
     def chat_id(self) -> int:
-        """The private chat id (equal to the user id)."""
-        return self.user.id
+        """The chat's id: the group's, else the private chat's (equal to the user id)."""
+        return int(self.chat["id"]) if self.chat is not None else self.user.id
 
     # ------------------------------------------------------------ acting
 
@@ -1741,6 +1765,9 @@ class ChatDriver:
     ) -> list[Call]:
         """Push any update and wait for the bot's answer; return the calls to this chat."""
         after = self.api.seq
+        msg = _update_message(update)
+        if self.chat is not None and msg is not None:
+            msg["chat"] = self.chat
         self.api.push_update(update)
         if timeout is None:
             timeout = self.timeout if expect_reply else self.quiet_timeout
@@ -1803,7 +1830,7 @@ class ChatDriver:
             message = {
                 "message_id": 1,
                 "from": self.api.bot_user,
-                "chat": self.user.chat(),
+                "chat": self.chat or self.user.chat(),
                 "date": int(time.time()),
                 "text": "",
             }

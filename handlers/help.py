@@ -25,6 +25,9 @@ def handlers() -> list[BaseHandler]:
     return [
         CommandHandler("profile", healthbook.profile),
         *account.standalone(),
-        MessageHandler(filters.ALL & ~filters.UpdateType.EDITED, fallback_text),
+        # private chats only: a group gets no catch-all reply (handlers/groups.py)
+        MessageHandler(
+            filters.ChatType.PRIVATE & ~filters.UpdateType.EDITED, fallback_text
+        ),
         CallbackQueryHandler(fallback_button),
     ]
