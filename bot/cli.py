@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -121,6 +122,14 @@ def demo(
     settings = _settings(config)
     _check_translations(settings)
     if database is None:  # never the [database] of the settings: it may be the deployment's
+        if not os.access(DEMO_DATABASE.resolve().parent, os.W_OK):
+            typer.echo(
+                f"error: the demo keeps its database in the current directory, "
+                f"{DEMO_DATABASE.resolve().parent}, which is read-only here: run it from "
+                "a directory you can write to, or give --database URL",
+                err=True,
+            )
+            raise typer.Exit(2)
         url = f"sqlite+aiosqlite:///{DEMO_DATABASE.resolve()}"
         settings.database = DatabaseSettings(url=url, upgrade_on_start=True)
         note = f"{DEMO_DATABASE.resolve()}, the demo's own (delete it to start over)"

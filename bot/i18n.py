@@ -2,6 +2,8 @@
 
 Message ids are stable keys (``ask.full_name``); every language must translate every key.
 All ``.po`` files of a language are merged, so each area of the bot keeps its own domain file.
+The catalogues are checked when they are loaded, at start-up: a missing directory, language or
+message is a :class:`CatalogueError` naming what is missing, never a key shown to a resident.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from babel.messages.pofile import read_po
 
 log = logging.getLogger(__name__)
 
+# ``locales`` sits beside ``bot`` both in the source tree and where the wheel installs them
 LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
 SUPPORTED = ("vi", "en")
 DEFAULT_LOCALE = "vi"
+SHOWN_MISSING = 10  # keys named in a CatalogueError, the rest counted
+
+
+class CatalogueError(RuntimeError):
+    """The translations cannot be used as installed; the message names what is missing."""
 
 
 def load_catalog(lang: str, locales_dir: Path = LOCALES_DIR) -> dict[str, str]:
@@ -50,7 +58,10 @@ class Translator:
     fallback: dict[str, str] = field(repr=False)
 
     def __call__(self, key: str, /, **params: Any) -> str:
-        text = self.messages.get(key) or self.fallback.get(key) or key
+        text = self.messages.get(key) or self.fallback.get(key)
+        if text is None:  # a key built at run time that no catalogue has: a bug to fix
+            log.error("message %s is in no catalogue", key)
+            return key
         if "{" not in text:
             return text
         try:
@@ -69,8 +80,40 @@ class Translator:
         return key in self.messages
 
 
+def load_checked(
+    languages: tuple[str, ...], locales_dir: Path = LOCALES_DIR
+) -> dict[str, dict[str, str]]:
+    """Every language's catalogue, or :class:`CatalogueError` if the directory or a language is
+    missing, or a language lacks a message another one has (it would show as a raw key)."""
+    if not locales_dir.is_dir():
+        raise CatalogueError(
+            f"translations not found: no directory {locales_dir} "
+            "(the package is installed without its locales/ catalogues)"
+        )
+    catalogs: dict[str, dict[str, str]] = {}
+    for lang in languages:
+        folder = locales_dir / lang / "LC_MESSAGES"
+        catalogs[lang] = load_catalog(lang, locales_dir)
+        if not catalogs[lang]:
+            raise CatalogueError(f"translations for {lang!r} not found: no messages in {folder}")
+    every = set().union(*catalogs.values())
+    problems = []
+    for lang, catalog in catalogs.items():
+        missing = sorted(every - catalog.keys())
+        if missing:
+            named = ", ".join(missing[:SHOWN_MISSING])
+            rest = len(missing) - SHOWN_MISSING
+            more = f" and {rest} more" if rest > 0 else ""
+            problems.append(f"{lang!r} lacks {len(missing)} message(s): {named}{more}")
+    if problems:
+        raise CatalogueError(
+            f"incomplete translations in {locales_dir}:\n  " + "\n  ".join(problems)
+        )
+    return catalogs
+
+
 class Translations:
-    """All languages, loaded once at start-up; hands out a :class:`Translator` per locale."""
+    """All languages, loaded and checked once at start-up; a :class:`Translator` per locale."""
 
     def __init__(
         self,
@@ -78,8 +121,10 @@ class Translations:
         default: str = DEFAULT_LOCALE,
         locales_dir: Path = LOCALES_DIR,
     ) -> None:
+        if default not in languages:
+            raise CatalogueError(f"default language {default!r} is not one of {languages}")
         self.default = default
-        self.catalogs = {lang: load_catalog(lang, locales_dir) for lang in languages}
+        self.catalogs = load_checked(languages, locales_dir)
         self._translators = {
             lang: Translator(lang, cat, self.catalogs[default])
             for lang, cat in self.catalogs.items()

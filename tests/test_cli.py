@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +15,19 @@ from pathlib import Path
 import pytest
 
 from bot.settings import ConfigError, load_settings
+from bot.standin import BotApiStandIn
+from tests.conftest import TOKEN
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHBOOK_")}
+ROOT = Path(__file__).parent.parent
 
 
 def healthbook(
-    *args: str, cwd: Path, stdin: str = "", timeout: float = 60
+    *args: str,
+    cwd: Path,
+    stdin: str = "",
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``healthbook`` command (as ``python -m bot``)."""
     return subprocess.run(
@@ -25,7 +37,7 @@ def healthbook(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**ENV, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        env={**ENV, "PYTHONPATH": str(ROOT), **(env or {})},
     )
 
 
@@ -71,9 +83,9 @@ def test_demo_in_the_terminal(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "[1] ✅ Tôi đồng ý" in out
-    assert "Họ và tên đầy đủ của bạn là gì?" in out
-    assert "Ngày sinh của bạn?" in out
-    assert out.count("Ngày sinh của bạn?") == 2  # asked again after the bad date
+    assert "Xin cho biết họ và tên đầy đủ." in out
+    assert "Xin cho biết ngày sinh" in out
+    assert out.count("Xin cho biết ngày sinh") == 2  # asked again after the bad date
     assert "bye" in out
 
 
@@ -81,3 +93,144 @@ def test_start_without_token_runs_the_demo(tmp_path: Path) -> None:
     result = healthbook("start", cwd=tmp_path, stdin="/help\n/quit\n")
     assert result.returncode == 0, result.stderr
     assert "demo" in result.stderr and "/mydata" in result.stdout
+
+
+def test_help_reads_as_plain_text(tmp_path: Path) -> None:
+    result = healthbook("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "health-book bot" in result.stdout and "``" not in result.stdout
+
+
+def test_demo_never_uses_the_configured_database(tmp_path: Path) -> None:
+    """``start`` with no token runs the demo on a file of its own: the deployment's database
+    (named in the settings) is neither created nor written."""
+    production = tmp_path / "production.db"
+    (tmp_path / "config.toml").write_text(f'[database]\nurl = "sqlite:///{production}"\n')
+    result = healthbook("start", cwd=tmp_path, stdin="/quit\n")
+    assert result.returncode == 0, result.stderr
+    assert not production.exists()
+    assert f"database: {tmp_path / 'healthbook-demo.db'}" in result.stdout
+    assert _count(tmp_path / "healthbook-demo.db", "campaigns") > 0  # the sample data: /book works
+    assert _count(tmp_path / "healthbook-demo.db", "sites") > 0
+
+
+def test_demo_on_an_explicit_database_loads_no_sample_data(tmp_path: Path) -> None:
+    chosen = tmp_path / "chosen.db"
+    result = healthbook(
+        "demo", "--database", f"sqlite:///{chosen}", cwd=tmp_path, stdin="/quit\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"database: sqlite+aiosqlite:///{chosen}" in result.stdout
+    assert not (tmp_path / "healthbook-demo.db").exists()
+    assert _count(chosen, "accounts") == 0 and _count(chosen, "campaigns") == 0
+
+
+def _count(database: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_demo_rejects_a_bad_database_url(tmp_path: Path) -> None:
+    result = healthbook("demo", "--database", "mysql://x/y", cwd=tmp_path, stdin="/quit\n")
+    assert result.returncode == 2
+    assert "--database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_domain_errors_are_printed_in_words(tmp_path: Path) -> None:
+    result = healthbook("staff", "add", "--telegram-id", "5", "--site", "NOPE", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: Không tìm thấy điểm tiêm này. (NOPE)"
+    (tmp_path / "config.toml").write_text('[bot]\ndefault_locale = "en"\n')
+    result = healthbook("staff", "add", "--telegram-id", "5", "--site", "NOPE", cwd=tmp_path)
+    assert "site.not_found" not in result.stderr and "(NOPE)" in result.stderr
+    assert "Không" not in result.stderr
+
+
+# --- `healthbook run` when the Bot API cannot be reached ------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _start_run(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
+    (tmp_path / "config.toml").write_text(
+        f'[telegram]\ntoken = "{TOKEN}"\n'
+        f'base_url = "http://127.0.0.1:{port}/bot"\n'
+        f'base_file_url = "http://127.0.0.1:{port}/file/bot"\npoll_timeout = 1\n'
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--config", "config.toml",
+        cwd=tmp_path,
+        env={**ENV, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _read_until(proc: asyncio.subprocess.Process, text: str, seen: list[str]) -> None:
+    """Collect stderr lines into ``seen`` until one contains ``text``."""
+    assert proc.stderr is not None
+    while True:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert line, f"exited before {text!r}: {''.join(seen)}"
+        seen.append(line)
+        if text in line:
+            return
+
+
+async def _finish(proc: asyncio.subprocess.Process, sig: int, seen: list[str]) -> int:
+    proc.send_signal(sig)
+    _, rest = await asyncio.wait_for(proc.communicate(), 60)
+    seen.append(rest.decode())
+    assert proc.returncode is not None
+    return proc.returncode
+
+
+async def test_run_waits_for_the_bot_api_then_polls(tmp_path: Path) -> None:
+    """No network at start: one line per attempt, no traceback; it starts once the API answers
+    and stops cleanly on SIGTERM."""
+    port = _free_port()
+    proc = await _start_run(tmp_path, port)
+    seen: list[str] = []
+    try:
+        await _read_until(proc, "cannot reach the Telegram Bot API", seen)
+        await _read_until(proc, "cannot reach the Telegram Bot API", seen)
+        async with BotApiStandIn(port=port) as api:
+            await _read_until(proc, "polling for updates", seen)
+            for _ in range(200):
+                if any(c.method == "getUpdates" for c in api.calls):
+                    break
+                await asyncio.sleep(0.05)
+            assert any(c.method == "getUpdates" for c in api.calls)
+            status = await _finish(proc, signal.SIGTERM, seen)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = "".join(seen)
+    assert status == 0, err
+    attempts = [line for line in seen if "cannot reach" in line]
+    assert f"127.0.0.1:{port}" in attempts[0] and "attempt 1, next in 1 s" in attempts[0]
+    assert "attempt 2, next in 2 s" in attempts[1]
+    assert "Traceback" not in err and "meta_path" not in err and "Exception ignored" not in err
+    assert TOKEN.split(":")[1] not in err
+
+
+async def test_run_stopped_while_waiting_exits_quietly(tmp_path: Path) -> None:
+    proc = await _start_run(tmp_path, _free_port())
+    seen: list[str] = []
+    try:
+        await _read_until(proc, "cannot reach the Telegram Bot API", seen)
+        status = await _finish(proc, signal.SIGINT, seen)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = "".join(seen)
+    assert status == 0, err
+    assert "stopped before the bot could start" in err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert len(err.splitlines()) < 25, err

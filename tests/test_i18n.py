@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from bot.i18n import SUPPORTED, Translations, load_catalog
+from bot.i18n import LOCALES_DIR, SUPPORTED, CatalogueError, Translations, load_catalog
 from models import validators as v
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,3 +72,47 @@ def test_translator_falls_back_to_vietnamese_and_best_match() -> None:
     assert tr.best_match("en-GB") == "en"
     assert tr.best_match("fr") == "vi"
     assert tr.best_match(None) == "vi"
+
+
+def _copy_locales(tmp_path: Path) -> Path:
+    target = tmp_path / "locales"
+    shutil.copytree(LOCALES_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return target
+
+
+def test_catalogues_load_from_a_copy(tmp_path: Path) -> None:
+    t = Translations(locales_dir=_copy_locales(tmp_path)).get("vi")
+    assert t("button.agree") == "✅ Tôi đồng ý"
+
+
+def test_missing_catalogue_directory_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(CatalogueError, match=r"no directory .*nowhere"):
+        Translations(locales_dir=tmp_path / "nowhere")
+
+
+def test_missing_language_fails_at_start(tmp_path: Path) -> None:
+    locales = _copy_locales(tmp_path)
+    shutil.rmtree(locales / "en")
+    with pytest.raises(CatalogueError, match="translations for 'en' not found"):
+        Translations(locales_dir=locales)
+
+
+def test_incomplete_language_fails_at_start_naming_the_keys(tmp_path: Path) -> None:
+    """A message one language lacks would reach residents as its raw key."""
+    locales = _copy_locales(tmp_path)
+    po = locales / "en" / "LC_MESSAGES" / "healthbook.po"
+    text = po.read_text(encoding="utf-8")
+    entry = re.search(r'msgid "button\.agree"\nmsgstr "[^"]*"\n', text)
+    assert entry is not None
+    po.write_text(text.replace(entry.group(0), ""), encoding="utf-8")
+    with pytest.raises(CatalogueError) as err:
+        Translations(locales_dir=locales)
+    assert "'en' lacks 1 message(s): button.agree" in str(err.value)
+    (locales / "vi" / "LC_MESSAGES" / "booking.po").unlink()  # a whole file of keys
+    with pytest.raises(CatalogueError, match=r"'vi' lacks \d+ message\(s\): .* and \d+ more"):
+        Translations(locales_dir=locales)
+
+
+def test_unknown_default_language_fails() -> None:
+    with pytest.raises(CatalogueError, match="'fr'"):
+        Translations(default="fr")
