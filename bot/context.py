@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -13,7 +12,8 @@ from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.i18n import Translations
 from bot.persistence import WrittenStates
-from bot.settings import Settings
+from bot.settings import ConfigError, Settings
+from models.certificates import Keyring, KeyringError, KeyStore
 
 
 def _utcnow() -> dt.datetime:
@@ -22,11 +22,13 @@ def _utcnow() -> dt.datetime:
 
 @dataclass
 class Services:
-    """What handlers need: settings, database sessions, translations and a clock."""
+    """What handlers need: settings, database sessions, translations, the certificate keyring
+    and a clock."""
 
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     translations: Translations
+    keyring: Keyring
     clock: Callable[[], dt.datetime] = field(default=_utcnow)
     written_states: WrittenStates = field(default_factory=WrittenStates)
 
@@ -35,13 +37,6 @@ class Services:
         """The province's time zone."""
         return ZoneInfo(self.settings.bot.timezone)
 
-    def certificate_secret(self, token: str) -> bytes:
-        """The key that signs certificates: from settings, else derived from the bot token."""
-        configured = self.settings.security.certificate_secret
-        if configured is not None:
-            return configured.get_secret_value().encode()
-        return hashlib.sha256(b"healthbook-certificate:" + token.encode()).digest()
-
     def now(self) -> dt.datetime:
         """Local time now."""
         return self.clock().astimezone(self.tz)
@@ -49,6 +44,23 @@ class Services:
     def today(self) -> dt.date:
         """Local date today."""
         return self.now().date()
+
+
+def key_store(settings: Settings) -> KeyStore:
+    """Where the certificate keys of these settings live."""
+    security = settings.security
+    return KeyStore(security.keys_dir, security.certificate_key_file)
+
+
+def load_keyring(settings: Settings, *, create: bool = True) -> Keyring:
+    """The certificate keyring of these settings (the signing key generated at the first start
+    when none is configured); :class:`ConfigError` naming the setting when it cannot be used."""
+    try:
+        return key_store(settings).load(create=create)
+    except KeyringError as exc:
+        raise ConfigError(f"security.certificate_key_file: {exc}") from None
+    except OSError as exc:  # keys_dir not writable, say
+        raise ConfigError(f"security.keys_dir: {exc}") from None
 
 
 class HBContext(CallbackContext[ExtBot[None], dict, dict, dict]):

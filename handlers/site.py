@@ -31,8 +31,9 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from bot.i18n import Translator
-from handlers.common import CHANNEL, Turn, callback_parts, chunk, inline, turn
+from handlers.common import CHANNEL, Turn, callback_parts, chunk, inline, parse_id, turn
 from models import booking as bk
+from models import certificates as certs
 from models import healthbook as hb
 from models import validators as v
 from models.errors import DomainError
@@ -170,9 +171,10 @@ async def _staff_booking(turn_: Turn, raw_id: str) -> Booking:
     if not _is_staff(account):
         raise DomainError("checkin.not_staff")
     assert account is not None
+    booking_id = parse_id(raw_id)
     code = (
-        await turn_.session.scalar(select(Booking.code).where(Booking.id == int(raw_id)))
-        if re.fullmatch(r"[0-9]{1,9}", raw_id)  # an integer column: no overflow on PostgreSQL
+        await turn_.session.scalar(select(Booking.code).where(Booking.id == booking_id))
+        if booking_id is not None
         else None
     )
     if code is None:
@@ -188,6 +190,15 @@ async def _staff_booking(turn_: Turn, raw_id: str) -> Booking:
         if bound is None:
             raise DomainError("checkin.not_your_site")
     return booking
+
+
+def _outcome_allowed(turn_: Turn, booking: Booking, *, dose: bool) -> None:
+    """Refuse (DomainError) unless an outcome may be recorded now: the person checked in, on
+    the session's day (the domain checks this again when it writes)."""
+    if not dose and booking.status not in BOOKING_ACTIVE:
+        raise DomainError("checkin.not_active", status=booking.status)
+    key = "vaccination.not_checked_in" if dose else "outcome.not_checked_in"
+    bk.require_checked_in_today(booking, turn_.services.now(), key)
 
 
 def _refuse(turn_: Turn, err: DomainError) -> None:
@@ -251,8 +262,7 @@ async def record_pressed(turn_: Turn) -> object:
     parts = callback_parts(turn_.update, "st:d") or [""]
     try:
         booking = await _staff_booking(turn_, parts[0])
-        if booking.status != "checked_in":
-            raise DomainError("vaccination.not_checked_in", status=booking.status)
+        _outcome_allowed(turn_, booking, dose=True)
     except DomainError as err:
         _refuse(turn_, err)
         return None
@@ -274,8 +284,7 @@ async def vaccine_chosen(turn_: Turn) -> object:
         if len(parts) != 2:
             raise DomainError("booking.not_found")
         booking = await _staff_booking(turn_, parts[0])
-        if booking.status != "checked_in":
-            raise DomainError("vaccination.not_checked_in", status=booking.status)
+        _outcome_allowed(turn_, booking, dose=True)
         codes = list(booking.campaign.vaccine_codes or [])
         if parts[1] not in codes:
             raise DomainError(
@@ -381,8 +390,7 @@ async def not_vaccinated_pressed(turn_: Turn) -> object:
     parts = callback_parts(turn_.update, "st:n") or [""]
     try:
         booking = await _staff_booking(turn_, parts[0])
-        if booking.status not in BOOKING_ACTIVE:
-            raise DomainError("checkin.not_active", status=booking.status)
+        _outcome_allowed(turn_, booking, dose=False)
     except DomainError as err:
         _refuse(turn_, err)
         return None
@@ -405,6 +413,7 @@ async def reason_chosen(turn_: Turn) -> object:
     if parts[1] == "other":
         try:
             booking = await _staff_booking(turn_, parts[0])
+            _outcome_allowed(turn_, booking, dose=False)
         except DomainError as err:
             _refuse(turn_, err)
             return None
@@ -500,8 +509,10 @@ async def certificate(turn_: Turn) -> None:
         )
         for vac, site in rows
     ]
-    secret = turn_.services.certificate_secret(turn_.context.bot.token)
-    payload = await bk.certificate_payload(turn_.session, book, secret)
+    services = turn_.services
+    payload = await certs.certificate_payload(
+        turn_.session, book, services.keyring, issued=services.today()
+    )
     turn_.say(t("certificate.title", name=book.full_name) + "\n\n" + "\n".join(lines))
     turn_.send_photo(qr_png(payload), caption=t("certificate.qr_caption"))
     turn_.say(payload)
@@ -515,9 +526,8 @@ async def verify(turn_: Turn) -> None:
     if not payload:
         turn_.say(t("certificate.verify_usage"))
         return
-    secret = turn_.services.certificate_secret(turn_.context.bot.token)
     try:
-        data = bk.verify_certificate(payload, secret)
+        data = certs.verify_certificate(payload, turn_.services.keyring)
     except DomainError as err:
         turn_.say(render_error(t, err))
         return
@@ -533,6 +543,8 @@ async def verify(turn_: Turn) -> None:
     ]
     turn_.say(
         t("certificate.valid", initials=data["initials"], birth_year=data["birth_year"])
+        + "\n"
+        + t("certificate.issued", date=t.date(data["issued"]))
         + "\n"
         + "\n".join(lines)
     )

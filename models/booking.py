@@ -1,5 +1,5 @@
 """Vaccination booking: eligibility, sites and free days, booking that never overbooks, the
-waitlist, check-in, recording doses and a signed vaccination certificate.
+waitlist, check-in and recording doses (the certificate is in :mod:`models.certificates`).
 
 No Telegram here, and the caller owns the transaction: nothing in this module commits. Refusals
 raise :class:`~models.errors.DomainError` whose ``key`` names a localized message.
@@ -12,11 +12,7 @@ overbook. Places held for a waitlist offer are counted the same way.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
-import json
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -58,9 +54,6 @@ STAFF_ROLES = frozenset({"site_staff", "admin"})
 HOSPITAL = "hospital"
 DEFAULT_HOLD_MINUTES = 60
 
-CERT_PREFIX = "HB1"
-_MAC_BYTES = 16
-_MIN_SECRET_BYTES = 16
 _MAX_LOT_LEN = 32
 _MAX_REASON_LEN = 500
 _EARTH_RADIUS_KM = 6371.0088
@@ -274,6 +267,24 @@ def _owns(owner: Account | HealthBook, book: HealthBook) -> bool:
     return owner.id == book.account_id or owner.role == "admin"
 
 
+async def active_booking(
+    session: AsyncSession, book: HealthBook, campaign: Campaign | int, dose: int
+) -> Booking | None:
+    """The person's active booking for this dose of the campaign, if they hold one (checked when
+    /book starts, so nobody chooses a site, day and time only to be refused at Confirm)."""
+    return await session.scalar(  # type: ignore[no-any-return]
+        select(Booking)
+        .options(joinedload(Booking.session).joinedload(Session.site))
+        .where(
+            Booking.health_book_id == book.id,
+            Booking.campaign_id == _ref_id(campaign),
+            Booking.dose == dose,
+            Booking.status.in_(BOOKING_ACTIVE),
+        )
+        .limit(1)
+    )
+
+
 async def _has_active_booking(
     session: AsyncSession, book_id: int, campaign_id: int, dose: int
 ) -> bool:
@@ -380,7 +391,7 @@ def check_eligibility(
     book: HealthBook, campaign: Campaign, on: dt.date, site: Site | None = None
 ) -> v.ScreeningGroup:
     """Whether this person may be vaccinated in this campaign on ``on`` (at ``site``); returns
-    the advisory screening group (eligible or caution) or raises why not."""
+    the advisory screening group (eligible, caution or refer) or raises why not."""
     if (
         not campaign.active
         or on < campaign.starts_on
@@ -402,9 +413,8 @@ def check_eligibility(
         raise DomainError("booking.screening_contraindicated")
     if group is v.ScreeningGroup.POSTPONE:
         raise DomainError("booking.screening_postpone")
-    if group is v.ScreeningGroup.CAUTION and site is not None and site.kind != HOSPITAL:
-        # the caution group is vaccinated where an emergency can be handled, and watched longer
-        raise DomainError("booking.hospital_only", site=site.name)
+    # caution: the usual site, watched more closely; refer: a hospital is advised, but the
+    # person may still book nearer (advice only: the site screens again and decides)
     return group
 
 
@@ -465,6 +475,59 @@ async def sites_for(
     return found
 
 
+@dataclass(frozen=True)
+class SiteOffer:
+    """A site as offered for booking: its match, the free places in the days looked at, and
+    whether it has any session planned at all (if not, a waitlist there waits for nothing)."""
+
+    match: SiteMatch
+    free: int
+    planned: bool
+    advised: bool  # a hospital, for someone whose declaration points to one
+
+
+async def offer_sites(
+    session: AsyncSession,
+    matches: Sequence[SiteMatch],
+    campaign: Campaign | int,
+    from_date: dt.date,
+    days: int,
+    group: v.ScreeningGroup = v.ScreeningGroup.ELIGIBLE,
+) -> list[SiteOffer]:
+    """Sites in the order to offer them: hospitals first when the screening group points to
+    one, then sites with free places from ``from_date`` (for ``days`` days), then full ones,
+    then those with no session planned; within each, the order of ``matches`` is kept (own
+    commune first, or nearest first)."""
+    ids = [m.site.id for m in matches]
+    if not ids:
+        return []
+    until = from_date + dt.timedelta(days=days)
+    free_in_window = func.sum(
+        case(
+            (Session.date < until, Session.capacity - Session.booked),
+            else_=0,
+        )
+    )
+    rows = await session.execute(
+        select(Session.site_id, free_in_window)
+        .where(
+            Session.site_id.in_(ids),
+            Session.campaign_id == _ref_id(campaign),
+            Session.date >= from_date,
+        )
+        .group_by(Session.site_id)
+    )
+    free = {site_id: int(left or 0) for site_id, left in rows}
+    refer = group is v.ScreeningGroup.REFER
+    offers = [
+        SiteOffer(m, free.get(m.site.id, 0), m.site.id in free, refer and m.site.kind == HOSPITAL)
+        for m in matches
+    ]
+    rank = {id(o): n for n, o in enumerate(offers)}
+    offers.sort(key=lambda o: (not o.advised, o.free <= 0, not o.planned, rank[id(o)]))
+    return offers
+
+
 def _ref_id(ref: Site | Campaign | int) -> int:
     return ref if isinstance(ref, int) else ref.id
 
@@ -491,6 +554,23 @@ async def open_days(
         .order_by(Session.date)
     )
     return [OpenDay(day, int(left), int(n)) for day, left, n in rows]
+
+
+async def has_sessions(
+    session: AsyncSession, site: Site | int, campaign: Campaign | int, from_date: dt.date
+) -> bool:
+    """Whether the site has any session of the campaign planned from ``from_date`` on (full or
+    not): without one, a waitlist there would wait for nothing."""
+    found = await session.scalar(
+        select(Session.id)
+        .where(
+            Session.site_id == _ref_id(site),
+            Session.campaign_id == _ref_id(campaign),
+            Session.date >= from_date,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 async def sessions_on(
@@ -1122,6 +1202,16 @@ async def check_in(session: AsyncSession, staff: Account, code: str, now: dt.dat
     return CheckIn(booking, book_, screening_group(book_, today))
 
 
+def require_checked_in_today(booking: Booking, now: dt.datetime, key: str) -> None:
+    """Refuse an outcome (a dose, or why none was given) unless the person was checked in and
+    it is the session's day: a forged or early button cannot close a booking nobody has seen
+    (``key`` names the refusal of a booking not checked in)."""
+    if booking.status != "checked_in":
+        raise DomainError(key, status=booking.status)
+    if booking.session.date != local_date(now):
+        raise DomainError("checkin.wrong_day", date=booking.session.date)
+
+
 def _clean(text: str, max_len: int, key: str) -> str:
     try:
         cleaned = v.clean_text(text, max_len=max_len)
@@ -1139,12 +1229,11 @@ async def record_dose(
     lot: str,
     given_at: dt.datetime,
 ) -> DoseWindow | None:
-    """Record the dose given to a checked-in person; returns the window of their next dose, if
-    the schedule has one."""
+    """Record the dose given to a person checked in today; returns the window of their next
+    dose, if the schedule has one."""
     booking = await _load_booking(session, booking_ref)
     await require_site_staff(session, staff, booking.session.site_id)
-    if booking.status != "checked_in":
-        raise DomainError("vaccination.not_checked_in", status=booking.status)
+    require_checked_in_today(booking, given_at, "vaccination.not_checked_in")
     campaign = booking.campaign
     if vaccine_code not in (campaign.vaccine_codes or []):
         raise DomainError(
@@ -1192,15 +1281,18 @@ async def record_not_vaccinated(
     reason: str,
     now: dt.datetime,
 ) -> Booking:
-    """Record that a booked person was not vaccinated (postponed at the site…), and why; the
-    place stays used and the person may book the same dose again."""
+    """Record that a person checked in today was not vaccinated (postponed at the site…), and
+    why; the place stays used and the person may book the same dose again."""
     booking = await _load_booking(session, booking_ref)
     await require_site_staff(session, staff, booking.session.site_id)
+    if booking.status not in BOOKING_ACTIVE:
+        raise DomainError("checkin.not_active", status=booking.status)
+    require_checked_in_today(booking, now, "outcome.not_checked_in")
     why = _clean(reason, _MAX_REASON_LEN, "vaccination.reason_invalid")
     when = _utc(now)
     result = await session.execute(
         update(Booking)
-        .where(Booking.id == booking.id, Booking.status.in_(BOOKING_ACTIVE))
+        .where(Booking.id == booking.id, Booking.status == "checked_in")
         .values(status="not_vaccinated", outcome_reason=why, outcome_at=when, outcome_by=staff.id)
         .execution_options(synchronize_session=False)
     )
@@ -1209,73 +1301,3 @@ async def record_not_vaccinated(
     _set(booking, status="not_vaccinated", outcome_reason=why, outcome_at=when, outcome_by=staff.id)
     return booking
 
-
-# --- certificate --------------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    if not text or not all(c.isalnum() or c in "-_" for c in text) or not text.isascii():
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _check_secret(secret: bytes) -> None:
-    """A short key is a configuration mistake, not a forged certificate: say so loudly."""
-    if len(secret) < _MIN_SECRET_BYTES:
-        raise ValueError(f"the certificate secret must have at least {_MIN_SECRET_BYTES} bytes")
-
-
-def _mac(secret: bytes, signed: str) -> bytes:
-    return hmac.new(secret, signed.encode("ascii"), hashlib.sha256).digest()[:_MAC_BYTES]
-
-
-def _initials(full_name: str) -> str:
-    return "".join(word[0] for word in full_name.split() if word).upper()
-
-
-async def certificate_payload(session: AsyncSession, book: HealthBook, secret: bytes) -> str:
-    """A compact signed proof of vaccination for a QR code: ``HB1.<data>.<mac>``, carrying only
-    the name's initials, the birth year and each dose (date, vaccine, dose number)."""
-    rows = (
-        await session.execute(
-            select(Vaccination.given_at, Vaccination.vaccine_code, Vaccination.dose)
-            .where(Vaccination.health_book_id == book.id)
-            .order_by(Vaccination.given_at, Vaccination.id)
-        )
-    ).all()
-    _check_secret(secret)
-    if not rows:
-        raise DomainError("certificate.no_doses")
-    data = {
-        "n": _initials(book.full_name),
-        "y": book.date_of_birth.year,
-        "d": [[local_date(at).isoformat(), vaccine, dose] for at, vaccine, dose in rows],
-    }
-    body = _b64(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    signed = f"{CERT_PREFIX}.{body}"  # the version prefix is signed too
-    return f"{signed}.{_b64(_mac(secret, signed))}"
-
-
-def verify_certificate(payload: str, secret: bytes) -> dict[str, Any]:
-    """The data of a genuine certificate (initials, birth_year, doses); ``certificate.invalid``
-    for anything forged, altered, truncated or malformed."""
-    _check_secret(secret)
-    try:
-        prefix, body, tag = payload.strip().split(".")
-        if prefix != CERT_PREFIX:
-            raise ValueError("unknown version")
-        expected = _mac(secret, f"{prefix}.{body}")
-        if not hmac.compare_digest(expected, _unb64(tag)):
-            raise ValueError("bad signature")
-        data = json.loads(_unb64(body).decode("utf-8"))
-        doses = [
-            {"date": dt.date.fromisoformat(day), "vaccine": str(vaccine), "dose": int(dose)}
-            for day, vaccine, dose in data["d"]
-        ]
-        return {"initials": str(data["n"]), "birth_year": int(data["y"]), "doses": doses}
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise DomainError("certificate.invalid") from None

@@ -29,6 +29,20 @@ DB_KINDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 TOKEN = "123456:TEST-token-for-the-stand-in"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Certificate keys of this run's own: a bot built by a test generates its signing key
+    here, never in the working directory."""
+    keys = tmp_path_factory.mktemp("keys")
+    before = os.environ.get("HEALTHBOOK_SECURITY__KEYS_DIR")
+    os.environ["HEALTHBOOK_SECURITY__KEYS_DIR"] = str(keys)
+    yield keys
+    if before is None:
+        del os.environ["HEALTHBOOK_SECURITY__KEYS_DIR"]
+    else:
+        os.environ["HEALTHBOOK_SECURITY__KEYS_DIR"] = before
+
+
 @pytest.fixture(autouse=True)
 def _no_network() -> Iterator[None]:
     """Any connection outside loopback fails the test."""

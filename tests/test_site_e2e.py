@@ -166,7 +166,7 @@ def assert_card(s: Scene, text: str | None) -> None:
     assert text is not None
     assert "Nguyễn Văn An" in text
     assert date(s.lang, dt.date(1950, 3, 15)) in text
-    assert "0100******34" in text and "010050001234" not in text
+    assert "*********234" in text and "010050" not in text
     assert t(s.lang, "screening_short.age_65") in text  # derived from the date of birth
     assert t(s.lang, "site.group.caution") in text
     assert "COVID-19" in text and "Bệnh viện Đa khoa tỉnh Lào Cai" in text
@@ -416,7 +416,7 @@ async def test_certificate_qr_verifies_and_a_tampered_one_does_not(bot: Harness)
         in title["text"]
     )
     payload = text["text"]
-    assert payload.startswith("HB1.")
+    assert payload.startswith(f"HB2.{bot.services.keyring.active_id}.")
     assert photo["caption"] == t("vi", "certificate.qr_caption")
     assert bot.api.files[photo["photo"][0]["file_id"]].content == qr_png(payload)
 
@@ -424,6 +424,8 @@ async def test_certificate_qr_verifies_and_a_tampered_one_does_not(bot: Harness)
     await anyone.send(f"/verify {payload}")
     assert anyone.last_text.startswith(
         t("vi", "certificate.valid", initials="NVA", birth_year=1950)
+        + "\n"
+        + t("vi", "certificate.issued", date=date("vi", dt.date(2026, 11, 25)))
     )
     assert (
         t(
@@ -435,12 +437,14 @@ async def test_certificate_qr_verifies_and_a_tampered_one_does_not(bot: Harness)
         )
         in anyone.last_text
     )
-    prefix, body, tag = payload.split(".")
-    tampered = f"{prefix}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{tag}"
+    prefix, kid, body, tag = payload.split(".")
+    tampered = f"{prefix}.{kid}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{tag}"
     await anyone.send(f"/verify {tampered}")
     assert anyone.last_text == t("vi", "certificate.invalid")
-    await anyone.send("/verify HB1.abc")
+    await anyone.send("/verify HB2.abc")
     assert anyone.last_text == t("vi", "certificate.invalid")
+    await anyone.send("/verify HB1.eyJuIjoiTlZBIn0.AAAAAAAAAAAAAAAAAAAAAA")  # before Ed25519
+    assert anyone.last_text == t("vi", "certificate.outdated")
     await anyone.send("/verify")
     assert anyone.last_text == t("vi", "certificate.verify_usage")
 
