@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, make_url, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import delete, func, select, text, update
 
-from bench.common import PG_DEFAULT, last_line, print_table
+from bench.common import PG_DEFAULT, NoServerError, last_line, own_postgres_database, print_table
 from bot.db import create_engine, session_factory, transaction, upgrade
 from models import booking as bk
 from models import campaigns as cp
@@ -184,14 +183,10 @@ def run_processes(
 
 
 async def prepare(url: str, sessions: int, capacity: int, residents: int) -> dict[str, Any]:
-    """An empty schema, the COVID-19 campaign, the Lào Cai sites, ``sessions`` sessions and
-    ``residents`` people with a health book."""
+    """In an empty database: the schema, the COVID-19 campaign, the Lào Cai sites, ``sessions``
+    sessions and ``residents`` people with a health book."""
     engine = create_engine(url)
     try:
-        if url.startswith("postgresql"):
-            async with engine.begin() as conn:
-                await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-                await conn.execute(text("CREATE SCHEMA public"))
         await upgrade(engine)
         async with transaction(session_factory(engine)) as s:
             campaign = (await cp.load_campaign_file(s, cp.SAMPLE_CAMPAIGNS[0]))[0]
@@ -321,40 +316,12 @@ def bench_database(kind: str, url: str, args: argparse.Namespace) -> dict[str, d
     return runs
 
 
-def own_postgres_database(url: str, name: str) -> str | None:
-    """The URL of a database of our own on the server of ``url`` (created if missing), so the
-    run neither disturbs nor is disturbed by tests dropping the schema of the shared one;
-    None if the server does not answer."""
-
-    async def _ensure() -> str:
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as conn:
-                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                found = await auto.scalar(
-                    text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
-                )
-                if not found:
-                    await auto.execute(text(f'CREATE DATABASE "{name}"'))
-        finally:
-            await engine.dispose()
-        return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-    try:
-        return asyncio.run(_ensure())
-    except (OSError, DBAPIError):  # no server there: skip it, and say so
-        return None
-
-
 def main() -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--pg-url", default=PG_DEFAULT, help="server to use (any database)")
     parser.add_argument(
-        "--pg-database",
-        default="healthbook_bench_booking",
-        help="database created on that server for the run",
+        "--pg-url", default=PG_DEFAULT, help="server to use: the run creates a database there"
     )
     parser.add_argument("--attempts", type=int, default=1000, help="residents, one try each")
     parser.add_argument("--sessions", type=int, default=20)
@@ -372,16 +339,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             if kind == "postgresql":
-                pg_url = own_postgres_database(args.pg_url, args.pg_database)
-                if pg_url is None:
-                    print(f"PostgreSQL at {args.pg_url} does not answer: skipped")
+                try:
+                    with own_postgres_database(args.pg_url, "healthbook_bench_booking") as url:
+                        results[kind] = bench_database(kind, url, args)
+                except NoServerError as exc:
+                    print(f"{exc}: skipped")
                     skipped.append(kind)
-                    continue
-                url = pg_url
             else:
                 url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-            results[kind] = bench_database(kind, url, args)
+                results[kind] = bench_database(kind, url, args)
 
+    if not results:
+        raise SystemExit("nothing was measured")
     places = args.sessions * args.capacity
     print(
         f"\nbooking: {args.attempts} residents for {places} places "

@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,22 @@ def spawn(*args: str, **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, *args], env=env, text=True, **kw)
 
 
+@dataclass
+class StandIn:
+    """The stand-in's process: its Bot API base URL (``…/bot``) and its pid."""
+
+    base_url: str
+    pid: int
+
+    @property
+    def control(self) -> str:
+        """Root of the control API (``/_standin/…``), also what aiogram calls its server."""
+        return self.base_url.removesuffix("/bot")
+
+
 @contextlib.contextmanager
-def stand_in() -> Iterator[str]:
-    """The Bot API stand-in in its own process; yields its base URL."""
+def stand_in() -> Iterator[StandIn]:
+    """The Bot API stand-in in its own process."""
     proc = spawn(
         "-m",
         "bot.standin",
@@ -50,7 +64,7 @@ def stand_in() -> Iterator[str]:
         base_url = proc.stdout.readline().strip()
         if not base_url.startswith("http"):
             raise RuntimeError("the stand-in did not start")
-        yield base_url
+        yield StandIn(base_url, proc.pid)
     finally:
         stop(proc)
 
@@ -75,6 +89,81 @@ def memory_kb(pid: int) -> dict[str, int]:
                 key, value = line.split(":", 1)
                 out[key] = int(value.split()[0])
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, from /proc/<pid>/stat:
+    the kernel's own account, whatever the process or the load driver is doing."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (name) "; the name may hold spaces
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by some processes (and this one, the driver) between ``start`` and ``stop``."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self.begin: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        now["driver"] = time.process_time()
+        return now
+
+    def start(self) -> None:
+        """From now."""
+        self.begin = self._now()
+
+    def stop(self) -> None:
+        """Until now."""
+        end = self._now()
+        self.used = {name: end[name] - self.begin[name] for name in end}
+
+    def per_update(self, updates: int, seconds: float) -> dict[str, float]:
+        """CPU milliseconds per update and share of one core, for each process measured."""
+        out: dict[str, float] = {}
+        for name, used in self.used.items():
+            out[f"{name}_cpu_ms_per_update"] = round(1000 * used / updates, 3) if updates else 0.0
+            out[f"{name}_cpu_share"] = round(used / seconds, 2) if seconds else 0.0
+        return out
+
+
+class NoServerError(RuntimeError):
+    """No PostgreSQL server answers at the given URL."""
+
+
+@contextlib.contextmanager
+def own_postgres_database(url: str, prefix: str = "healthbook_bench") -> Iterator[str]:
+    """A database of this run's own on the server of ``url`` (created now, dropped at the end),
+    so a run never touches what else lives there, nor another run; yields its URL."""
+    from sqlalchemy import make_url, text
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.db import create_engine
+
+    url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await auto.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, DBAPIError) as exc:
+        raise NoServerError(f"PostgreSQL at {url} does not answer ({type(exc).__name__})") from exc
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @dataclass

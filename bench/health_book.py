@@ -2,8 +2,14 @@
 
 The Bot API stand-in runs in its own process, the bot in another (``healthbook run``), and the
 residents are driven from this process over the stand-in's HTTP control API. The same number of
-updates is then sent to a bare python-telegram-bot echo bot on the same stand-in, as a baseline.
+updates is then sent to two bare echo bots on the same stand-in, as baselines: one on
+python-telegram-bot, one on aiogram 3 (the ``bench`` extra; skipped, with a word, without it).
 A second, smaller wave shows whether the bot's memory grows per resident once they are done.
+
+Throughput and latency depend on the driver too: with hundreds of residents answering at once,
+this process is the first to run out of CPU, and every bot looks alike. CPU milliseconds per
+update, read from each process's own CPU time (/proc/<pid>/stat) over the wave, do not: they
+compare what the bots cost, whatever the driver manages.
 
     python -m bench.health_book [--residents 500] [--database sqlite|postgresql] [--quick]
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import subprocess
 import tempfile
 import time
@@ -21,10 +28,14 @@ from typing import Any
 from bench.common import (
     PG_DEFAULT,
     Chat,
+    CpuMeter,
     Figures,
+    NoServerError,
+    StandIn,
     http_session,
     last_line,
     memory_kb,
+    own_postgres_database,
     print_table,
     spawn,
     stand_in,
@@ -89,21 +100,39 @@ async def probe(control: str, text: str, uid: int) -> None:
         await wait_ready(http, control, uid, text)
 
 
-def run_echo(base_url: str, control: str, residents: int, think: float = 0.0) -> dict[str, Any]:
-    """The baseline: a bare echo bot under the same load."""
-    proc = spawn("-m", "bench.echo_bot", "--base-url", base_url)
+def measured_wave(
+    stand: StandIn, bot_pid: int, script: Any, first_id: int, count: int, think: float = 0.0
+) -> dict[str, Any]:
+    """One wave, with the CPU the bot, the stand-in and this driver used meanwhile."""
+    meter = CpuMeter(bot=bot_pid, standin=stand.pid)
+    meter.start()
+    figures = asyncio.run(wave(stand.control, script, first_id, count, think))
+    meter.stop()
+    return {**figures.summary(), **meter.per_update(figures.updates, figures.seconds)}
+
+
+ECHO_BOTS = {
+    # name: (module to run, its arguments, probe chat, first resident id)
+    "ptb": ("bench.echo_bot", lambda s: ["--base-url", s.base_url], 999_999_001, 10_000_000),
+    "aiogram": ("bench.aiogram_echo", lambda s: ["--server", s.control], 999_999_003, 40_000_000),
+}
+
+
+def run_echo(kind: str, stand: StandIn, residents: int, think: float = 0.0) -> dict[str, Any]:
+    """A baseline: a bare echo bot under the same load."""
+    module, arguments, probe_id, first_id = ECHO_BOTS[kind]
+    proc = spawn("-m", module, *arguments(stand))
     try:
-        asyncio.run(probe(control, "ping", 999_999_001))
-        figures = asyncio.run(wave(control, echo_person, 10_000_000, residents, think))
-        return {**figures.summary(), "peak_rss_mb": round(memory_kb(proc.pid)["VmHWM"] / 1024, 1)}
+        asyncio.run(probe(stand.control, "ping", probe_id))
+        result = measured_wave(stand, proc.pid, echo_person, first_id, residents, think)
+        return {**result, "peak_rss_mb": round(memory_kb(proc.pid)["VmHWM"] / 1024, 1)}
     finally:
         stop(proc)
 
 
-def run_bot(
-    base_url: str, control: str, residents: int, db_url: str, think: float = 0.0
-) -> dict[str, Any]:
+def run_bot(stand: StandIn, residents: int, db_url: str, think: float = 0.0) -> dict[str, Any]:
     """The health-book bot under the load, then a second wave to see memory per resident."""
+    base_url = stand.base_url
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.toml"
         config.write_text(
@@ -116,16 +145,16 @@ def run_bot(
             "-m", "bot", "run", "--config", str(config), cwd=tmp, stdout=subprocess.DEVNULL
         )
         try:
-            asyncio.run(probe(control, "/help", 999_999_002))
+            asyncio.run(probe(stand.control, "/help", 999_999_002))
             idle_kb = memory_kb(proc.pid)["VmRSS"]
-            figures = asyncio.run(wave(control, resident, 20_000_000, residents, think))
+            first = measured_wave(stand, proc.pid, resident, 20_000_000, residents, think)
             after_first = memory_kb(proc.pid)["VmRSS"]
             more = max(10, residents // 5)  # enough to see growth, short enough to stay quick
-            second = asyncio.run(wave(control, resident, 30_000_000, more))
+            second = asyncio.run(wave(stand.control, resident, 30_000_000, more))
             mem = memory_kb(proc.pid)
             growth = (mem["VmRSS"] - after_first) / more
             return {
-                **figures.summary(),
+                **first,
                 "second_wave_residents": more,
                 "second_wave_updates_per_s": second.summary()["updates_per_s"],
                 "second_wave_errors": second.errors,
@@ -139,20 +168,19 @@ def run_bot(
             stop(proc)
 
 
-def reset_postgres(url: str) -> None:
-    """An empty schema for the run."""
-    from sqlalchemy import text
+def ratio(a: float, b: float) -> float:
+    """a / b, 0 when b is 0."""
+    return round(a / b, 3) if b else 0.0
 
-    from bot.db import create_engine
 
-    async def _reset() -> None:
-        engine = create_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await engine.dispose()
-
-    asyncio.run(_reset())
+def run_all(args: argparse.Namespace, residents: int, db_url: str, aiogram: bool) -> dict:
+    """The baselines and the bot, one after the other on one stand-in."""
+    with stand_in() as stand:
+        runs = {"echo": run_echo("ptb", stand, residents, args.think)}
+        if aiogram:
+            runs["echo_aiogram"] = run_echo("aiogram", stand, residents, args.think)
+        runs["bot"] = run_bot(stand, residents, db_url, args.think)
+    return runs
 
 
 def main() -> None:
@@ -160,7 +188,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--residents", type=int, default=500)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--pg-url", default=PG_DEFAULT)
+    parser.add_argument(
+        "--pg-url", default=PG_DEFAULT, help="server to use: the run creates a database there"
+    )
     parser.add_argument("--quick", action="store_true", help="50 residents")
     parser.add_argument(
         "--think",
@@ -170,26 +200,56 @@ def main() -> None:
     )
     args = parser.parse_args()
     residents = 50 if args.quick else args.residents
+    has_aiogram = importlib.util.find_spec("aiogram") is not None
+    if not has_aiogram:
+        print(
+            "aiogram is not installed: the aiogram echo baseline is skipped "
+            "(pip install -e '.[bench]' to include it)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.database == "postgresql":
-            db_url = args.pg_url
-            reset_postgres(db_url)
+            try:
+                with own_postgres_database(args.pg_url) as db_url:
+                    runs = run_all(args, residents, db_url, has_aiogram)
+            except NoServerError as exc:
+                raise SystemExit(str(exc)) from None
         else:
             db_url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        with stand_in() as base_url:
-            control = base_url.removesuffix("/bot")
-            echo = run_echo(base_url, control, residents, args.think)
-            hb = run_bot(base_url, control, residents, db_url, args.think)
+            runs = run_all(args, residents, db_url, has_aiogram)
 
-    ratio = round(hb["updates_per_s"] / echo["updates_per_s"], 3) if echo["updates_per_s"] else 0
+    hb, echo, aio = runs["bot"], runs["echo"], runs.get("echo_aiogram")
     print(
         f"\nhealth book: {residents} residents at once, {UPDATES_PER_RESIDENT} updates each, "
         f"{args.database}"
     )
-    keys = ["updates_per_s", "p50_ms", "p95_ms", "p99_ms", "peak_rss_mb", "errors"]
-    print_table({"healthbook bot": hb, "echo bot (baseline)": echo}, keys)
-    print(f"throughput ratio (bot / echo): {ratio:.1%}   goal ≥ 40%")
+    rows = {"healthbook bot": hb, "echo bot, python-telegram-bot": echo}
+    if aio is not None:
+        rows["echo bot, aiogram 3"] = aio
+    table = {
+        name: {
+            **row,
+            "cpu_ms/update": row["bot_cpu_ms_per_update"],
+            "cpu_cores": row["bot_cpu_share"],
+            "driver_cores": row["driver_cpu_share"],
+        }
+        for name, row in rows.items()
+    }
+    keys = ["updates_per_s", "p50_ms", "p95_ms", "p99_ms", "cpu_ms/update", "cpu_cores",
+            "driver_cores", "peak_rss_mb", "errors"]  # fmt: skip
+    print_table(table, keys)
+    cpu_vs_ptb = ratio(hb["bot_cpu_ms_per_update"], echo["bot_cpu_ms_per_update"])
+    cpu_vs_aiogram = (
+        ratio(hb["bot_cpu_ms_per_update"], aio["bot_cpu_ms_per_update"]) if aio else None
+    )
+    throughput = ratio(hb["updates_per_s"], echo["updates_per_s"])
+    print(
+        f"CPU per update, bot / echo: {cpu_vs_ptb}× python-telegram-bot"
+        + (f", {cpu_vs_aiogram}× aiogram" if aio else " (aiogram: not installed)")
+    )
+    print(f"throughput ratio (bot / echo): {throughput:.1%}   goal ≥ 40%")
+    if max(row["driver_cpu_share"] for row in rows.values()) > 0.8:
+        print("  the driver was busy most of the time: throughput and latency partly measure it")
     print(f"p99 latency: {hb['p99_ms']} ms   goal < 1000 ms")
     print(
         f"memory: idle {hb['idle_rss_mb']} MB, after wave 1 {hb['rss_after_wave1_mb']} MB, "
@@ -205,7 +265,10 @@ def main() -> None:
             "think_seconds": args.think,
             "bot": hb,
             "echo": echo,
-            "throughput_ratio": ratio,
+            "echo_aiogram": aio,
+            "throughput_ratio": throughput,
+            "cpu_ratio_vs_echo": cpu_vs_ptb,
+            "cpu_ratio_vs_aiogram_echo": cpu_vs_aiogram,
         }
     )
 
