@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable
 from telegram import ReplyKeyboardRemove
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, ConversationHandler
 
-from handlers.common import Turn, callback_parts, inline, turn
+from bot.i18n import Translator
+from handlers.common import Turn, callback_parts, inline, parse_id, turn
 from models import healthbook as hb
+from models import validators as v
 
 Reask = Callable[[Turn], Awaitable[object]]
 DELETE_CONFIRM_SECONDS = 600
@@ -67,17 +69,10 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
         if turn_.account is None:
             turn_.say(turn_.t("mydata.nothing"))
             return await again(turn_)
-        data = await hb.export_data(turn_.session, turn_.account)
-        books, draft = data["health_books"], data["draft"]
-        turn_.say(
-            turn_.t(
-                "mydata.summary",
-                consents=len(data["consents"]),
-                books=len(books),
-                draft=turn_.t("mydata.draft_yes" if draft else "mydata.draft_no"),
-            )
-        )
-        payload = json.dumps(data, ensure_ascii=False, indent=2, default=str).encode()
+        data = await hb.export_data(turn_.session, turn_.account, turn_.t)
+        for text in mydata_messages(turn_.t, data):
+            turn_.say(text)
+        payload = json.dumps(data, ensure_ascii=False, indent=2).encode()
         turn_.send_document(payload, "healthbook-mydata.json", turn_.t("mydata.file_caption"))
         return await again(turn_)
 
@@ -88,8 +83,9 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
             turn_.say(turn_.t("delete.nothing"))
             return await again(turn_)
         stamp = int(turn_.services.clock().timestamp())
+        held = await hb.holdings(turn_.session, turn_.account)
         turn_.say(
-            turn_.t("delete.confirm"),
+            delete_confirmation(turn_.t, held),
             inline(
                 [
                     [(turn_.t("button.delete_yes"), f"acct:delete:{stamp}")],
@@ -107,11 +103,11 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
         if parts == ["keep"]:
             turn_.close_with = turn_.t("delete.kept")
             return await again(turn_)
+        stamp = parse_id(parts[1], high=2**62) if len(parts) == 2 else None
         fresh = (
-            len(parts) == 2
-            and parts[0] == "delete"
-            and parts[1].isdigit()
-            and 0 <= now - int(parts[1]) <= DELETE_CONFIRM_SECONDS
+            parts[0] == "delete"
+            and stamp is not None
+            and 0 <= now - stamp <= DELETE_CONFIRM_SECONDS
         )
         if not fresh:
             turn_.toast(turn_.t("error.button.stale"), alert=True)
@@ -131,6 +127,185 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
         CommandHandler("delete", delete),
         CallbackQueryHandler(delete_answer, pattern=r"^acct:"),
     ]
+
+
+MESSAGE_LIMIT = 4000  # Telegram takes 4096 characters per message; a margin for safety
+
+
+def pack_messages(blocks: list[str], limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Blocks, a blank line apart, in as few messages as fit the limit (cut between lines; a
+    single line longer than a message is cut where it must)."""
+    messages: list[str] = []
+    current = ""
+    for line in "\n\n".join(blocks).split("\n"):
+        while len(line) > limit:
+            messages += [current, line[:limit]]
+            current, line = "", line[limit:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            messages.append(current)
+            candidate = line
+        current = candidate
+    messages.append(current)
+    return [m.strip() for m in messages if m.strip()]
+
+
+def _name(value: dict | None, t: Translator) -> str:
+    """The name of a coded value (its code when the name is no longer known)."""
+    if not value:
+        return t("review.none")
+    return str(value.get("name") or value.get("code"))
+
+
+def _book_lines(t: Translator, answers: dict, *, unlike: dict | None = None) -> list[str]:
+    """A health book (or the answers of a draft) field by field, ID numbers masked; with
+    ``unlike``, only the answers that differ from it."""
+    lines = []
+    for field in hb.FIELDS:
+        if field not in answers or (unlike is not None and unlike.get(field) == answers[field]):
+            continue
+        value = answers[field]
+        if isinstance(value, dict) and "code" in value:
+            text = _name(value, t)
+        elif field == "id_number" and isinstance(value, dict) and value.get("number"):
+            masked = v.IdNumber(kind=value.get("kind"), number=str(value["number"])).masked()
+            text = f"{masked} ({value.get('kind_name') or value.get('kind')})"
+        elif field == "bhyt" and value:
+            text = v.mask_bhyt(str(value))
+        elif field == "screening" and isinstance(value, list):
+            flagged = [
+                t("screening_short." + item["code"])
+                + " — "
+                + (item["answer_name"] or item["answer"])
+                for item in value
+                if item["answer"] != "no"
+            ]
+            text = "; ".join(flagged) if flagged else t("review.screening_ok")
+        else:
+            text = str(value) if value not in (None, "", {}, []) else t("review.none")
+        lines.append(f"• {t(f'field.{field}')}: {text}")
+    return lines
+
+
+def mydata_messages(t: Translator, data: dict) -> list[str]:
+    """Everything :func:`models.healthbook.export_data` gathered, in words, in messages that
+    each fit Telegram's limit."""
+    account = data["account"]
+    blocks = [
+        t("mydata.title"),
+        t(
+            "mydata.account",
+            language=_name(account["language"], t),
+            role=_name(account["role"], t),
+            since=account["created_at"] or t("review.none"),
+        ),
+    ]
+
+    def section(key: str, items: list[str]) -> None:
+        if items:
+            blocks.append("\n".join([t(key, count=len(items)), *items]))
+
+    section(
+        "mydata.consents",
+        [
+            t("mydata.consent_item", when=c["given_at"], version=c["version"])
+            for c in data["consents"]
+        ],
+    )
+    for book in data["health_books"]:
+        blocks.append(
+            "\n".join([t("mydata.book", updated=book["updated_at"]), *_book_lines(t, book)])
+        )
+    draft = data["draft"]
+    if draft is not None and draft["edits_saved_book"] and data["health_books"]:
+        changed = _book_lines(t, draft["answers"], unlike=data["health_books"][0])
+        blocks.append("\n".join([t("mydata.draft_edit", count=len(changed)), *changed]))
+    elif draft is not None:
+        answers = draft["answers"]
+        blocks.append("\n".join([t("mydata.draft", count=len(answers)), *_book_lines(t, answers)]))
+    section(
+        "mydata.bookings",
+        [
+            t(
+                "mydata.booking_item",
+                code=b["code"],
+                campaign=_name(b["campaign"], t),
+                dose=b["dose"],
+                site=_name(b["site"], t),
+                date=b["date"],
+                hours=b["hours"],
+                status=_name(b["status"], t),
+            )
+            for b in data["bookings"]
+        ],
+    )
+    section(
+        "mydata.waitlist",
+        [
+            t(
+                "mydata.waitlist_item",
+                campaign=_name(e["campaign"], t),
+                dose=e["dose"],
+                site=_name(e["site"] or (e["session"] or {}).get("site"), t),
+                when=(
+                    (e["session"] or {}).get("date")
+                    or e["date"]
+                    or t("mydata.waitlist_from", date=e["not_before"])
+                ),
+                status=_name(e["status"], t),
+            )
+            for e in data["waitlist"]
+        ],
+    )
+    section(
+        "mydata.vaccinations",
+        [
+            t(
+                "mydata.vaccination_item",
+                campaign=_name(d["campaign"], t),
+                dose=d["dose"],
+                vaccine=_name(d["vaccine"], t),
+                lot=d["lot_number"],
+                when=d["given_at"],
+                site=_name(d["site"], t),
+            )
+            for d in data["vaccinations"]
+        ],
+    )
+    section(
+        "mydata.staff_sites",
+        [
+            t("mydata.staff_site_item", site=_name(x["site"], t), since=x["since"])
+            for x in data["staff_sites"]
+        ],
+    )
+    if data["staff_records"]:
+        blocks.append(t("mydata.staff_records", count=data["staff_records"]))
+    if data["booking_draft"] is not None:
+        blocks.append(
+            t("mydata.booking_draft", campaign=_name(data["booking_draft"]["campaign"], t))
+        )
+    if data["conversations"]:
+        blocks.append(t("mydata.conversations", count=len(data["conversations"])))
+    blocks.append(t("mydata.file_note"))
+    return pack_messages(blocks)
+
+
+def delete_confirmation(t: Translator, held: hb.Holdings) -> str:
+    """What /delete will erase, kind by kind with counts, and what becomes of booked places."""
+    items = [
+        ("delete.item.health_books", held.health_books),
+        ("delete.item.bookings", held.bookings),
+        ("delete.item.places", held.places_held),
+        ("delete.item.waitlist", held.waitlist),
+        ("delete.item.vaccinations", held.vaccinations),
+        ("delete.item.drafts", held.drafts),
+        ("delete.item.consents", held.consents),
+        ("delete.item.staff_sites", held.staff_sites),
+        ("delete.item.staff_records", held.staff_records),
+    ]
+    lines = [t(key, count=count) for key, count in items if count]
+    return "\n".join([t("delete.confirm"), *lines, t("delete.item.account"), "", t("delete.final")])
 
 
 def conversation_fallbacks(conversation: str, reask: Reask) -> list[BaseHandler]:

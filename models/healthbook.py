@@ -7,15 +7,35 @@ The caller owns the transaction: nothing in this module commits.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import validators as v
+from models.booking import LOCAL_TZ, release_book
 from models.errors import DomainError, InvalidAnswer
 from models.schemas import HealthBookIn, validate_book
-from models.tables import Account, Consent, ConversationState, Draft, HealthBook, utcnow
+from models.tables import (
+    BOOKING_ACTIVE,
+    Account,
+    Booking,
+    BookingDraft,
+    Campaign,
+    Consent,
+    ConversationState,
+    Draft,
+    HealthBook,
+    Session,
+    Site,
+    StaffSite,
+    Vaccination,
+    Vaccine,
+    WaitlistEntry,
+    utcnow,
+)
 
 # The questions, in the order they are asked; a draft is complete when all are answered.
 FIELDS: tuple[str, ...] = (
@@ -306,54 +326,421 @@ def _fill(book: HealthBook, data: HealthBookIn, consent_version: str) -> None:
     book.consent_version = consent_version
 
 
-async def export_data(session: AsyncSession, account: Account) -> dict[str, Any]:
-    """Everything stored about an account, as plain JSON-able data (for /mydata)."""
-    consents = (
-        await session.scalars(
-            select(Consent).where(Consent.account_id == account.id).order_by(Consent.id)
+# --- the person's rights: see everything, erase everything ------------------------------------
+
+
+class Labels(Protocol):
+    """Message keys rendered in the person's language (:class:`bot.i18n.Translator` is one)."""
+
+    @property
+    def locale(self) -> str: ...
+
+    def __call__(self, key: str, /, **params: Any) -> str: ...
+
+    def has(self, key: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """How much is stored about an account, by kind: what /delete will erase."""
+
+    health_books: int
+    drafts: int  # a health-book form or a booking in progress
+    consents: int
+    bookings: int
+    places_held: int  # active bookings and held waitlist offers: their places are given back
+    waitlist: int
+    vaccinations: int
+    staff_sites: int
+    staff_records: int  # check-ins and doses recorded as staff, in other people's records
+
+
+async def _book_ids(session: AsyncSession, account: Account) -> list[int]:
+    stmt = select(HealthBook.id).where(HealthBook.account_id == account.id)
+    return list((await session.scalars(stmt)).all())
+
+
+async def _count(session: AsyncSession, stmt: Any) -> int:
+    return int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+
+
+def _telegram_user(account: Account) -> int | None:
+    """The Telegram user id of an account (conversation states are keyed by it)."""
+    ext = account.external_id
+    if account.channel != "telegram" or not (
+        ext.lstrip("-").isascii() and ext.lstrip("-").isdigit()
+    ):
+        return None
+    return int(ext)
+
+
+async def holdings(session: AsyncSession, account: Account) -> Holdings:
+    """Counts of everything stored about an account."""
+    books = await _book_ids(session, account)
+    mine = Booking.health_book_id.in_(books)
+    waiting = WaitlistEntry.health_book_id.in_(books)
+    staff = (
+        select(Booking.id).where(
+            (Booking.checked_in_by == account.id) | (Booking.outcome_by == account.id), ~mine
+        ),
+        select(Vaccination.id).where(
+            Vaccination.recorded_by == account.id, Vaccination.health_book_id.not_in(books)
+        ),
+    )
+    return Holdings(
+        health_books=len(books),
+        drafts=await _count(session, select(Draft.account_id).where(Draft.account_id == account.id))
+        + await _count(
+            session, select(BookingDraft.account_id).where(BookingDraft.account_id == account.id)
+        ),
+        consents=await _count(session, select(Consent.id).where(Consent.account_id == account.id)),
+        bookings=await _count(session, select(Booking.id).where(mine)),
+        places_held=await _count(
+            session, select(Booking.id).where(mine, Booking.status.in_(BOOKING_ACTIVE))
         )
-    ).all()
+        + await _count(
+            session,
+            select(WaitlistEntry.id).where(
+                waiting,
+                WaitlistEntry.status == "offered",
+                WaitlistEntry.held_session_id.is_not(None),
+            ),
+        ),
+        waitlist=await _count(session, select(WaitlistEntry.id).where(waiting)),
+        vaccinations=await _count(
+            session, select(Vaccination.id).where(Vaccination.health_book_id.in_(books))
+        ),
+        staff_sites=await _count(
+            session, select(StaffSite.site_id).where(StaffSite.account_id == account.id)
+        ),
+        staff_records=sum([await _count(session, stmt) for stmt in staff]),
+    )
+
+
+def _day(value: dt.date | None) -> str | None:
+    """A date as people here write it: ``15/03/1950``."""
+    return value.strftime("%d/%m/%Y") if value else None
+
+
+def _moment(value: dt.datetime | None) -> str | None:
+    """A timestamp in the province's time, as people write it: ``25/11/2026 10:00``."""
+    if value is None:
+        return None
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    return aware.astimezone(LOCAL_TZ).strftime("%d/%m/%Y %H:%M")
+
+
+def phone_text(e164: str) -> str:
+    """A Vietnamese number as people write it: ``+84912345678`` → ``0912 345 678``."""
+    if e164.startswith("+84") and len(e164) == 12:
+        n = "0" + e164[3:]
+        return f"{n[:4]} {n[4:7]} {n[7:]}"
+    return e164
+
+
+def _label(t: Labels, key: str) -> str | None:
+    return t(key) if t.has(key) else None
+
+
+def _named(code: Any, name: Callable[[Any], str]) -> dict[str, Any] | None:
+    """A code with its name; the name is None when the code is not (or no longer) known."""
+    if code is None or code == "":
+        return None
+    try:
+        return {"code": code, "name": name(code)}
+    except (KeyError, ValueError, TypeError):
+        return {"code": code, "name": None}
+
+
+def _by_key(t: Labels, prefix: str) -> Callable[[Any], str]:
+    """Names from the catalogue (``gender.male``…); an unknown code has none."""
+
+    def name(code: Any) -> str:
+        key = f"{prefix}.{code}"
+        if not t.has(key):
+            raise KeyError(key)
+        return t(key)
+
+    return name
+
+
+def _language_name(t: Labels) -> Callable[[Any], str]:
+    """The name of the language the labels are in; another language's code has none here."""
+
+    def name(code: Any) -> str:
+        if code != t.locale:
+            raise KeyError(code)
+        return t("language.name")
+
+    return name
+
+
+def _written_date(value: Any) -> Any:
+    try:
+        return _day(dt.date.fromisoformat(value)) if value else None
+    except (TypeError, ValueError):  # not a date after all: shown as it is stored
+        return value
+
+
+def describe_answers(t: Labels, answers: dict[str, Any]) -> dict[str, Any]:
+    """Health-book answers (saved or in a draft) with a name in words beside every code; a
+    value that is not what it should be is kept as stored, never an error."""
+    namers: dict[str, Callable[[Any], str]] = {
+        "gender": _by_key(t, "gender"),
+        "ethnicity": lambda c: v.ethnicity_by_code(int(c)).name,
+        "occupation": _by_key(t, "occupation"),
+        "priority_group": _by_key(t, "priority"),
+        "province": lambda c: v.province_name(int(c)),
+        "ward": lambda c: v.ward_name(int(c)),
+    }
+    out: dict[str, Any] = {}
+    for field in FIELDS:
+        if field not in answers:
+            continue
+        value = answers[field]
+        if field in namers:
+            out[field] = _named(value, namers[field])
+        elif field == "date_of_birth":
+            out[field] = _written_date(value)
+        elif field == "id_number" and isinstance(value, dict):
+            out[field] = {**value, "kind_name": _label(t, f"id_kind.{value.get('kind')}")}
+        elif field == "phone" and isinstance(value, str):
+            out[field] = phone_text(value)
+        elif field == "screening" and isinstance(value, dict):
+            out[field] = [
+                {
+                    "code": item,
+                    "question": _label(t, f"screening.{item}"),
+                    "answer": answer,
+                    "answer_name": _label(t, f"answer.{answer}"),
+                }
+                for item, answer in value.items()
+            ]
+        else:
+            out[field] = value
+    return out
+
+
+def _campaign(t: Labels, campaign: Campaign | None) -> dict[str, Any] | None:
+    if campaign is None:
+        return None
+    return {
+        "code": campaign.code,
+        "name": _label(t, f"campaign_name.{campaign.code}") or campaign.name,
+    }
+
+
+def _site(site: Site | None) -> dict[str, Any] | None:
+    if site is None:
+        return None
+    return {"code": site.code, "name": site.name, "address": site.address}
+
+
+async def export_data(session: AsyncSession, account: Account, t: Labels) -> dict[str, Any]:
+    """Everything stored about an account, as plain JSON: every code beside its name in the
+    person's language, dates as people write them (the province's time)."""
     books = (
         await session.scalars(
             select(HealthBook).where(HealthBook.account_id == account.id).order_by(HealthBook.id)
         )
     ).all()
+    book_ids = [b.id for b in books]
+    campaigns = {c.id: c for c in (await session.scalars(select(Campaign))).all()}
+    sites = {s.id: s for s in (await session.scalars(select(Site))).all()}
+    vaccines = {x.code: x for x in (await session.scalars(select(Vaccine))).all()}
+    consents = (
+        await session.scalars(
+            select(Consent).where(Consent.account_id == account.id).order_by(Consent.id)
+        )
+    ).all()
+    bookings = (
+        await session.execute(
+            select(Booking, Session)
+            .join(Session, Session.id == Booking.session_id)
+            .where(Booking.health_book_id.in_(book_ids))
+            .order_by(Session.date, Session.start_time, Booking.id)
+        )
+    ).all()
+    entries = (
+        await session.scalars(
+            select(WaitlistEntry)
+            .where(WaitlistEntry.health_book_id.in_(book_ids))
+            .order_by(WaitlistEntry.id)
+        )
+    ).all()
+    session_of = {
+        s.id: s
+        for s in (
+            await session.scalars(
+                select(Session).where(
+                    Session.id.in_(
+                        {e.session_id for e in entries} | {e.held_session_id for e in entries}
+                    )
+                )
+            )
+        ).all()
+    }
+    doses = (
+        await session.scalars(
+            select(Vaccination)
+            .where(Vaccination.health_book_id.in_(book_ids))
+            .order_by(Vaccination.given_at, Vaccination.id)
+        )
+    ).all()
+    staff_sites = (
+        await session.scalars(
+            select(StaffSite).where(StaffSite.account_id == account.id).order_by(StaffSite.site_id)
+        )
+    ).all()
     draft = await get_draft(session, account)
+    booking_draft = await session.get(BookingDraft, account.id)
+    user = _telegram_user(account)
+    states = (
+        (
+            await session.scalars(
+                select(ConversationState)
+                .where(ConversationState.user_id == user)
+                .order_by(ConversationState.name)
+            )
+        ).all()
+        if user is not None
+        else []
+    )
+    counts = await holdings(session, account)
+
+    def slot(s: Session | None) -> dict[str, Any] | None:
+        if s is None:
+            return None
+        return {
+            "site": _site(sites.get(s.site_id)),
+            "date": _day(s.date),
+            "hours": f"{s.start_time:%H:%M}–{s.end_time:%H:%M}",
+        }
+
     return {
+        "exported_at": _moment(utcnow()),
+        "time_zone": str(LOCAL_TZ),
         "account": {
             "channel": account.channel,
             "user_id": account.external_id,
-            "language": account.locale,
-            "role": account.role,
-            "created_at": account.created_at.isoformat() if account.created_at else None,
+            "language": _named(account.locale, _language_name(t)),
+            "role": _named(account.role, _by_key(t, "mydata.role")),
+            "created_at": _moment(account.created_at),
         },
-        "consents": [{"version": c.version, "given_at": c.given_at.isoformat()} for c in consents],
+        "consents": [{"version": c.version, "given_at": _moment(c.given_at)} for c in consents],
         "health_books": [
             {
-                **answers_of_book(b),
-                "created_at": b.created_at.isoformat(),
-                "updated_at": b.updated_at.isoformat(),
+                **describe_answers(t, answers_of_book(b)),
+                "relation": b.relation,
+                "consent_version": b.consent_version,
+                "created_at": _moment(b.created_at),
+                "updated_at": _moment(b.updated_at),
             }
             for b in books
         ],
-        "draft": dict(draft.answers) if draft else None,
+        "draft": (
+            {
+                "answers": describe_answers(t, draft.answers or {}),
+                "editing": draft.editing,
+                "edits_saved_book": draft.book_id is not None,
+                "updated_at": _moment(draft.updated_at),
+            }
+            if draft is not None
+            else None
+        ),
+        "booking_draft": (
+            {
+                "campaign": _campaign(t, campaigns.get(booking_draft.campaign_id or 0)),
+                "dose": booking_draft.dose,
+                "updated_at": _moment(booking_draft.updated_at),
+            }
+            if booking_draft is not None
+            else None
+        ),
+        "bookings": [
+            {
+                "code": b.code,
+                "campaign": _campaign(t, campaigns.get(b.campaign_id)),
+                "dose": b.dose,
+                **(slot(s) or {}),
+                "status": _named(b.status, _by_key(t, "status")),
+                "booked_at": _moment(b.created_at),
+                "cancelled_at": _moment(b.cancelled_at),
+                "checked_in_at": _moment(b.checked_in_at),
+                "outcome_at": _moment(b.outcome_at),
+                "outcome_reason": b.outcome_reason,
+            }
+            for b, s in bookings
+        ],
+        "waitlist": [
+            {
+                "campaign": _campaign(t, campaigns.get(e.campaign_id)),
+                "dose": e.dose,
+                "session": slot(session_of.get(e.session_id or 0)),
+                "site": _site(sites.get(e.site_id or 0)),
+                "date": _day(e.date),
+                "not_before": _day(e.not_before),
+                "status": _named(e.status, _by_key(t, "mydata.waitlist")),
+                "joined_at": _moment(e.created_at),
+                "offered_at": _moment(e.offered_at),
+                "offer_expires_at": _moment(e.offer_expires_at),
+                "held_session": slot(session_of.get(e.held_session_id or 0)),
+            }
+            for e in entries
+        ],
+        "vaccinations": [
+            {
+                "campaign": _campaign(t, campaigns.get(d.campaign_id)),
+                "dose": d.dose,
+                "vaccine": (
+                    {"code": d.vaccine_code, "name": vx.name, "manufacturer": vx.manufacturer}
+                    if (vx := vaccines.get(d.vaccine_code))
+                    else {"code": d.vaccine_code, "name": None, "manufacturer": None}
+                ),
+                "lot_number": d.lot_number,
+                "given_at": _moment(d.given_at),
+                "site": _site(sites.get(d.site_id or 0)),
+            }
+            for d in doses
+        ],
+        "staff_sites": [
+            {"site": _site(sites.get(x.site_id)), "since": _moment(x.created_at)}
+            for x in staff_sites
+        ],
+        # other people's records this account signed as staff: counted, never copied
+        "staff_records": counts.staff_records,
+        "conversations": [
+            {"name": c.name, "state": c.state, "updated_at": _moment(c.updated_at)} for c in states
+        ],
     }
 
 
 async def erase_account(session: AsyncSession, account: Account) -> None:
-    """Erase everything stored about an account: books, drafts, consents, conversation states."""
-    from models.booking import release_book  # booking builds on this module
-
-    books = (
-        await session.scalars(select(HealthBook.id).where(HealthBook.account_id == account.id))
-    ).all()
+    """Erase everything stored about an account, each table by name (the foreign keys cascade
+    too, as a second line): booked places are given back first, then the health books with
+    their bookings, waitlist entries and vaccination records (the owner may erase those too),
+    drafts, staff roles, consents, conversation states and the account itself. Records the
+    person signed as staff for others stay, without their name."""
+    books = await _book_ids(session, account)
     for book_id in books:  # a cascade delete would not give the booked places back
         await release_book(session, book_id, utcnow())
-    ext = int(account.external_id) if account.external_id.lstrip("-").isdigit() else None
-    if ext is not None:
-        await session.execute(delete(ConversationState).where(ConversationState.user_id == ext))
+    await session.execute(delete(Vaccination).where(Vaccination.health_book_id.in_(books)))
+    await session.execute(delete(WaitlistEntry).where(WaitlistEntry.health_book_id.in_(books)))
+    await session.execute(delete(Booking).where(Booking.health_book_id.in_(books)))
+    for column in (Booking.checked_in_by, Booking.outcome_by, Vaccination.recorded_by):
+        await session.execute(
+            update(column.class_)
+            .where(column == account.id)
+            .values({column.key: None})
+            .execution_options(synchronize_session=False)
+        )
+    user = _telegram_user(account)
+    if user is not None:
+        await session.execute(delete(ConversationState).where(ConversationState.user_id == user))
     await session.execute(delete(Draft).where(Draft.account_id == account.id))
     session.info.get("drafts", {})[account.id] = None
+    await session.execute(delete(BookingDraft).where(BookingDraft.account_id == account.id))
+    await session.execute(delete(StaffSite).where(StaffSite.account_id == account.id))
     await session.execute(delete(HealthBook).where(HealthBook.account_id == account.id))
     await session.execute(delete(Consent).where(Consent.account_id == account.id))
     await session.execute(delete(Account).where(Account.id == account.id))

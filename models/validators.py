@@ -286,6 +286,8 @@ def parse_answer(text: str) -> Answer:
 
 # --- identity numbers ------------------------------------------------------------------------
 
+MASK_KEEP = 3  # digits of an ID number left visible
+
 
 @dataclass(frozen=True)
 class IdNumber:
@@ -295,9 +297,13 @@ class IdNumber:
     number: str
 
     def masked(self) -> str:
-        """The number with its middle hidden: ``0101******89`` (CCCD), ``01*****89`` (CMND)."""
-        keep = 4 if self.kind == "cccd" else 2
-        return self.number[:keep] + "*" * (len(self.number) - keep - 2) + self.number[-2:]
+        """Only the last digits: ``*********789`` (CCCD), ``******456`` (CMND).
+
+        A CCCD's first 6 digits (birth province, century and gender, birth year) are guessable
+        from the book itself, so showing them left only 4 digits hidden; now an onlooker lacks
+        the province and 3 of the 6 random digits, and staff can still match the card in hand.
+        """
+        return "*" * (len(self.number) - MASK_KEEP) + self.number[-MASK_KEEP:]
 
     def __repr__(self) -> str:  # never the full number in logs or tracebacks
         return f"IdNumber(kind={self.kind!r}, number={self.masked()!r})"

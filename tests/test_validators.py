@@ -307,9 +307,9 @@ def test_cccd_accepted_with_separators() -> None:
 def test_cmnd_and_masks() -> None:
     ident = v.parse_id_number("063 123 456", DOB_M, Gender.FEMALE)
     assert ident == IdNumber("cmnd", "063123456")
-    assert ident.masked() == "06*****56"
+    assert ident.masked() == "******456"
     cccd = IdNumber("cccd", "010123456789")
-    assert cccd.masked() == "0101******89"
+    assert cccd.masked() == "*********789"  # province, century/gender and birth year hidden too
     assert "010123456789" not in repr(cccd) and "010123456789" not in str(cccd)
 
 

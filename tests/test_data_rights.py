@@ -1,0 +1,324 @@
+"""The person's rights end to end: /mydata shows everything stored about them, in words and as
+a JSON file; /delete names what it will erase, erases it from every table and gives booked
+places back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from bot.db import create_engine
+from bot.standin import ChatDriver
+from handlers.account import MESSAGE_LIMIT, pack_messages
+from models import booking as bk
+from models import healthbook as hb
+from models.campaigns import load_sample_data, sample_book
+from models.tables import Account, Base, Booking, BookingDraft, Session, Site
+from tests.conftest import Harness
+from tests.flows import GOOD, complete, t
+
+TODAY = dt.date(2026, 11, 25)  # the harness clock: 10:00 in Lào Cai, a Wednesday
+HOSPITAL = "Bệnh viện Đa khoa tỉnh Lào Cai"
+OTHER_HOSPITAL = "Bệnh viện Đa khoa khu vực Nghĩa Lộ"
+PFIZER = "Comirnaty (BNT162b2)"
+NAME = "Nguyễn Văn An"
+
+
+@dataclass
+class Person:
+    """A resident with everything a person can have stored, and the ids that point at them."""
+
+    chat: ChatDriver
+    account_id: int
+    book_id: int
+    booking_codes: list[str]
+    sessions_before: dict[int, int]  # session id → places booked before this person booked
+
+
+@pytest.fixture
+async def sample(bot: Harness) -> Harness:
+    async with bot.session() as session, session.begin():
+        await load_sample_data(session, TODAY)
+    return bot
+
+
+async def _slot(session: Any, site_code: str, campaign: str, day: dt.date) -> Session:
+    found = await session.scalar(
+        select(Session)
+        .join(Site, Site.id == Session.site_id)
+        .where(
+            Site.code == site_code,
+            Session.campaign_id == (await bk.get_campaign(session, campaign)).id,
+            Session.date == day,
+        )
+        .order_by(Session.start_time)
+    )
+    assert found is not None
+    return found
+
+
+async def everything_stored(bot: Harness) -> Person:
+    """Through the domain: a health book's second consent, a dose given (Pfizer, at the
+    hospital, today), an upcoming influenza booking, a waitlist entry for dose 2, a booking in
+    progress, and a staff role at another hospital. Through the bot: the health book, an edit
+    of it begun (a phone number changed, not saved), and a neighbour checked in at that other
+    hospital, the card left open: two conversations under way."""
+    chat = bot.user()
+    await complete(chat)
+    now = bot.clock()
+    async with bot.session() as session, session.begin():
+        account = await hb.find_account(session, "telegram", str(chat.user.id))
+        assert account is not None
+        book = await hb.own_book(session, account)
+        assert book is not None
+        await hb.give_consent(session, account, "2026-12")
+        covid = await _slot(session, "LC-BVDK", "covid19_2021", TODAY)
+        flu = await _slot(session, "LC-BVDK", "influenza_seasonal", TODAY + dt.timedelta(days=1))
+        before = {covid.id: covid.booked, flu.id: flu.booked}
+        nurse = await hb.ensure_account(session, "telegram", "501", "vi")
+        await bk.grant_staff(session, nurse, "LC-BVDK")
+        dose1 = await bk.book(session, book.id, covid.id, "covid19_2021", None, TODAY)
+        await bk.check_in(session, nurse, dose1.code, now)
+        await bk.record_dose(session, nurse, dose1.id, "pfizer", "FP1234", now)
+        flu_booking = await bk.book(session, book.id, flu.id, "influenza_seasonal", None, TODAY)
+        hospital = await bk.get_site(session, "LC-BVDK")
+        await bk.join_waitlist(session, book.id, "covid19_2021", today=TODAY, site_id=hospital.id)
+        session.add(BookingDraft(account_id=account.id, campaign_id=dose1.campaign_id, dose=2))
+        # the same person is staff elsewhere, and checks another resident in there
+        await bk.grant_staff(session, account, "LC-BVNL")
+        neighbour = await hb.ensure_account(session, "telegram", "502", "vi")
+        other_book = sample_book(neighbour.id, date_of_birth=dt.date(1990, 5, 4))
+        session.add(other_book)
+        await session.flush()
+        there = await _slot(session, "LC-BVNL", "covid19_2021", TODAY)
+        theirs = await bk.book(session, other_book.id, there.id, "covid19_2021", None, TODAY)
+        person = Person(chat, account.id, book.id, [dose1.code, flu_booking.code], before)
+    await chat.send("/profile")
+    await chat.press(t("vi", "button.edit"))  # a draft copy of the book, the review step
+    await chat.press(t("vi", "button.edit_field", field=t("vi", "field.phone")))
+    await chat.send("0987654321")  # changed in the draft, not saved
+    assert t("vi", "review.title") in chat.last_text
+    # then a check-in card, a conversation of its own, stays open while the dose is recorded
+    await chat.send(f"/checkin {theirs.code}")
+    assert t("vi", "site.button.record") in chat.buttons
+    async with bot.session() as session, session.begin():
+        account = await session.get(Account, person.account_id)
+        assert account is not None
+        await bk.record_dose(session, account, theirs.id, "pfizer", "FP9999", now)
+    return person
+
+
+async def rows_about(bot: Harness, person: Person) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table that refers to the person in any way: by the account, the
+    health book or one of its bookings (any foreign key or own id), by their Telegram id, or
+    holding their name, ID or phone number anywhere in its text or JSON."""
+    ids: dict[str, set[Any]] = {"accounts": {person.account_id}, "health_books": {person.book_id}}
+    telegram = person.chat.user.id
+    secrets = (NAME, GOOD["id_number"], "912345678", str(telegram))
+    found: dict[str, list[dict[str, Any]]] = {}
+    async with bot.session() as session:
+        own = await session.scalars(
+            select(Booking.id).where(Booking.health_book_id == person.book_id)
+        )
+        ids["bookings"] = set(own.all())
+        for table in Base.metadata.sorted_tables:
+            for row in (await session.execute(select(table))).mappings():
+                if _refers(table, row, ids, telegram, secrets):
+                    found.setdefault(table.name, []).append(dict(row))
+    return found
+
+
+def _refers(
+    table: Any, row: Any, ids: dict[str, set[Any]], telegram: int, secrets: tuple[str, ...]
+) -> bool:
+    for column in table.columns:
+        value = row[column.name]
+        if value is None:
+            continue
+        targets = {fk.column.table.name for fk in column.foreign_keys}
+        if column.primary_key and not targets:
+            targets = {table.name}
+        if any(value in ids.get(target, ()) for target in targets):
+            return True
+        if isinstance(value, int) and value == telegram:
+            return True
+        if isinstance(value, str | dict | list):
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if any(secret in text for secret in secrets):
+                return True
+    return False
+
+
+async def sent_after(person: ChatDriver, command: str) -> list[str]:
+    before = len(person.texts)
+    await person.send(command)
+    return person.texts[before:]
+
+
+async def test_mydata_in_words_and_in_full(sample: Harness) -> None:
+    bot = sample
+    person = await everything_stored(bot)
+    messages = await sent_after(person.chat, "/mydata")
+    assert messages and all(len(m) <= 4096 for m in messages)
+    text = "\n".join(messages)
+    for words in [
+        NAME,
+        "15/03/1950",
+        t("vi", "gender.male"),
+        "*********234",
+        "0912 345 678",
+        "Mông",
+        t("vi", "occupation.farmer"),
+        t("vi", "priority.none"),
+        "Phường Sa Pa",
+        "Lào Cai",
+        "Thôn Lếch Dao",
+        t("vi", "review.screening_ok"),
+        t("vi", "campaign_name.covid19_2021"),
+        t("vi", "campaign_name.influenza_seasonal"),
+        HOSPITAL,
+        OTHER_HOSPITAL,
+        PFIZER,
+        "FP1234",
+        *person.booking_codes,
+        t("vi", "status.vaccinated"),
+        t("vi", "status.booked"),
+        t("vi", "mydata.waitlist.waiting"),
+        t("vi", "mydata.waitlist_from", date="16/12/2026"),  # Pfizer: dose 2 from 21 days on
+        t("vi", "mydata.role.site_staff"),
+        t("vi", "mydata.staff_records", count=2),  # a check-in and a dose, for someone else
+        "26/11/2026",  # the influenza booking's day
+        "25/11/2026 10:00",  # when the dose was given, in Lào Cai time
+        t("vi", "mydata.draft_edit", count=1) + "\n• " + t("vi", "field.phone") + ": 0987 654 321",
+        t("vi", "mydata.booking_draft", campaign=t("vi", "campaign_name.covid19_2021")),
+    ]:
+        assert words in text, words
+    # names, never codes; the full ID number only in the file; no key left untranslated
+    for code in ["farmer", "covid19_2021", "LC-BVDK", "pfizer", "site_staff", GOOD["id_number"]]:
+        assert code not in text, code
+    assert "mydata." not in text and "None" not in text and "{" not in text
+
+    document = next(c for c in reversed(bot.api.calls) if c.method == "sendDocument")
+    data = json.loads(document.params["document"].content)
+    [book] = data["health_books"]
+    assert book["id_number"]["number"] == GOOD["id_number"]
+    assert book["ethnicity"] == {"code": 8, "name": "Mông"}
+    assert book["occupation"] == {"code": "farmer", "name": t("vi", "occupation.farmer")}
+    assert book["ward"]["name"] == "Phường Sa Pa" and book["province"]["name"] == "Lào Cai"
+    assert book["date_of_birth"] == "15/03/1950"
+    [dose] = data["vaccinations"]
+    assert dose["vaccine"]["name"] == PFIZER and dose["site"]["name"] == HOSPITAL
+    assert [s["site"]["name"] for s in data["staff_sites"]] == [OTHER_HOSPITAL]
+    # the file holds every row the database has about the person, table by table; of other
+    # people's records it counts those this person signed as staff (a check-in and a dose)
+    assert data["staff_records"] == 2
+    in_file = {
+        "accounts": 1,
+        "consents": len(data["consents"]),
+        "health_books": len(data["health_books"]),
+        "drafts": int(data["draft"] is not None),
+        "booking_drafts": int(data["booking_draft"] is not None),
+        "bookings": len(data["bookings"]) + 1,
+        "waitlist_entries": len(data["waitlist"]),
+        "vaccinations": len(data["vaccinations"]) + 1,
+        "staff_sites": len(data["staff_sites"]),
+        "conversation_states": len(data["conversations"]),
+    }
+    in_db = {name: len(rows) for name, rows in (await rows_about(bot, person)).items()}
+    assert in_db == {name: n for name, n in in_file.items() if n}
+    assert in_db["consents"] == 2 and in_db["bookings"] == 3 and in_db["conversation_states"] == 2
+
+
+async def test_delete_names_everything_then_nothing_is_left(sample: Harness) -> None:
+    bot = sample
+    person = await everything_stored(bot)
+    assert await rows_about(bot, person)
+    [confirm] = await sent_after(person.chat, "/delete")
+    for line in [
+        t("vi", "delete.item.health_books", count=1),
+        t("vi", "delete.item.bookings", count=2),
+        t("vi", "delete.item.places", count=1),  # the influenza booking; the dose was given
+        t("vi", "delete.item.waitlist", count=1),
+        t("vi", "delete.item.vaccinations", count=1),
+        t("vi", "delete.item.drafts", count=2),
+        t("vi", "delete.item.consents", count=2),
+        t("vi", "delete.item.staff_sites", count=1),
+        t("vi", "delete.item.staff_records", count=2),
+        t("vi", "delete.item.account"),
+    ]:
+        assert line in confirm, line
+    await person.chat.press(t("vi", "button.delete_yes"))
+    assert person.chat.last_text == t("vi", "delete.done_more")
+
+    left = await rows_about(bot, person)
+    assert not left, left
+    async with bot.session() as session:
+        for session_id, booked in person.sessions_before.items():
+            slot = await session.get(Session, session_id)
+            assert slot is not None
+            flu = slot.date > TODAY
+            # the upcoming place is given back; the place of the dose given today stays used
+            assert slot.booked == (booked if flu else booked + 1), slot.date
+    assert await sent_after(person.chat, "/mydata") == [t("vi", "mydata.nothing")]
+
+
+def _without_foreign_keys(url: str) -> AsyncEngine:
+    """An engine on the same database whose connections do not enforce foreign keys."""
+    engine = create_engine(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _off(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        sqlite = url.startswith("sqlite")
+        cursor.execute(
+            "PRAGMA foreign_keys=OFF" if sqlite else "SET session_replication_role = replica"
+        )
+        cursor.close()
+
+    return engine
+
+
+async def test_erasure_names_every_table_itself(sample: Harness, db_url: str) -> None:
+    """Not the cascades: with foreign keys unenforced, erasing still leaves nothing behind."""
+    bot = sample
+    person = await everything_stored(bot)
+    engine = _without_foreign_keys(db_url)
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            account = await session.get(Account, person.account_id)
+            assert account is not None
+            await hb.erase_account(session, account)
+    finally:
+        await engine.dispose()
+    left = await rows_about(bot, person)
+    assert not left, left
+
+
+async def test_someone_with_nothing_but_consent_in_english(bot: Harness) -> None:
+    person = bot.user(lang="en")
+    await person.send("/start")
+    await person.press(t("en", "button.agree"))
+    [shown, caption, again] = await sent_after(person, "/mydata")
+    assert t("en", "mydata.role.resident") in shown and "English" in shown
+    assert t("en", "mydata.consents", count=1) in shown
+    assert caption == t("en", "mydata.file_caption")
+    assert again.startswith(t("en", "ask.full_name"))  # and the question stays
+    [confirm] = await sent_after(person, "/delete")
+    assert t("en", "delete.item.consents", count=1) in confirm
+    assert t("en", "delete.item.drafts", count=1) in confirm
+    assert t("en", "delete.item.bookings", count=0) not in confirm  # only what there is
+    assert t("en", "delete.final") in confirm
+
+
+def test_long_exports_are_cut_between_lines_under_the_limit() -> None:
+    blocks = ["Title", "\n".join(f"• line {n} " + "x" * 90 for n in range(200)), "y" * 9000]
+    messages = pack_messages(blocks)
+    assert len(messages) > 3 and all(len(m) <= MESSAGE_LIMIT for m in messages)
+    assert "".join(messages).replace("\n", "") == "".join(blocks).replace("\n", "")
+    assert all(m.startswith(("Title", "• line", "y")) for m in messages)
