@@ -5,18 +5,19 @@ database records that release, and migration 0004 moves codes stored with 2025.1
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import sqlite3
 import subprocess
 import sys
 import uuid
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from bot.db import create_engine, downgrade, upgrade
 from models import reference as r
@@ -146,11 +147,27 @@ def test_mapping_reports_what_it_cannot_map(
 
 # --- the data migration ----------------------------------------------------------------------
 
+JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+WHEN = sa.DateTime(timezone=True)
+ACCOUNTS = sa.table(
+    "accounts", *(sa.column(c) for c in ("id", "channel", "external_id", "role")),
+    sa.column("created_at", WHEN),
+)  # fmt: skip
 BOOKS = sa.table(
-    "health_books", *(sa.column(c) for c in ("id", "full_name", "province_code", "ward_code"))
+    "health_books",
+    *(sa.column(c) for c in ("id", "account_id", "full_name", "province_code", "ward_code")),
+    *(sa.column(c) for c in ("relation", "gender", "ethnicity", "occupation", "priority_group")),
+    sa.column("date_of_birth", sa.Date), sa.column("screening", JSON),
+    sa.column("consent_version"), sa.column("created_at", WHEN), sa.column("updated_at", WHEN),
+)  # fmt: skip
+SITES = sa.table(
+    "sites",
+    *(sa.column(c) for c in ("id", "code", "name", "address", "province_code", "ward_code")),
+    *(sa.column(c) for c in ("lat", "lon", "kind")), sa.column("active", sa.Boolean),
+)  # fmt: skip
+DRAFTS = sa.table(
+    "drafts", sa.column("account_id"), sa.column("answers", JSON), sa.column("updated_at", WHEN)
 )
-SITES = sa.table("sites", *(sa.column(c) for c in ("id", "code", "province_code", "ward_code")))
-DRAFTS = sa.table("drafts", sa.column("account_id"), sa.column("answers", sa.JSON))
 SECRET_NAME = "Lò Thị Mẩy"
 
 
@@ -160,58 +177,49 @@ async def _database_at_0003(url: str) -> Any:
     await upgrade(engine, "0003")
     now = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
     book = {
-        "relation": "self", "date_of_birth": dt.date(1950, 2, 3), "gender": "female",
-        "ethnicity": 1, "occupation": "farmer", "priority_group": "none", "screening": "{}",
+        "account_id": 1, "full_name": SECRET_NAME, "relation": "self",
+        "date_of_birth": dt.date(1950, 2, 3), "gender": "female", "ethnicity": 1,
+        "occupation": "farmer", "priority_group": "none", "screening": {},
         "consent_version": "1", "created_at": now, "updated_at": now,
     }  # fmt: skip
     async with engine.begin() as conn:
-        for account in (1, 2, 3):
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO accounts (id, channel, external_id, role, created_at) "
-                    "VALUES (:id, 'telegram', :ext, 'resident', :now)"
-                ),
-                {"id": account, "ext": str(account), "now": now},
-            )
-        insert_book = sa.text(
-            "INSERT INTO health_books (id, account_id, full_name, province_code, ward_code, "
-            "relation, date_of_birth, gender, ethnicity, occupation, priority_group, screening, "
-            "consent_version, created_at, updated_at) VALUES (:id, 1, :full_name, :province, "
-            ":ward, :relation, :date_of_birth, :gender, :ethnicity, :occupation, "
-            ":priority_group, :screening, :consent_version, :created_at, :updated_at)"
-        )
-        for book_id, ward, province in (
-            (1, CAM_DUONG_OLD, LAO_CAI),
-            (2, 196, 1),  # Hà Nội: 196 → 226 while 226 → 229, in one pass
-            (3, 226, 1),
-            (4, 3006, LAO_CAI),  # unchanged
-            (5, NOT_A_CODE, LAO_CAI),  # in no release: reported, left alone
-        ):
-            await conn.execute(
-                insert_book,
-                {**book, "id": book_id, "full_name": SECRET_NAME, "ward": ward,
-                 "province": province},
-            )  # fmt: skip
         await conn.execute(
-            sa.text(
-                "INSERT INTO sites (id, code, name, address, province_code, ward_code, lat, lon, "
-                "kind, active) VALUES (1, 'LC-BVDK', 'Bệnh viện', 'Đường M9', 15, :ward, "
-                "22.4, 104.0, 'hospital', :yes)"
-            ),
-            {"ward": CAM_DUONG_OLD, "yes": True},
+            sa.insert(ACCOUNTS),
+            [
+                {"id": a, "channel": "telegram", "external_id": str(a), "role": "resident",
+                 "created_at": now}
+                for a in (1, 2, 3)
+            ],
+        )  # fmt: skip
+        await conn.execute(
+            sa.insert(BOOKS),
+            [
+                {**book, "id": book_id, "ward_code": ward, "province_code": province}
+                for book_id, ward, province in (
+                    (1, CAM_DUONG_OLD, LAO_CAI),
+                    (2, 196, 1),  # Hà Nội: 196 → 226 while 226 → 229, in one pass
+                    (3, 226, 1),
+                    (4, 3006, LAO_CAI),  # unchanged
+                    (5, NOT_A_CODE, LAO_CAI),  # in no release: reported, left alone
+                )
+            ],
         )
-        for account, answers in (
-            (1, {"full_name": SECRET_NAME, "province": 15, "ward": CAM_DUONG_OLD}),
-            (2, {"province": "15", "ward": "4591"}),  # Xã Trạm Tấu, as text
-            (3, {"full_name": SECRET_NAME}),
-        ):
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO drafts (account_id, answers, updated_at) "
-                    "VALUES (:account, :answers, :now)"
-                ),
-                {"account": account, "answers": json.dumps(answers), "now": now},
+        await conn.execute(
+            sa.insert(SITES).values(
+                id=1, code="LC-BVDK", name="Bệnh viện", address="Đường M9", province_code=15,
+                ward_code=CAM_DUONG_OLD, lat=22.4, lon=104.0, kind="hospital", active=True,
             )
+        )  # fmt: skip
+        await conn.execute(
+            sa.insert(DRAFTS),
+            [
+                {"account_id": 1, "updated_at": now,
+                 "answers": {"full_name": SECRET_NAME, "province": 15, "ward": CAM_DUONG_OLD}},
+                # Xã Trạm Tấu, as text
+                {"account_id": 2, "updated_at": now, "answers": {"province": "15", "ward": "4591"}},
+                {"account_id": 3, "updated_at": now, "answers": {"full_name": SECRET_NAME}},
+            ],
+        )  # fmt: skip
     return engine
 
 
@@ -285,7 +293,7 @@ def test_reference_check_lists_unknown_codes(tmp_path: Path) -> None:
     done = check()
     assert done.returncode == 0, done.stderr
     assert "database follows 2026.9.0" in done.stdout
-    with sqlite3.connect(tmp_path / "healthbook.db") as db:
+    with closing(sqlite3.connect(tmp_path / "healthbook.db")) as db, db:
         db.execute(
             "INSERT INTO sites (code, name, address, province_code, ward_code, lat, lon, kind, "
             "active) VALUES ('X', 'Trạm', 'x', 15, 2674, 22.4, 104.0, 'hospital', 1)"
