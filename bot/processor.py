@@ -1,41 +1,105 @@
-"""Update processing: many people at once, but each person's updates strictly in order."""
+"""Update processing: many people at once, each person's updates strictly in order, and one
+person's burst slowing only that person.
+
+PTB's processor takes a global concurrency slot *before* handing an update over; waiting for the
+person's turn inside that slot would let one person's forty queued taps fill every slot while
+everybody else waits. Here the slot is taken only once it is the person's turn, and a person's
+queue is capped: what comes beyond the cap is dropped, with one polite word per burst.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Update
 from telegram.ext import BaseUpdateProcessor
 
+log = logging.getLogger(__name__)
+
+MAX_PENDING_PER_PERSON = 20
+# Called for an update dropped from a burst: ``first`` is True once per burst (say something),
+# False for the rest (a pressed button only needs its spinner stopped).
+Overflow = Callable[[Update, bool], Awaitable[None]]
+
+
+@dataclass
+class _Person:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: int = 0  # updates of this person waiting or being handled
+    warned: bool = False  # told to slow down during this burst
+
 
 class PerUserUpdateProcessor(BaseUpdateProcessor):
-    """Concurrent across users, sequential per user (a double tap is handled after the first)."""
+    """Concurrent across people, sequential per person (a double tap is handled after the
+    first), at most ``max_pending`` updates queued per person."""
 
-    def __init__(self, max_concurrent_updates: int) -> None:
+    def __init__(
+        self,
+        max_concurrent_updates: int,
+        *,
+        max_pending: int = MAX_PENDING_PER_PERSON,
+        on_overflow: Overflow | None = None,
+    ) -> None:
         super().__init__(max_concurrent_updates)
-        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        self.max_pending = max_pending
+        self.on_overflow = on_overflow
+        self._people: dict[int, _Person] = {}
+        self._held = 0  # updates in our hands, waiting for their turn or being handled
+
+    @property
+    def current_concurrent_updates(self) -> int:
+        """Updates taken and not yet done, those waiting for their person's turn included (so
+        that "nothing under way" means what it says)."""
+        return self._held
+
+    async def process_update(  # type: ignore[misc]  # PTB marks it final; see the module doc
+        self, update: object, coroutine: Awaitable[Any]
+    ) -> None:
+        """Wait for the person's turn, then for a global slot, then handle the update."""
+        self._held += 1
+        try:
+            key = _user_key(update)
+            if key is None:
+                await super().process_update(update, coroutine)
+                return
+            person = self._people.get(key)
+            if person is None:
+                person = self._people[key] = _Person()
+            if person.pending >= self.max_pending:
+                await self._overflow(update, person, coroutine)
+                return
+            person.pending += 1
+            try:
+                async with person.lock:
+                    await super().process_update(update, coroutine)  # the slot, only now
+            finally:
+                person.pending -= 1
+                if person.pending == 0:
+                    del self._people[key]  # memory stays flat however many people came and went
+        finally:
+            self._held -= 1
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        """Await the update's handlers while holding its user's lock."""
-        key = _user_key(update)
-        if key is None:
-            await coroutine
-            return
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                await coroutine
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]  # memory stays flat however many people came and went
-            else:
-                self._locks[key] = (lock, users - 1)
+        """Handle the update (the person's turn and a slot are already held)."""
+        await coroutine
+
+    async def _overflow(self, update: object, person: _Person, coroutine: Awaitable[Any]) -> None:
+        if inspect.iscoroutine(coroutine):
+            coroutine.close()  # never started: nothing to undo
+        first = not person.warned
+        person.warned = True
+        if first:
+            log.warning("a burst of updates from one person: the excess is dropped")
+        if self.on_overflow is not None and isinstance(update, Update):
+            try:
+                await self.on_overflow(update, first)
+            except Exception as exc:  # telling them is a courtesy: never fail over it
+                log.warning("could not answer a dropped update: %s", type(exc).__name__)
 
     async def initialize(self) -> None:
         """Nothing to set up."""

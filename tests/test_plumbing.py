@@ -47,7 +47,7 @@ def _update(uid: int, n: int) -> Update:
 
 
 async def test_processor_orders_each_users_updates_and_forgets_them() -> None:
-    processor = PerUserUpdateProcessor(64)
+    processor = PerUserUpdateProcessor(64, max_pending=64)
     seen: dict[int, list[int]] = {1: [], 2: []}
     running: set[int] = set()
     overlap = []
@@ -69,7 +69,7 @@ async def test_processor_orders_each_users_updates_and_forgets_them() -> None:
     )
     assert seen[1] == list(range(30)) and seen[2] == list(range(30))
     assert not overlap
-    assert processor._locks == {}  # nothing kept once people are done
+    assert processor._people == {}  # nothing kept once people are done
 
 
 async def test_persistence_round_trip(db_url: str) -> None:
