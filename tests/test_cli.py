@@ -189,9 +189,17 @@ async def _finish(proc: asyncio.subprocess.Process, sig: int, seen: list[str]) -
     return proc.returncode
 
 
+async def _polled(api: BotApiStandIn) -> bool:
+    for _ in range(400):
+        if any(c.method == "getUpdates" for c in api.calls):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def test_run_waits_for_the_bot_api_then_polls(tmp_path: Path) -> None:
-    """No network at start: one line per attempt, no traceback; it starts once the API answers
-    and stops cleanly on SIGTERM."""
+    """No network at start: one line per attempt, no traceback; it starts once the API answers,
+    rides out losing it again, and stops cleanly on SIGTERM."""
     port = _free_port()
     proc = await _start_run(tmp_path, port)
     seen: list[str] = []
@@ -200,11 +208,10 @@ async def test_run_waits_for_the_bot_api_then_polls(tmp_path: Path) -> None:
         await _read_until(proc, "cannot reach the Telegram Bot API", seen)
         async with BotApiStandIn(port=port) as api:
             await _read_until(proc, "polling for updates", seen)
-            for _ in range(200):
-                if any(c.method == "getUpdates" for c in api.calls):
-                    break
-                await asyncio.sleep(0.05)
-            assert any(c.method == "getUpdates" for c in api.calls)
+            assert await _polled(api)
+        await _read_until(proc, "lost the Telegram Bot API", seen)  # gone while polling
+        async with BotApiStandIn(port=port) as api:
+            assert await _polled(api)  # back
             status = await _finish(proc, signal.SIGTERM, seen)
     finally:
         if proc.returncode is None:
