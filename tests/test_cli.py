@@ -155,9 +155,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _start_run(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
+async def _start_run(
+    tmp_path: Path, port: int, token: str = TOKEN
+) -> asyncio.subprocess.Process:
     (tmp_path / "config.toml").write_text(
-        f'[telegram]\ntoken = "{TOKEN}"\n'
+        f'[telegram]\ntoken = "{token}"\n'
         f'base_url = "http://127.0.0.1:{port}/bot"\n'
         f'base_file_url = "http://127.0.0.1:{port}/file/bot"\npoll_timeout = 1\n'
     )
@@ -241,3 +243,14 @@ async def test_run_stopped_while_waiting_exits_quietly(tmp_path: Path) -> None:
     assert "stopped before the bot could start" in err
     assert "Traceback" not in err and "Exception ignored" not in err
     assert len(err.splitlines()) < 25, err
+
+
+async def test_run_with_a_refused_token_says_so_once(tmp_path: Path) -> None:
+    refused = "123456:refused.token-SECRET"  # the stand-in answers 401 to a token with a dot
+    async with BotApiStandIn() as api:
+        proc = await _start_run(tmp_path, api.port, token=refused)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = err.decode()
+    assert proc.returncode == 2, text
+    assert "refused the bot token" in text and "cannot reach" not in text
+    assert "SECRET" not in text and "Traceback" not in text
