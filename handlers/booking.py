@@ -29,7 +29,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.context import HBContext, Services
 from bot.i18n import Translator
-from handlers.common import CHANNEL, Turn, callback_parts, inline, turn
+from handlers.common import CHANNEL, Turn, callback_ids, callback_parts, inline, parse_id, turn
 from models import booking as bk
 from models import healthbook as hb
 from models.campaigns import active_campaigns
@@ -55,10 +55,14 @@ class BookStep(StrEnum):
 
 
 def render_error(t: Translator, err: DomainError) -> str:
-    """A refusal in the person's language (dates as people write them)."""
-    params: dict[str, Any] = {
-        k: t.date(value) if isinstance(value, dt.date) else value for k, value in err.params.items()
-    }
+    """A refusal in the person's language (dates as people write them, statuses in words)."""
+    params: dict[str, Any] = {}
+    for key, value in err.params.items():
+        if isinstance(value, dt.date):
+            value = t.date(value)
+        elif key == "status" and t.has(f"status.{value}"):
+            value = t(f"status.{value}")
+        params[key] = value
     if err.key == "booking.ineligible_age":
         top = params.get("max_years")
         params["max_years_text"] = t("book.age_to", max_years=top) if top is not None else ""
@@ -84,12 +88,12 @@ async def _own_book(turn_: Turn) -> HealthBook | None:
 async def _pressed(turn_: Turn, prefix: str, count: int) -> tuple[HealthBook, list[int]] | None:
     """The sender's health book and the ids a button carries; a toast when either is missing
     or malformed (callback data can be forged: the domain re-checks every id)."""
-    parts = callback_parts(turn_.update, prefix) or []
+    ids = callback_ids(turn_.update, prefix, count)
     book = await _own_book(turn_)
-    if book is None or len(parts) != count or not all(p.isdigit() for p in parts):
+    if book is None or ids is None:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
-    return book, [int(p) for p in parts]
+    return book, ids
 
 
 # ---------------------------------------------------------------- /book
@@ -118,17 +122,54 @@ async def start_booking(turn_: Turn) -> object:
 @turn(NAME)
 async def campaign_chosen(turn_: Turn) -> object:
     """A campaign button."""
-    parts = callback_parts(turn_.update, "bk:c") or []
+    ids = callback_ids(turn_.update, "bk:c", 1)
     book = await _own_book(turn_)
-    if book is None or len(parts) != 1 or not parts[0].isdigit():
+    if book is None or ids is None:
         turn_.toast(turn_.t("error.button.stale"))
         return None
     try:
-        campaign = await bk.get_campaign(turn_.session, int(parts[0]))
+        campaign = await bk.get_campaign(turn_.session, ids[0])
     except DomainError:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
     return await choose_campaign(turn_, book, campaign)
+
+
+@turn(NAME)
+async def campaign_typed(turn_: Turn) -> object:
+    """A campaign's name typed (``covid``, ``cúm``) instead of pressing its button."""
+    t = turn_.t
+    book = await _own_book(turn_)
+    if book is None:
+        turn_.say(t("book.start_again"))
+        return ConversationHandler.END
+    campaigns = await active_campaigns(turn_.session, turn_.services.today())
+    wanted = bk.v.fold(turn_.text)
+    found = [
+        c
+        for c in campaigns
+        if wanted and any(wanted in bk.v.fold(x) for x in (campaign_name(t, c), c.name, c.code))
+    ]
+    if len(found) == 1:
+        return await choose_campaign(turn_, book, found[0])
+    turn_.say(t("book.hint_campaign"))
+    turn_.say(
+        t("book.ask_campaign"),
+        inline([[(campaign_name(t, c), f"bk:c:{c.id}")] for c in campaigns]),
+    )
+    return BookStep.CAMPAIGN
+
+
+def typed_hint(key: str):
+    """Handler for text typed at a step answered by its buttons: a hint that fits the step."""
+
+    @turn(NAME)
+    async def on_text(turn_: Turn) -> object:
+        turn_.say(turn_.t(key))
+        return None
+
+    on_text.__name__ = f"typed_{key.rsplit('.', 1)[-1]}"
+    return on_text
 
 
 async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> object:
@@ -142,6 +183,19 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
         group = bk.check_eligibility(book, campaign, max(window.earliest, today))
     except DomainError as err:
         turn_.say(render_error(t, err) + "\n\n" + t("book.see_doctor"))
+        return ConversationHandler.END
+    held = await bk.active_booking(turn_.session, book, campaign, window.dose)
+    if held is not None:  # said now, not at Confirm after choosing a site, a day and a time
+        turn_.say(
+            t(
+                "book.already_booked",
+                dose=window.dose,
+                code=held.code,
+                site=held.session.site.name,
+                day=t.date(held.session.date),
+                hours=_hours(held.session),
+            )
+        )
         return ConversationHandler.END
     draft = await turn_.session.get(BookingDraft, book.account_id)
     if draft is None:
@@ -158,45 +212,63 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
             )
         )
     if group is bk.v.ScreeningGroup.CAUTION:
-        lines.append(t("book.caution_hospital"))
+        lines.append(t("book.caution"))
+    elif group is bk.v.ScreeningGroup.REFER:
+        lines.append(t("book.refer_hospital"))
     lines.append(t("book.advisory"))
     turn_.say("\n\n".join(lines))
-    return await offer_sites(turn_, book, campaign, hospital_only=_caution(group))
+    return await offer_sites(turn_, book, campaign, group)
 
 
-def _caution(group: object) -> bool:
-    return group is bk.v.ScreeningGroup.CAUTION
+async def _first_day(turn_: Turn, book: HealthBook, campaign: Campaign) -> dt.date:
+    """The first day a place can be booked: tomorrow, or the dose's earliest date."""
+    today = turn_.services.today()
+    window = await bk.eligible_doses(turn_.session, book, campaign, today)
+    return max(today + dt.timedelta(days=1), window.earliest if window else today)
+
+
+def site_label(t: Translator, offer: bk.SiteOffer) -> str:
+    """A site's button: its name, whether it has places (or sessions at all), how far."""
+    site = offer.match.site
+    name = ("🏥 " if offer.advised else "") + site.name
+    if offer.free > 0:
+        label = t("book.site_free", site=name, free=offer.free)
+    elif offer.planned:
+        label = t("book.site_full", site=name)
+    else:
+        label = t("book.site_no_sessions", site=name)
+    km = offer.match.distance_km
+    if km is not None:  # written as people write it: 20,7 km in Vietnamese
+        tenths = round(km * 10)
+        label = t("book.site_km", label=label, whole=tenths // 10, tenth=tenths % 10)
+    return label
 
 
 async def offer_sites(
     turn_: Turn,
     book: HealthBook,
     campaign: Campaign,
+    group: bk.v.ScreeningGroup,
     *,
-    hospital_only: bool,
     near: tuple[float, float] | None = None,
     query: str | None = None,
 ) -> object:
-    """Sites as buttons (own commune first, or nearest), a location button, and typing."""
+    """Sites as buttons (advised hospitals, then sites with free places: own commune first, or
+    nearest), each saying whether it has places; a location button, and typing."""
     t = turn_.t
     found = await bk.sites_for(
-        turn_.session,
-        book.province_code,
-        book.ward_code,
-        near=near,
-        query=query,
-        hospital_only=hospital_only,
+        turn_.session, book.province_code, book.ward_code, near=near, query=query
     )
     if not found:
         turn_.say(t("book.no_site_found"))
         return BookStep.SITE
-    rows = []
-    for match in found[:MAX_SITES]:
-        label = match.site.name
-        if match.distance_km is not None:
-            label += f" · {match.distance_km:.1f} km"
-        rows.append([(label, f"bk:s:{campaign.id}:{match.site.id}")])
-    turn_.say(t("book.ask_site"), inline(rows))
+    offers = await bk.offer_sites(
+        turn_.session, found, campaign, await _first_day(turn_, book, campaign), DAYS_AHEAD, group
+    )
+    shown = offers[:MAX_SITES]
+    shown += [o for o in offers[MAX_SITES:] if o.match.same_ward]  # full, but their own
+    rows = [[(site_label(t, o), f"bk:s:{campaign.id}:{o.match.site.id}")] for o in shown]
+    turn_.say(t("book.ask_site", days=DAYS_AHEAD), inline(rows))
     turn_.say(
         t("book.site_hint"),
         ReplyKeyboardMarkup(
@@ -208,7 +280,9 @@ async def offer_sites(
     return BookStep.SITE
 
 
-async def _draft_campaign(turn_: Turn) -> tuple[HealthBook, Campaign, bool] | None:
+async def _draft_campaign(
+    turn_: Turn,
+) -> tuple[HealthBook, Campaign, bk.v.ScreeningGroup] | None:
     book = await _own_book(turn_)
     if book is None:
         return None
@@ -216,8 +290,7 @@ async def _draft_campaign(turn_: Turn) -> tuple[HealthBook, Campaign, bool] | No
     if draft is None or draft.campaign_id is None:
         return None
     campaign = await bk.get_campaign(turn_.session, draft.campaign_id)
-    group = bk.screening_group(book, turn_.services.today())
-    return book, campaign, _caution(group)
+    return book, campaign, bk.screening_group(book, turn_.services.today())
 
 
 @turn(NAME)
@@ -227,9 +300,9 @@ async def site_typed(turn_: Turn) -> object:
     if found is None:
         turn_.say(turn_.t("book.start_again"))
         return ConversationHandler.END
-    book, campaign, caution = found
+    book, campaign, group = found
     query = turn_.text.strip()[:60]
-    return await offer_sites(turn_, book, campaign, hospital_only=caution, query=query)
+    return await offer_sites(turn_, book, campaign, group, query=query)
 
 
 @turn(NAME)
@@ -240,9 +313,9 @@ async def site_near(turn_: Turn) -> object:
     if found is None or message is None or message.location is None:
         turn_.say(turn_.t("book.start_again"))
         return ConversationHandler.END
-    book, campaign, caution = found
+    book, campaign, group = found
     near = (message.location.latitude, message.location.longitude)
-    return await offer_sites(turn_, book, campaign, hospital_only=caution, near=near)
+    return await offer_sites(turn_, book, campaign, group, near=near)
 
 
 @turn(NAME)
@@ -263,13 +336,16 @@ async def site_chosen(turn_: Turn) -> object:
 
 async def offer_days(turn_: Turn, book: HealthBook, campaign: Campaign, site: Site) -> object:
     """Days with free places at a site (remaining places shown), or the waitlist."""
-    t, today = turn_.t, turn_.services.today()
-    window = await bk.eligible_doses(turn_.session, book, campaign, today)
-    start = max(today + dt.timedelta(days=1), window.earliest if window else today)
+    t = turn_.t
+    start = await _first_day(turn_, book, campaign)
     days = await bk.open_days(turn_.session, site, campaign, start, DAYS_AHEAD)
+    if not days and not await bk.has_sessions(turn_.session, site, campaign, start):
+        # no session planned at all: a waitlist there would wait for nothing
+        turn_.say(t("book.no_sessions", site=site.name))
+        return BookStep.SITE
     if not days:
         turn_.say(
-            t("book.no_days", site=site.name),
+            t("book.no_days", site=site.name, days=DAYS_AHEAD),
             inline([[(t("book.button_waitlist_site"), f"bk:w:{campaign.id}:{site.id}")]]),
         )
         return BookStep.SITE
@@ -278,7 +354,7 @@ async def offer_days(turn_: Turn, book: HealthBook, campaign: Campaign, site: Si
             t("book.day_button", day=t.date(d.date), remaining=d.remaining),
             f"bk:d:{campaign.id}:{site.id}:{d.date:%Y%m%d}",
         )
-        for d in days[:8]
+        for d in days  # every open day of the DAYS_AHEAD looked at
     ]
     turn_.say(t("book.ask_day", site=site.name), inline([[r] for r in rows]))
     return BookStep.DAY
@@ -296,13 +372,14 @@ async def day_chosen(turn_: Turn) -> object:
     """A day button: that day's time windows."""
     parts = callback_parts(turn_.update, "bk:d") or []
     day = _date(parts[2]) if len(parts) == 3 else None
-    if day is None or not parts[0].isdigit() or not parts[1].isdigit():
+    campaign_id, site_id = (parse_id(p) for p in parts[:2]) if day else (None, None)
+    if day is None or campaign_id is None or site_id is None:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
     t = turn_.t
     try:
-        campaign = await bk.get_campaign(turn_.session, int(parts[0]))
-        site = await bk.get_site(turn_.session, int(parts[1]))
+        campaign = await bk.get_campaign(turn_.session, campaign_id)
+        site = await bk.get_site(turn_.session, site_id)
     except DomainError:
         turn_.toast(t("error.button.invalid"))
         return None
@@ -419,17 +496,16 @@ async def waitlist_chosen(turn_: Turn) -> object:
     """Join the waitlist of a full time window (bk:wq) or of a site (bk:w)."""
     data = turn_.update.callback_query.data if turn_.update.callback_query else ""
     key = "bk:wq" if (data or "").startswith("bk:wq:") else "bk:w"
-    parts = callback_parts(turn_.update, key) or []
+    ids = callback_ids(turn_.update, key, 2)
     book = await _own_book(turn_)
-    if book is None or len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if book is None or ids is None:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
     t, today = turn_.t, turn_.services.today()
-    kwargs: dict[str, Any] = (
-        {"session_id": int(parts[1])} if key == "bk:wq" else {"site_id": int(parts[1])}
-    )
+    campaign_id, target = ids
+    kwargs: dict[str, Any] = {"session_id": target} if key == "bk:wq" else {"site_id": target}
     try:
-        await bk.join_waitlist(turn_.session, book.id, int(parts[0]), today=today, **kwargs)
+        await bk.join_waitlist(turn_.session, book.id, campaign_id, today=today, **kwargs)
     except DomainError as err:
         turn_.say(render_error(t, err))
         return None
@@ -486,9 +562,15 @@ async def appointments(turn_: Turn) -> None:
             if booking.status == "booked"
             else None,
         )
-    if past:
+    # a cancelled booking is listed as cancelled, not as past: its day may be still to come
+    for heading, group in (
+        ("appointments.past", [b for b in past if b.status != "cancelled"]),
+        ("appointments.cancelled_list", [b for b in past if b.status == "cancelled"]),
+    ):
+        if not group:
+            continue
         lines = []
-        for booking in past[:10]:
+        for booking in group[-10:]:  # the latest ten
             slot = await turn_.session.get(Session, booking.session_id)
             assert slot is not None
             lines.append(
@@ -499,14 +581,15 @@ async def appointments(turn_: Turn) -> None:
                     status=t(f"status.{booking.status}"),
                 )
             )
-        turn_.say(t("appointments.past") + "\n" + "\n".join(lines))
+        turn_.say(t(heading) + "\n" + "\n".join(lines))
 
 
 async def _my_booking(turn_: Turn, raw: str) -> Booking | None:
     """A booking of the sender's, by the id in a button (forged ids of others get None)."""
-    if turn_.account is None or not raw.isdigit():
+    booking_id = parse_id(raw)
+    if turn_.account is None or booking_id is None:
         return None
-    booking = await turn_.session.get(Booking, int(raw))
+    booking = await turn_.session.get(Booking, booking_id)
     if booking is None:
         return None
     book = await turn_.session.get(HealthBook, booking.health_book_id)
@@ -523,6 +606,11 @@ async def appointment_button(turn_: Turn) -> None:
         turn_.toast(t("booking.not_yours"), alert=True)
         return
     action = parts[0]
+    if action != "k" and booking.status != "booked":
+        # cancelled, missed or done: said at the first press, not after choosing a day and time
+        err = DomainError("booking.not_active", status=booking.status)
+        turn_.toast(render_error(t, err), alert=True)
+        return
     if action == "x":
         turn_.say(
             t("appointments.cancel_confirm", code=booking.code),
@@ -549,13 +637,13 @@ async def appointment_button(turn_: Turn) -> None:
         await offer_new_days(turn_, booking, slot)
     elif action == "rd" and len(parts) == 3 and _date(parts[2]):
         await offer_new_times(turn_, booking, _date(parts[2]))  # type: ignore[arg-type]
-    elif action == "rt" and len(parts) == 3 and parts[2].isdigit():
+    elif action == "rt" and len(parts) == 3 and (new_session := parse_id(parts[2])) is not None:
         old_session = booking.session_id
         try:
             moved = await bk.reschedule(
                 turn_.session,
                 booking,
-                int(parts[2]),
+                new_session,
                 owner=turn_.account,
                 today=turn_.services.today(),
             )
@@ -589,7 +677,7 @@ async def offer_new_days(turn_: Turn, booking: Booking, slot: Session) -> None:
                         f"ap:rd:{booking.id}:{d.date:%Y%m%d}",
                     )
                 ]
-                for d in days[:8]
+                for d in days
             ]
         ),
     )
@@ -614,7 +702,8 @@ async def offer_new_times(turn_: Turn, booking: Booking, day: dt.date) -> None:
     if not rows:
         turn_.toast(t("booking.full_short"))
         return
-    turn_.say(t("book.ask_time", day=t.date(day), site=""), inline(rows))
+    site = await bk.get_site(turn_.session, old.site_id)
+    turn_.say(t("book.ask_time", day=t.date(day), site=site.name), inline(rows))
 
 
 async def offer_to_waitlist(turn_: Turn, session_id: int) -> None:
@@ -703,18 +792,19 @@ async def offer_button(turn_: Turn) -> None:
     """Take (or decline) a place offered from the waitlist."""
     parts = callback_parts(turn_.update, "wl") or []
     t = turn_.t
-    if turn_.account is None or len(parts) != 2 or not parts[1].isdigit():
+    entry_id = parse_id(parts[1]) if len(parts) == 2 else None
+    if turn_.account is None or entry_id is None:
         turn_.toast(t("error.button.invalid"))
         return
     try:
         if parts[0] == "a":
             booking = await bk.accept_offer(
-                turn_.session, int(parts[1]), turn_.account, turn_.services.clock()
+                turn_.session, entry_id, turn_.account, turn_.services.clock()
             )
             turn_.close_with = t("waitlist.taken_short")
             await send_ticket(turn_, booking)
         elif parts[0] == "d":
-            entry = await bk.leave_waitlist(turn_.session, int(parts[1]), turn_.account)
+            entry = await bk.leave_waitlist(turn_.session, entry_id, turn_.account)
             turn_.close_with = t("waitlist.declined")
             if entry.held_session_id is not None:
                 await offer_to_waitlist(turn_, entry.held_session_id)
@@ -747,7 +837,10 @@ async def stale(turn_: Turn) -> object:
 def build() -> ConversationHandler:
     """The booking conversation, as a transition table."""
     states: dict[object, list[BaseHandler]] = {
-        BookStep.CAMPAIGN: [CallbackQueryHandler(campaign_chosen, pattern=r"^bk:c:")],
+        BookStep.CAMPAIGN: [
+            CallbackQueryHandler(campaign_chosen, pattern=r"^bk:c:"),
+            MessageHandler(NEW_TEXT, campaign_typed),
+        ],
         BookStep.SITE: [
             CallbackQueryHandler(site_chosen, pattern=r"^bk:s:"),
             CallbackQueryHandler(waitlist_chosen, pattern=r"^bk:w:"),
@@ -758,15 +851,18 @@ def build() -> ConversationHandler:
             CallbackQueryHandler(day_chosen, pattern=r"^bk:d:"),
             CallbackQueryHandler(site_chosen, pattern=r"^bk:s:"),
             CallbackQueryHandler(waitlist_chosen, pattern=r"^bk:w:"),
+            MessageHandler(NEW_TEXT, typed_hint("book.hint_day")),
         ],
         BookStep.TIME: [
             CallbackQueryHandler(time_chosen, pattern=r"^bk:t:"),
             CallbackQueryHandler(waitlist_chosen, pattern=r"^bk:wq:"),
             CallbackQueryHandler(day_chosen, pattern=r"^bk:d:"),
+            MessageHandler(NEW_TEXT, typed_hint("book.hint_time")),
         ],
         BookStep.CONFIRM: [
             CallbackQueryHandler(confirmed, pattern=r"^bk:ok:"),
             CallbackQueryHandler(site_chosen, pattern=r"^bk:s:"),
+            MessageHandler(NEW_TEXT, typed_hint("book.hint_confirm")),
         ],
     }
     with warnings.catch_warnings():

@@ -23,7 +23,7 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from handlers import account as acct
-from handlers.common import Turn, callback_parts, chunk, inline, turn
+from handlers.common import Turn, callback_parts, chunk, inline, parse_id, turn
 from models import healthbook as hb
 from models import validators as v
 from models.errors import DomainError, InvalidAnswer
@@ -33,6 +33,7 @@ NAME = "healthbook"
 PRIVATE = filters.ChatType.PRIVATE
 NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
 MAX_CHOICES = 8
+SHORT_ANSWER = 100  # longer than this is no name, date or number
 
 
 class Step(StrEnum):
@@ -55,6 +56,9 @@ class Step(StrEnum):
     ALLERGIES = "allergies"
     CHRONIC_CONDITIONS = "chronic_conditions"
     REVIEW = "review"
+
+
+FREE_TEXT = frozenset({Step.ADDRESS_LINE, Step.ALLERGIES, Step.CHRONIC_CONDITIONS})
 
 
 # ---------------------------------------------------------------- asking
@@ -179,6 +183,8 @@ def render_value(turn_: Turn, field: str, value: object) -> str:
         return f"{ident.masked()} ({t('id_kind.' + ident.kind)})"
     if field == "bhyt":
         return v.mask_bhyt(str(value))
+    if field == "phone":
+        return v.format_phone(str(value))
     if field == "ethnicity":
         return v.ethnicity_by_code(int(str(value))).name
     if field in ("occupation", "priority_group"):
@@ -276,6 +282,9 @@ def answer_text(step: Step):
 async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
     """Parse a typed answer for ``step`` and store it; raises InvalidAnswer."""
     t = turn_.t
+    if len(text) > SHORT_ANSWER and step not in FREE_TEXT:
+        # a name, a date, a number…: the example that helps is the question's own, asked next
+        raise InvalidAnswer("error.text.too_long_short", length=len(text))
     if len(text) > 1000:
         raise InvalidAnswer("error.text.too_long", length=len(text), max=1000)
     if step is Step.FULL_NAME:
@@ -315,11 +324,10 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
     elif step in (Step.OCCUPATION, Step.PRIORITY_GROUP):
         prefix = "occupation" if step is Step.OCCUPATION else "priority"
         codes = v.occupations() if step is Step.OCCUPATION else v.priority_groups()
-        wanted = v.fold(text)
-        match = [c for c in codes if v.fold(t(f"{prefix}.{c}")) == wanted]
-        if not match:
+        match = typed_label(text, {c: t(f"{prefix}.{c}") for c in codes})
+        if match is None:
             raise InvalidAnswer("error.input.use_buttons")
-        hb.set_answer(draft, step, match[0])
+        hb.set_answer(draft, step, match)
     elif step is Step.PROVINCE:
         found = v.search_provinces(text)
         if not found:
@@ -370,6 +378,19 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
         raise InvalidAnswer("error.input.use_buttons")
 
 
+def typed_label(text: str, labels: dict[str, str]) -> str | None:
+    """The code of the button whose label was typed: the whole label, or the start of one label
+    only («Không thuộc nhóm nào» for «Không thuộc nhóm nào ở trên»); accents and case ignored."""
+    wanted = v.fold(text)
+    if not wanted:
+        return None
+    exact = [c for c, label in labels.items() if v.fold(label) == wanted]
+    if exact:
+        return exact[0]
+    start = [c for c, label in labels.items() if v.fold(label).startswith(wanted)]
+    return start[0] if len(start) == 1 and len(wanted) >= 4 else None
+
+
 class _Handled(InvalidAnswer):
     """The reply (a choice of buttons) is already queued: ask nothing more."""
 
@@ -400,6 +421,9 @@ def answer_button(step: Step):
             turn_.ack = label
             if step is Step.SCREENING:
                 turn_.close_with = t_done(turn_)
+            if step is Step.PHONE:  # the suggested new number: close the phone keyboard
+                turn_.ack, turn_.close_with = None, f"✓ {label}"
+                turn_.say(turn_.t("answer.phone_saved"), ReplyKeyboardRemove())
         return await ask_next(turn_, draft)
 
     on_button.__name__ = f"on_button_{step}"
@@ -418,6 +442,10 @@ def accept_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> st
     if step is Step.GENDER and value in ("male", "female"):
         hb.set_answer(draft, step, value)
         return t(f"gender.{value}")
+    if step is Step.PHONE and value == "use" and len(parts) == 2:
+        number = v.parse_phone(parts[1])  # the data may be forged: checked like typed text
+        hb.set_answer(draft, step, number)
+        return v.format_phone(number)
     if step is Step.ID_NUMBER and value == "none":
         hb.set_answer(draft, step, None)
         return t("button.no_id")
@@ -427,8 +455,12 @@ def accept_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> st
     if step in (Step.ALLERGIES, Step.CHRONIC_CONDITIONS) and value == "none":
         hb.set_answer(draft, step, None)
         return t("button.none")
-    if step is Step.ETHNICITY and value.isdigit():
-        ethnicity = v.ethnicity_by_code(int(value))
+    code = parse_id(value)  # ethnicity, province and ward buttons carry codes
+    if step is Step.ETHNICITY and code is not None:
+        try:
+            ethnicity = v.ethnicity_by_code(code)
+        except KeyError:
+            raise InvalidAnswer("error.button.invalid") from None
         hb.set_answer(draft, step, ethnicity.code)
         return ethnicity.name
     if step is Step.OCCUPATION and v.is_occupation(value):
@@ -437,13 +469,13 @@ def accept_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> st
     if step is Step.PRIORITY_GROUP and v.is_priority_group(value):
         hb.set_answer(draft, step, value)
         return t(f"priority.{value}")
-    if step is Step.PROVINCE and value.isdigit() and v.is_province(int(value)):
-        hb.set_answer(draft, step, int(value))
-        return v.province_name(int(value))
-    if step is Step.WARD and value.isdigit():
-        if v.ward_in_province(int(value), int(draft.answers["province"])):
-            hb.set_answer(draft, step, int(value))
-            return v.ward_name(int(value))
+    if step is Step.PROVINCE and code is not None and v.is_province(code):
+        hb.set_answer(draft, step, code)
+        return v.province_name(code)
+    if step is Step.WARD and code is not None:
+        if v.ward_in_province(code, int(draft.answers["province"])):
+            hb.set_answer(draft, step, code)
+            return v.ward_name(code)
     if step is Step.SCREENING and len(parts) == 2 and parts[1] in ("yes", "no", "unknown"):
         item = hb.next_screening_item(draft)
         if item is not None and item.code == parts[0]:
@@ -455,7 +487,11 @@ def accept_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> st
 async def reject(turn_: Turn, draft: Draft, step: Step, err: InvalidAnswer) -> Step:
     """Explain what is wrong, then ask the same question again (the other answers stay)."""
     if not isinstance(err, _Handled):
-        turn_.say(turn_.t(err.key, **err.params))
+        markup = None
+        if err.key == "error.phone.old_number":  # one press accepts the new number
+            label = turn_.t("button.use_number", number=err.params["suggestion"])
+            markup = inline([[(label, f"hb:phone:use:{err.params['number']}")]])
+        turn_.say(turn_.t(err.key, **err.params), markup)
         await ask(turn_, draft, step)
     return step
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from bot.standin import ChatDriver
 from models import booking as bk
 from models.campaigns import load_sample_data
-from models.tables import Booking, Session, WaitlistEntry
+from models.tables import Booking, Session, Site, WaitlistEntry
 from tests.conftest import Harness
 from tests.flows import agree, answer_screening, t
 
@@ -67,7 +67,7 @@ async def one_place_left_at_sa_pa(bot: Harness) -> None:
 async def book_first_place(person: ChatDriver, lang: str = "vi") -> None:
     await person.send("/book")
     await person.press("COVID-19")
-    assert t(lang, "book.ask_site") in person.texts[-2]
+    assert t(lang, "book.ask_site", days=14) in person.texts[-2]
     await person.press("Sa Pa")  # own commune first
     assert t(lang, "book.ask_day", site="Trạm Y tế phường Sa Pa") in person.last_text
     await person.press(person.buttons[0])
@@ -98,26 +98,30 @@ async def test_book_a_place_and_get_a_ticket(sample: Harness) -> None:
     async with bot.session() as session:
         slot = await session.get(Session, booking.session_id)
         assert slot is not None and slot.booked == 1
-    # a second /book for the same dose is refused
+    # a second /book for the same dose is refused as soon as the campaign is chosen
     await person.send("/book")
     await person.press("COVID-19")
-    await person.press("Sa Pa")
-    await person.press(person.buttons[0])
-    await person.press(person.buttons[0])
-    await person.press(t("vi", "book.button_confirm"))
-    assert t("vi", "booking.duplicate", dose=1) in person.texts
+    assert "Đã có lịch tiêm mũi 1" in person.last_text and booking.code in person.last_text
+    assert t("vi", "book.ask_site", days=14) not in person.last_text  # no site list follows
     assert len(await active_bookings(bot)) == 1
 
 
-async def test_older_person_is_offered_hospitals_only(sample: Harness) -> None:
-    from tests.flows import complete  # born 1950: aged 65 or more
+async def test_older_person_is_caution_at_the_usual_site(sample: Harness) -> None:
+    from tests.flows import complete  # born 1950 in Phường Sa Pa: aged 65 or more
 
     person = sample.user()
     await complete(person)
     await person.send("/book")
     await person.press("COVID-19")
-    assert t("vi", "book.caution_hospital") in " ".join(person.texts)
-    assert all("Bệnh viện" in label for label in person.buttons)
+    said = " ".join(person.texts)
+    assert t("vi", "book.caution") in said and t("vi", "book.refer_hospital") not in said
+    async with sample.session() as session:
+        stations = set(
+            (await session.scalars(select(Site.name).where(Site.kind != "hospital"))).all()
+        )
+    # age alone is caution (3802): the own commune's station first, not a hospital 107 km away
+    assert person.buttons[0].startswith("Trạm Y tế phường Sa Pa")
+    assert stations & {b.split(" · ")[0] for b in person.buttons}
 
 
 async def test_postpone_group_cannot_book(sample: Harness) -> None:
@@ -177,17 +181,24 @@ async def test_forged_appointment_buttons_change_nothing(sample: Harness) -> Non
     await book_first_place(owner)
     [booking] = await active_bookings(bot)
     intruder = await younger_person(bot, "002222")
+    # every action on the owner's booking, by its id: refused on the button itself, before
+    # anything of the owner's is shown (the domain would refuse the writes anyway)
     for forged in (
-        f"ap:xx:{booking.id}",
-        f"ap:rt:{booking.id}:1",
         f"ap:x:{booking.id}",
-        "ap:xx:../../1",
-        "wl:a:1",
-        "bk:ok:1:999999",
+        f"ap:xx:{booking.id}",
+        f"ap:k:{booking.id}",
+        f"ap:r:{booking.id}",
+        f"ap:rd:{booking.id}:{TODAY + dt.timedelta(days=1):%Y%m%d}",
+        f"ap:rt:{booking.id}:{booking.session_id + 1}",
     ):
+        calls = await intruder.press_data(forged)
+        assert [c.method for c in calls] == ["answerCallbackQuery"], forged
+        assert intruder.callback_answers[-1] == t("vi", "booking.not_yours"), forged
+    for forged in ("ap:xx:../../1", "wl:a:1", "bk:ok:1:999999"):
         await intruder.press_data(forged)
-    assert len(await active_bookings(bot)) == 1
-    assert t("vi", "booking.not_yours") in intruder.callback_answers
+    assert not any(booking.code in text for text in intruder.texts)
+    [after] = await active_bookings(bot)
+    assert (after.id, after.session_id) == (booking.id, booking.session_id)
 
 
 async def test_full_session_waitlist_offer_and_take(sample: Harness) -> None:
@@ -200,7 +211,7 @@ async def test_full_session_waitlist_offer_and_take(sample: Harness) -> None:
     await second.press("COVID-19")
     await second.press("Sa Pa")
     # every day of the site is full: the waitlist is offered
-    assert t("vi", "book.no_days", site="Trạm Y tế phường Sa Pa") in second.last_text
+    assert t("vi", "book.no_days", site="Trạm Y tế phường Sa Pa", days=14) in second.last_text
     await second.press(t("vi", "book.button_waitlist_site"))
     assert t("vi", "waitlist.joined", hours=60) in second.texts
     # the first person cancels: the place is offered to the second, who takes it
@@ -227,7 +238,7 @@ async def test_booking_in_english_with_location_and_typed_commune(sample: Harnes
     person = await younger_person(bot, "005555", lang="en")
     await person.send("/book")
     await person.press("COVID-19 vaccination")
-    assert t("en", "book.ask_site") in person.texts[-2]
+    assert t("en", "book.ask_site", days=14) in person.texts[-2]
     assert any(b.get("request_location") for b in person.reply_buttons)
     await person.send_location(22.4963, 103.9697)  # in Phường Lào Cai
     assert person.buttons[0].startswith("Trạm Y tế phường Lào Cai") and "km" in person.buttons[0]
