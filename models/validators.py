@@ -65,6 +65,7 @@ __all__ = [
     "ethnicities",
     "ethnicity_by_code",
     "fold",
+    "format_phone",
     "is_occupation",
     "is_priority_group",
     "is_province",
@@ -392,7 +393,8 @@ def parse_phone(text: str) -> str:
     national = _national_digits(re.sub(r"\D", "", s))
     if national and len(national) == 10 and national[:3] in _OLD_MOBILE_PREFIXES:
         new = "0" + _OLD_MOBILE_PREFIXES[national[:3]] + national[3:]
-        raise InvalidAnswer("error.phone.old_number", suggestion=f"{new[:4]} {new[4:7]} {new[7:]}")
+        e164 = "+84" + new[1:]
+        raise InvalidAnswer("error.phone.old_number", suggestion=format_phone(e164), number=e164)
     try:
         number = phonenumbers.parse(s, "VN")
     except phonenumbers.NumberParseException:
@@ -408,6 +410,15 @@ def parse_phone(text: str) -> str:
     ):
         raise InvalidAnswer("error.phone.not_mobile")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def format_phone(e164: str) -> str:
+    """A Vietnamese mobile number as people write it: ``+84912345678`` → ``0912 345 678``
+    (any other number as stored)."""
+    if e164.startswith("+84") and len(e164) == 12 and e164[3:].isdigit():
+        national = "0" + e164[3:]
+        return f"{national[:4]} {national[4:7]} {national[7:]}"
+    return e164
 
 
 def mask_phone(e164: str) -> str:

@@ -409,10 +409,15 @@ def test_phone_errors(typed: str, key: str) -> None:
 
 def test_old_eleven_digit_number_gets_its_new_form() -> None:
     err = expect("error.phone.old_number", v.parse_phone, "0168 123 4567")
-    assert err.params == {"suggestion": "0381 234 567"}
+    assert err.params == {"suggestion": "0381 234 567", "number": "+84381234567"}
     assert v.parse_phone(err.params["suggestion"]) == "+84381234567"
     assert expect("error.phone.old_number", v.parse_phone,
                   "+84 123 456 7890").params["suggestion"] == "0834 567 890"
+
+
+def test_format_phone_as_people_write_it() -> None:
+    assert v.format_phone("+84912345678") == "0912 345 678"
+    assert v.format_phone("+14155550100") == "+14155550100"  # not Vietnamese: as stored
 
 
 def test_mask_phone() -> None:
@@ -566,10 +571,10 @@ def test_screening_items() -> None:
     for code in ("covid_6m", "vaccine_14d", "immunosuppressants", "acute_illness",
                  "chronic_progressing"):
         assert yes[code] is ScreeningGroup.POSTPONE, code
-    for code in ("immunodeficiency", "pregnant_breastfeeding", "age_65",
+    for code in ("chronic_controlled", "pregnant_breastfeeding", "age_65",
                  "bleeding_anticoagulant", "other_allergies"):
-        assert yes[code] is ScreeningGroup.CAUTION, code
-    assert yes["chronic_controlled"] is ScreeningGroup.ELIGIBLE
+        assert yes[code] is ScreeningGroup.CAUTION, code  # at the usual site (3802)
+    assert yes["immunodeficiency"] is ScreeningGroup.REFER  # to a hospital (3802)
     age = by_code["age_65"]
     assert age.derived == "age>=65"
     assert age.derived_answer(age=65) is Answer.YES and age.derived_answer(age=64) is Answer.NO
@@ -578,7 +583,7 @@ def test_screening_items() -> None:
     assert by_code["anaphylaxis"].group_for(Answer.NO) is ScreeningGroup.ELIGIBLE
     assert by_code["anaphylaxis"].group_for(Answer.UNKNOWN) is ScreeningGroup.CAUTION
     severities = [g.severity for g in ScreeningGroup]
-    assert severities == sorted(severities) == [0, 1, 2, 3]
+    assert severities == sorted(severities) == [0, 1, 2, 3, 4]
 
 
 def test_cccd_province_codes() -> None:
@@ -652,7 +657,7 @@ def test_error_messages_give_an_example() -> None:
     """Each error shows a right answer: an example, the exact value expected, or every choice."""
     for key in _raised_keys():
         vi, en = catalog("vi")[key], catalog("en")[key]
-        assert any(s in vi for s in ("ví dụ", "{expected}", "Hãy trả lời:")), key
+        assert any(s in vi for s in ("ví dụ", "{expected}", "Xin trả lời:")), key
         assert any(s in en for s in ("for example", "{expected}", "Please answer:")), key
 
 
