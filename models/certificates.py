@@ -105,6 +105,7 @@ class Keyring:
     verifying: dict[str, Ed25519PublicKey] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.verifying = dict(self.verifying)  # never the caller's dict
         if self.signing is not None:
             public = self.signing.public_key()
             self.verifying.setdefault(key_id(public), public)
