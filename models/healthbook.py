@@ -430,14 +430,6 @@ def _moment(value: dt.datetime | None) -> str | None:
     return aware.astimezone(LOCAL_TZ).strftime("%d/%m/%Y %H:%M")
 
 
-def phone_text(e164: str) -> str:
-    """A Vietnamese number as people write it: ``+84912345678`` → ``0912 345 678``."""
-    if e164.startswith("+84") and len(e164) == 12:
-        n = "0" + e164[3:]
-        return f"{n[:4]} {n[4:7]} {n[7:]}"
-    return e164
-
-
 def _label(t: Labels, key: str) -> str | None:
     return t(key) if t.has(key) else None
 
@@ -505,7 +497,7 @@ def describe_answers(t: Labels, answers: dict[str, Any]) -> dict[str, Any]:
         elif field == "id_number" and isinstance(value, dict):
             out[field] = {**value, "kind_name": _label(t, f"id_kind.{value.get('kind')}")}
         elif field == "phone" and isinstance(value, str):
-            out[field] = phone_text(value)
+            out[field] = v.format_phone(value)
         elif field == "screening" and isinstance(value, dict):
             out[field] = [
                 {
