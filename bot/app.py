@@ -22,7 +22,7 @@ from bot.request import AiohttpRequest
 from bot.settings import Settings
 from handlers import booking, healthbook, site
 from handlers import help as help_handlers
-from handlers.common import CHANNEL, translator_for
+from handlers.common import CHANNEL, is_private, translator_for
 from handlers.groups import GroupGuard
 from models import healthbook as hb
 from models.certificates import Keyring
@@ -149,23 +149,25 @@ def engine_of(app: HBApplication) -> AsyncEngine:
     return app.bot_data["engine"]  # type: ignore[no-any-return]
 
 
-async def too_fast(services: Services, update: Update, first: bool) -> None:
-    """An update dropped from one person's burst: one polite word per burst, in their language;
-    the other pressed buttons only get their spinner stopped."""
+async def too_fast(services: Services, update: Update, first: bool) -> bool:
+    """An update dropped from one person's burst: one polite word per burst, in their language
+    and never in a group; the other pressed buttons only get their spinner stopped. Returns
+    whether the word was said."""
     query = update.callback_query
-    if not first:
+    if not first or not (query is not None or is_private(update)):
         if query is not None:
             await query.answer()
-        return
+        return False
     account = None
     if update.effective_user is not None:
         async with services.sessions() as session:
             account = await hb.find_account(session, CHANNEL, str(update.effective_user.id))
     text = translator_for(services, account, update)("error.too_fast")
-    if query is not None:
+    if query is not None:  # the alert is shown to the presser alone, in a group too
         await query.answer(text, show_alert=True)
     elif update.effective_chat is not None:
         await update.get_bot().send_message(update.effective_chat.id, text)
+    return True
 
 
 async def on_error(update: object, context: HBContext) -> None:

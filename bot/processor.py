@@ -22,16 +22,19 @@ from telegram.ext import BaseUpdateProcessor
 log = logging.getLogger(__name__)
 
 MAX_PENDING_PER_PERSON = 20
-# Called for an update dropped from a burst: ``first`` is True once per burst (say something),
-# False for the rest (a pressed button only needs its spinner stopped).
-Overflow = Callable[[Update, bool], Awaitable[None]]
+# Called for an update dropped from a burst: ``first`` asks to say something (until something
+# was said in this burst), otherwise a pressed button only needs its spinner stopped. Returns
+# whether the person was told (nothing is said in a group, say).
+Overflow = Callable[[Update, bool], Awaitable[bool]]
 
 
 @dataclass
 class _Person:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: int = 0  # updates of this person waiting or being handled
+    logged: bool = False  # this burst is in the log
     warned: bool = False  # told to slow down during this burst
+    telling: bool = False  # being told right now (the next drops need not say it again)
 
 
 class PerUserUpdateProcessor(BaseUpdateProcessor):
@@ -91,15 +94,22 @@ class PerUserUpdateProcessor(BaseUpdateProcessor):
     async def _overflow(self, update: object, person: _Person, coroutine: Awaitable[Any]) -> None:
         if inspect.iscoroutine(coroutine):
             coroutine.close()  # never started: nothing to undo
-        first = not person.warned
-        person.warned = True
-        if first:
+        if not person.logged:
+            person.logged = True
             log.warning("a burst of updates from one person: the excess is dropped")
-        if self.on_overflow is not None and isinstance(update, Update):
-            try:
-                await self.on_overflow(update, first)
-            except Exception as exc:  # telling them is a courtesy: never fail over it
-                log.warning("could not answer a dropped update: %s", type(exc).__name__)
+        if self.on_overflow is None or not isinstance(update, Update):
+            return
+        first = not (person.warned or person.telling)
+        person.telling = person.telling or first
+        told = False
+        try:
+            told = await self.on_overflow(update, first)
+        except Exception as exc:  # telling them is a courtesy: never fail over it
+            log.warning("could not answer a dropped update: %s", type(exc).__name__)
+        finally:
+            if first:
+                person.telling = False
+                person.warned = told
 
     async def initialize(self) -> None:
         """Nothing to set up."""

@@ -11,7 +11,7 @@ import pytest
 from telegram import Update
 
 from bot.processor import PerUserUpdateProcessor
-from bot.standin import BotApiStandIn, text_message
+from bot.standin import BotApiStandIn, group_chat, text_message
 from tests.conftest import FakeClock, Harness, make_settings, start_app, stop_app
 from tests.flows import t
 
@@ -35,8 +35,9 @@ def _update(uid: int, n: int) -> Update:
 async def test_a_burst_beyond_the_cap_is_dropped_with_one_word_per_burst() -> None:
     dropped: list[tuple[int, bool]] = []
 
-    async def overflow(update: Update, first: bool) -> None:
+    async def overflow(update: Update, first: bool) -> bool:
         dropped.append((update.update_id % 1000, first))
+        return first
 
     processor = PerUserUpdateProcessor(8, max_pending=5, on_overflow=overflow)
     release = asyncio.Event()
@@ -128,3 +129,21 @@ async def test_a_flood_does_not_delay_another_person(few_slots: Harness) -> None
     # the flooder: the first twenty handled in turn, the rest refused with one word
     assert len(helped) == 20
     assert [text for _, text in flood].count(too_fast) == 1
+
+
+async def test_a_flood_in_a_group_gets_no_word_there(few_slots: Harness) -> None:
+    """The "too fast" word goes to the person's private chat only: a flood written in a group
+    gets nothing there, and the first message they send privately meanwhile is the one told."""
+    bot = few_slots
+    person = bot.user()
+    for _ in range(40):
+        update = text_message(person.user, "/help")
+        update["message"]["chat"] = group_chat(-100777)
+        bot.api.push_update(update)
+    await person.send("/help")  # dropped too (their queue is full), but told why
+    await bot.idle()
+    too_fast = t("vi", "error.too_fast")
+    assert too_fast not in [text for _, text in _texts_to(bot, -100777)]
+    assert [text for _, text in _texts_to(bot, person.user.id)] == [too_fast]
+    await person.send("/help")  # the flood is through: answered as usual
+    assert person.last_text != too_fast
