@@ -155,40 +155,68 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _start_run(
-    tmp_path: Path, port: int, token: str = TOKEN
-) -> asyncio.subprocess.Process:
-    (tmp_path / "config.toml").write_text(
-        f'[telegram]\ntoken = "{token}"\n'
-        f'base_url = "http://127.0.0.1:{port}/bot"\n'
-        f'base_file_url = "http://127.0.0.1:{port}/file/bot"\npoll_timeout = 1\n'
-    )
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "--config", "config.toml",
-        cwd=tmp_path,
-        env={**ENV, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+class RunningBot:
+    """``healthbook run`` in a subprocess; its stderr is read all along (a full pipe would
+    block the bot), line by line into :attr:`lines`."""
 
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
 
-async def _read_until(proc: asyncio.subprocess.Process, text: str, seen: list[str]) -> None:
-    """Collect stderr lines into ``seen`` until one contains ``text``."""
-    assert proc.stderr is not None
-    while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
-        assert line, f"exited before {text!r}: {''.join(seen)}"
-        seen.append(line)
-        if text in line:
-            return
+    @classmethod
+    async def start(cls, tmp_path: Path, port: int, token: str = TOKEN) -> RunningBot:
+        (tmp_path / "config.toml").write_text(
+            f'[telegram]\ntoken = "{token}"\n'
+            f'base_url = "http://127.0.0.1:{port}/bot"\n'
+            f'base_file_url = "http://127.0.0.1:{port}/file/bot"\npoll_timeout = 1\n'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", "--config", "config.toml",
+            cwd=tmp_path,
+            env={**ENV, "PYTHONPATH": str(ROOT)},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return cls(proc)
 
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.lines.append(line.decode())
 
-async def _finish(proc: asyncio.subprocess.Process, sig: int, seen: list[str]) -> int:
-    proc.send_signal(sig)
-    _, rest = await asyncio.wait_for(proc.communicate(), 60)
-    seen.append(rest.decode())
-    assert proc.returncode is not None
-    return proc.returncode
+    @property
+    def err(self) -> str:
+        return "".join(self.lines)
+
+    async def wait_for(self, text: str, times: int = 1) -> None:
+        """Until ``text`` has been logged ``times`` times (a minute at most)."""
+        for _ in range(1200):
+            if sum(text in line for line in self.lines) >= times:
+                return
+            if self._reader.done():
+                break
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {text!r} (x{times}) in:\n{self.err}")
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig``; the exit status once it has exited and its stderr is all read."""
+        self.proc.send_signal(sig)
+        return await self.exited()
+
+    async def exited(self) -> int:
+        await asyncio.wait_for(self.proc.wait(), 60)
+        await asyncio.wait_for(self._reader, 10)
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+    async def kill(self) -> None:
+        """Whatever happened: no process left behind."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await asyncio.wait_for(self.proc.wait(), 10)
+        self._reader.cancel()
 
 
 async def _polled(api: BotApiStandIn) -> bool:
@@ -203,25 +231,21 @@ async def test_run_waits_for_the_bot_api_then_polls(tmp_path: Path) -> None:
     """No network at start: one line per attempt, no traceback; it starts once the API answers,
     rides out losing it again, and stops cleanly on SIGTERM."""
     port = _free_port()
-    proc = await _start_run(tmp_path, port)
-    seen: list[str] = []
+    bot = await RunningBot.start(tmp_path, port)
     try:
-        await _read_until(proc, "cannot reach the Telegram Bot API", seen)
-        await _read_until(proc, "cannot reach the Telegram Bot API", seen)
+        await bot.wait_for("cannot reach the Telegram Bot API", times=2)
         async with BotApiStandIn(port=port) as api:
-            await _read_until(proc, "polling for updates", seen)
+            await bot.wait_for("polling for updates")
             assert await _polled(api)
-        await _read_until(proc, "lost the Telegram Bot API", seen)  # gone while polling
+        await bot.wait_for("lost the Telegram Bot API")  # gone while polling
         async with BotApiStandIn(port=port) as api:
             assert await _polled(api)  # back
-            status = await _finish(proc, signal.SIGTERM, seen)
+            status = await bot.stop(signal.SIGTERM)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    err = "".join(seen)
+        await bot.kill()
+    err = bot.err
     assert status == 0, err
-    attempts = [line for line in seen if "cannot reach" in line]
+    attempts = [line for line in bot.lines if "cannot reach" in line]
     assert f"127.0.0.1:{port}" in attempts[0] and "attempt 1, next in 1 s" in attempts[0]
     assert "attempt 2, next in 2 s" in attempts[1]
     assert "Traceback" not in err and "meta_path" not in err and "Exception ignored" not in err
@@ -229,28 +253,28 @@ async def test_run_waits_for_the_bot_api_then_polls(tmp_path: Path) -> None:
 
 
 async def test_run_stopped_while_waiting_exits_quietly(tmp_path: Path) -> None:
-    proc = await _start_run(tmp_path, _free_port())
-    seen: list[str] = []
+    bot = await RunningBot.start(tmp_path, _free_port())
     try:
-        await _read_until(proc, "cannot reach the Telegram Bot API", seen)
-        status = await _finish(proc, signal.SIGINT, seen)
+        await bot.wait_for("cannot reach the Telegram Bot API")
+        status = await bot.stop(signal.SIGINT)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    err = "".join(seen)
+        await bot.kill()
+    err = bot.err
     assert status == 0, err
     assert "stopped before the bot could start" in err
     assert "Traceback" not in err and "Exception ignored" not in err
-    assert len(err.splitlines()) < 25, err
+    assert len(bot.lines) < 25, err
 
 
 async def test_run_with_a_refused_token_says_so_once(tmp_path: Path) -> None:
     refused = "123456:refused.token-SECRET"  # the stand-in answers 401 to a token with a dot
     async with BotApiStandIn() as api:
-        proc = await _start_run(tmp_path, api.port, token=refused)
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-    text = err.decode()
-    assert proc.returncode == 2, text
-    assert "refused the bot token" in text and "cannot reach" not in text
-    assert "SECRET" not in text and "Traceback" not in text
+        bot = await RunningBot.start(tmp_path, api.port, token=refused)
+        try:
+            status = await bot.exited()
+        finally:
+            await bot.kill()
+    err = bot.err
+    assert status == 2, err
+    assert "refused the bot token" in err and "cannot reach" not in err
+    assert "SECRET" not in err and "Traceback" not in err
