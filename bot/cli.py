@@ -220,7 +220,7 @@ def _render_error(settings: Settings, err: DomainError) -> str:
     """A refusal as residents read it, in the default language; the values its message does not
     show (the code that was not found…) follow in brackets, as the administrator typed them."""
     from bot.i18n import Translations
-    from handlers.booking import render_error
+    from handlers.common import render_error
 
     t = Translations(default=settings.bot.default_locale).get(None)
     template = t(err.key)

@@ -29,7 +29,16 @@ from telegram.warnings import PTBUserWarning
 
 from bot.context import HBContext, Services
 from bot.i18n import Translator
-from handlers.common import CHANNEL, Turn, callback_ids, callback_parts, inline, parse_id, turn
+from handlers.common import (
+    CHANNEL,
+    Turn,
+    callback_ids,
+    callback_parts,
+    inline,
+    parse_id,
+    render_error,
+    turn,
+)
 from models import booking as bk
 from models import healthbook as hb
 from models.campaigns import active_campaigns
@@ -52,21 +61,6 @@ class BookStep(StrEnum):
     DAY = "day"
     TIME = "time"
     CONFIRM = "confirm"
-
-
-def render_error(t: Translator, err: DomainError) -> str:
-    """A refusal in the person's language (dates as people write them, statuses in words)."""
-    params: dict[str, Any] = {}
-    for key, value in err.params.items():
-        if isinstance(value, dt.date):
-            value = t.date(value)
-        elif key == "status" and t.has(f"status.{value}"):
-            value = t(f"status.{value}")
-        params[key] = value
-    if err.key == "booking.ineligible_age":
-        top = params.get("max_years")
-        params["max_years_text"] = t("book.age_to", max_years=top) if top is not None else ""
-    return t(err.key, **params)
 
 
 def campaign_name(t: Translator, campaign: Campaign) -> str:

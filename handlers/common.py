@@ -35,6 +35,7 @@ from bot.context import HBContext, Services
 from bot.i18n import Translator
 from bot.persistence import write_state
 from models import healthbook as hb
+from models.errors import DomainError
 from models.tables import Account, Draft, utcnow
 
 log = logging.getLogger(__name__)
@@ -343,3 +344,19 @@ def callback_ids(update: Update, prefix: str, count: int) -> list[int] | None:
             return None
         ids.append(value)
     return ids
+
+
+def render_error(t: Translator, err: DomainError) -> str:
+    """A domain refusal in the reader's language: dates as people write them, statuses in
+    words (every handler and the CLI say refusals this one way)."""
+    params: dict[str, Any] = {}
+    for key, value in err.params.items():
+        if isinstance(value, dt.date):
+            value = t.date(value)
+        elif key == "status" and t.has(f"status.{value}"):
+            value = t(f"status.{value}")
+        params[key] = value
+    if err.key == "booking.ineligible_age":
+        top = params.get("max_years")
+        params["max_years_text"] = t("book.age_to", max_years=top) if top is not None else ""
+    return t(err.key, **params)

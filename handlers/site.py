@@ -31,7 +31,16 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from bot.i18n import Translator
-from handlers.common import CHANNEL, Turn, callback_parts, chunk, inline, parse_id, turn
+from handlers.common import (
+    CHANNEL,
+    Turn,
+    callback_parts,
+    chunk,
+    inline,
+    parse_id,
+    render_error,
+    turn,
+)
 from models import booking as bk
 from models import certificates as certs
 from models import healthbook as hb
@@ -82,18 +91,6 @@ class _States(dict[object, list[BaseHandler]]):
 
 
 # ---------------------------------------------------------------- rendering
-
-
-def render_error(t: Translator, err: DomainError) -> str:
-    """A refusal in the reader's language: dates as people write them, statuses in words."""
-    params: dict[str, Any] = {}
-    for key, value in err.params.items():
-        if isinstance(value, dt.date):
-            value = t.date(value)
-        elif key == "status" and t.has(f"status.{value}"):
-            value = t(f"status.{value}")
-        params[key] = value
-    return t(err.key, **params)
 
 
 async def _vaccine_names(turn_: Turn, codes: list[str]) -> dict[str, str]:
