@@ -88,16 +88,36 @@ def run(config: ConfigOpt = None) -> None:
     from bot.polling import serve
 
     setup_logging(settings.logging.level)
-    if settings.database.upgrade_on_start:
-        from bot.db import upgrade_url
-
-        upgrade_url(settings.database.url)  # before the bot reads its conversations
+    _prepare_database(settings)  # before the bot reads its conversations
     try:
         application = build_application(settings)
     except ConfigError as exc:  # an unusable certificate key, say
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(serve(application, settings))
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Upgrade the schema (when ``upgrade_on_start``) and refuse a database the bot cannot serve:
+    one that does not answer, or whose commune/ward codes follow another reference release."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.db import upgrade_url
+    from models.reference_codes import ReferenceMismatch
+
+    try:
+        upgrade_url(
+            settings.database.url, upgrade_schema=settings.database.upgrade_on_start, check=True
+        )
+    except ReferenceMismatch as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (OSError, SQLAlchemyError) as exc:  # unreachable, refused, or not a database at all
+        from bot.logs import describe
+
+        typer.echo(f"error: cannot use the database ({describe(exc)}): check [database] url",
+                   err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

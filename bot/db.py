@@ -97,13 +97,20 @@ async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
         await conn.run_sync(_run)
 
 
-def upgrade_url(url: str) -> None:
-    """Synchronous entry for the CLI: upgrade the database at ``url``."""
+def upgrade_url(url: str, *, upgrade_schema: bool = True, check: bool = False) -> None:
+    """Synchronous entry for the CLI: upgrade the database at ``url`` (``upgrade_schema``), and
+    with ``check`` refuse one whose stored commune/ward codes follow another reference release
+    (:class:`models.reference_codes.ReferenceMismatch`)."""
+    from models.reference_codes import require_current
 
     async def _main() -> None:
         engine = create_engine(url)
         try:
-            await upgrade(engine)
+            if upgrade_schema:
+                await upgrade(engine)
+            if check:
+                async with engine.connect() as conn:
+                    await conn.run_sync(require_current)
         finally:
             await engine.dispose()
 

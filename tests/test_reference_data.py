@@ -4,6 +4,7 @@ database records that release, and migration 0004 moves codes stored with 2025.1
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -322,3 +323,31 @@ async def test_the_bot_refuses_a_database_with_codes_of_another_release(db_url: 
         await prepare_database(app)  # now it follows 2026.9.0
     finally:
         await engine_of(app).dispose()
+
+
+async def test_run_refuses_a_database_with_codes_of_another_release(tmp_path: Path) -> None:
+    """``healthbook run`` (not only the application tests start) checks the release too, and says
+    so in one line; a database that does not answer is one line as well."""
+    from tests.test_cli import healthbook
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    engine = await _database_at_0003(url)
+    await engine.dispose()
+    env = {
+        "HEALTHBOOK_TELEGRAM__TOKEN": "1:A",
+        "HEALTHBOOK_TELEGRAM__BASE_URL": "http://127.0.0.1:9/bot",
+        "HEALTHBOOK_DATABASE__URL": url,
+        "HEALTHBOOK_DATABASE__UPGRADE_ON_START": "false",
+    }
+    done = await asyncio.to_thread(healthbook, "run", cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "codes follow an older release" in done.stderr, done.stderr
+    assert "healthbook db upgrade" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    env["HEALTHBOOK_DATABASE__URL"] = "postgresql+asyncpg://nobody@127.0.0.1:9/none"
+    done = await asyncio.to_thread(healthbook, "run", cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "cannot use the database" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
