@@ -8,7 +8,7 @@ Every run books ``--attempts`` residents into ``--sessions`` sessions of ``--cap
 overbooking count (sum over sessions of max(0, bookings − capacity), which must be 0). The
 baseline, measured in the same invocation, is a naive read-then-write booking (read ``booked``,
 compare in Python, write ``booked + 1`` back): it overbooks as soon as transactions really run
-at the same time, which is why ``models.booking`` takes a place with one conditional UPDATE.
+at the same time, which is why ``models.places`` takes a place with one conditional UPDATE.
 
     python -m bench.booking [--quick] [--database sqlite|postgresql|both]
 """

@@ -439,7 +439,7 @@ def staff_add(
     config: ConfigOpt = None,
 ) -> None:
     """Let a Telegram user check people in and record doses at a site (role site_staff)."""
-    from models.booking import grant_staff
+    from models.checkin import grant_staff
     from models.healthbook import ensure_account
 
     async def work(session: AsyncSession) -> str:

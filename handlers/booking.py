@@ -40,7 +40,11 @@ from handlers.common import (
     turn,
 )
 from models import booking as bk
+from models import eligibility as elig
 from models import healthbook as hb
+from models import lookups as lk
+from models import validators as v
+from models import waitlist as wl
 from models.campaigns import active_campaigns
 from models.errors import DomainError
 from models.qr import checkin_link, qr_png
@@ -122,7 +126,7 @@ async def campaign_chosen(turn_: Turn) -> object:
         turn_.toast(turn_.t("error.button.stale"))
         return None
     try:
-        campaign = await bk.get_campaign(turn_.session, ids[0])
+        campaign = await lk.get_campaign(turn_.session, ids[0])
     except DomainError:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
@@ -138,11 +142,11 @@ async def campaign_typed(turn_: Turn) -> object:
         turn_.say(t("book.start_again"))
         return ConversationHandler.END
     campaigns = await active_campaigns(turn_.session, turn_.services.today())
-    wanted = bk.v.fold(turn_.text)
+    wanted = v.fold(turn_.text)
     found = [
         c
         for c in campaigns
-        if wanted and any(wanted in bk.v.fold(x) for x in (campaign_name(t, c), c.name, c.code))
+        if wanted and any(wanted in v.fold(x) for x in (campaign_name(t, c), c.name, c.code))
     ]
     if len(found) == 1:
         return await choose_campaign(turn_, book, found[0])
@@ -169,12 +173,12 @@ def typed_hint(key: str):
 async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> object:
     """Which dose is due and whether the person may book; then the sites."""
     t, today = turn_.t, turn_.services.today()
-    window = await bk.eligible_doses(turn_.session, book, campaign, today)
+    window = await elig.eligible_doses(turn_.session, book, campaign, today)
     if window is None:
         turn_.say(t("booking.schedule_complete", campaign=campaign_name(t, campaign)))
         return ConversationHandler.END
     try:
-        group = bk.check_eligibility(book, campaign, max(window.earliest, today))
+        group = elig.check_eligibility(book, campaign, max(window.earliest, today))
     except DomainError as err:
         turn_.say(render_error(t, err) + "\n\n" + t("book.see_doctor"))
         return ConversationHandler.END
@@ -205,9 +209,9 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
                 latest=t.date(window.latest) if window.latest else t("book.no_limit"),
             )
         )
-    if group is bk.v.ScreeningGroup.CAUTION:
+    if group is v.ScreeningGroup.CAUTION:
         lines.append(t("book.caution"))
-    elif group is bk.v.ScreeningGroup.REFER:
+    elif group is v.ScreeningGroup.REFER:
         lines.append(t("book.refer_hospital"))
     lines.append(t("book.advisory"))
     turn_.say("\n\n".join(lines))
@@ -217,7 +221,7 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
 async def _first_day(turn_: Turn, book: HealthBook, campaign: Campaign) -> dt.date:
     """The first day a place can be booked: tomorrow, or the dose's earliest date."""
     today = turn_.services.today()
-    window = await bk.eligible_doses(turn_.session, book, campaign, today)
+    window = await elig.eligible_doses(turn_.session, book, campaign, today)
     return max(today + dt.timedelta(days=1), window.earliest if window else today)
 
 
@@ -242,7 +246,7 @@ async def offer_sites(
     turn_: Turn,
     book: HealthBook,
     campaign: Campaign,
-    group: bk.v.ScreeningGroup,
+    group: v.ScreeningGroup,
     *,
     near: tuple[float, float] | None = None,
     query: str | None = None,
@@ -276,15 +280,15 @@ async def offer_sites(
 
 async def _draft_campaign(
     turn_: Turn,
-) -> tuple[HealthBook, Campaign, bk.v.ScreeningGroup] | None:
+) -> tuple[HealthBook, Campaign, v.ScreeningGroup] | None:
     book = await _own_book(turn_)
     if book is None:
         return None
     draft = await turn_.session.get(BookingDraft, book.account_id)
     if draft is None or draft.campaign_id is None:
         return None
-    campaign = await bk.get_campaign(turn_.session, draft.campaign_id)
-    return book, campaign, bk.screening_group(book, turn_.services.today())
+    campaign = await lk.get_campaign(turn_.session, draft.campaign_id)
+    return book, campaign, elig.screening_group(book, turn_.services.today())
 
 
 @turn(NAME)
@@ -320,8 +324,8 @@ async def site_chosen(turn_: Turn) -> object:
         return None
     book, (campaign_id, site_id) = pressed
     try:
-        campaign = await bk.get_campaign(turn_.session, campaign_id)
-        site = await bk.get_site(turn_.session, site_id)
+        campaign = await lk.get_campaign(turn_.session, campaign_id)
+        site = await lk.get_site(turn_.session, site_id)
     except DomainError:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
@@ -372,8 +376,8 @@ async def day_chosen(turn_: Turn) -> object:
         return None
     t = turn_.t
     try:
-        campaign = await bk.get_campaign(turn_.session, campaign_id)
-        site = await bk.get_site(turn_.session, site_id)
+        campaign = await lk.get_campaign(turn_.session, campaign_id)
+        site = await lk.get_site(turn_.session, site_id)
     except DomainError:
         turn_.toast(t("error.button.invalid"))
         return None
@@ -445,8 +449,8 @@ async def confirmed(turn_: Turn) -> object:
         if err.key == "booking.full":
             slot = await turn_.session.get(Session, session_id)
             if slot is not None:
-                campaign = await bk.get_campaign(turn_.session, campaign_id)
-                site = await bk.get_site(turn_.session, slot.site_id)
+                campaign = await lk.get_campaign(turn_.session, campaign_id)
+                site = await lk.get_site(turn_.session, slot.site_id)
                 return await offer_days(turn_, book, campaign, site)
         return ConversationHandler.END
     turn_.close_with = t("book.confirmed_short")
@@ -462,8 +466,8 @@ async def send_ticket(turn_: Turn, booking: Booking) -> None:
     t = turn_.t
     slot = await turn_.session.get(Session, booking.session_id)
     assert slot is not None
-    site = await bk.get_site(turn_.session, slot.site_id)
-    campaign = await bk.get_campaign(turn_.session, booking.campaign_id)
+    site = await lk.get_site(turn_.session, slot.site_id)
+    campaign = await lk.get_campaign(turn_.session, booking.campaign_id)
     username = turn_.context.bot.username or "healthbook_bot"
     turn_.send_photo(
         qr_png(checkin_link(username, booking.code)),
@@ -499,7 +503,7 @@ async def waitlist_chosen(turn_: Turn) -> object:
     campaign_id, target = ids
     kwargs: dict[str, Any] = {"session_id": target} if key == "bk:wq" else {"site_id": target}
     try:
-        await bk.join_waitlist(turn_.session, book.id, campaign_id, today=today, **kwargs)
+        await wl.join_waitlist(turn_.session, book.id, campaign_id, today=today, **kwargs)
     except DomainError as err:
         turn_.say(render_error(t, err))
         return None
@@ -533,8 +537,8 @@ async def appointments(turn_: Turn) -> None:
     for booking in upcoming:
         slot = await turn_.session.get(Session, booking.session_id)
         assert slot is not None
-        site = await bk.get_site(turn_.session, slot.site_id)
-        campaign = await bk.get_campaign(turn_.session, booking.campaign_id)
+        site = await lk.get_site(turn_.session, slot.site_id)
+        campaign = await lk.get_campaign(turn_.session, booking.campaign_id)
         turn_.say(
             t(
                 "appointments.item",
@@ -654,7 +658,7 @@ async def appointment_button(turn_: Turn) -> None:
 async def offer_new_days(turn_: Turn, booking: Booking, slot: Session) -> None:
     """Other days at the same site for a reschedule."""
     t, today = turn_.t, turn_.services.today()
-    site = await bk.get_site(turn_.session, slot.site_id)
+    site = await lk.get_site(turn_.session, slot.site_id)
     days = await bk.open_days(
         turn_.session, site, booking.campaign_id, today + dt.timedelta(days=1), DAYS_AHEAD
     )
@@ -696,13 +700,13 @@ async def offer_new_times(turn_: Turn, booking: Booking, day: dt.date) -> None:
     if not rows:
         turn_.toast(t("booking.full_short"))
         return
-    site = await bk.get_site(turn_.session, old.site_id)
+    site = await lk.get_site(turn_.session, old.site_id)
     turn_.say(t("book.ask_time", day=t.date(day), site=site.name), inline(rows))
 
 
 async def offer_to_waitlist(turn_: Turn, session_id: int) -> None:
     """A place was freed: offer it to the first person waiting, by message, with a button."""
-    entry = await bk.offer_freed_place(
+    entry = await wl.offer_freed_place(
         turn_.session,
         session_id,
         turn_.services.clock(),
@@ -731,7 +735,7 @@ async def offer_message(
     slot = await session.get(Session, entry.held_session_id)
     if slot is None:
         return None
-    site = await bk.get_site(session, slot.site_id)
+    site = await lk.get_site(session, slot.site_id)
     expires = entry.offer_expires_at
     expires = (expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)).astimezone(
         services.tz
@@ -767,7 +771,7 @@ async def expire_offers_job(context: HBContext) -> None:
     The offers live in rows, so a restart loses none; this job only moves them along."""
     services = context.services
     async with services.sessions() as session, session.begin():
-        entries = await bk.expire_offers(
+        entries = await wl.expire_offers(
             session, services.clock(), services.settings.bot.waitlist_hold_minutes
         )
         messages = [await offer_message(session, services, e) for e in entries]
@@ -792,13 +796,13 @@ async def offer_button(turn_: Turn) -> None:
         return
     try:
         if parts[0] == "a":
-            booking = await bk.accept_offer(
+            booking = await wl.accept_offer(
                 turn_.session, entry_id, turn_.account, turn_.services.clock()
             )
             turn_.close_with = t("waitlist.taken_short")
             await send_ticket(turn_, booking)
         elif parts[0] == "d":
-            entry = await bk.leave_waitlist(turn_.session, entry_id, turn_.account)
+            entry = await wl.leave_waitlist(turn_.session, entry_id, turn_.account)
             turn_.close_with = t("waitlist.declined")
             if entry.held_session_id is not None:
                 await offer_to_waitlist(turn_, entry.held_session_id)

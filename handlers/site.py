@@ -43,6 +43,8 @@ from handlers.common import (
 )
 from models import booking as bk
 from models import certificates as certs
+from models import checkin as ci
+from models import eligibility as elig
 from models import healthbook as hb
 from models import validators as v
 from models.errors import DomainError
@@ -58,6 +60,7 @@ from models.tables import (
     Vaccination,
     Vaccine,
 )
+from models.timeutil import local_date
 
 NAME = "site"
 PRIVATE = filters.ChatType.PRIVATE
@@ -116,7 +119,7 @@ def _flagged(t: Translator, book: HealthBook, today: dt.date) -> list[str]:
     return lines
 
 
-def _card(turn_: Turn, found: bk.CheckIn) -> str:
+def _card(turn_: Turn, found: ci.CheckIn) -> str:
     """Who the person is, what they declared, and what they booked."""
     t, book, booking = turn_.t, found.book, found.booking
     slot = booking.session
@@ -156,7 +159,7 @@ def _card_buttons(turn_: Turn, booking_id: int) -> Any:
 
 
 def _is_staff(account: Account | None) -> bool:
-    return account is not None and account.role in bk.STAFF_ROLES
+    return account is not None and account.role in ci.STAFF_ROLES
 
 
 async def _staff_booking(turn_: Turn, raw_id: str) -> Booking:
@@ -195,7 +198,7 @@ def _outcome_allowed(turn_: Turn, booking: Booking, *, dose: bool) -> None:
     if not dose and booking.status not in BOOKING_ACTIVE:
         raise DomainError("checkin.not_active", status=booking.status)
     key = "vaccination.not_checked_in" if dose else "outcome.not_checked_in"
-    bk.require_checked_in_today(booking, turn_.services.now(), key)
+    ci.require_checked_in_today(booking, turn_.services.now(), key)
 
 
 def _refuse(turn_: Turn, err: DomainError) -> None:
@@ -217,7 +220,7 @@ async def show_checkin(turn_: Turn, code: str) -> object:
         return ConversationHandler.END
     assert turn_.account is not None
     try:
-        found = await bk.check_in(turn_.session, turn_.account, code, turn_.services.now())
+        found = await ci.check_in(turn_.session, turn_.account, code, turn_.services.now())
     except DomainError as err:
         turn_.say(render_error(turn_.t, err))
         return ConversationHandler.END
@@ -323,7 +326,7 @@ async def lot_typed(turn_: Turn) -> object:
     try:
         booking = await _staff_booking(turn_, booking_id)
         assert turn_.account is not None
-        window = await bk.record_dose(
+        window = await ci.record_dose(
             turn_.session, turn_.account, booking.id, vaccine, turn_.text, turn_.services.now()
         )
     except DomainError as err:
@@ -350,7 +353,7 @@ async def _person(turn_: Turn, book: HealthBook) -> tuple[int, Translator] | Non
 
 
 async def _notify_dose(
-    turn_: Turn, book: HealthBook, booking: Booking, vaccine: str, window: bk.DoseWindow | None
+    turn_: Turn, book: HealthBook, booking: Booking, vaccine: str, window: elig.DoseWindow | None
 ) -> None:
     person = await _person(turn_, book)
     if person is None:
@@ -437,7 +440,7 @@ async def _not_vaccinated(turn_: Turn, booking_id: str, reason: str) -> object:
     try:
         booking = await _staff_booking(turn_, booking_id)
         assert turn_.account is not None
-        await bk.record_not_vaccinated(
+        await ci.record_not_vaccinated(
             turn_.session, turn_.account, booking.id, reason, turn_.services.now()
         )
     except DomainError as err:
@@ -499,7 +502,7 @@ async def certificate(turn_: Turn) -> None:
     lines = [
         t(
             "certificate.dose_line",
-            date=t.date(bk.local_date(vac.given_at)),
+            date=t.date(local_date(vac.given_at)),
             vaccine=names[vac.vaccine_code],
             dose=vac.dose,
             site=site or "—",

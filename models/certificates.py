@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.booking import local_date
 from models.errors import DomainError
 from models.tables import HealthBook, Vaccination
+from models.timeutil import local_date
 
 log = logging.getLogger(__name__)
 

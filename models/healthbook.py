@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import validators as v
-from models.booking import LOCAL_TZ, release_book
+from models.booking import release_book
 from models.errors import DomainError, InvalidAnswer
 from models.schemas import HealthBookIn, validate_book
 from models.tables import (
@@ -36,6 +36,7 @@ from models.tables import (
     WaitlistEntry,
     utcnow,
 )
+from models.timeutil import LOCAL_TZ
 
 # The questions, in the order they are asked; a draft is complete when all are answered.
 FIELDS: tuple[str, ...] = (

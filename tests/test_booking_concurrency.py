@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.db import create_engine, session_factory, transaction, upgrade
 from models import booking as bk
 from models import campaigns as cp
+from models import waitlist as wl
 from models.errors import DomainError
 from models.tables import Account, Booking, Session, WaitlistEntry
 
@@ -227,7 +228,7 @@ async def test_freed_places_go_to_distinct_waiting_people(arena: Arena) -> None:
     await arena.gather(*(booking_of(p, slot) for p in holders))
     async with transaction(arena.sessions) as s:
         for p in waiting:  # one by one: the queue order is the order of joining
-            await bk.join_waitlist(s, p, COVID, today=TODAY, session_id=slot)
+            await wl.join_waitlist(s, p, COVID, today=TODAY, session_id=slot)
             await s.flush()
     async with arena.sessions() as s:
         code = dict((await s.execute(select(Booking.health_book_id, Booking.code))).all())
@@ -236,7 +237,7 @@ async def test_freed_places_go_to_distinct_waiting_people(arena: Arena) -> None:
     def cancel_and_offer(p: int) -> Callable[[AsyncSession], Awaitable[Any]]:
         async def work(s: AsyncSession) -> WaitlistEntry | None:
             await bk.cancel(s, code[p], owners[p], now=NOW)
-            return await bk.offer_freed_place(s, slot, NOW, 30)
+            return await wl.offer_freed_place(s, slot, NOW, 30)
 
         return work
 
@@ -250,12 +251,12 @@ async def test_freed_places_go_to_distinct_waiting_people(arena: Arena) -> None:
     def accepting(entry: WaitlistEntry) -> Callable[[AsyncSession], Awaitable[Any]]:
         async def work(s: AsyncSession) -> Booking:
             owner = owners[entry.health_book_id]
-            return await bk.accept_offer(s, entry.id, owner, NOW + dt.timedelta(minutes=5))
+            return await wl.accept_offer(s, entry.id, owner, NOW + dt.timedelta(minutes=5))
 
         return work
 
     # everyone accepts at once, while two workers expire offers (none has expired yet)
-    expiring = [lambda s: bk.expire_offers(s, NOW + dt.timedelta(minutes=5), 30)] * 2
+    expiring = [lambda s: wl.expire_offers(s, NOW + dt.timedelta(minutes=5), 30)] * 2
     await arena.gather(*(accepting(o) for o in offers), *expiring)
     assert arena.outcomes == {"ok": 22}
     booked = await arena.check_invariants()

@@ -19,7 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.db import create_engine, downgrade, session_factory, transaction, upgrade
 from models import booking as bk
 from models import campaigns as cp
+from models import checkin as ci
+from models import eligibility as elig
+from models import lookups as lk
 from models import validators as v
+from models import waitlist as wl
 from models.errors import DomainError
 from models.tables import (
     Account,
@@ -93,7 +97,7 @@ class World:
         account, _ = await self.person(role=role)
         if site is not None:
             async with self.tx() as s:
-                await bk.grant_staff(s, await s.get(Account, account.id), site)
+                await ci.grant_staff(s, await s.get(Account, account.id), site)
         return account
 
     async def slot(self, site: str, day: dt.date, campaign: str = COVID) -> int:
@@ -160,28 +164,28 @@ def _campaign(**kw: Any) -> Campaign:
 
 def test_next_dose_window_follows_the_product_of_the_previous_dose() -> None:
     c = _campaign()
-    first = bk.next_dose_window(c, TODAY)
-    assert first == bk.DoseWindow(dose=1, earliest=TODAY)
+    first = elig.next_dose_window(c, TODAY)
+    assert first == elig.DoseWindow(dose=1, earliest=TODAY)
     given = dt.date(2026, 10, 1)
-    az = bk.next_dose_window(c, given, 1, given, "astrazeneca")
+    az = elig.next_dose_window(c, given, 1, given, "astrazeneca")
     assert az is not None
     assert (az.dose, az.earliest, az.latest) == (2, dt.date(2026, 11, 26), dt.date(2026, 12, 24))
-    other = bk.next_dose_window(c, given, 1, given, "pfizer")  # campaign default: 21-28 days
+    other = elig.next_dose_window(c, given, 1, given, "pfizer")  # campaign default: 21-28 days
     assert other is not None
     assert (other.earliest, other.latest) == (dt.date(2026, 10, 22), dt.date(2026, 10, 29))
-    late = bk.next_dose_window(c, TODAY, 1, given, "pfizer")
+    late = elig.next_dose_window(c, TODAY, 1, given, "pfizer")
     assert late is not None and late.earliest == TODAY and late.overdue
 
 
 def test_boosters_then_nothing() -> None:
     c = _campaign()
-    booster = bk.next_dose_window(c, TODAY, 2, TODAY, "pfizer")
+    booster = elig.next_dose_window(c, TODAY, 2, TODAY, "pfizer")
     assert booster is not None and booster.booster
     assert (booster.dose, booster.earliest, booster.latest) == (3, TODAY + dt.timedelta(90), None)
-    assert bk.next_dose_window(c, TODAY, 3, TODAY, "pfizer") is None
-    assert bk.next_dose_window(_campaign(booster_min_days=None), TODAY, 2, TODAY) is None
+    assert elig.next_dose_window(c, TODAY, 3, TODAY, "pfizer") is None
+    assert elig.next_dose_window(_campaign(booster_min_days=None), TODAY, 2, TODAY) is None
     seasonal = _campaign(doses=1, min_days=[], max_days=[], booster_min_days=300, boosters=None)
-    tenth = bk.next_dose_window(seasonal, TODAY, 9, TODAY, "x")
+    tenth = elig.next_dose_window(seasonal, TODAY, 9, TODAY, "x")
     assert tenth is not None and tenth.dose == 10
 
 
@@ -213,46 +217,46 @@ def _book(**kw: Any) -> HealthBook:
 def test_screening_group_is_the_worst_answer(answers: dict[str, str | None], expected: str) -> None:
     screening = {**ALL_NO, **answers}
     screening = {k: a for k, a in screening.items() if a is not None}
-    assert bk.screening_group(_book(screening=screening), TODAY) == expected
+    assert elig.screening_group(_book(screening=screening), TODAY) == expected
 
 
 def test_screening_group_derives_age_65_from_the_date_of_birth() -> None:
-    assert bk.screening_group(_book(date_of_birth=dt.date(1961, 11, 25)), TODAY) == "caution"
-    assert bk.screening_group(_book(date_of_birth=dt.date(1961, 11, 26)), TODAY) == "eligible"
+    assert elig.screening_group(_book(date_of_birth=dt.date(1961, 11, 25)), TODAY) == "caution"
+    assert elig.screening_group(_book(date_of_birth=dt.date(1961, 11, 26)), TODAY) == "eligible"
 
 
 def test_check_eligibility() -> None:
     c = _campaign()
     station = Site(name="Trạm", kind="commune_station")
     hospital = Site(name="Bệnh viện", kind="hospital")
-    assert bk.check_eligibility(_book(), c, TODAY, station) == "eligible"
+    assert elig.check_eligibility(_book(), c, TODAY, station) == "eligible"
     with refused("booking.ineligible_age") as info:
-        bk.check_eligibility(_book(date_of_birth=dt.date(2008, 11, 26)), c, TODAY)
+        elig.check_eligibility(_book(date_of_birth=dt.date(2008, 11, 26)), c, TODAY)
     assert info.value.params["min_years"] == 18
-    assert bk.check_eligibility(_book(date_of_birth=dt.date(2008, 11, 25)), c, TODAY)
+    assert elig.check_eligibility(_book(date_of_birth=dt.date(2008, 11, 25)), c, TODAY)
     with refused("booking.ineligible_age"):
-        bk.check_eligibility(_book(), _campaign(max_age_months=17 * 12 + 11), TODAY)
+        elig.check_eligibility(_book(), _campaign(max_age_months=17 * 12 + 11), TODAY)
     with refused("booking.screening_postpone"):
-        bk.check_eligibility(_book(screening={**ALL_NO, "covid_6m": "yes"}), c, TODAY)
+        elig.check_eligibility(_book(screening={**ALL_NO, "covid_6m": "yes"}), c, TODAY)
     with refused("booking.screening_contraindicated"):
-        bk.check_eligibility(_book(screening={**ALL_NO, "anaphylaxis": "yes"}), c, TODAY)
+        elig.check_eligibility(_book(screening={**ALL_NO, "anaphylaxis": "yes"}), c, TODAY)
     caution = _book(screening={**ALL_NO, "pregnant_breastfeeding": "yes"})
     # caution is vaccinated at the usual site (3802); a hospital is advice, never a refusal
-    assert bk.check_eligibility(caution, c, TODAY, station) == "caution"
-    assert bk.check_eligibility(caution, c, TODAY, hospital) == "caution"
+    assert elig.check_eligibility(caution, c, TODAY, station) == "caution"
+    assert elig.check_eligibility(caution, c, TODAY, hospital) == "caution"
     refer = _book(screening={**ALL_NO, "immunodeficiency": "yes"})
-    assert bk.check_eligibility(refer, c, TODAY, station) == "refer"
+    assert elig.check_eligibility(refer, c, TODAY, station) == "refer"
     with refused("campaign.closed"):
-        bk.check_eligibility(_book(), _campaign(active=False), TODAY)
+        elig.check_eligibility(_book(), _campaign(active=False), TODAY)
     with refused("campaign.closed"):
-        bk.check_eligibility(_book(), _campaign(ends_on=TODAY - dt.timedelta(1)), TODAY)
+        elig.check_eligibility(_book(), _campaign(ends_on=TODAY - dt.timedelta(1)), TODAY)
 
 
 def test_influenza_age_in_months() -> None:
     flu = _campaign(min_age_months=6)
     with refused("booking.ineligible_age"):
-        bk.check_eligibility(_book(date_of_birth=dt.date(2026, 6, 1)), flu, TODAY)
-    assert bk.check_eligibility(_book(date_of_birth=dt.date(2026, 5, 25)), flu, TODAY)
+        elig.check_eligibility(_book(date_of_birth=dt.date(2026, 6, 1)), flu, TODAY)
+    assert elig.check_eligibility(_book(date_of_birth=dt.date(2026, 5, 25)), flu, TODAY)
 
 
 def test_booking_codes_use_the_unambiguous_alphabet() -> None:
@@ -302,22 +306,22 @@ async def test_open_days_and_sessions_on(world: World) -> None:
         _, book = await world.person()
         await world.book(book, first)
     async with world.tx() as s:
-        site = await bk.get_site(s, "LC-TYT-SAPA")
-        covid = await bk.get_campaign(s, COVID)
+        site = await lk.get_site(s, "LC-TYT-SAPA")
+        covid = await lk.get_campaign(s, COVID)
         days = await bk.open_days(s, site, covid, TODAY, days=3)
         assert [(d.date, d.remaining, d.sessions) for d in days] == [
             (TODAY + dt.timedelta(1), 3, 1),
             (TODAY + dt.timedelta(2), 3, 1),
         ]
-        flu = await bk.get_campaign(s, FLU)
+        flu = await lk.get_campaign(s, FLU)
         flu_days = await bk.open_days(s, site.id, flu.id, TODAY, days=7)
         assert [d.date.weekday() for d in flu_days] == [2, 3, 4, 0, 1]  # weekdays only
         on = await bk.sessions_on(s, site, TODAY, covid)
         assert [(x.id, x.remaining, x.start_time) for x in on] == [(first, 0, dt.time(7, 30))]
         with refused("campaign.not_found"):
-            await bk.get_campaign(s, "measles")
+            await lk.get_campaign(s, "measles")
         with refused("site.not_found"):
-            await bk.get_site(s, "LC-NOWHERE")
+            await lk.get_site(s, "LC-NOWHERE")
 
 
 # --- booking ------------------------------------------------------------------------------------
@@ -513,14 +517,14 @@ async def test_waitlist_offer_hold_accept(world: World) -> None:
     first_acc, first = await world.person()
     second_acc, second = await world.person()
     async with world.tx() as s:
-        e1 = await bk.join_waitlist(s, first.id, COVID, today=TODAY, session_id=slot)
+        e1 = await wl.join_waitlist(s, first.id, COVID, today=TODAY, session_id=slot)
     async with world.tx() as s:
-        e2 = await bk.join_waitlist(s, second.id, COVID, today=TODAY, session_id=slot)
+        e2 = await wl.join_waitlist(s, second.id, COVID, today=TODAY, session_id=slot)
         with refused("waitlist.duplicate"):
-            await bk.join_waitlist(s, first.id, COVID, today=TODAY, session_id=slot)
+            await wl.join_waitlist(s, first.id, COVID, today=TODAY, session_id=slot)
     async with world.tx() as s:
         await bk.cancel(s, holders[0][1].code, holders[0][0], now=NOW)
-        offer = await bk.offer_freed_place(s, slot, NOW, hold_minutes=30)
+        offer = await wl.offer_freed_place(s, slot, NOW, hold_minutes=30)
         assert offer is not None and offer.id == e1.id and offer.status == "offered"
         assert offer.offer_expires_at == NOW + dt.timedelta(minutes=30)
     async with world.tx() as s:  # read back aware, on SQLite too
@@ -533,10 +537,10 @@ async def test_waitlist_offer_hold_accept(world: World) -> None:
         await world.book(walk_in, slot)
     async with world.tx() as s:
         with refused("waitlist.not_yours"):
-            await bk.accept_offer(s, e1.id, second_acc, NOW)
+            await wl.accept_offer(s, e1.id, second_acc, NOW)
         with refused("waitlist.not_offered"):
-            await bk.accept_offer(s, e2.id, second_acc, NOW)
-        booking = await bk.accept_offer(s, e1.id, first_acc, NOW + dt.timedelta(minutes=29))
+            await wl.accept_offer(s, e2.id, second_acc, NOW)
+        booking = await wl.accept_offer(s, e1.id, first_acc, NOW + dt.timedelta(minutes=29))
         assert booking.session_id == slot and booking.status == "booked"
     assert await world.booked(slot) == 3
     async with world.tx() as s:
@@ -558,24 +562,24 @@ async def test_expired_offer_passes_to_the_next_person(world: World) -> None:
     people = [await world.person() for _ in range(2)]
     async with world.tx() as s:
         for _, book in people:
-            await bk.join_waitlist(s, book.id, COVID, today=TODAY, session_id=slot)
+            await wl.join_waitlist(s, book.id, COVID, today=TODAY, session_id=slot)
     async with world.tx() as s:
         await bk.cancel(s, holders[0][1].id, holders[0][0], now=NOW)
-        first = await bk.offer_freed_place(s, slot, NOW, 30)
+        first = await wl.offer_freed_place(s, slot, NOW, 30)
         assert first is not None and first.health_book_id == people[0][1].id
     later = NOW + dt.timedelta(minutes=31)
     async with world.tx() as s:
-        assert await bk.expire_offers(s, NOW + dt.timedelta(minutes=10), 30) == []
+        assert await wl.expire_offers(s, NOW + dt.timedelta(minutes=10), 30) == []
         with refused("waitlist.offer_expired"):
-            await bk.accept_offer(s, first.id, people[0][0], later)
+            await wl.accept_offer(s, first.id, people[0][0], later)
     # a fresh session factory, as after a restart: the offers live in rows
     async with transaction(session_factory(world.engine)) as s:
-        offers = await bk.expire_offers(s, later, 30)
+        offers = await wl.expire_offers(s, later, 30)
         assert [o.health_book_id for o in offers] == [people[1][1].id]
     assert await world.booked(slot) == 3
     async with world.tx() as s:
         assert (await s.get(WaitlistEntry, first.id)).status == "expired"
-        await bk.accept_offer(s, offers[0].id, people[1][0], later)
+        await wl.accept_offer(s, offers[0].id, people[1][0], later)
 
 
 async def test_declined_offer_frees_the_place(world: World) -> None:
@@ -583,20 +587,20 @@ async def test_declined_offer_frees_the_place(world: World) -> None:
     holders = await _fill(world, slot)
     account, book = await world.person()
     async with world.tx() as s:
-        entry = await bk.join_waitlist(s, book.id, COVID, today=TODAY, session_id=slot)
+        entry = await wl.join_waitlist(s, book.id, COVID, today=TODAY, session_id=slot)
         await bk.cancel(s, holders[0][1].id, holders[0][0], now=NOW)
-        assert await bk.offer_freed_place(s, slot, NOW) is not None
+        assert await wl.offer_freed_place(s, slot, NOW) is not None
         # nobody else waits: a second freed place stays free
         await bk.cancel(s, holders[1][1].id, holders[1][0], now=NOW)
-        assert await bk.offer_freed_place(s, slot, NOW) is None
+        assert await wl.offer_freed_place(s, slot, NOW) is None
     assert await world.booked(slot) == 2
     async with world.tx() as s:
-        left = await bk.leave_waitlist(s, entry.id, account)
+        left = await wl.leave_waitlist(s, entry.id, account)
         assert left.status == "cancelled"
         with refused("waitlist.not_active"):
-            await bk.leave_waitlist(s, entry.id, account)
+            await wl.leave_waitlist(s, entry.id, account)
         with refused("waitlist.not_found"):
-            await bk.leave_waitlist(s, 10**9, account)
+            await wl.leave_waitlist(s, 10**9, account)
     assert await world.booked(slot) == 1
 
 
@@ -605,23 +609,23 @@ async def test_waitlist_for_a_site_and_day(world: World) -> None:
     slot = await world.slot("LC-TYT-SAPA", day)
     _, book = await world.person()
     async with world.tx() as s:
-        site = await bk.get_site(s, "LC-TYT-SAPA")
+        site = await lk.get_site(s, "LC-TYT-SAPA")
         with refused("waitlist.places_free"):
-            await bk.join_waitlist(s, book.id, COVID, today=TODAY, session_id=slot)
-        entry = await bk.join_waitlist(s, book.id, COVID, today=TODAY, site_id=site.id, date=day)
+            await wl.join_waitlist(s, book.id, COVID, today=TODAY, session_id=slot)
+        entry = await wl.join_waitlist(s, book.id, COVID, today=TODAY, site_id=site.id, date=day)
         assert entry.session_id is None and entry.dose == 1
         with refused("booking.past_date"):
-            await bk.join_waitlist(
+            await wl.join_waitlist(
                 s, book.id, COVID, today=TODAY, site_id=site.id, date=TODAY - dt.timedelta(1)
             )
     async with world.tx() as s:
-        offer = await bk.offer_freed_place(s, slot, NOW)
+        offer = await wl.offer_freed_place(s, slot, NOW)
         assert offer is not None and offer.id == entry.id and offer.held_session_id == slot
     _, booked_already = await world.person()
     await world.book(booked_already, slot)
     async with world.tx() as s:
         with refused("waitlist.already_booked"):
-            await bk.join_waitlist(
+            await wl.join_waitlist(
                 s, booked_already.id, COVID, today=TODAY, site_id=site.id, date=day
             )
 
@@ -630,7 +634,7 @@ async def test_waitlist_for_a_site_any_day_waits_until_the_dose_is_due(world: Wo
     _, second_dose = await world.person()
     _, first_dose = await world.person()
     async with world.tx() as s:
-        covid = await bk.get_campaign(s, COVID)
+        covid = await lk.get_campaign(s, COVID)
         s.add(
             Vaccination(
                 health_book_id=second_dose.id,
@@ -642,20 +646,20 @@ async def test_waitlist_for_a_site_any_day_waits_until_the_dose_is_due(world: Wo
             )
         )
     async with world.tx() as s:
-        site = await bk.get_site(s, "LC-TYT-SAPA")
-        early = await bk.join_waitlist(s, second_dose.id, COVID, today=TODAY, site_id=site.id)
+        site = await lk.get_site(s, "LC-TYT-SAPA")
+        early = await wl.join_waitlist(s, second_dose.id, COVID, today=TODAY, site_id=site.id)
         assert (early.dose, early.not_before, early.date) == (2, TODAY + dt.timedelta(6), None)
     async with world.tx() as s:
-        late = await bk.join_waitlist(s, first_dose.id, COVID, today=TODAY, site_id=site.id)
+        late = await wl.join_waitlist(s, first_dose.id, COVID, today=TODAY, site_id=site.id)
         assert (late.dose, late.not_before) == (1, TODAY)
     tomorrow = await world.slot("LC-TYT-SAPA", TODAY + dt.timedelta(1))
     due_day = await world.slot("LC-TYT-SAPA", TODAY + dt.timedelta(6))
     async with world.tx() as s:
-        offer = await bk.offer_freed_place(s, tomorrow, NOW)
+        offer = await wl.offer_freed_place(s, tomorrow, NOW)
         assert offer is not None and offer.id == late.id  # the first in line is not due yet
-        offer = await bk.offer_freed_place(s, due_day, NOW)
+        offer = await wl.offer_freed_place(s, due_day, NOW)
         assert offer is not None and offer.id == early.id
-        assert await bk.offer_freed_place(s, due_day, NOW) is None  # nobody else waits
+        assert await wl.offer_freed_place(s, due_day, NOW) is None  # nobody else waits
     assert (await world.booked(tomorrow), await world.booked(due_day)) == (1, 1)
 
 
@@ -665,9 +669,9 @@ async def test_active_campaigns(world: World) -> None:
         assert {c.code for c in open_now} == {COVID, FLU}
         assert [c.name for c in open_now] == sorted(c.name for c in open_now)
         assert await cp.active_campaigns(s, dt.date(2021, 3, 1)) == []
-        flu = await bk.get_campaign(s, FLU)
+        flu = await lk.get_campaign(s, FLU)
         flu.active = False
-        covid = await bk.get_campaign(s, COVID)
+        covid = await lk.get_campaign(s, COVID)
         covid.ends_on = TODAY - dt.timedelta(1)
         await s.flush()
         assert await cp.active_campaigns(s, TODAY) == []
@@ -686,21 +690,21 @@ async def test_check_in_only_at_the_staff_site_on_the_day(world: World) -> None:
     resident, _ = await world.person()
     async with world.tx() as s:
         with refused("checkin.not_your_site"):
-            await bk.check_in(s, yenbai, booking.code, NOW)
+            await ci.check_in(s, yenbai, booking.code, NOW)
         with refused("checkin.not_staff"):
-            await bk.check_in(s, resident, booking.code, NOW)
+            await ci.check_in(s, resident, booking.code, NOW)
         with refused("checkin.not_your_site"):
-            await bk.require_site_staff(s, sapa, booking.session.site_id + 10**6)
-        await bk.require_site_staff(s, admin, booking.session.site_id)
+            await ci.require_site_staff(s, sapa, booking.session.site_id + 10**6)
+        await ci.require_site_staff(s, admin, booking.session.site_id)
         with refused("checkin.wrong_day"):
-            await bk.check_in(s, sapa, booking.code, NOW + dt.timedelta(days=1))
+            await ci.check_in(s, sapa, booking.code, NOW + dt.timedelta(days=1))
         with refused("booking.not_found"):
-            await bk.check_in(s, sapa, "ZZZZZZZ", NOW)
+            await ci.check_in(s, sapa, "ZZZZZZZ", NOW)
     async with world.tx() as s:
-        done = await bk.check_in(s, sapa, booking.code.lower(), NOW)
+        done = await ci.check_in(s, sapa, booking.code.lower(), NOW)
         assert done.booking.status == "checked_in" and done.book.id == book.id
         assert done.group == "eligible" and done.booking.checked_in_by == sapa.id
-        again = await bk.check_in(s, admin, booking.code, NOW)  # harmless, and admins may
+        again = await ci.check_in(s, admin, booking.code, NOW)  # harmless, and admins may
         assert again.booking.status == "checked_in"
 
 
@@ -711,7 +715,7 @@ async def test_check_in_of_a_cancelled_booking(world: World) -> None:
     async with world.tx() as s:
         await bk.cancel(s, booking.id, account)
         with refused("checkin.not_active"):
-            await bk.check_in(s, sapa, booking.code, NOW)
+            await ci.check_in(s, sapa, booking.code, NOW)
 
 
 async def test_record_dose_and_the_next_window(world: World) -> None:
@@ -721,17 +725,17 @@ async def test_record_dose_and_the_next_window(world: World) -> None:
     yenbai = await world.staff("LC-TYT-YENBAI")
     async with world.tx() as s:
         with refused("vaccination.not_checked_in"):
-            await bk.record_dose(s, sapa, booking.code, "astrazeneca", "A1", NOW)
-        await bk.check_in(s, sapa, booking.code, NOW)
+            await ci.record_dose(s, sapa, booking.code, "astrazeneca", "A1", NOW)
+        await ci.check_in(s, sapa, booking.code, NOW)
     async with world.tx() as s:
         with refused("checkin.not_your_site"):
-            await bk.record_dose(s, yenbai, booking.code, "astrazeneca", "A1", NOW)
+            await ci.record_dose(s, yenbai, booking.code, "astrazeneca", "A1", NOW)
         with refused("vaccination.wrong_vaccine") as info:
-            await bk.record_dose(s, sapa, booking.code, "vaxigrip_tetra", "A1", NOW)
+            await ci.record_dose(s, sapa, booking.code, "vaxigrip_tetra", "A1", NOW)
         assert "astrazeneca" in info.value.params["allowed"]
         with refused("vaccination.lot_invalid"):
-            await bk.record_dose(s, sapa, booking.code, "astrazeneca", "   ", NOW)
-        window = await bk.record_dose(s, sapa, booking.code, "astrazeneca", " ABV 5811 ", NOW)
+            await ci.record_dose(s, sapa, booking.code, "astrazeneca", "   ", NOW)
+        window = await ci.record_dose(s, sapa, booking.code, "astrazeneca", " ABV 5811 ", NOW)
         assert window is not None and window.dose == 2
         assert (window.earliest, window.latest) == (
             TODAY + dt.timedelta(56),
@@ -742,7 +746,7 @@ async def test_record_dose_and_the_next_window(world: World) -> None:
         assert record is not None and record.lot_number == "ABV 5811" and record.dose == 1
         assert record.recorded_by == sapa.id
         assert (await s.get(Booking, booking.id)).status == "vaccinated"
-        window = await bk.eligible_doses(s, book, COVID, TODAY)
+        window = await elig.eligible_doses(s, book, COVID, TODAY)
         assert window is not None and window.previous_vaccine == "astrazeneca"
     # dose 2: not before the interval, then fine
     with refused("booking.too_early"):
@@ -756,8 +760,8 @@ async def test_a_dose_recorded_twice_is_refused(world: World) -> None:
     booking = await world.book(book, await world.slot("LC-TYT-SAPA", TODAY))
     sapa = await world.staff("LC-TYT-SAPA")
     async with world.tx() as s:
-        await bk.check_in(s, sapa, booking.code, NOW)
-        covid = await bk.get_campaign(s, COVID)
+        await ci.check_in(s, sapa, booking.code, NOW)
+        covid = await lk.get_campaign(s, COVID)
         s.add(  # entered by hand meanwhile
             Vaccination(
                 health_book_id=book.id,
@@ -770,7 +774,7 @@ async def test_a_dose_recorded_twice_is_refused(world: World) -> None:
         )
         await s.flush()
         with refused("vaccination.duplicate"):
-            await bk.record_dose(s, sapa, booking.code, "pfizer", "P", NOW)
+            await ci.record_dose(s, sapa, booking.code, "pfizer", "P", NOW)
         # the savepoint rolled back: the booking is still checked in, the transaction usable
         assert (await bk.find_booking_by_code(s, booking.code)).status == "checked_in"
 
@@ -778,7 +782,7 @@ async def test_a_dose_recorded_twice_is_refused(world: World) -> None:
 async def test_schedule_complete(world: World) -> None:
     _, book = await world.person()
     async with world.tx() as s:
-        covid = await bk.get_campaign(s, COVID)
+        covid = await lk.get_campaign(s, COVID)
         for dose, days_ago in ((1, 300), (2, 250), (3, 120)):
             s.add(
                 Vaccination(
@@ -792,7 +796,7 @@ async def test_schedule_complete(world: World) -> None:
             )
     slot = await world.slot("LC-TYT-SAPA", TODAY)
     async with world.tx() as s:
-        assert await bk.eligible_doses(s, book, COVID, TODAY) is None
+        assert await elig.eligible_doses(s, book, COVID, TODAY) is None
         with refused("booking.schedule_complete"):
             await bk.book(s, book.id, slot, COVID, None, TODAY)
 
@@ -803,14 +807,14 @@ async def test_not_vaccinated_can_book_again(world: World) -> None:
     sapa = await world.staff("LC-TYT-SAPA")
     async with world.tx() as s:
         with refused("outcome.not_checked_in"):  # nobody has seen the person yet
-            await bk.record_not_vaccinated(s, sapa, booking.code, "fever", NOW)
-        await bk.check_in(s, sapa, booking.code, NOW)
+            await ci.record_not_vaccinated(s, sapa, booking.code, "fever", NOW)
+        await ci.check_in(s, sapa, booking.code, NOW)
         with refused("vaccination.reason_invalid"):
-            await bk.record_not_vaccinated(s, sapa, booking.code, "  ", NOW)
-        done = await bk.record_not_vaccinated(s, sapa, booking.code, "fever 38.5 °C", NOW)
+            await ci.record_not_vaccinated(s, sapa, booking.code, "  ", NOW)
+        done = await ci.record_not_vaccinated(s, sapa, booking.code, "fever 38.5 °C", NOW)
         assert done.status == "not_vaccinated" and done.outcome_reason == "fever 38.5 °C"
         with refused("checkin.not_active"):
-            await bk.record_not_vaccinated(s, sapa, booking.code, "again", NOW)
+            await ci.record_not_vaccinated(s, sapa, booking.code, "again", NOW)
     again = await world.book(book, await world.slot("LC-TYT-SAPA", TODAY + dt.timedelta(7)))
     assert again.dose == 1
 
@@ -828,7 +832,7 @@ async def test_campaign_files_load_idempotently(world: World) -> None:
         assert covid.schedules["astrazeneca"] == {"min_days": [56], "max_days": [84]}
         assert covid.schedules["moderna"]["max_days"] == [None]
         assert (covid.min_age_months, covid.booster_min_days, covid.boosters) == (216, 90, 1)
-        flu = await bk.get_campaign(s, FLU)
+        flu = await lk.get_campaign(s, FLU)
         assert (flu.doses, flu.min_age_months, flu.boosters) == (1, 6, None)
 
 
@@ -891,7 +895,7 @@ async def test_sites_csv_errors_name_their_lines_and_write_nothing(
     async with world.tx() as s:
         result = await cp.import_sites_csv(s, good)
         assert (result.created, result.updated) == (1, 1)
-        site = await bk.get_site(s, "LC-TYT-SAPA")
+        site = await lk.get_site(s, "LC-TYT-SAPA")
         assert site.name.endswith("(mới)")
 
 
@@ -936,7 +940,7 @@ async def test_create_sessions_is_idempotent_and_checks_its_input(world: World) 
         rows = await cp.list_sessions(s, site_code="LC-TYT-BACHA")
         assert len(rows) == 6 and rows[0][0].capacity == 40
     async with world.tx() as s:
-        covid = await bk.get_campaign(s, COVID)
+        covid = await lk.get_campaign(s, COVID)
         covid.ends_on = TODAY + dt.timedelta(2)
         await s.flush()
         made = await cp.create_sessions(

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.standin import ChatDriver
-from models import booking as bk
+from models import lookups as lk
+from models import validators as v
 from models.campaigns import load_sample_data
 from models.tables import Booking, Session, Site, WaitlistEntry
 from tests.conftest import Harness
@@ -49,7 +50,7 @@ async def sample(bot: Harness) -> Harness:
 async def one_place_left_at_sa_pa(bot: Harness) -> None:
     """Every session at Sa Pa full but the first one after today, which has a single place."""
     async with bot.session() as session, session.begin():
-        sa_pa = await bk.get_site(session, "LC-TYT-SAPA")
+        sa_pa = await lk.get_site(session, "LC-TYT-SAPA")
         await session.execute(
             Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0)
         )
@@ -139,7 +140,7 @@ async def test_postpone_group_cannot_book(sample: Harness) -> None:
     await person.press("Lào Cai")
     await person.send("sa pa")
     await person.press(t("vi", "button.skip"))
-    for item in bk.v.screening_items():
+    for item in v.screening_items():
         await person.press(t("vi", "button.yes" if item.code == "acute_illness" else "button.no"))
     await person.press(t("vi", "button.none"))
     await person.press(t("vi", "button.none"))

@@ -24,13 +24,13 @@ from bot.context import load_keyring
 from bot.db import create_engine, session_factory, transaction, upgrade
 from bot.settings import ConfigError, SecuritySettings, Settings, load_settings
 from bot.standin import BotApiStandIn
-from models import booking as bk
 from models import campaigns as cp
 from models import certificates as certs
 from models.certificates import Keyring, KeyringError, KeyStore
 from models.errors import DomainError
 from models.qr import qr_png
 from models.tables import Account, Vaccination
+from models.timeutil import LOCAL_TZ
 from tests.conftest import TOKEN
 from tests.test_cli import ENV, healthbook
 
@@ -94,7 +94,7 @@ async def test_certificate_of_a_health_book_round_trip(db_url: str) -> None:
                         dose=dose,
                         vaccine_code=vaccine,
                         lot_number="L",
-                        given_at=dt.datetime.combine(day, dt.time(9), tzinfo=bk.LOCAL_TZ),
+                        given_at=dt.datetime.combine(day, dt.time(9), tzinfo=LOCAL_TZ),
                     )
                 )
         async with transaction(sessions) as s:

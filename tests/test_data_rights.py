@@ -17,7 +17,10 @@ from bot.db import create_engine
 from bot.standin import ChatDriver
 from handlers.account import MESSAGE_LIMIT, pack_messages
 from models import booking as bk
+from models import checkin as ci
 from models import healthbook as hb
+from models import lookups as lk
+from models import waitlist as wl
 from models.campaigns import load_sample_data, sample_book
 from models.tables import Account, Base, Booking, BookingDraft, Session, Site
 from tests.conftest import Harness
@@ -54,7 +57,7 @@ async def _slot(session: Any, site_code: str, campaign: str, day: dt.date) -> Se
         .join(Site, Site.id == Session.site_id)
         .where(
             Site.code == site_code,
-            Session.campaign_id == (await bk.get_campaign(session, campaign)).id,
+            Session.campaign_id == (await lk.get_campaign(session, campaign)).id,
             Session.date == day,
         )
         .order_by(Session.start_time)
@@ -82,16 +85,16 @@ async def everything_stored(bot: Harness) -> Person:
         flu = await _slot(session, "LC-BVDK", "influenza_seasonal", TODAY + dt.timedelta(days=1))
         before = {covid.id: covid.booked, flu.id: flu.booked}
         nurse = await hb.ensure_account(session, "telegram", "501", "vi")
-        await bk.grant_staff(session, nurse, "LC-BVDK")
+        await ci.grant_staff(session, nurse, "LC-BVDK")
         dose1 = await bk.book(session, book.id, covid.id, "covid19_2021", None, TODAY)
-        await bk.check_in(session, nurse, dose1.code, now)
-        await bk.record_dose(session, nurse, dose1.id, "pfizer", "FP1234", now)
+        await ci.check_in(session, nurse, dose1.code, now)
+        await ci.record_dose(session, nurse, dose1.id, "pfizer", "FP1234", now)
         flu_booking = await bk.book(session, book.id, flu.id, "influenza_seasonal", None, TODAY)
-        hospital = await bk.get_site(session, "LC-BVDK")
-        await bk.join_waitlist(session, book.id, "covid19_2021", today=TODAY, site_id=hospital.id)
+        hospital = await lk.get_site(session, "LC-BVDK")
+        await wl.join_waitlist(session, book.id, "covid19_2021", today=TODAY, site_id=hospital.id)
         session.add(BookingDraft(account_id=account.id, campaign_id=dose1.campaign_id, dose=2))
         # the same person is staff elsewhere, and checks another resident in there
-        await bk.grant_staff(session, account, "LC-BVNL")
+        await ci.grant_staff(session, account, "LC-BVNL")
         neighbour = await hb.ensure_account(session, "telegram", "502", "vi")
         other_book = sample_book(neighbour.id, date_of_birth=dt.date(1990, 5, 4))
         session.add(other_book)
@@ -110,7 +113,7 @@ async def everything_stored(bot: Harness) -> Person:
     async with bot.session() as session, session.begin():
         account = await session.get(Account, person.account_id)
         assert account is not None
-        await bk.record_dose(session, account, theirs.id, "pfizer", "FP9999", now)
+        await ci.record_dose(session, account, theirs.id, "pfizer", "FP9999", now)
     return person
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from bot.demo import _loop
 from bot.standin import ChatDriver
 from models import booking as bk
+from models import lookups as lk
 from models import validators as v
 from models.campaigns import load_sample_data
 from models.tables import Booking, Draft, Session
@@ -247,8 +248,8 @@ async def test_fourteen_days_are_offered(sample: Harness) -> None:
     await person.press("COVID-19")
     await person.press("Sa Pa")
     async with sample.session() as session:
-        site = await bk.get_site(session, "LC-TYT-SAPA")
-        campaign = await bk.get_campaign(session, "covid19_2021")
+        site = await lk.get_site(session, "LC-TYT-SAPA")
+        campaign = await lk.get_campaign(session, "covid19_2021")
         open_days = await bk.open_days(session, site, campaign, TODAY + dt.timedelta(1), 14)
     assert len(open_days) > 8  # so the next line can tell 14 days from 8
     assert len(person.buttons) == len(open_days)
@@ -259,7 +260,7 @@ async def test_site_list_puts_free_places_first_and_says_which_have_no_sessions(
     sample: Harness,
 ) -> None:
     async with sample.session() as session, session.begin():
-        sa_pa = await bk.get_site(session, "LC-TYT-SAPA")
+        sa_pa = await lk.get_site(session, "LC-TYT-SAPA")
         await session.execute(delete(Session).where(Session.site_id == sa_pa.id))
     person = await resident(sample, "004567")  # lives in Phường Sa Pa
     await person.send("/book")

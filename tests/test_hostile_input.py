@@ -23,7 +23,9 @@ from telegram.ext import CallbackQueryHandler, ConversationHandler
 from bot.standin import ChatDriver
 from handlers.common import ID_MAX, parse_id
 from models import booking as bk
+from models import checkin as ci
 from models import healthbook as hb
+from models import lookups as lk
 from models.campaigns import load_sample_data, sample_book
 from models.tables import Base, Booking, Session, Site, Vaccination
 from tests.conftest import Harness
@@ -83,7 +85,7 @@ async def _first_slot(session: Any, site_code: str, campaign: str, after: dt.dat
         select(Session)
         .join(Site, Site.id == Session.site_id)
         .where(Site.code == site_code, Session.date > after)
-        .where(Session.campaign_id == (await bk.get_campaign(session, campaign)).id)
+        .where(Session.campaign_id == (await lk.get_campaign(session, campaign)).id)
         .order_by(Session.date, Session.start_time)
     )
     assert row is not None
@@ -330,7 +332,7 @@ async def _staff(bot: Harness, site_code: str) -> ChatDriver:
     staff = bot.user(name="Lan")
     async with bot.session() as session, session.begin():
         account = await hb.ensure_account(session, "telegram", str(staff.user.id), "vi")
-        await bk.grant_staff(session, account, site_code)
+        await ci.grant_staff(session, account, site_code)
     return staff
 
 

@@ -18,6 +18,7 @@ from bot.settings import Settings
 from bot.standin import BotApiStandIn, ChatDriver
 from handlers import site
 from models import booking as bk
+from models import checkin as ci
 from models import healthbook as hb
 from models.campaigns import load_sample_data, sample_book
 from models.qr import qr_png
@@ -101,7 +102,7 @@ async def add_staff(bot: Harness, site_code: str, lang: str = "vi") -> ChatDrive
     staff = bot.user(lang=lang, name="Lan")
     async with bot.session() as session, session.begin():
         account = await hb.ensure_account(session, "telegram", str(staff.user.id), lang)
-        await bk.grant_staff(session, account, site_code)
+        await ci.grant_staff(session, account, site_code)
     assert account.role == "site_staff"
     return staff
 

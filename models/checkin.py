@@ -1,0 +1,187 @@
+"""Site staff: who may act at a site, granting that, checking people in, and recording a dose
+given or why none was."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import validators as v
+from models.booking import _load_booking, find_booking_by_code
+from models.eligibility import DoseWindow, eligible_doses, screening_group
+from models.errors import DomainError
+from models.lookups import get_site
+from models.places import _open_transaction, _set
+from models.tables import BOOKING_ACTIVE, Account, Booking, HealthBook, Site, StaffSite, Vaccination
+from models.timeutil import _utc, local_date
+
+STAFF_ROLES = frozenset({"site_staff", "admin"})
+
+_MAX_LOT_LEN = 32
+_MAX_REASON_LEN = 500
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    """A checked-in booking, the person, and their self-declared screening group (advisory)."""
+
+    booking: Booking
+    book: HealthBook
+    group: v.ScreeningGroup
+
+
+async def require_site_staff(session: AsyncSession, staff: Account, site_id: int) -> None:
+    """Refuse unless the account is site staff bound to this site (admins: every site)."""
+    if staff.role not in STAFF_ROLES:
+        raise DomainError("checkin.not_staff")
+    if staff.role == "admin":
+        return
+    bound = await session.scalar(
+        select(StaffSite.site_id).where(
+            StaffSite.account_id == staff.id, StaffSite.site_id == site_id
+        )
+    )
+    if bound is None:
+        raise DomainError("checkin.not_your_site")
+
+
+async def grant_staff(session: AsyncSession, account: Account, site: Site | str | int) -> StaffSite:
+    """Bind an account to a site as site staff (idempotent); an admin keeps their role."""
+    site = await get_site(session, site)
+    if account.role != "admin":
+        account.role = "site_staff"
+    link = await session.get(StaffSite, (account.id, site.id))
+    if link is None:
+        link = StaffSite(account_id=account.id, site_id=site.id)
+        session.add(link)
+    await session.flush()
+    return link
+
+
+async def check_in(session: AsyncSession, staff: Account, code: str, now: dt.datetime) -> CheckIn:
+    """Check a person in by their booking code, on the session's day, at the staff's own site;
+    checking in twice is harmless."""
+    booking = await find_booking_by_code(session, code)
+    await require_site_staff(session, staff, booking.session.site_id)
+    book_ = booking.health_book
+    today = local_date(now)
+    if booking.status != "checked_in":
+        if booking.status != "booked":
+            raise DomainError("checkin.not_active", status=booking.status)
+        if booking.session.date != today:
+            raise DomainError("checkin.wrong_day", date=booking.session.date)
+        when = _utc(now)
+        result = await session.execute(
+            update(Booking)
+            .where(Booking.id == booking.id, Booking.status == "booked")
+            .values(status="checked_in", checked_in_at=when, checked_in_by=staff.id)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # cancelled at this very moment
+            raise DomainError("checkin.not_active", status="cancelled")
+        _set(booking, status="checked_in", checked_in_at=when, checked_in_by=staff.id)
+    return CheckIn(booking, book_, screening_group(book_, today))
+
+
+def require_checked_in_today(booking: Booking, now: dt.datetime, key: str) -> None:
+    """Refuse an outcome (a dose, or why none was given) unless the person was checked in and
+    it is the session's day: a forged or early button cannot close a booking nobody has seen
+    (``key`` names the refusal of a booking not checked in)."""
+    if booking.status != "checked_in":
+        raise DomainError(key, status=booking.status)
+    if booking.session.date != local_date(now):
+        raise DomainError("checkin.wrong_day", date=booking.session.date)
+
+
+def _clean(text: str, max_len: int, key: str) -> str:
+    try:
+        cleaned = v.clean_text(text, max_len=max_len)
+    except v.InvalidAnswer:
+        raise DomainError(key, max=max_len) from None
+    assert cleaned is not None
+    return cleaned
+
+
+async def record_dose(
+    session: AsyncSession,
+    staff: Account,
+    booking_ref: Booking | str | int,
+    vaccine_code: str,
+    lot: str,
+    given_at: dt.datetime,
+) -> DoseWindow | None:
+    """Record the dose given to a person checked in today; returns the window of their next
+    dose, if the schedule has one."""
+    booking = await _load_booking(session, booking_ref)
+    await require_site_staff(session, staff, booking.session.site_id)
+    require_checked_in_today(booking, given_at, "vaccination.not_checked_in")
+    campaign = booking.campaign
+    if vaccine_code not in (campaign.vaccine_codes or []):
+        raise DomainError(
+            "vaccination.wrong_vaccine",
+            vaccine=vaccine_code,
+            allowed=", ".join(campaign.vaccine_codes or []),
+        )
+    lot_number = _clean(lot, _MAX_LOT_LEN, "vaccination.lot_invalid")
+    when = _utc(given_at)
+    await _open_transaction(session)
+    try:
+        async with session.begin_nested():
+            result = await session.execute(
+                update(Booking)
+                .where(Booking.id == booking.id, Booking.status == "checked_in")
+                .values(status="vaccinated", outcome_at=when, outcome_by=staff.id)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                raise DomainError("vaccination.not_checked_in", status=booking.status)
+            session.add(
+                Vaccination(
+                    health_book_id=booking.health_book_id,
+                    campaign_id=campaign.id,
+                    dose=booking.dose,
+                    vaccine_code=vaccine_code,
+                    lot_number=lot_number,
+                    given_at=when,
+                    site_id=booking.session.site_id,
+                    recorded_by=staff.id,
+                    booking_id=booking.id,
+                )
+            )
+            await session.flush()
+    except IntegrityError:  # this dose is already on record (entered by hand, say)
+        raise DomainError("vaccination.duplicate", dose=booking.dose) from None
+    _set(booking, status="vaccinated", outcome_at=when, outcome_by=staff.id)
+    return await eligible_doses(session, booking.health_book, campaign, local_date(given_at))
+
+
+async def record_not_vaccinated(
+    session: AsyncSession,
+    staff: Account,
+    booking_ref: Booking | str | int,
+    reason: str,
+    now: dt.datetime,
+) -> Booking:
+    """Record that a person checked in today was not vaccinated (postponed at the site…), and
+    why; the place stays used and the person may book the same dose again."""
+    booking = await _load_booking(session, booking_ref)
+    await require_site_staff(session, staff, booking.session.site_id)
+    if booking.status not in BOOKING_ACTIVE:
+        raise DomainError("checkin.not_active", status=booking.status)
+    require_checked_in_today(booking, now, "outcome.not_checked_in")
+    why = _clean(reason, _MAX_REASON_LEN, "vaccination.reason_invalid")
+    when = _utc(now)
+    result = await session.execute(
+        update(Booking)
+        .where(Booking.id == booking.id, Booking.status == "checked_in")
+        .values(status="not_vaccinated", outcome_reason=why, outcome_at=when, outcome_by=staff.id)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise DomainError("checkin.not_active", status=booking.status)
+    _set(booking, status="not_vaccinated", outcome_reason=why, outcome_at=when, outcome_by=staff.id)
+    return booking
