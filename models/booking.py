@@ -21,14 +21,14 @@ from sqlalchemy.orm import joinedload
 from models import validators as v
 from models.eligibility import check_eligibility, eligible_doses
 from models.errors import DomainError
-from models.lookups import _book_or_error, _owns, get_campaign
+from models.lookups import book_or_error, get_campaign, may_act_for
 from models.places import (
-    _free_and_mirror,
-    _free_place,
-    _mirror_booked,
-    _open_transaction,
-    _set,
-    _take_place,
+    claim_place,
+    free_and_mirror,
+    free_place,
+    mirror_booked,
+    open_transaction,
+    set_loaded,
 )
 from models.tables import (
     BOOKING_ACTIVE,
@@ -40,7 +40,7 @@ from models.tables import (
     Site,
     WaitlistEntry,
 )
-from models.timeutil import _utc
+from models.timeutil import to_utc
 
 # No 0/O, 1/I/L: a code read aloud or typed from a screen cannot be mistaken.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -121,7 +121,7 @@ async def active_booking(
     )
 
 
-async def _has_active_booking(
+async def has_active_booking(
     session: AsyncSession, book_id: int, campaign_id: int, dose: int
 ) -> bool:
     return (
@@ -315,7 +315,7 @@ async def sessions_on(
 # --- booking ----------------------------------------------------------------------------------
 
 
-async def _check_target(
+async def check_target(
     session: AsyncSession,
     book: HealthBook,
     campaign: Campaign,
@@ -351,7 +351,7 @@ async def check_booking(
     today: dt.date,
 ) -> BookingPlan:
     """Every check made before a place is taken (no place is taken): for a confirm screen."""
-    book = await _book_or_error(session, book_id)
+    book = await book_or_error(session, book_id)
     row = (
         await session.execute(
             select(Session, Site, Campaign)  # one round trip: this runs on every booking
@@ -370,11 +370,11 @@ async def check_booking(
     if not same:
         wanted = await get_campaign(session, campaign)  # campaign.not_found if unknown
         raise DomainError("booking.wrong_campaign", campaign=wanted.name)
-    dose, group = await _check_target(session, book, served, site, slot.date, dose, today)
+    dose, group = await check_target(session, book, served, site, slot.date, dose, today)
     return BookingPlan(book, slot, site, served, dose, group)
 
 
-async def _insert_booking(
+async def insert_booking(
     session: AsyncSession,
     plan: BookingPlan,
     *,
@@ -387,13 +387,13 @@ async def _insert_booking(
     IntegrityError rolls the savepoint back — the place too — and the caller's transaction
     carries on. A booking-code collision is told apart and retried with a new code.
     """
-    await _open_transaction(session)
+    await open_transaction(session)
     for _ in range(_CODE_ATTEMPTS):
         try:
             async with session.begin_nested():
                 if before is not None:
                     await before()
-                booked = await _take_place(session, plan.slot.id) if take_place else None
+                booked = await claim_place(session, plan.slot.id) if take_place else None
                 if take_place and booked is None:
                     raise DomainError("booking.full", site=plan.site.name, date=plan.slot.date)
                 code = new_booking_code()
@@ -408,14 +408,14 @@ async def _insert_booking(
                 session.add(booking)
                 await session.flush()
         except IntegrityError:
-            if await _has_active_booking(session, plan.book.id, plan.campaign.id, plan.dose):
+            if await has_active_booking(session, plan.book.id, plan.campaign.id, plan.dose):
                 raise DomainError("booking.duplicate", dose=plan.dose) from None
             if await session.scalar(select(Booking.id).where(Booking.code == code)) is None:
                 raise  # neither the dose nor the code: a real error (a book erased meanwhile…)
             continue  # the code was taken: try another
         if booked is not None:
-            _mirror_booked(session, plan.slot.id, booked)
-        _set(booking, session=plan.slot, campaign=plan.campaign, health_book=plan.book)
+            mirror_booked(session, plan.slot.id, booked)
+        set_loaded(booking, session=plan.slot, campaign=plan.campaign, health_book=plan.book)
         return booking
     raise RuntimeError("no free booking code after several attempts")
 
@@ -432,10 +432,10 @@ async def book(
     ``booking.duplicate`` when this person already holds an active booking for the dose
     (``dose`` None: the next one due)."""
     plan = await check_booking(session, book_id, session_id, campaign, dose, today)
-    return await _insert_booking(session, plan, take_place=True)
+    return await insert_booking(session, plan, take_place=True)
 
 
-async def _load_booking(session: AsyncSession, ref: Booking | str | int) -> Booking:
+async def load_booking(session: AsyncSession, ref: Booking | str | int) -> Booking:
     """A booking by object, code or id, with its session, site, campaign and book loaded."""
     if isinstance(ref, Booking):
         ref = ref.id
@@ -457,7 +457,7 @@ async def _load_booking(session: AsyncSession, ref: Booking | str | int) -> Book
 
 async def find_booking_by_code(session: AsyncSession, code: str) -> Booking:
     """The booking with this code (typed any case, with spaces or dashes), details loaded."""
-    return await _load_booking(session, code)
+    return await load_booking(session, code)
 
 
 async def bookings_for(
@@ -494,10 +494,10 @@ async def cancel(
 ) -> Booking:
     """Cancel a booking and free its place at once (the caller may then offer it to the
     waitlist with :func:`offer_freed_place`)."""
-    booking = await _load_booking(session, booking_ref)
-    if not _owns(owner, booking.health_book):
+    booking = await load_booking(session, booking_ref)
+    if not may_act_for(owner, booking.health_book):
         raise DomainError("booking.not_yours")
-    when = _utc(now or dt.datetime.now(dt.UTC))
+    when = to_utc(now or dt.datetime.now(dt.UTC))
     # the status moves first, conditionally: of two concurrent cancels only one frees a place
     result = await session.execute(
         update(Booking)
@@ -508,8 +508,8 @@ async def cancel(
     if result.rowcount != 1:
         status = await session.scalar(select(Booking.status).where(Booking.id == booking.id))
         raise DomainError("booking.not_active", status=status)
-    await _free_and_mirror(session, booking.session_id)
-    _set(booking, status="cancelled", cancelled_at=when)
+    await free_and_mirror(session, booking.session_id)
+    set_loaded(booking, status="cancelled", cancelled_at=when)
     return booking
 
 
@@ -523,8 +523,8 @@ async def reschedule(
 ) -> Booking:
     """Move a booking to another session: the new place is taken and the old one freed in one
     SAVEPOINT; if the new session is full nothing changes (``booking.full``)."""
-    booking = await _load_booking(session, booking_ref)
-    if not _owns(owner, booking.health_book):
+    booking = await load_booking(session, booking_ref)
+    if not may_act_for(owner, booking.health_book):
         raise DomainError("booking.not_yours")
     if booking.status != "booked":
         raise DomainError("booking.not_active", status=booking.status)
@@ -534,7 +534,7 @@ async def reschedule(
     plan = await check_booking(
         session, booking.health_book_id, new_session_id, booking.campaign_id, booking.dose, today
     )
-    await _open_transaction(session)
+    await open_transaction(session)
     async with session.begin_nested():
         moved = await session.execute(
             update(Booking)
@@ -550,19 +550,19 @@ async def reschedule(
         # Session rows are locked in id order, so two opposite moves cannot deadlock; a
         # failure after the old place was freed rolls the whole savepoint back.
         if new_session_id < old_id:
-            taken = await _take_place(session, new_session_id)
+            taken = await claim_place(session, new_session_id)
             if taken is None:
                 raise DomainError("booking.full", site=plan.site.name, date=plan.slot.date)
-            freed = await _free_place(session, old_id)
+            freed = await free_place(session, old_id)
         else:
-            freed = await _free_place(session, old_id)
-            taken = await _take_place(session, new_session_id)
+            freed = await free_place(session, old_id)
+            taken = await claim_place(session, new_session_id)
             if taken is None:
                 raise DomainError("booking.full", site=plan.site.name, date=plan.slot.date)
-    _mirror_booked(session, new_session_id, taken)
+    mirror_booked(session, new_session_id, taken)
     if freed is not None:
-        _mirror_booked(session, old_id, freed)
-    _set(booking, session_id=new_session_id, session=plan.slot)
+        mirror_booked(session, old_id, freed)
+    set_loaded(booking, session_id=new_session_id, session=plan.slot)
     return booking
 
 
@@ -583,7 +583,7 @@ async def release_book(session: AsyncSession, book_id: int, now: dt.datetime) ->
     """Cancel every active booking and waitlist entry of a health book and free their places
     (call before erasing the book: a cascade delete would not give places back)."""
     freed = 0
-    when = _utc(now)
+    when = to_utc(now)
     ids = (
         await session.execute(
             select(Booking.id, Booking.session_id).where(
@@ -599,7 +599,7 @@ async def release_book(session: AsyncSession, book_id: int, now: dt.datetime) ->
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:
-            await _free_and_mirror(session, session_id)
+            await free_and_mirror(session, session_id)
             freed += 1
     entries = (
         await session.execute(
@@ -617,6 +617,6 @@ async def release_book(session: AsyncSession, book_id: int, now: dt.datetime) ->
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1 and status == "offered" and held is not None:
-            await _free_and_mirror(session, held)
+            await free_and_mirror(session, held)
             freed += 1
     return freed

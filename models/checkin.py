@@ -11,13 +11,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import validators as v
-from models.booking import _load_booking, find_booking_by_code
+from models.booking import find_booking_by_code, load_booking
 from models.eligibility import DoseWindow, eligible_doses, screening_group
 from models.errors import DomainError
 from models.lookups import get_site
-from models.places import _open_transaction, _set
+from models.places import open_transaction, set_loaded
 from models.tables import BOOKING_ACTIVE, Account, Booking, HealthBook, Site, StaffSite, Vaccination
-from models.timeutil import _utc, local_date
+from models.timeutil import local_date, to_utc
 
 STAFF_ROLES = frozenset({"site_staff", "admin"})
 
@@ -74,7 +74,7 @@ async def check_in(session: AsyncSession, staff: Account, code: str, now: dt.dat
             raise DomainError("checkin.not_active", status=booking.status)
         if booking.session.date != today:
             raise DomainError("checkin.wrong_day", date=booking.session.date)
-        when = _utc(now)
+        when = to_utc(now)
         result = await session.execute(
             update(Booking)
             .where(Booking.id == booking.id, Booking.status == "booked")
@@ -83,7 +83,7 @@ async def check_in(session: AsyncSession, staff: Account, code: str, now: dt.dat
         )
         if result.rowcount != 1:  # cancelled at this very moment
             raise DomainError("checkin.not_active", status="cancelled")
-        _set(booking, status="checked_in", checked_in_at=when, checked_in_by=staff.id)
+        set_loaded(booking, status="checked_in", checked_in_at=when, checked_in_by=staff.id)
     return CheckIn(booking, book_, screening_group(book_, today))
 
 
@@ -116,7 +116,7 @@ async def record_dose(
 ) -> DoseWindow | None:
     """Record the dose given to a person checked in today; returns the window of their next
     dose, if the schedule has one."""
-    booking = await _load_booking(session, booking_ref)
+    booking = await load_booking(session, booking_ref)
     await require_site_staff(session, staff, booking.session.site_id)
     require_checked_in_today(booking, given_at, "vaccination.not_checked_in")
     campaign = booking.campaign
@@ -127,8 +127,8 @@ async def record_dose(
             allowed=", ".join(campaign.vaccine_codes or []),
         )
     lot_number = _clean(lot, _MAX_LOT_LEN, "vaccination.lot_invalid")
-    when = _utc(given_at)
-    await _open_transaction(session)
+    when = to_utc(given_at)
+    await open_transaction(session)
     try:
         async with session.begin_nested():
             result = await session.execute(
@@ -155,7 +155,7 @@ async def record_dose(
             await session.flush()
     except IntegrityError:  # this dose is already on record (entered by hand, say)
         raise DomainError("vaccination.duplicate", dose=booking.dose) from None
-    _set(booking, status="vaccinated", outcome_at=when, outcome_by=staff.id)
+    set_loaded(booking, status="vaccinated", outcome_at=when, outcome_by=staff.id)
     return await eligible_doses(session, booking.health_book, campaign, local_date(given_at))
 
 
@@ -168,13 +168,13 @@ async def record_not_vaccinated(
 ) -> Booking:
     """Record that a person checked in today was not vaccinated (postponed at the site…), and
     why; the place stays used and the person may book the same dose again."""
-    booking = await _load_booking(session, booking_ref)
+    booking = await load_booking(session, booking_ref)
     await require_site_staff(session, staff, booking.session.site_id)
     if booking.status not in BOOKING_ACTIVE:
         raise DomainError("checkin.not_active", status=booking.status)
     require_checked_in_today(booking, now, "outcome.not_checked_in")
     why = _clean(reason, _MAX_REASON_LEN, "vaccination.reason_invalid")
-    when = _utc(now)
+    when = to_utc(now)
     result = await session.execute(
         update(Booking)
         .where(Booking.id == booking.id, Booking.status == "checked_in")
@@ -183,5 +183,7 @@ async def record_not_vaccinated(
     )
     if result.rowcount != 1:
         raise DomainError("checkin.not_active", status=booking.status)
-    _set(booking, status="not_vaccinated", outcome_reason=why, outcome_at=when, outcome_by=staff.id)
+    set_loaded(
+        booking, status="not_vaccinated", outcome_reason=why, outcome_at=when, outcome_by=staff.id
+    )
     return booking

@@ -34,14 +34,14 @@ async def get_site(session: AsyncSession, ref: Site | str | int) -> Site:
     return await _by_ref(session, Site, ref, "site")  # type: ignore[no-any-return]
 
 
-async def _book_or_error(session: AsyncSession, book_id: int) -> HealthBook:
+async def book_or_error(session: AsyncSession, book_id: int) -> HealthBook:
     book = await session.get(HealthBook, book_id)
     if book is None:
         raise DomainError("booking.book_not_found")
     return book
 
 
-def _owns(owner: Account | HealthBook, book: HealthBook) -> bool:
+def may_act_for(owner: Account | HealthBook, book: HealthBook) -> bool:
     """A health book is handled by its account (the holder and relatives they registered),
     or by an admin."""
     if isinstance(owner, HealthBook):

@@ -18,13 +18,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from models.tables import Session
 
 
-def _set(obj: Any, **values: Any) -> None:
+def set_loaded(obj: Any, **values: Any) -> None:
     """Mirror a Core UPDATE on an object already loaded, without marking it dirty."""
     for name, value in values.items():
         set_committed_value(obj, name, value)
 
 
-async def _open_transaction(session: AsyncSession) -> None:
+async def open_transaction(session: AsyncSession) -> None:
     """Make sure SQLite's transaction has really begun before a SAVEPOINT.
 
     pysqlite sends BEGIN lazily, at the first INSERT/UPDATE/DELETE; a SAVEPOINT sent earlier
@@ -39,15 +39,15 @@ async def _open_transaction(session: AsyncSession) -> None:
         await conn.exec_driver_sql("BEGIN")
 
 
-def _mirror_booked(session: AsyncSession, session_id: int, booked: int) -> None:
+def mirror_booked(session: AsyncSession, session_id: int, booked: int) -> None:
     """Keep a loaded Session row's ``booked`` equal to what the database now holds."""
     key = session.sync_session.identity_key(Session, session_id)
     obj = session.identity_map.get(key)
     if obj is not None:
-        _set(obj, booked=booked)
+        set_loaded(obj, booked=booked)
 
 
-async def _take_place(session: AsyncSession, session_id: int) -> int | None:
+async def claim_place(session: AsyncSession, session_id: int) -> int | None:
     """Take one place with one atomic conditional UPDATE; returns the new ``booked``, or None
     if no place was free at that instant.
 
@@ -65,7 +65,7 @@ async def _take_place(session: AsyncSession, session_id: int) -> int | None:
     return result.scalar_one_or_none()
 
 
-async def _free_place(session: AsyncSession, session_id: int) -> int | None:
+async def free_place(session: AsyncSession, session_id: int) -> int | None:
     """Give one place back (never below zero); returns the new ``booked``."""
     result = await session.execute(
         update(Session)
@@ -77,8 +77,8 @@ async def _free_place(session: AsyncSession, session_id: int) -> int | None:
     return result.scalar_one_or_none()
 
 
-async def _free_and_mirror(session: AsyncSession, session_id: int) -> None:
+async def free_and_mirror(session: AsyncSession, session_id: int) -> None:
     """Give one place back outside any savepoint, and mirror it on a loaded Session row."""
-    booked = await _free_place(session, session_id)
+    booked = await free_place(session, session_id)
     if booked is not None:
-        _mirror_booked(session, session_id, booked)
+        mirror_booked(session, session_id, booked)

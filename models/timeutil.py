@@ -10,18 +10,18 @@ from zoneinfo import ZoneInfo
 LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
-def _utc(ts: dt.datetime) -> dt.datetime:
+def to_utc(ts: dt.datetime) -> dt.datetime:
     """Timestamps are written in UTC: SQLite keeps the wall time and drops the offset."""
     if ts.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     return ts.astimezone(dt.UTC)
 
 
-def _aware(ts: dt.datetime) -> dt.datetime:
+def as_aware(ts: dt.datetime) -> dt.datetime:
     """A timestamp read back (SQLite returns naive UTC) as an aware one."""
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.UTC)
 
 
 def local_date(ts: dt.datetime) -> dt.date:
     """The province's calendar date of an aware timestamp."""
-    return _aware(ts).astimezone(LOCAL_TZ).date()
+    return as_aware(ts).astimezone(LOCAL_TZ).date()

@@ -11,15 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.booking import (
     BookingPlan,
-    _check_target,
-    _has_active_booking,
-    _insert_booking,
     check_booking,
+    check_target,
+    has_active_booking,
+    insert_booking,
 )
 from models.eligibility import check_eligibility, eligible_doses
 from models.errors import DomainError
-from models.lookups import _book_or_error, _owns, get_campaign, get_site
-from models.places import _free_and_mirror, _mirror_booked, _open_transaction, _set, _take_place
+from models.lookups import book_or_error, get_campaign, get_site, may_act_for
+from models.places import claim_place, free_and_mirror, mirror_booked, open_transaction, set_loaded
 from models.tables import (
     BOOKING_ACTIVE,
     Account,
@@ -29,7 +29,7 @@ from models.tables import (
     Session,
     WaitlistEntry,
 )
-from models.timeutil import _aware, _utc, local_date
+from models.timeutil import as_aware, local_date, to_utc
 
 DEFAULT_HOLD_MINUTES = 60
 
@@ -47,7 +47,7 @@ async def join_waitlist(
 ) -> WaitlistEntry:
     """Wait for a place in a full session, or in any session of a site on ``date`` — or on any
     day once the dose is due, when no date is given."""
-    book_ = await _book_or_error(session, book_id)
+    book_ = await book_or_error(session, book_id)
     campaign = await get_campaign(session, campaign)
     not_before = None
     if session_id is not None:
@@ -64,10 +64,10 @@ async def join_waitlist(
             not_before = window.earliest  # offers wait until the dose is due
         on = date if date is not None else not_before
         assert on is not None
-        dose, _ = await _check_target(session, book_, campaign, site, on, dose, today)
+        dose, _ = await check_target(session, book_, campaign, site, on, dose, today)
     else:
         raise ValueError("give a session or a site")
-    if await _has_active_booking(session, book_id, campaign.id, dose):
+    if await has_active_booking(session, book_id, campaign.id, dose):
         raise DomainError("waitlist.already_booked", dose=dose)
     entry = WaitlistEntry(
         health_book_id=book_id,
@@ -79,7 +79,7 @@ async def join_waitlist(
         not_before=not_before,
         status="waiting",
     )
-    await _open_transaction(session)
+    await open_transaction(session)
     try:
         async with session.begin_nested():
             session.add(entry)
@@ -137,11 +137,11 @@ async def offer_freed_place(
     ).all()
     if not candidates:
         return None
-    booked = await _take_place(session, slot.id)
+    booked = await claim_place(session, slot.id)
     if booked is None:
         return None
-    _mirror_booked(session, slot.id, booked)
-    when = _utc(now)
+    mirror_booked(session, slot.id, booked)
+    when = to_utc(now)
     for entry_id in candidates:
         # claimed conditionally: two workers offering at once never pick the same person
         claimed = await session.execute(
@@ -157,7 +157,7 @@ async def offer_freed_place(
         )
         if claimed.rowcount == 1:
             return await session.get(WaitlistEntry, entry_id, populate_existing=True)
-    await _free_and_mirror(session, slot.id)
+    await free_and_mirror(session, slot.id)
     return None
 
 
@@ -167,8 +167,8 @@ async def _owned_entry(
     entry = await session.get(WaitlistEntry, entry_id, populate_existing=True)
     if entry is None:
         raise DomainError("waitlist.not_found")
-    book_ = await _book_or_error(session, entry.health_book_id)
-    if not _owns(owner, book_):
+    book_ = await book_or_error(session, entry.health_book_id)
+    if not may_act_for(owner, book_):
         raise DomainError("waitlist.not_yours")
     return entry, book_
 
@@ -180,8 +180,8 @@ async def accept_offer(
     entry, book_ = await _owned_entry(session, entry_id, owner)
     if entry.status != "offered":
         raise DomainError("waitlist.not_offered", status=entry.status)
-    when = _utc(now)
-    if entry.offer_expires_at is None or _aware(entry.offer_expires_at) <= when:
+    when = to_utc(now)
+    if entry.offer_expires_at is None or as_aware(entry.offer_expires_at) <= when:
         # left as it is: expire_offers gives the held place to the next person
         raise DomainError("waitlist.offer_expired")
     assert entry.held_session_id is not None
@@ -208,14 +208,14 @@ async def accept_offer(
         if result.rowcount != 1:
             raise DomainError("waitlist.offer_expired")
 
-    booking = await _insert_booking(session, plan, take_place=False, before=claim)
+    booking = await insert_booking(session, plan, take_place=False, before=claim)
     await session.execute(
         update(WaitlistEntry)
         .where(WaitlistEntry.id == entry.id)
         .values(booking_id=booking.id)
         .execution_options(synchronize_session=False)
     )
-    _set(entry, status="accepted", booking_id=booking.id)
+    set_loaded(entry, status="accepted", booking_id=booking.id)
     return booking
 
 
@@ -236,8 +236,8 @@ async def leave_waitlist(
     if result.rowcount != 1:
         raise DomainError("waitlist.not_active", status=status)
     if status == "offered" and entry.held_session_id is not None:
-        await _free_and_mirror(session, entry.held_session_id)
-    _set(entry, status="cancelled")
+        await free_and_mirror(session, entry.held_session_id)
+    set_loaded(entry, status="cancelled")
     return entry
 
 
@@ -246,7 +246,7 @@ async def expire_offers(
 ) -> list[WaitlistEntry]:
     """Release the places held by expired offers and offer each to the next person waiting;
     returns the new offers (to message). Run it periodically: the rows are the schedule."""
-    when = _utc(now)
+    when = to_utc(now)
     expired = (
         await session.execute(
             select(WaitlistEntry.id, WaitlistEntry.held_session_id)
@@ -268,7 +268,7 @@ async def expire_offers(
         )
         if result.rowcount != 1 or held is None:
             continue  # accepted or released meanwhile
-        await _free_and_mirror(session, held)
+        await free_and_mirror(session, held)
         offer = await offer_freed_place(session, held, now, hold_minutes)
         if offer is not None:
             offers.append(offer)
