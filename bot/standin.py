@@ -933,6 +933,10 @@ class BotApiStandIn:
         self._wake_pollers()
         return uid
 
+    def unconfirmed(self, update_id: int) -> bool:
+        """Whether the bot has not yet confirmed ``update_id`` (a later ``getUpdates`` offset)."""
+        return any(int(u["update_id"]) == update_id for u in self._pending)
+
     def fail_next(
         self,
         method: str,
@@ -1768,13 +1772,15 @@ class ChatDriver:
         msg = _update_message(update)
         if self.chat is not None and msg is not None:
             msg["chat"] = self.chat
-        self.api.push_update(update)
+        uid = self.api.push_update(update)
         if timeout is None:
             timeout = self.timeout if expect_reply else self.quiet_timeout
         calls = await self.api.wait_chat(
             self.chat_id, after_seq=after, timeout=timeout, settle=0 if self.idle else self.settle
         )
-        if self.idle is not None and calls:
+        if self.idle is not None and (calls or not expect_reply):
+            if not calls:  # "no answer" means nothing once the bot has had the update
+                await self._until_confirmed(uid)
             await self.idle()
             calls = self.api.chat_calls(self.chat_id, after_seq=after)
         if expect_reply and not any(_is_response(c) for c in calls):
@@ -1788,6 +1794,15 @@ class ChatDriver:
                 details = "; ".join(f"{c.method}: {c.error}" for c in failed)
                 raise AssertionError(f"the bot made failing calls: {details}")
         return calls
+
+    async def _until_confirmed(self, update_id: int) -> None:
+        """Until the bot has taken ``update_id`` off the stand-in (confirmed it by a later poll)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while self.api.unconfirmed(update_id):
+            if loop.time() > deadline:
+                raise StandInTimeoutError(f"the bot never took update {update_id}")
+            await asyncio.sleep(0.005)
 
     async def send(self, text: str, **kw: Any) -> list[Call]:
         """Send a text message (commands get a ``bot_command`` entity) and wait for the answer."""
