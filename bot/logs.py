@@ -71,8 +71,21 @@ def describe(exc: BaseException) -> str:
         lines = str(exc).strip().splitlines()
     except Exception:  # an exception whose message cannot even be rendered
         lines = []
-    first = mask(lines[0]) if lines else ""
+    first = mask(_QUOTED.sub(_quoted, lines[0])) if lines else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+# Quoted values in an error's first line ("invalid input for query argument $1: 'Lò Văn Páo'")
+# may be answers; only code-like keys (``full_name``, ``booking.not_found``) stay readable.
+_QUOTED = re.compile(r"""'([^'\n]*)'|"([^"\n]*)"|«([^»\n]*)»|“([^”\n]*)”""")
+_CODE_LIKE = re.compile(r"[a-z][a-z0-9]*(?:[_.][a-z0-9]+)+")
+
+
+def _quoted(match: re.Match[str]) -> str:
+    value = next(g for g in match.groups() if g is not None)
+    if _CODE_LIKE.fullmatch(value):
+        return match.group(0)
+    return match.group(0)[0] + "…" + match.group(0)[-1]
 
 
 def format_exception(exc: BaseException) -> str:

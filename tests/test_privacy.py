@@ -338,3 +338,22 @@ async def test_no_turn_can_send_into_a_group(bot: Harness) -> None:
     await person.send("/help")  # in private: the leaky turn may notify only people
     assert person.last_text is not None and t("vi", "help.text")[:20] in person.last_text
     assert not bot.api.chat_calls(GROUP)
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        ("invalid input for query argument $1: 'Lò Văn Páo' (expected str)",
+         "DataError: invalid input for query argument $1: '…' (expected str)"),
+        ('value "an" is not valid', 'DataError: value "…" is not valid'),
+        ("no such key 'full_name' in «booking.not_found»",
+         "DataError: no such key 'full_name' in «booking.not_found»"),
+    ],
+)
+def test_quoted_values_in_an_error_line_are_hidden(message: str, shown: str) -> None:
+    """asyncpg's DataError quotes the value it refused, which may be an answer."""
+
+    class DataError(Exception):
+        pass
+
+    assert describe(DataError(message)) == shown
