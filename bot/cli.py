@@ -11,44 +11,95 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 from bot.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
     from models.certificates import KeyStore
     from models.errors import DomainError
 
 T = TypeVar("T")
 
+# Help as plain text (rich_markup_mode=None): Rich panels show a type for every option,
+# "<bool>" for --help included, and keep docstrings' line breaks in the list of commands.
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="The health-book bot: run it, try it in this terminal, manage its database and data.",
     pretty_exceptions_show_locals=False,  # locals may hold personal data (older typer shows them)
 )
-db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic migrations).")
+
+
+class _Command(TyperCommand):
+    """A command with arguments, its help as click writes it: ``healthbook sites import
+    [OPTIONS] FILE``, where typer writes ``{FILE}`` and adds each argument's type."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(_argument_name(param))
+            else:
+                pieces += param.get_usage_pieces(ctx)
+        return pieces
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_name(param), record[1]))
+            else:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _argument_name(param: Any) -> str:
+    return param.metavar or (param.name or "").upper()
+
+
+def _group(help: str) -> typer.Typer:
+    """A group of subcommands (its help as plain text too)."""
+    return typer.Typer(no_args_is_help=True, rich_markup_mode=None, help=help)
+
+
+db_app = _group("Database schema (Alembic migrations).")
 app.add_typer(db_app, name="db")
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML settings file (default: ./config.toml)")
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML settings file (default: ./config.toml)", metavar="FILE"
+    ),
 ]
 
 NO_TOKEN = """No Telegram bot token is configured.
 
 To run the real bot:
   1. In Telegram, talk to @BotFather, send /newbot and follow its questions.
-  2. Put the token it gives you in config.toml (copy config.example.toml):
+  2. Put the token it gives you in a file config.toml, these two lines:
        [telegram]
        token = "123456:ABC..."
-     or set the environment variable HEALTHBOOK_TELEGRAM__TOKEN.
+     (or set the environment variable HEALTHBOOK_TELEGRAM__TOKEN instead).
   3. healthbook run --config config.toml
 
 To try the bot right now, with no token and no network:
   healthbook demo
 """
 
+
+# Bounds of `sessions create` (models.campaigns checks them too; the CLI says so before any work).
+MAX_CAPACITY = 10_000
+MAX_SPAN_DAYS = 731
 
 # The demo's own database, in the current directory: never the deployment's ([database] url),
 # visible to whoever tries the demo (delete it to start over), and one per directory tried in.
@@ -77,7 +128,8 @@ def _check_translations(settings: Settings) -> None:
 
 @app.command()
 def run(config: ConfigOpt = None) -> None:
-    """Run the bot with long polling (needs a token); waits for the network if it is down."""
+    """Run the bot (needs a token). It polls Telegram for updates, and waits for the network
+    if it is down."""
     settings = _settings(config)
     if settings.telegram.token is None:
         typer.echo(NO_TOKEN, err=True)
@@ -113,11 +165,15 @@ def _prepare_database(settings: Settings) -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except (OSError, SQLAlchemyError) as exc:  # unreachable, refused, or not a database at all
-        from bot.logs import describe
+        raise _database_failure(exc) from None
 
-        typer.echo(f"error: cannot use the database ({describe(exc)}): check [database] url",
-                   err=True)
-        raise typer.Exit(2) from None
+
+def _database_failure(exc: Exception) -> typer.Exit:
+    """Print, in one line, why the database cannot be used; the exit (status 2) to raise."""
+    from bot.logs import describe
+
+    typer.echo(f"error: cannot use the database ({describe(exc)}): check [database] url", err=True)
+    return typer.Exit(2)
 
 
 @app.command()
@@ -128,12 +184,16 @@ def demo(
         typer.Option(
             help="database URL for the demo, used as it is (default: ./healthbook-demo.db, "
             "with sample campaigns, sites and sessions)",
+            metavar="URL",
             show_default=False,
         ),
     ] = None,
-    language: Annotated[str, typer.Option(help="the demo user's Telegram language")] = "vi",
+    language: Annotated[
+        str, typer.Option(help="the demo user's Telegram language", metavar="LANG")
+    ] = "vi",
 ) -> None:
-    """Chat with the bot in this terminal: no token, no network (a local Bot API stand-in)."""
+    """Chat with the bot in this terminal. No token and no network: the Telegram Bot API is
+    simulated on this computer."""
     from pydantic import ValidationError
     from sqlalchemy.engine import make_url
 
@@ -170,7 +230,8 @@ def demo(
 
 @app.command()
 def start(config: ConfigOpt = None) -> None:
-    """Run the bot if a token is configured, otherwise the terminal demo."""
+    """Run the bot, or the demo if there is no token. The terminal demo starts when no token
+    is configured."""
     settings = _settings(config)
     if settings.telegram.token is None:
         typer.echo(
@@ -186,20 +247,25 @@ def start(config: ConfigOpt = None) -> None:
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Bring the database schema up to date."""
-    settings = _settings(config)
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bot.db import upgrade_url
 
-    upgrade_url(settings.database.url)
+    settings = _settings(config)
+    try:
+        upgrade_url(settings.database.url)
+    except (OSError, SQLAlchemyError) as exc:
+        raise _database_failure(exc) from None
     typer.echo("database is up to date")
 
 
 # --- vaccination booking: campaigns, sites, sessions, staff, certificates ------------------------
 
-campaigns_app = typer.Typer(no_args_is_help=True, help="Vaccination campaigns (TOML files).")
-sites_app = typer.Typer(no_args_is_help=True, help="Vaccination sites (CSV files).")
-sessions_app = typer.Typer(no_args_is_help=True, help="Vaccination sessions: days, hours, places.")
-staff_app = typer.Typer(no_args_is_help=True, help="Site staff who check people in.")
-certificate_app = typer.Typer(no_args_is_help=True, help="Signed vaccination certificates.")
+campaigns_app = _group("Vaccination campaigns (TOML files).")
+sites_app = _group("Vaccination sites (CSV files).")
+sessions_app = _group("Vaccination sessions: days, hours, places.")
+staff_app = _group("Site staff who check people in.")
+certificate_app = _group("Signed vaccination certificates.")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(sites_app, name="sites")
 app.add_typer(sessions_app, name="sessions")
@@ -207,25 +273,65 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(certificate_app, name="certificate")
 
 
-def _with_database(config: Path | None, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run ``work`` in one transaction on a fresh engine (schema upgraded first); data and
-    domain errors are printed, one per line, and exit with status 1."""
+class _Unusable(Exception):
+    """The database could not be opened or upgraded (``__cause__`` says why)."""
+
+
+def _with_database(
+    config: Path | None,
+    work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    upgrade_schema: bool = True,
+) -> T:
+    """Run ``work`` in one transaction on a fresh engine (schema upgraded first unless
+    ``upgrade_schema`` is false). A database that cannot be opened is one line and exit status 2;
+    data and domain errors are printed, one per line, and exit with status 1."""
     settings = _settings(config)
-    from bot.db import create_engine, session_factory, transaction, upgrade
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.db import (
+        create_engine,
+        session_factory,
+        settle_connection_threads,
+        transaction,
+        upgrade,
+    )
     from models.campaigns import DataError
     from models.errors import DomainError
+
+    async def _run(engine: AsyncEngine) -> T:
+        try:
+            if upgrade_schema:
+                await upgrade(engine)
+            else:  # open it all the same: a failure is the database's, not the work's
+                async with engine.connect():
+                    pass
+        except (OSError, SQLAlchemyError) as exc:
+            raise _Unusable from exc
+        async with transaction(session_factory(engine)) as session:
+            return await work(session)
 
     async def _main() -> T:
         engine = create_engine(settings.database.url, pool_size=settings.database.pool_size)
         try:
-            await upgrade(engine)
-            async with transaction(session_factory(engine)) as session:
-                return await work(session)
-        finally:
+            result = await _run(engine)
+        except BaseException:
             await engine.dispose()
+            await settle_connection_threads()  # no thread traceback once the loop has closed
+            raise
+        await engine.dispose()
+        return result
 
     try:
         return asyncio.run(_main())
+    except _Unusable as exc:
+        assert isinstance(exc.__cause__, Exception)
+        raise _database_failure(exc.__cause__) from None
+    except SQLAlchemyError as exc:  # the work itself: the database refused a statement
+        from bot.logs import describe
+
+        typer.echo(f"error: the database refused the change ({describe(exc)})", err=True)
+        raise typer.Exit(1) from None
     except DataError as exc:
         typer.echo(f"error: {exc.source}:", err=True)
         for problem in exc.problems:
@@ -270,12 +376,15 @@ def _ages(low: int, high: int | None) -> str:
     return f"{fmt(low)}-{high // 12}y" if high % 12 == 11 else f"{fmt(low)}-{high}m"
 
 
-@campaigns_app.command("load")
+@campaigns_app.command("load", cls=_Command)
 def campaigns_load(
-    file: Annotated[Path, typer.Argument(help="campaign TOML file", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path, typer.Argument(help="campaign TOML file", exists=True, dir_okay=False, metavar="FILE")
+    ],
     config: ConfigOpt = None,
 ) -> None:
-    """Create or update the vaccines and campaigns of a TOML file (by code)."""
+    """Load campaigns from a TOML file. Its vaccines and campaigns are created or updated
+    (by code)."""
     from models.campaigns import load_campaign_file
 
     async def work(session: AsyncSession) -> list[str]:
@@ -309,12 +418,15 @@ def campaigns_list(config: ConfigOpt = None) -> None:
     typer.echo("\n".join(rows) if rows else "no campaigns (try: healthbook sample-data)")
 
 
-@sites_app.command("import")
+@sites_app.command("import", cls=_Command)
 def sites_import(
-    file: Annotated[Path, typer.Argument(help="sites CSV file", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path, typer.Argument(help="sites CSV file", exists=True, dir_okay=False, metavar="FILE")
+    ],
     config: ConfigOpt = None,
 ) -> None:
-    """Create or update sites from a CSV file (by code); nothing is written if a row is bad."""
+    """Create or update sites from a CSV file (by code). Nothing is written if a row is bad;
+    the file is CSV UTF-8, comma-separated, its first line naming the columns."""
     from models.campaigns import import_sites_csv
 
     result = _with_database(config, lambda session: import_sites_csv(session, file))
@@ -324,7 +436,9 @@ def sites_import(
 @sites_app.command("list")
 def sites_list(
     config: ConfigOpt = None,
-    province: Annotated[int | None, typer.Option(help="current province code, e.g. 15")] = None,
+    province: Annotated[
+        int | None, typer.Option(help="current province code, e.g. 15", metavar="CODE")
+    ] = None,
 ) -> None:
     """List the sites."""
     from models import validators as v
@@ -349,23 +463,43 @@ def sites_list(
 
 @sessions_app.command("create")
 def sessions_create(
-    campaign: Annotated[str, typer.Option("--campaign", help="campaign code")],
-    start_date: Annotated[str, typer.Option("--from", help="first date, YYYY-MM-DD")],
-    site: Annotated[list[str] | None, typer.Option("--site", help="site code (repeatable)")] = None,
+    campaign: Annotated[str, typer.Option("--campaign", help="campaign code", metavar="CODE")],
+    start_date: Annotated[
+        str, typer.Option("--from", help="first date, YYYY-MM-DD", metavar="DATE")
+    ],
+    site: Annotated[
+        list[str] | None, typer.Option("--site", help="site code (repeatable)", metavar="CODE")
+    ] = None,
     all_sites: Annotated[bool, typer.Option("--all", help="every active site")] = False,
-    weeks: Annotated[int | None, typer.Option(help="number of weeks (default 4)")] = None,
-    days: Annotated[int | None, typer.Option(help="number of days, instead of weeks")] = None,
-    weekdays: Annotated[str, typer.Option(help="e.g. mon-fri, mon,wed,fri, all")] = "mon-fri",
-    start: Annotated[str, typer.Option(help="start time, HH:MM")] = "07:30",
-    end: Annotated[str, typer.Option(help="end time, HH:MM")] = "11:30",
-    capacity: Annotated[int, typer.Option(help="places per session")] = 60,
+    weeks: Annotated[
+        int | None,
+        typer.Option(help="number of weeks (default 4)", min=1, max=104, metavar="N"),
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option(
+            help="number of days, instead of weeks", min=1, max=MAX_SPAN_DAYS, metavar="N"
+        ),
+    ] = None,
+    weekdays: Annotated[
+        str, typer.Option(help="e.g. mon-fri, mon,wed,fri, all", metavar="DAYS")
+    ] = "mon-fri",
+    start: Annotated[str, typer.Option(help="start time, HH:MM", metavar="HH:MM")] = "07:30",
+    end: Annotated[str, typer.Option(help="end time, HH:MM", metavar="HH:MM")] = "11:30",
+    capacity: Annotated[
+        int,
+        typer.Option(help="places per session", min=1, max=MAX_CAPACITY, metavar="N"),
+    ] = 60,
     config: ConfigOpt = None,
 ) -> None:
-    """Create sessions in bulk; sessions that already exist are left alone."""
+    """Create sessions in bulk. Sessions that already exist are left alone; a period or a
+    capacity out of range is refused before anything is written."""
     from models.campaigns import create_sessions, parse_weekdays
 
     if bool(site) == all_sites:
         raise typer.BadParameter("give --site CODE (one or more) or --all")
+    if weeks is not None and days is not None:
+        raise typer.BadParameter("give --weeks or --days, not both")
     first = _parse("date (YYYY-MM-DD)", start_date, dt.date.fromisoformat)
     t_start = _parse("time (HH:MM)", start, dt.time.fromisoformat)
     t_end = _parse("time (HH:MM)", end, dt.time.fromisoformat)
@@ -393,11 +527,11 @@ def sessions_create(
 
 @sessions_app.command("list")
 def sessions_list(
-    site: Annotated[str | None, typer.Option(help="site code")] = None,
-    date: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    site: Annotated[str | None, typer.Option(help="site code", metavar="CODE")] = None,
+    date: Annotated[str | None, typer.Option(help="YYYY-MM-DD", metavar="DATE")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """List sessions with their booked places (from today unless --date is given)."""
+    """List sessions and their booked places. From today on, unless --date is given."""
     from models.campaigns import list_sessions
 
     day = _parse("date (YYYY-MM-DD)", date, dt.date.fromisoformat) if date else None
@@ -418,9 +552,12 @@ def sessions_list(
 @app.command("sample-data")
 def sample_data(
     config: ConfigOpt = None,
-    today: Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD (default today)")] = None,
+    today: Annotated[
+        str | None, typer.Option(help="first day, YYYY-MM-DD (default today)", metavar="DATE")
+    ] = None,
 ) -> None:
-    """Load the sample campaigns, Lào Cai sites and 4 weeks of sessions (idempotent)."""
+    """Load sample campaigns, sites and sessions. Two campaigns, Lào Cai sites and 4 weeks of
+    sessions; loading them again changes nothing."""
     from models.campaigns import load_sample_data
 
     first = _parse("date", today, dt.date.fromisoformat) if today else _local_today(config)
@@ -434,11 +571,14 @@ def sample_data(
 
 @staff_app.command("add")
 def staff_add(
-    telegram_id: Annotated[int, typer.Option("--telegram-id", help="the person's Telegram id")],
-    site: Annotated[str, typer.Option("--site", help="site code")],
+    telegram_id: Annotated[
+        int, typer.Option("--telegram-id", help="the person's Telegram id", metavar="ID")
+    ],
+    site: Annotated[str, typer.Option("--site", help="site code", metavar="CODE")],
     config: ConfigOpt = None,
 ) -> None:
-    """Let a Telegram user check people in and record doses at a site (role site_staff)."""
+    """Let a Telegram user check people in at a site. They also record doses there (role
+    site_staff)."""
     from models.checkin import grant_staff
     from models.healthbook import ensure_account
 
@@ -485,7 +625,7 @@ def _key_failure(exc: Exception) -> typer.Exit:
 
 @certificate_app.command("keygen")
 def certificate_keygen(config: ConfigOpt = None) -> None:
-    """Create the key that signs certificates (refuses to replace one: see rotate)."""
+    """Create the certificate signing key. It refuses to replace one: see rotate."""
     from models.certificates import KeyringError
 
     store = _key_store(config)
@@ -512,7 +652,7 @@ def certificate_rotate(
         ),
     ] = False,
 ) -> None:
-    """Sign new certificates with a new key; the old public key is kept, so certificates
+    """Sign new certificates with a new key. The old public key is kept, so certificates
     already issued stay verifiable."""
     from models.certificates import KeyringError
 
@@ -531,8 +671,8 @@ def certificate_rotate(
 
 @certificate_app.command("public-key")
 def certificate_public_key(config: ConfigOpt = None) -> None:
-    """Print the public keys that verify certificates, with their key ids (PEM): all that an
-    outside verifier needs (`healthbook certificate verify --public-key FILE`)."""
+    """Print the public keys that verify certificates. With their key ids, as PEM: all that an
+    outside verifier needs (healthbook certificate verify --public-key FILE)."""
     from models.certificates import KeyringError, public_pem
 
     try:
@@ -549,21 +689,24 @@ def certificate_public_key(config: ConfigOpt = None) -> None:
         typer.echo(public_pem(key), nl=False)
 
 
-@certificate_app.command("verify")
+@certificate_app.command("verify", cls=_Command)
 def certificate_verify(
-    payload: Annotated[str, typer.Argument(help="the text of the certificate's QR code")],
+    payload: Annotated[
+        str, typer.Argument(help="the text of the certificate's QR code", metavar="PAYLOAD")
+    ],
     config: ConfigOpt = None,
     public_key: Annotated[
         list[Path] | None,
         typer.Option(
             "--public-key",
-            help="PEM file of public keys, e.g. saved from `healthbook certificate public-key` "
+            help="PEM file of public keys, e.g. saved from healthbook certificate public-key "
             "(repeatable; default: the keys of the bot's settings, no secret needed)",
+            metavar="FILE",
             show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Check a vaccination certificate's signature and show what it carries."""
+    """Check a certificate's signature and show what it carries."""
     from models.certificates import Keyring, KeyringError, parse_public_keys, verify_certificate
     from models.errors import DomainError
 
@@ -607,28 +750,80 @@ def certificate_verify(
         typer.echo(f"  {dose['date']}  {dose['vaccine']:<16} dose {dose['dose']}")
 
 
-reference_app = typer.Typer(no_args_is_help=True, help="Reference data (administrative units).")
+reference_app = _group("Reference data (administrative units).")
 app.add_typer(reference_app, name="reference")
 
 
 @reference_app.command("check")
 def reference_check(config: ConfigOpt = None) -> None:
-    """List stored province and commune/ward codes that the bot's reference does not know
-    (codes, places and row counts only); exit status 1 if there are any."""
+    """Find stored codes that the reference does not know. Lists province and commune/ward
+    codes (codes, places and row counts only); exit status 1 if there are any, 2 if there is no
+    database to check. It changes nothing."""
+    from sqlalchemy.engine import Connection
+
     from models.reference import ADMIN_UNITS_VERSION
-    from models.reference_codes import recorded_version, unknown_codes
 
-    async def work(session: AsyncSession) -> tuple[str | None, list[Any]]:
+    missing = _missing_sqlite_file(_settings(config).database.url)
+    if missing is not None:  # connecting would create it
+        typer.echo(
+            f"error: no database at {missing}: check [database] url "
+            "(`healthbook db upgrade` creates one)",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    def inspect(conn: Connection) -> tuple[str | None, str | None, str | None, list[Any]]:
+        from alembic.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        from bot.db import alembic_config
+        from models.reference_codes import recorded_version, unknown_codes
+
+        current = MigrationContext.configure(conn).get_current_revision()
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        if current is None or current != head:
+            return current, head, None, []
+        return current, head, recorded_version(conn), unknown_codes(conn)
+
+    async def work(session: AsyncSession) -> tuple[str | None, str | None, str | None, list[Any]]:
         conn = await session.connection()
-        return await conn.run_sync(recorded_version), await conn.run_sync(unknown_codes)
+        return await conn.run_sync(inspect)
 
-    recorded, unknown = _with_database(config, work)
+    current, head, recorded, unknown = _with_database(config, work, upgrade_schema=False)
+    if current is None:
+        typer.echo(
+            "error: the database has no tables yet, so nothing to check: check [database] url "
+            "(`healthbook db upgrade` creates them)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if current != head:
+        typer.echo(
+            f"error: the database schema is at revision {current}, this bot's is {head}: "
+            "run `healthbook db upgrade`, then check again",
+            err=True,
+        )
+        raise typer.Exit(2)
     typer.echo(f"administrative units: bot uses {ADMIN_UNITS_VERSION}, database follows {recorded}")
     for item in unknown:
         typer.echo(f"  not in {ADMIN_UNITS_VERSION}: {item}")
     if recorded != ADMIN_UNITS_VERSION or unknown:
         raise typer.Exit(1)
     typer.echo("every stored code is in the reference")
+
+
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist (``None`` for any other database)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:"):  # a URI filename: ?mode=… decides, let SQLite say
+        return None
+    path = Path(name)
+    return None if path.exists() else path.resolve()
 
 
 def main() -> None:

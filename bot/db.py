@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -111,7 +112,27 @@ def upgrade_url(url: str, *, upgrade_schema: bool = True, check: bool = False) -
             if check:
                 async with engine.connect() as conn:
                     await conn.run_sync(require_current)
-        finally:
+        except BaseException:
             await engine.dispose()
+            await settle_connection_threads()
+            raise
+        await engine.dispose()
 
     asyncio.run(_main())
+
+
+async def settle_connection_threads() -> None:
+    """Wait (a second at most) for the worker threads of SQLite connections to end.
+
+    An aiosqlite connection that fails to open (a directory that does not exist, say) raises at
+    once, but its thread reports back to the event loop a moment later: when a command's loop has
+    closed by then, the thread prints its own traceback. Call this before the loop ends after a
+    failure; other drivers start no such threads, so it returns at once.
+    """
+    for _ in range(100):
+        if not any(
+            t.is_alive() and t.name.endswith("(_connection_worker_thread)")
+            for t in threading.enumerate()
+        ):
+            return
+        await asyncio.sleep(0.01)

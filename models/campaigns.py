@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -41,6 +42,12 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _VN_LAT = (8.0, 23.5)
 _VN_LON = (102.0, 117.5)
 _CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+SAVE_AS_CSV_UTF8 = 'save the file as "CSV UTF-8 (comma delimited)" and try again'
+# Bulk session creation: a typo (an extra zero) must not fill the table for centuries or
+# overflow a column; a day of a large hospital is far below MAX_CAPACITY.
+MAX_CAPACITY = 10_000
+MAX_SPAN_DAYS = 731  # two years
+SESSION_DATES = (dt.date(2000, 1, 1), dt.date(2099, 12, 31))
 
 
 class DataError(ValueError):
@@ -291,25 +298,39 @@ def _site_row(row: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
 def read_sites_csv(path: Path) -> list[dict[str, Any]]:
     """The checked rows of a sites CSV file, or a :class:`DataError` listing every bad row by
     line number (each ward must belong to its province)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(str(path), [exc.strerror or str(exc)]) from None
+    try:
+        text = data.decode("utf-8-sig")  # -sig: files saved by Excel
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(str(path), [f"line {line}: not UTF-8 text; {SAVE_AS_CSV_UTF8}"]) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     problems: list[str] = []
     rows: list[dict[str, Any]] = []
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:  # -sig: files saved by Excel
-            reader = csv.DictReader(fh)
-            missing = [c for c in SITE_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(str(path), [f"line 1: missing column(s) {', '.join(missing)}"])
-            seen: dict[str, int] = {}
-            for row in reader:
-                line = reader.line_num
-                values, wrong = _site_row(row)
-                if values["code"] in seen:
-                    wrong.append(f"code {values['code']} already on line {seen[values['code']]}")
-                seen.setdefault(values["code"], line)
-                problems.extend(f"line {line}: {w}" for w in wrong)
-                rows.append(values)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(str(path), [str(exc)]) from None
+        header = reader.fieldnames or []
+        missing = [c for c in SITE_COLUMNS if c not in header]
+        if missing:
+            problem = f"line 1: missing column(s) {', '.join(missing)}"
+            if len(header) == 1 and any(sep in header[0] for sep in ";\t"):
+                problem += f" (the columns are not separated by commas; {SAVE_AS_CSV_UTF8})"
+            else:
+                problem += f" (the first line names the columns: {','.join(SITE_COLUMNS)},notes)"
+            raise DataError(str(path), [problem])
+        seen: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            values, wrong = _site_row(row)
+            if values["code"] in seen:
+                wrong.append(f"code {values['code']} already on line {seen[values['code']]}")
+            seen.setdefault(values["code"], line)
+            problems.extend(f"line {line}: {w}" for w in wrong)
+            rows.append(values)
+    except csv.Error as exc:
+        raise DataError(str(path), [f"line {reader.line_num}: {exc}"]) from None
     if not rows and not problems:
         problems.append("no sites in the file")
     if problems:
@@ -389,13 +410,19 @@ async def create_sessions(
     capacity: int = 60,
 ) -> SessionsCreated:
     """Sessions of a campaign at some sites (``None``: every active site) on the given weekdays
-    for ``days`` days or ``weeks`` weeks (default 4 weeks); ones that exist are left alone."""
+    for ``days`` days or ``weeks`` weeks (default 4 weeks); ones that exist are left alone.
+    Out-of-range values (capacity, period length, first date, a period wholly outside the
+    campaign's dates) are a :class:`DataError` naming each."""
     problems = []
     span = days if days is not None else (weeks if weeks is not None else 4) * 7
-    if span < 1:
-        problems.append("the period must be at least one day")
-    if capacity < 1:
-        problems.append("capacity must be at least 1")
+    low, high = SESSION_DATES
+    period_ok = 1 <= span <= MAX_SPAN_DAYS and low <= start_date <= high
+    if not 1 <= span <= MAX_SPAN_DAYS:
+        problems.append(f"the period must be 1 to {MAX_SPAN_DAYS} days (104 weeks)")
+    if not low <= start_date <= high:
+        problems.append(f"the first date must be between {low} and {high}")
+    if not 1 <= capacity <= MAX_CAPACITY:
+        problems.append(f"capacity must be 1 to {MAX_CAPACITY}")
     if end <= start:
         problems.append("the end time must be after the start time")
     wanted_days = frozenset(weekdays)
@@ -404,6 +431,12 @@ async def create_sessions(
     campaign = await session.scalar(select(Campaign).where(Campaign.code == campaign_code))
     if campaign is None:
         problems.append(f"no campaign {campaign_code!r}")
+    elif period_ok and not _meets(campaign, start_date, span):
+        last = start_date + dt.timedelta(days=span - 1)
+        problems.append(
+            f"the period {start_date}..{last} is outside the campaign's dates "
+            f"({campaign.starts_on}..{campaign.ends_on or ''})"
+        )
     stmt = select(Site).order_by(Site.code)
     if site_codes is None:
         stmt = stmt.where(Site.active.is_(True))
@@ -459,6 +492,12 @@ async def create_sessions(
             result.created += 1
     await session.flush()
     return result
+
+
+def _meets(campaign: Campaign, first: dt.date, span: int) -> bool:
+    """Whether the ``span`` days from ``first`` share a day with the campaign's dates."""
+    last = first + dt.timedelta(days=span - 1)
+    return last >= campaign.starts_on and (campaign.ends_on is None or first <= campaign.ends_on)
 
 
 async def list_sessions(

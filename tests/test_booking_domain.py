@@ -949,6 +949,48 @@ async def test_create_sessions_is_idempotent_and_checks_its_input(world: World) 
         assert (made.created, made.outside_campaign) == (3, 2)
 
 
+async def test_create_sessions_refuses_values_out_of_range(world: World) -> None:
+    """A typo (an extra zero, a wrong year) is refused, not stored for ever or overflowing a
+    column; a period wholly outside the campaign is refused too."""
+    from bot import cli
+
+    assert (cli.MAX_CAPACITY, cli.MAX_SPAN_DAYS) == (cp.MAX_CAPACITY, cp.MAX_SPAN_DAYS)
+    async with world.tx() as s:
+        before = len(await cp.list_sessions(s, site_code="LC-TYT-BACHA"))
+        with pytest.raises(cp.DataError) as info:
+            await cp.create_sessions(
+                s,
+                ["LC-TYT-BACHA"],
+                COVID,
+                dt.date(9999, 12, 31),
+                days=100_000,
+                capacity=100_000_000_000,
+            )
+        assert info.value.problems == [
+            "the period must be 1 to 731 days (104 weeks)",
+            "the first date must be between 2000-01-01 and 2099-12-31",
+            "capacity must be 1 to 10000",
+        ]
+        with pytest.raises(cp.DataError) as info:
+            await cp.create_sessions(s, ["LC-TYT-BACHA"], COVID, dt.date(2099, 12, 1), weeks=105)
+        assert info.value.problems == ["the period must be 1 to 731 days (104 weeks)"]
+        made = await cp.create_sessions(
+            s, ["LC-TYT-BACHA"], COVID, TODAY, days=731, weekdays={6}, capacity=10_000
+        )
+        assert made.created == 104  # the longest period and the largest capacity are allowed
+        covid = await lk.get_campaign(s, COVID)
+        with pytest.raises(cp.DataError) as info:
+            await cp.create_sessions(
+                s, ["LC-TYT-BACHA"], COVID, covid.starts_on - dt.timedelta(9), days=7
+            )
+        assert info.value.problems == [
+            f"the period {covid.starts_on - dt.timedelta(9)}..{covid.starts_on - dt.timedelta(3)}"
+            f" is outside the campaign's dates ({covid.starts_on}..)"
+        ]
+        after = len(await cp.list_sessions(s, site_code="LC-TYT-BACHA"))
+        assert after == before + 104
+
+
 def test_parse_weekdays() -> None:
     assert cp.parse_weekdays("mon-fri") == {0, 1, 2, 3, 4}
     assert cp.parse_weekdays("Sat,SUN") == {5, 6}

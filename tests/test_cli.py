@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -13,10 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from bot.db import create_engine, upgrade
 from bot.settings import ConfigError, load_settings
 from bot.standin import BotApiStandIn
-from tests.conftest import TOKEN
+from tests.conftest import PG_URL, TOKEN
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHBOOK_")}
 ROOT = Path(__file__).parent.parent
@@ -60,9 +63,14 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_run_without_token_explains_how_to_get_one(tmp_path: Path) -> None:
+    """Exit status 2, and a message that needs no other file: the installed package ships no
+    config.example.toml, so the two lines of config.toml are in it."""
     result = healthbook("run", cwd=tmp_path)
     assert result.returncode == 2
     assert "@BotFather" in result.stderr and "healthbook demo" in result.stderr
+    assert '[telegram]\n       token = "123456:ABC..."' in result.stderr
+    assert "HEALTHBOOK_TELEGRAM__TOKEN" in result.stderr
+    assert "example" not in result.stderr
 
 
 def test_bad_config_file_exits_with_the_key(tmp_path: Path) -> None:
@@ -96,9 +104,35 @@ def test_start_without_token_runs_the_demo(tmp_path: Path) -> None:
 
 
 def test_help_reads_as_plain_text(tmp_path: Path) -> None:
+    """No boxes, no type after every option (``--help <bool>``), one line per command in the
+    lists (no docstring line break mid-sentence), arguments named as in the usage line."""
     result = healthbook("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "health-book bot" in result.stdout and "``" not in result.stdout
+    assert "  run          Run the bot (needs a token).\n" in result.stdout
+    assert "  --help  Show this message and exit.\n" in result.stdout
+    pages = {
+        args: healthbook(*args, "--help", cwd=tmp_path).stdout
+        for args in (
+            ("certificate",),
+            ("certificate", "verify"),
+            ("sites", "import"),
+            ("sessions", "create"),
+            ("reference", "check"),
+        )
+    }
+    for page in [result.stdout, *pages.values()]:
+        assert not re.search(r"<\w", page) and "{" not in page and "╭" not in page, page
+        assert "..." not in page.split("Commands:")[-1] or "Commands:" not in page, page
+    commands = pages[("certificate",)].split("Commands:\n")[1].splitlines()
+    assert [line.split()[0] for line in commands] == ["keygen", "rotate", "public-key", "verify"]
+    verify = pages[("certificate", "verify")]
+    assert " certificate verify [OPTIONS] PAYLOAD\n" in verify
+    assert "  PAYLOAD  the text of the certificate's QR code  [required]" in verify
+    assert "--public-key FILE" in verify
+    assert " sites import [OPTIONS] FILE\n" in pages[("sites", "import")]
+    create = pages[("sessions", "create")]
+    assert "--capacity N" in create and "1<=x<=10000" in create and "--from DATE" in create
 
 
 def test_demo_never_uses_the_configured_database(tmp_path: Path) -> None:
@@ -278,3 +312,121 @@ async def test_run_with_a_refused_token_says_so_once(tmp_path: Path) -> None:
     assert status == 2, err
     assert "refused the bot token" in err and "cannot reach" not in err
     assert "SECRET" not in err and "Traceback" not in err
+
+
+# --- an operator's mistakes: a database that cannot be used, values out of range, bad files ---
+
+
+def _no_database_urls(tmp_path: Path) -> list[str]:
+    """A SQLite file in a directory that does not exist; on PostgreSQL, a database that does not
+    exist."""
+    urls = [f"sqlite+aiosqlite:///{tmp_path / 'nodir' / 'x.db'}"]
+    if PG_URL:
+        admin = make_url(PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1))
+        urls.append(admin.set(database="healthbook_no_such_db").render_as_string(False))
+    return urls
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("reference", "check"),
+        ("db", "upgrade"),
+        ("sample-data",),
+        ("staff", "list"),
+        ("sites", "list"),
+        ("sessions", "create", "--campaign", "covid19_2021", "--from", "2026-12-01", "--all"),
+    ],
+)
+def test_an_unusable_database_is_one_line(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """Every command says it in one line with exit status 2, as ``run`` does: no traceback,
+    and none from a database driver's thread after the command has ended."""
+    for url in _no_database_urls(tmp_path):
+        result = healthbook(*command, cwd=tmp_path, env={"HEALTHBOOK_DATABASE__URL": url})
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(("error: cannot use the database (", "error: no database"))
+        assert "check [database] url" in lines[0]
+        assert result.stdout == ""
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_reference_check_creates_no_database(tmp_path: Path) -> None:
+    """A check reads: no database file, or one with no tables, is said (exit status 2) and left
+    as it was; once the schema is there, the check passes."""
+    result = healthbook("reference", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: no database at {tmp_path / 'healthbook.db'}: ")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "healthbook.db").touch()
+    result = healthbook("reference", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "has no tables yet" in result.stderr and "healthbook db upgrade" in result.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "healthbook.db")) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+    assert healthbook("db", "upgrade", cwd=tmp_path).returncode == 0
+    result = healthbook("reference", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "every stored code is in the reference" in result.stdout
+
+
+async def test_reference_check_of_an_older_schema_asks_for_the_upgrade(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'healthbook.db'}")
+    try:
+        await upgrade(engine, "0003")
+    finally:
+        await engine.dispose()
+    result = await asyncio.to_thread(healthbook, "reference", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "schema is at revision 0003" in result.stderr and "db upgrade" in result.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "healthbook.db")) as conn:
+        revision = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    assert revision.startswith("0003")  # the check upgraded nothing
+
+
+def test_sessions_create_refuses_values_out_of_range(tmp_path: Path) -> None:
+    assert healthbook("sample-data", "--today", "2026-11-25", cwd=tmp_path).returncode == 0
+    sessions = _count(tmp_path / "healthbook.db", "sessions")
+    base = ("sessions", "create", "--campaign", "covid19_2021", "--all")
+    cases = [
+        (("--from", "2026-12-01", "--weeks", "100000"), 2, "'--weeks'"),
+        (("--from", "2026-12-01", "--days", "732"), 2, "'--days'"),
+        (("--from", "2026-12-01", "--capacity", "100000000000"), 2, "'--capacity'"),
+        (("--from", "2026-12-01", "--capacity", "0"), 2, "'--capacity'"),
+        (("--from", "2026-12-01", "--weeks", "2", "--days", "3"), 2, "not both"),
+        (("--from", "9999-12-31", "--days", "3"), 1, "the first date must be between"),
+        (("--from", "2020-01-01", "--days", "7"), 1, "outside the campaign's dates"),
+    ]
+    for args, status, said in cases:
+        result = healthbook(*base, *args, cwd=tmp_path)
+        assert result.returncode == status, (args, result.stderr)
+        assert said in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert _count(tmp_path / "healthbook.db", "sessions") == sessions
+    result = healthbook(
+        *base, "--from", "2026-12-01", "--days", "731", "--capacity", "10000", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_sites_import_hints_at_the_file_format(tmp_path: Path) -> None:
+    header = "code,name,address,province_code,ward_code,lat,lon,kind\n"
+    (tmp_path / "latin1.csv").write_bytes(
+        (header + "LC-A,Trạm A,Sa Pa,15,3006,22.33,103.84,commune_station\n").encode()
+        + "LC-B,Trâm,Sa Pa,15,3006,22.33,103.84,commune_station\n".encode("cp1258")
+    )
+    (tmp_path / "semicolons.csv").write_text(header.replace(",", ";"), encoding="utf-8")
+    (tmp_path / "columns.csv").write_text("code,name\nLC-A,A\n", encoding="utf-8")
+    expected = {
+        "latin1.csv": 'line 3: not UTF-8 text; save the file as "CSV UTF-8 (comma delimited)"',
+        "semicolons.csv": "line 1: missing column(s) code, name, address, province_code, "
+        "ward_code, lat, lon, kind (the columns are not separated by commas; save the file as "
+        '"CSV UTF-8 (comma delimited)"',
+        "columns.csv": "line 1: missing column(s) address, province_code, ward_code, lat, lon, "
+        "kind (the first line names the columns: code,name,address,",
+    }
+    for name, said in expected.items():
+        result = healthbook("sites", "import", name, cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: {name}:\n  {said}"), result.stderr
+    assert _count(tmp_path / "healthbook.db", "sites") == 0

@@ -285,12 +285,13 @@ async def test_a_new_database_records_the_release_the_bot_uses(db_url: str) -> N
 
 
 def test_reference_check_lists_unknown_codes(tmp_path: Path) -> None:
-    def check() -> subprocess.CompletedProcess[str]:
+    def check(*command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "bot", "reference", "check"],
+            [sys.executable, "-m", "bot", *(command or ("reference", "check"))],
             cwd=tmp_path, capture_output=True, text=True, timeout=60, env=ENV,
         )  # fmt: skip
 
+    assert check("db", "upgrade").returncode == 0  # a check creates no database
     done = check()
     assert done.returncode == 0, done.stderr
     assert "database follows 2026.9.0" in done.stdout
