@@ -17,6 +17,7 @@ from bot.db import create_engine, session_factory, upgrade
 from bot.i18n import Translations
 from bot.logs import format_exception
 from bot.persistence import SQLPersistence
+from bot.polling import UpdatesRequest
 from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
 from bot.settings import Settings
@@ -27,6 +28,7 @@ from handlers.groups import GroupGuard
 from models import healthbook as hb
 from models.certificates import Keyring
 from models.reference_codes import require_current
+from models.replays import forget_handled
 
 log = logging.getLogger(__name__)
 COMMANDS = (
@@ -89,6 +91,8 @@ def build_application(
     async def post_shutdown(_app: Application) -> None:  # type: ignore[type-arg]
         await engine.dispose()
 
+    # what bot/polling.py's Poller polls through (it leaves out the updates under way)
+    updates_request = UpdatesRequest(connection_pool_size=1, read_timeout=10)
     builder = (
         Application.builder()
         .application_class(HealthbookApplication)
@@ -105,7 +109,7 @@ def build_application(
         )
         .defaults(Defaults(tzinfo=services.tz))
         .request(AiohttpRequest(connection_pool_size=64))
-        .get_updates_request(AiohttpRequest(connection_pool_size=1, read_timeout=10))
+        .get_updates_request(updates_request)
         .post_init(post_init)
         .post_shutdown(post_shutdown)
     )
@@ -114,6 +118,7 @@ def build_application(
     app: HBApplication = builder.build()  # type: ignore[assignment]
     app.bot_data["services"] = services
     app.bot_data["engine"] = engine
+    app.bot_data["updates_request"] = updates_request
     # before anything: groups and channels get one "talk to me privately" and reach no further
     app.add_handler(GroupGuard().handler(), group=-1)
     # first match wins: the staff check-in (it takes /start checkin-CODE), booking, health book;
@@ -130,6 +135,9 @@ def build_application(
         app.job_queue.run_repeating(
             booking.expire_bookings_job, interval=3600, first=60, name="missed-bookings"
         )
+        app.job_queue.run_repeating(
+            forget_handled_updates_job, interval=3600, first=90, name="handled-updates"
+        )
     app.add_error_handler(on_error)
     return app
 
@@ -142,6 +150,15 @@ async def prepare_database(app: HBApplication) -> None:
         await upgrade(engine_of(app))
     async with engine_of(app).connect() as conn:
         await conn.run_sync(require_current)
+
+
+async def forget_handled_updates_job(context: HBContext) -> None:
+    """Every hour: forget the updates handled more than 48 hours ago (Telegram gives none of
+    them again)."""
+    services = context.services
+    async with services.sessions() as session, session.begin():
+        count = await forget_handled(session, services.clock())
+    log.debug("forgot %d handled updates", count)
 
 
 def engine_of(app: HBApplication) -> AsyncEngine:

@@ -14,6 +14,7 @@ from bot.i18n import Translations
 from bot.persistence import WrittenStates
 from bot.settings import ConfigError, Settings
 from models.certificates import Keyring, KeyringError, KeyStore
+from models.replays import RecordedHere
 
 
 def _utcnow() -> dt.datetime:
@@ -23,7 +24,7 @@ def _utcnow() -> dt.datetime:
 @dataclass
 class Services:
     """What handlers need: settings, database sessions, translations, the certificate keyring
-    and a clock."""
+    and a clock (and what this process wrote: conversation states, updates recorded)."""
 
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
@@ -31,6 +32,7 @@ class Services:
     keyring: Keyring
     clock: Callable[[], dt.datetime] = field(default=_utcnow)
     written_states: WrittenStates = field(default_factory=WrittenStates)
+    recorded_here: RecordedHere = field(default_factory=RecordedHere)
 
     @property
     def tz(self) -> ZoneInfo:

@@ -124,6 +124,7 @@ async def run_demo(settings: Settings, *, language: str = "vi", sample_data: boo
     sample campaigns, sites and sessions are loaded first when ``sample_data``."""
     from bot.app import build_application, engine_of, prepare_database
     from bot.logs import setup_logging
+    from bot.polling import Poller
     from models.certificates import Keyring
 
     setup_logging("WARNING")
@@ -139,16 +140,17 @@ async def run_demo(settings: Settings, *, language: str = "vi", sample_data: boo
         if sample_data:
             await _sample_data(app)
         async with app:
-            assert app.updater is not None
-            await app.updater.start_polling(poll_interval=0, timeout=1)
+            poller = Poller(app, timeout=1)
+            await poller.start()
             await app.start()
             try:
                 await _loop(
                     ChatDriver(api, TgUser(id=1000001, first_name="Demo", language_code=language))
                 )
             finally:
-                await app.updater.stop()
+                await poller.stop()
                 await app.stop()
+                await poller.confirm()
         await engine_of(app).dispose()
 
 

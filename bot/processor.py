@@ -26,6 +26,9 @@ MAX_PENDING_PER_PERSON = 20
 # was said in this burst), otherwise a pressed button only needs its spinner stopped. Returns
 # whether the person was told (nothing is said in a group, say).
 Overflow = Callable[[Update, bool], Awaitable[bool]]
+# Called once an update is done with, however it ended: handled, its handler raised, or dropped
+# over the cap (bot/polling.py confirms to Telegram only the updates done with).
+Done = Callable[[object], None]
 
 
 @dataclass
@@ -47,10 +50,12 @@ class PerUserUpdateProcessor(BaseUpdateProcessor):
         *,
         max_pending: int = MAX_PENDING_PER_PERSON,
         on_overflow: Overflow | None = None,
+        on_done: Done | None = None,
     ) -> None:
         super().__init__(max_concurrent_updates)
         self.max_pending = max_pending
         self.on_overflow = on_overflow
+        self.on_done = on_done
         self._people: dict[int, _Person] = {}
         self._held = 0  # updates in our hands, waiting for their turn or being handled
 
@@ -86,6 +91,8 @@ class PerUserUpdateProcessor(BaseUpdateProcessor):
                     del self._people[key]  # memory stays flat however many people came and went
         finally:
             self._held -= 1
+            if self.on_done is not None:
+                self.on_done(update)
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         """Handle the update (the person's turn and a slot are already held)."""

@@ -36,7 +36,8 @@ from bot.i18n import Translator
 from bot.persistence import write_state
 from models import healthbook as hb
 from models.errors import DomainError
-from models.tables import Account, Draft, utcnow
+from models.replays import first_delivery
+from models.tables import Account
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,17 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
         @functools.wraps(fn)
         async def handler(update: Update, context: HBContext) -> object:
             services = context.services
+            key = str(update.update_id)
             async with services.sessions() as session, session.begin():
+                # recorded with the answer, in its transaction: a copy Telegram gives again
+                # after a crash finds the record and is skipped
+                if await first_delivery(session, CHANNEL, key, services.clock()):
+                    recorded = True
+                elif (CHANNEL, key) in services.recorded_here:  # this delivery's other turn
+                    recorded = False
+                else:
+                    log.info("update %s was applied already: skipped", update.update_id)
+                    return None
                 account = None
                 if update.effective_user is not None:
                     # the account and its draft in one query (the draft lands in the identity
@@ -153,13 +164,6 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                     account = await hb.find_account(
                         session, CHANNEL, str(update.effective_user.id), with_draft=True
                     )
-                draft = await hb.get_draft(session, account) if account else None
-                if draft is not None:
-                    if _already_applied(draft, update.update_id):
-                        log.info("update %s was already applied: skipped", update.update_id)
-                        return None
-                    # set now, so it rides on the same UPDATE as the answer this update brings
-                    draft.last_update_id = update.update_id
                 t = translator_for(services, account, update)
                 current = Turn(update, context, session, account, t)
                 state = await fn(current)
@@ -175,6 +179,8 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                     os.kill(os.getpid(), signal.SIGKILL)
             if written is not None:  # committed: remember it
                 services.written_states.written(*written)
+            if recorded:
+                services.recorded_here.add(CHANNEL, key)
             if _CRASH_AT and _CRASH_AT == f"after_commit:{update.update_id}":
                 os.kill(os.getpid(), signal.SIGKILL)  # committed, nothing sent yet
             await deliver(current)
@@ -183,16 +189,6 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
         return handler
 
     return decorate
-
-
-def _already_applied(draft: Draft, update_id: int) -> bool:
-    """Whether Telegram is delivering again an update that was applied (``kill -9`` before it was
-    confirmed). Ids are compared within a day only: Telegram restarts their numbering after a
-    week of silence."""
-    if draft.last_update_id is None or draft.updated_at is None:
-        return False
-    at = draft.updated_at if draft.updated_at.tzinfo else draft.updated_at.replace(tzinfo=dt.UTC)
-    return update_id <= draft.last_update_id and utcnow() - at < dt.timedelta(hours=24)
 
 
 def translator_for(services: Services, account: Account | None, update: Update) -> Translator:

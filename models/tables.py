@@ -131,8 +131,8 @@ class Draft(Base):
     book_id: Mapped[int | None] = mapped_column(ForeignKey("health_books.id", ondelete="CASCADE"))
     answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     editing: Mapped[str | None] = mapped_column(String(32))
-    # The last update applied to this draft: an update Telegram delivers again (the bot was
-    # killed before it could confirm it) is recognised and not applied twice.
+    # No longer written: updates delivered again are recognised by handled_updates now (the
+    # column stays for the databases that have it).
     last_update_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -421,3 +421,16 @@ class ReferenceData(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     version: Mapped[str] = mapped_column(String(32))
     applied_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class HandledUpdate(Base):
+    """An update whose answer was committed, so that a copy of it is not applied again: after a
+    crash Telegram gives again every update the bot had not confirmed, handled or not. Kept 48
+    hours (Telegram keeps an update for 24); ``update_key`` is the channel's own id of the
+    update (Telegram's ``update_id`` as text)."""
+
+    __tablename__ = "handled_updates"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    update_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    handled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

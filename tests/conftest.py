@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.app import build_application, engine_of, prepare_database
 from bot.context import HBApplication, Services
 from bot.db import create_engine
+from bot.polling import Poller
 from bot.settings import Settings, load_settings
 from bot.standin import BotApiStandIn, ChatDriver, TgUser, forbid_network
 
@@ -158,23 +159,26 @@ class Harness:
 
 
 async def start_app(settings: Settings, clock: FakeClock) -> HBApplication:
-    """Build, initialise and start polling, as ``run_polling`` would."""
+    """Build, initialise and start polling, as ``healthbook run`` does (its poller, kept in
+    ``bot_data["poller"]``)."""
     app = build_application(settings, clock=clock, rate_limit=False)
     await prepare_database(app)
     await app.initialize()
-    assert app.updater is not None
-    await app.updater.start_polling(poll_interval=0, timeout=1)
+    poller = Poller(app, timeout=settings.telegram.poll_timeout)
+    app.bot_data["poller"] = poller
+    await poller.start()
     await app.start()
     return app
 
 
 async def stop_app(app: HBApplication) -> None:
-    """Stop polling and shut down."""
-    assert app.updater is not None
-    await app.updater.stop()
+    """Stop polling, handle what was fetched, confirm it, and shut down."""
+    poller: Poller = app.bot_data["poller"]
+    await poller.stop()
     await app.stop()
+    await poller.confirm()
     await app.shutdown()
-    await engine_of(app).dispose()  # run_polling would do this in post_shutdown
+    await engine_of(app).dispose()  # healthbook run does this in post_shutdown
 
 
 @pytest.fixture
@@ -188,8 +192,8 @@ async def api() -> AsyncIterator[BotApiStandIn]:
 async def bot(api: BotApiStandIn, db_url: str) -> AsyncIterator[Harness]:
     """The real Application, polling the stand-in, on a fresh database."""
     clock = FakeClock()
-    app = await start_app(make_settings(db_url, api), clock)
+    harness = Harness(api, await start_app(make_settings(db_url, api), clock), clock)
     try:
-        yield Harness(api, app, clock)
+        yield harness
     finally:
-        await stop_app(app)
+        await stop_app(harness.app)  # a test may have restarted it

@@ -14,6 +14,7 @@ from telegram.ext import ConversationHandler
 
 from bot.app import build_application, prepare_database
 from bot.context import HBApplication
+from bot.polling import Poller
 from bot.settings import Settings
 from bot.standin import BotApiStandIn, ChatDriver
 from handlers import site
@@ -56,8 +57,9 @@ async def start_with_site(settings: Settings, clock: FakeClock) -> HBApplication
     _register_site(app)
     await prepare_database(app)
     await app.initialize()
-    assert app.updater is not None
-    await app.updater.start_polling(poll_interval=0, timeout=1)
+    poller = Poller(app, timeout=settings.telegram.poll_timeout)
+    app.bot_data["poller"] = poller
+    await poller.start()
     await app.start()
     return app
 
