@@ -45,11 +45,13 @@ from bench.common import (
 from bot.standin import TgUser
 from models import validators as v
 
-SCREENING = [item.code for item in v.screening_items()]
+# the items a man is asked; "yes" to these two, so both "which ones?" questions follow
+SCREENING = [i.code for i in v.screening_items() if i.applies(gender="male", age=None)]
+YES = ("chronic_controlled", "other_allergies")
 
 
 async def resident(chat: Chat, n: int, figures: Figures) -> None:
-    """One person's whole health book: 28 updates, buttons where a person would press them."""
+    """One person's whole health book: 27 updates, buttons where a person would press them."""
     await chat.say("/start", figures, sends=2)
     await chat.press("hb:consent:yes", figures)
     await chat.say("nguyễn văn an", figures)
@@ -65,8 +67,8 @@ async def resident(chat: Chat, n: int, figures: Figures) -> None:
     await chat.say("sa pa", figures)
     await chat.say("Thôn Lếch Dao", figures)
     for code in SCREENING:
-        await chat.press(f"hb:screening:{code}:no", figures)
-    await chat.press("hb:allergies:none", figures)
+        await chat.press(f"hb:screening:{code}:{'yes' if code in YES else 'no'}", figures)
+    await chat.press("hb:allergies:unknown", figures)
     await chat.say("cao huyết áp", figures)
     await chat.press("hb:review:save", figures)
 

@@ -75,7 +75,7 @@ class BotSettings(_Section):
 
     default_locale: str = "vi"
     default_province: int = Field(default=15, description="current (2025) province code")
-    consent_version: str = "2026-11"
+    consent_version: str = "2026-12"
     hotline: str = "1900 9095"
     emergency: str = "115"
     timezone: str = "Asia/Ho_Chi_Minh"

@@ -178,7 +178,7 @@ def _book_lines(t: Translator, answers: dict, *, unlike: dict | None = None) -> 
                 + " — "
                 + (item["answer_name"] or item["answer"])
                 for item in value
-                if item["answer"] != "no"
+                if item["answer"] not in ("no", "not_applicable")
             ]
             text = "; ".join(flagged) if flagged else t("review.screening_ok")
         else:

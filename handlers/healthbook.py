@@ -79,7 +79,8 @@ async def ask(turn_: Turn, draft: Draft | None, step: Step | str) -> Step:
     assert draft is not None
     if step is Step.REVIEW:
         turn_.say(
-            t("review.title") + "\n\n" + summary(turn_, draft.answers), review_keyboard(turn_)
+            t("review.title") + "\n\n" + summary(turn_, draft.answers),
+            review_keyboard(turn_, draft.answers),
         )
         return step
     markup: object = None
@@ -118,17 +119,16 @@ async def ask(turn_: Turn, draft: Draft | None, step: Step | str) -> Step:
         text = t("ask.province", province=v.province_name(default))
         markup = inline([[(v.province_name(default), f"hb:province:{default}")]])
     elif step is Step.WARD:
-        text = t("ask.ward", province=v.province_name(int(draft.answers["province"])))
+        province = int(draft.answers["province"])
+        text = t(
+            "ask.ward",
+            province=v.province_name(province),
+            example=v.fold(v.ward_example(province)),
+        )
     elif step is Step.SCREENING:
         item = hb.next_screening_item(draft)
         assert item is not None
-        items = v.screening_items()
-        text = t(
-            "ask.screening",
-            n=items.index(item) + 1,
-            total=len(items),
-            question=t(f"screening.{item.code}"),
-        )
+        text = screening_question(turn_, draft, item)
         markup = inline(
             [
                 [
@@ -139,9 +139,21 @@ async def ask(turn_: Turn, draft: Draft | None, step: Step | str) -> Step:
             ]
         )
     elif step is Step.ALLERGIES or step is Step.CHRONIC_CONDITIONS:
-        markup = inline([[(t("button.none"), f"hb:{step}:none")]])
+        # asked only after a "yes" or "don't know" in the declaration: which ones?
+        markup = inline([[(t("button.not_sure"), f"hb:{step}:unknown")]])
     turn_.say(text or t(f"ask.{step}"), markup)  # type: ignore[arg-type]
     return step
+
+
+def screening_question(turn_: Turn, draft: Draft, item: v.ScreeningItem) -> str:
+    """One health-declaration item as asked, numbered among the items asked of this person."""
+    items = hb.screening_asked(draft.answers or {})
+    return turn_.t(
+        "ask.screening",
+        n=items.index(item) + 1,
+        total=len(items),
+        question=turn_.t(f"screening.{item.code}"),
+    )
 
 
 async def ask_next(turn_: Turn, draft: Draft) -> Step:
@@ -150,11 +162,12 @@ async def ask_next(turn_: Turn, draft: Draft) -> Step:
     return await ask(turn_, draft, field or Step.REVIEW)
 
 
-def review_keyboard(turn_: Turn) -> object:
+def review_keyboard(turn_: Turn, answers: dict) -> object:
     """An edit button per field, then Save."""
     t = turn_.t
     edits = [
-        (t("button.edit_field", field=t(f"field.{f}")), f"hb:review:edit:{f}") for f in hb.FIELDS
+        (t("button.edit_field", field=t(f"field.{f}")), f"hb:review:edit:{f}")
+        for f in hb.editable_fields(answers)
     ]
     return inline([*chunk(edits, 2), [(t("button.save"), "hb:review:save")]])
 
@@ -164,7 +177,12 @@ def summary(turn_: Turn, answers: dict) -> str:
     t = turn_.t
     lines = []
     for field in hb.FIELDS:
-        lines.append(f"• {t(f'field.{field}')}: {render_value(turn_, field, answers.get(field))}")
+        value = answers.get(field)
+        if field in hb.DETAILS and value is None and hb.detail_needed(answers, field):
+            shown = t("review.not_sure")  # a "yes" in the declaration, no detail given
+        else:
+            shown = render_value(turn_, field, value)
+        lines.append(f"• {t(f'field.{field}')}: {shown}")
     return "\n".join(lines)
 
 
@@ -199,7 +217,7 @@ def render_value(turn_: Turn, field: str, value: object) -> str:
         flagged = [
             t(f"screening_short.{k}") + " — " + t(f"answer.{a}")
             for k, a in value.items()
-            if a != "no"
+            if a not in (v.Answer.NO, v.Answer.NOT_APPLICABLE)
         ]
         return t("review.screening_ok") if not flagged else "; ".join(flagged)
     return str(value)
@@ -266,7 +284,7 @@ def answer_text(step: Step):
         if hb.next_field(draft) != step:  # the database knows better than a stale state
             return await ask_next(turn_, draft)
         try:
-            await accept_text(turn_, draft, step, turn_.text)
+            turn_.ack = await accept_text(turn_, draft, step, turn_.text)
         except InvalidAnswer as err:
             return await reject(turn_, draft, step, err)
         if step is Step.WARD and "ward" not in draft.answers:
@@ -279,8 +297,9 @@ def answer_text(step: Step):
     return on_text
 
 
-async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
-    """Parse a typed answer for ``step`` and store it; raises InvalidAnswer."""
+async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> str | None:
+    """Parse a typed answer for ``step`` and store it; raises InvalidAnswer. Returns what a
+    typed answer to a question with buttons resolved to (``"mong"`` → ``"Mông"``), to echo."""
     t = turn_.t
     if len(text) > SHORT_ANSWER and step not in FREE_TEXT:
         # a name, a date, a number…: the example that helps is the question's own, asked next
@@ -293,22 +312,26 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
         hb.set_answer(draft, step, v.parse_date_of_birth(text, turn_.services.today()))
     elif step is Step.GENDER:
         label = {v.fold(t("gender.male")): "male", v.fold(t("gender.female")): "female"}
-        hb.set_answer(draft, step, label.get(v.fold(text)) or v.parse_gender(text))
+        gender = label.get(v.fold(text)) or v.parse_gender(text)
+        hb.set_answer(draft, step, gender)
+        return t(f"gender.{gender}")
     elif step is Step.ID_NUMBER:
         if v.fold(text) == v.fold(t("button.no_id")):
             hb.set_answer(draft, step, None)
-            return
+            return t("button.no_id")
         dob, gender = hb.draft_dob(draft), hb.draft_gender(draft)
         assert dob is not None and gender is not None
         hb.set_answer(draft, step, v.parse_id_number(text, dob, gender))
     elif step is Step.PHONE:
         if v.fold(text) == v.fold(t("button.no_phone")):
             hb.set_answer(draft, step, None)
+            return t("button.no_phone")
         else:
             hb.set_answer(draft, step, v.parse_phone(text))
     elif step is Step.BHYT:
         skip = v.fold(text) in {v.fold(t("button.skip")), v.fold(t("button.none"))}
         hb.set_answer(draft, step, None if skip else v.parse_bhyt(text))
+        return t("button.skip") if skip else None
     elif step is Step.ETHNICITY:
         found = v.match_ethnicity(text)
         if len(found) != 1:
@@ -321,6 +344,7 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
                 )
             raise InvalidAnswer("error.ethnicity.unknown") if not found else _Handled()
         hb.set_answer(draft, step, found[0].code)
+        return found[0].name
     elif step in (Step.OCCUPATION, Step.PRIORITY_GROUP):
         prefix = "occupation" if step is Step.OCCUPATION else "priority"
         codes = v.occupations() if step is Step.OCCUPATION else v.priority_groups()
@@ -328,6 +352,7 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
         if match is None:
             raise InvalidAnswer("error.input.use_buttons")
         hb.set_answer(draft, step, match)
+        return t(f"{prefix}.{match}")
     elif step is Step.PROVINCE:
         found = v.search_provinces(text)
         if not found:
@@ -341,15 +366,21 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
             )
             raise _Handled()
         hb.set_answer(draft, step, found[0][0])
+        return found[0][1]
     elif step is Step.WARD:
         province = int(draft.answers["province"])
         found = v.search_wards(province, text)
         if not found:
-            raise InvalidAnswer("error.ward.none", query=v.clean_text(text, max_len=40) or "")
+            raise InvalidAnswer(
+                "error.ward.none",
+                query=v.clean_text(text, max_len=40) or "",
+                province=v.province_name(province),
+                example=v.ward_example(province),
+            )
         exact = [w for w in found if v.fold(w[1]).endswith(v.fold(text))]
         if len(found) == 1 or (len(exact) == 1 and len(found) <= MAX_CHOICES):
             hb.set_answer(draft, step, (exact or found)[0][0])
-            return
+            return (exact or found)[0][1]
         if len(found) > MAX_CHOICES:
             raise InvalidAnswer("error.ward.too_many", count=len(found))
         turn_.say(
@@ -359,6 +390,7 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
     elif step is Step.ADDRESS_LINE:
         skip = v.fold(text) == v.fold(t("button.skip"))
         hb.set_answer(draft, step, None if skip else v.clean_text(text, max_len=200))
+        return t("button.skip") if skip else None
     elif step is Step.SCREENING:
         item = hb.next_screening_item(draft)
         assert item is not None
@@ -371,11 +403,17 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> None:
         if answer is None:
             raise InvalidAnswer("error.input.yes_no")
         hb.set_screening_answer(draft, item.code, v.Answer(answer))
+        # named, so the echo atop the next question cannot be read as answering that one
+        short = t(f"screening_short.{item.code}")
+        return t("echo.screening", item=short, answer=t(f"answer.{answer}"))
     elif step in (Step.ALLERGIES, Step.CHRONIC_CONDITIONS):
-        none = v.fold(text) in {v.fold(t("button.none")), v.fold(t("button.no"))}
+        words = ("button.not_sure", "button.none", "button.no", "button.unknown")
+        none = v.fold(text) in {v.fold(t(key)) for key in words}
         hb.set_answer(draft, step, None if none else v.clean_text(text, max_len=500))
+        return t("button.not_sure") if none else None
     else:
         raise InvalidAnswer("error.input.use_buttons")
+    return None
 
 
 def typed_label(text: str, labels: dict[str, str]) -> str | None:
@@ -409,6 +447,8 @@ def answer_button(step: Step):
             return await lost_draft(turn_)
         if parts is None or hb.next_field(draft) != step:
             return await stale_button_in(turn_, step, draft)
+        item = hb.next_screening_item(draft) if step is Step.SCREENING else None
+        question = screening_question(turn_, draft, item) if item is not None else ""
         try:
             label = accept_button(turn_, draft, step, parts)
         except InvalidAnswer:
@@ -417,10 +457,12 @@ def answer_button(step: Step):
         following = hb.next_field(draft)
         if step is Step.SCREENING and following == Step.SCREENING:
             turn_.edit_pressed = True  # the declaration steps through its items in one message
+        elif step is Step.SCREENING:
+            # the last item keeps its question and answer, so the answer cannot be read as
+            # belonging to whatever is asked next
+            turn_.close_with = f"{question}\n✓ {label}"
         else:
             turn_.ack = label
-            if step is Step.SCREENING:
-                turn_.close_with = t_done(turn_)
             if step is Step.PHONE:  # the suggested new number: close the phone keyboard
                 turn_.ack, turn_.close_with = None, f"✓ {label}"
                 turn_.say(turn_.t("answer.phone_saved"), ReplyKeyboardRemove())
@@ -428,11 +470,6 @@ def answer_button(step: Step):
 
     on_button.__name__ = f"on_button_{step}"
     return on_button
-
-
-def t_done(turn_: Turn) -> str:
-    """What the finished health declaration message says once its buttons are gone."""
-    return f"{turn_.t('field.screening')} ✓"
 
 
 def accept_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> str:
@@ -452,9 +489,9 @@ def accept_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> st
     if step in (Step.BHYT, Step.ADDRESS_LINE) and value == "skip":
         hb.set_answer(draft, step, None)
         return t("button.skip")
-    if step in (Step.ALLERGIES, Step.CHRONIC_CONDITIONS) and value == "none":
+    if step in (Step.ALLERGIES, Step.CHRONIC_CONDITIONS) and value == "unknown":
         hb.set_answer(draft, step, None)
-        return t("button.none")
+        return t("button.not_sure")
     code = parse_id(value)  # ethnicity, province and ward buttons carry codes
     if step is Step.ETHNICITY and code is not None:
         try:
@@ -509,7 +546,7 @@ async def review_button(turn_: Turn) -> object:
         return await lost_draft(turn_)
     if parts is None or hb.next_field(draft) is not None:
         return await stale_button_in(turn_, Step.REVIEW, draft)
-    if parts[:1] == ["edit"] and len(parts) == 2 and parts[1] in hb.FIELDS:
+    if parts[:1] == ["edit"] and len(parts) == 2 and parts[1] in hb.editable_fields(draft.answers):
         hb.begin_edit(draft, parts[1])
         turn_.close_with = t("review.editing", field=t(f"field.{parts[1]}"))
         return await ask_next(turn_, draft)

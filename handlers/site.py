@@ -106,7 +106,8 @@ async def _vaccine_names(turn_: Turn, codes: list[str]) -> dict[str, str]:
 
 
 def _flagged(t: Translator, book: HealthBook, today: dt.date) -> list[str]:
-    """The screening answers that are not "no" (the derived age item included)."""
+    """The screening answers that are not "no" nor "not applicable" (the derived age item
+    included)."""
     answers = book.screening or {}
     lines = []
     for item in v.screening_items(asked_only=False):
@@ -114,7 +115,7 @@ def _flagged(t: Translator, book: HealthBook, today: dt.date) -> list[str]:
             answer = item.derived_answer(age=v.age_on(book.date_of_birth, today)).value
         else:
             answer = str(answers.get(item.code, "unknown"))
-        if answer != "no":
+        if answer not in ("no", "not_applicable"):
             lines.append(f"• {t(f'screening_short.{item.code}')}: {t(f'answer.{answer}')}")
     return lines
 

@@ -58,6 +58,8 @@ FIELDS: tuple[str, ...] = (
 )
 # Changing a field makes these later answers meaningless: they are asked again.
 DEPENDENTS: dict[str, tuple[str, ...]] = {"province": ("ward",)}
+# Free-text answers that say "which ones" for screening items (``detail`` in screening.toml).
+DETAILS: tuple[str, ...] = ("allergies", "chronic_conditions")
 
 
 async def find_account(
@@ -149,6 +151,8 @@ def next_field(draft: Draft) -> str | None:
         return draft.editing
     answers = draft.answers or {}
     for field in FIELDS:
+        if field in DETAILS and detail_needed(answers, field) is False:
+            continue  # "no" to every related screening item says it: nothing to ask
         if field not in answers:
             return field
         if field == "screening" and next_screening_item(draft) is not None:
@@ -156,13 +160,60 @@ def next_field(draft: Draft) -> str | None:
     return None
 
 
+def _age(answers: dict[str, Any]) -> int | None:
+    raw = answers.get("date_of_birth")
+    try:
+        return v.age_on(dt.date.fromisoformat(raw), dt.datetime.now(LOCAL_TZ).date())
+    except (TypeError, ValueError):
+        return None
+
+
+def screening_asked(answers: dict[str, Any]) -> list[v.ScreeningItem]:
+    """The health-declaration items asked of this person, in order (``applies_to``)."""
+    gender, age = answers.get("gender"), _age(answers)
+    return [item for item in v.screening_items() if item.applies(gender=gender, age=age)]
+
+
 def next_screening_item(draft: Draft) -> v.ScreeningItem | None:
     """The first health-declaration item not yet answered."""
-    given = (draft.answers or {}).get("screening") or {}
-    for item in v.screening_items():
+    answers = draft.answers or {}
+    given = answers.get("screening") or {}
+    for item in screening_asked(answers):
         if item.code not in given:
             return item
     return None
+
+
+def detail_needed(answers: dict[str, Any], field: str) -> bool | None:
+    """Whether the free-text ``field`` is asked: True when a related screening item was answered
+    "yes" or "don't know", False when all were "no" (or do not apply), None while unanswered."""
+    given = answers.get("screening") or {}
+    related = [i.code for i in v.screening_items() if i.detail == field]
+    if not related or any(code not in given for code in related):
+        return None
+    return any(given[code] in (v.Answer.YES, v.Answer.UNKNOWN) for code in related)
+
+
+def editable_fields(answers: dict[str, Any]) -> list[str]:
+    """The fields the review offers to edit: a detail the screening rules out is not one."""
+    return [f for f in FIELDS if not (f in DETAILS and detail_needed(answers, f) is False)]
+
+
+def _settle(answers: dict[str, Any]) -> None:
+    """Keep answers consistent: items that do not apply are "not applicable" (and asked again
+    when they come to apply), and a detail every related item answered "no" to is none."""
+    if "screening" in answers:
+        screening = dict(answers["screening"] or {})
+        asked = {item.code for item in screening_asked(answers)}
+        for item in v.screening_items():
+            if item.code not in asked:
+                screening[item.code] = str(v.Answer.NOT_APPLICABLE)
+            elif screening.get(item.code) == v.Answer.NOT_APPLICABLE:
+                del screening[item.code]
+        answers["screening"] = screening
+    for field in DETAILS:
+        if detail_needed(answers, field) is False:
+            answers[field] = None
 
 
 def set_answer(draft: Draft, field: str, value: Any) -> None:
@@ -175,18 +226,25 @@ def set_answer(draft: Draft, field: str, value: Any) -> None:
         answers.pop(dependent, None)
     if field in ("date_of_birth", "gender"):
         _recheck_id(answers)
+        _settle(answers)
     draft.answers = answers  # a new dict, so SQLAlchemy sees the change
     draft.editing = None
 
 
 def set_screening_answer(draft: Draft, item: str, answer: v.Answer) -> None:
-    """Store one health-declaration answer."""
-    if item not in {i.code for i in v.screening_items()}:
+    """Store one health-declaration answer; its detail ("which ones?") is asked again when the
+    answer calls for it and was none, and becomes none when every related answer is "no"."""
+    items = {i.code: i for i in screening_asked(draft.answers or {})}
+    if item not in items or answer is v.Answer.NOT_APPLICABLE:
         raise InvalidAnswer("error.choice.unknown")
     answers = dict(draft.answers or {})
     screening = dict(answers.get("screening") or {})
     screening[item] = str(answer)
     answers["screening"] = screening
+    detail = items[item].detail
+    if detail and detail_needed(answers, detail) and answers.get(detail) is None:
+        answers.pop(detail, None)
+    _settle(answers)
     draft.answers = answers
     if next_screening_item(draft) is None:
         draft.editing = None
@@ -194,11 +252,12 @@ def set_screening_answer(draft: Draft, item: str, answer: v.Answer) -> None:
 
 def begin_edit(draft: Draft, field: str) -> None:
     """Jump back to one question; the review comes back once it is answered."""
-    if field not in FIELDS:
-        raise InvalidAnswer("error.choice.unknown")
     answers = dict(draft.answers or {})
+    if field not in editable_fields(answers):
+        raise InvalidAnswer("error.choice.unknown")
     if field == "screening":
         answers["screening"] = {}
+        _settle(answers)
     draft.answers = answers
     draft.editing = field
 
@@ -284,7 +343,9 @@ async def save_book(
     Raises :class:`InvalidAnswer` with ``field`` set when an answer no longer holds (the caller
     asks that question again), :class:`DomainError` when the ID number belongs to another book.
     """
-    data, field, error = validate_book(draft.answers or {})
+    answers = dict(draft.answers or {})
+    _settle(answers)
+    data, field, error = validate_book(answers)
     if data is None:
         assert error is not None
         error.params.setdefault("field", field)

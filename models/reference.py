@@ -141,6 +141,7 @@ class Answer(enum.StrEnum):
     YES = "yes"
     NO = "no"
     UNKNOWN = "unknown"
+    NOT_APPLICABLE = "not_applicable"  # not asked of this person (``applies_to``)
 
 
 class ScreeningGroup(enum.StrEnum):
@@ -166,11 +167,25 @@ class ScreeningItem:
     group_if_yes: ScreeningGroup
     group_if_unknown: ScreeningGroup
     derived: str | None = None
+    applies_gender: str | None = None  # asked only of this gender
+    applies_min_age: int | None = None
+    applies_max_age: int | None = None
+    detail: str | None = None  # the free-text field that says which ones, when "yes"
 
     @property
     def asked(self) -> bool:
         """Whether the bot asks this item (derived ones are computed)."""
         return self.derived is None
+
+    def applies(self, *, gender: str | None, age: int | None) -> bool:
+        """Whether the item is asked of this person; what is not known yet does not exclude."""
+        if self.applies_gender and gender and gender != self.applies_gender:
+            return False
+        if age is not None and self.applies_min_age is not None and age < self.applies_min_age:
+            return False
+        return not (
+            age is not None and self.applies_max_age is not None and age > self.applies_max_age
+        )
 
     def derived_answer(self, *, age: int) -> Answer:
         """The answer of a derived item computed from the person's age (``"age>=65"``)."""
@@ -195,6 +210,10 @@ def _screening_items() -> tuple[ScreeningItem, ...]:
             group_if_yes=ScreeningGroup(row["group_if_yes"]),
             group_if_unknown=ScreeningGroup(row["group_if_unknown"]),
             derived=row.get("derived"),
+            applies_gender=row.get("applies_to", {}).get("gender"),
+            applies_min_age=row.get("applies_to", {}).get("min_age"),
+            applies_max_age=row.get("applies_to", {}).get("max_age"),
+            detail=row.get("detail"),
         )
         for row in load_data("screening")["item"]
     )
@@ -258,6 +277,22 @@ def _wards_by_province() -> dict[int, tuple[tuple[int, str], ...]]:
     for code, (name, province) in admin_units().wards.items():
         grouped.setdefault(province, []).append((code, name))
     return {province: tuple(units) for province, units in grouped.items()}
+
+
+# The example a question about the commune/ward shows, per province: one people there know;
+# a province not listed shows its first unit in the reference's order.
+_WARD_EXAMPLES = {15: "Phường Sa Pa"}
+
+
+def ward_example(province_code: int) -> str:
+    """A real commune/ward of the province, named as a person would type it (``"Sa Pa"``)."""
+    units = wards(province_code)
+    preferred = _WARD_EXAMPLES.get(int(province_code))
+    name = preferred if preferred in {n for _, n in units} else (units[0][1] if units else "")
+    for prefix in ("Đặc khu ", "Thị trấn ", "Phường ", "Xã "):
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return name
 
 
 def wards(province_code: int) -> tuple[tuple[int, str], ...]:

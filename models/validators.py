@@ -42,6 +42,7 @@ from models.reference import (
     province_name,
     provinces,
     screening_items,
+    ward_example,
     ward_in_province,
     ward_name,
     wards,
@@ -85,6 +86,7 @@ __all__ = [
     "screening_items",
     "search_provinces",
     "search_wards",
+    "ward_example",
     "ward_in_province",
     "ward_name",
 ]
@@ -558,7 +560,7 @@ def _search(index: _Index, text: str) -> list[tuple[int, Candidate]]:
     return [(r, cand) for r, _, cand in found]
 
 
-def _example_name(name: str) -> str:
+def example_name(name: str) -> str:
     """A unit's name without its prefix word, as a person would type it."""
     for prefix in ("Đặc khu", "Thị trấn", "Thành phố", "Phường", "Tỉnh", "Xã"):
         if name.startswith(prefix + " "):
@@ -573,7 +575,7 @@ def _pick(
     exact = any(r == 0 for r, _ in found)
     if len(found) > limit and not exact:
         raise InvalidAnswer(
-            too_many, count=len(found), query=query, example=_example_name(found[0][1][1])
+            too_many, count=len(found), query=query, example=example_name(found[0][1][1])
         )
     return [cand for _, cand in found[:limit]]
 
@@ -591,7 +593,7 @@ def search_wards(province_code: int, text: str, *, limit: int = SEARCH_LIMIT) ->
     index = _ward_index(int(province_code))
     found = _search(index, text)
     if not found:
-        example = _example_name(index[0][1]) if index else ""
+        example = ward_example(province_code)
         try:
             province = province_name(province_code)
         except KeyError:

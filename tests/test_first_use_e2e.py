@@ -56,9 +56,11 @@ async def resident(
     await person.send(ward)
     await person.press(t(lang, "button.skip"))
     for item in v.screening_items():
-        await person.press(t(lang, "button.yes" if item.code in yes else "button.no"))
-    await person.press(t(lang, "button.none"))
-    await person.press(t(lang, "button.none"))
+        if item.applies(gender="male", age=None):
+            await person.press(t(lang, "button.yes" if item.code in yes else "button.no"))
+    for detail in ("allergies", "chronic_conditions"):  # asked after a "yes" only
+        if t(lang, f"ask.{detail}") in person.last_text:
+            await person.press(t(lang, "button.not_sure"))
     await person.press(t(lang, "button.save"))
     assert t(lang, "saved.new") in person.last_text
     return person
@@ -286,7 +288,8 @@ async def test_refer_group_is_told_hospital_but_sees_nearer_sites(sample: Harnes
     person = await resident(sample, "006789", yes=("immunodeficiency",))
     await person.send("/book")
     await person.press("COVID-19")
-    assert t("vi", "book.refer_hospital") in " ".join(person.texts)
+    reasons = "• " + t("vi", "screening_short.immunodeficiency")
+    assert t("vi", "book.refer_hospital", reasons=reasons) in " ".join(person.texts)
     assert person.buttons[0].startswith("🏥 Bệnh viện")  # advised: first
     assert any(b.startswith(SA_PA) for b in person.buttons)  # the nearer site is still there
     await person.press(SA_PA)  # and may be booked: the site screens and decides

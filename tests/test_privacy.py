@@ -182,8 +182,11 @@ async def fill_in(person: ChatDriver, data: dict[str, str], *, female: bool) -> 
     await person.send("sa pa")
     assert t("vi", "ask.address_line") in person.last_text
     await person.send(data["address_line"])
-    for n, _item in enumerate(v.screening_items()):
-        await person.press(t("vi", "button.yes" if n % 2 else "button.no"))
+    gender = "female" if female else "male"
+    asked = [i for i in v.screening_items() if i.applies(gender=gender, age=None)]
+    for n, item in enumerate(asked):  # "yes" to allergies and chronic illness: both are asked
+        yes = n % 2 or item.code in ("other_allergies", "chronic_controlled")
+        await person.press(t("vi", "button.yes" if yes else "button.no"))
     assert t("vi", "ask.allergies") in person.last_text
     await person.send(data.get("allergies", t("vi", "button.none")))
     await person.send(data.get("chronic_conditions", t("vi", "button.none")))

@@ -285,7 +285,7 @@ def test_parse_answer(typed: str, answer: Answer) -> None:
 
 
 def test_answer_errors() -> None:
-    assert [a.value for a in Answer] == ["yes", "no", "unknown"]
+    assert [a.value for a in Answer] == ["yes", "no", "unknown", "not_applicable"]
     expect("error.answer.invalid", v.parse_answer, "có lẽ")
 
 
