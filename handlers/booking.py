@@ -108,6 +108,8 @@ async def start_booking(turn_: Turn) -> object:
     if not campaigns:
         turn_.say(turn_.t("book.no_campaign"))
         return ConversationHandler.END
+    if book.province_code not in await bk.site_provinces(turn_.session):
+        return await no_site_in_province(turn_, book)
     if len(campaigns) == 1:
         return await choose_campaign(turn_, book, campaigns[0])
     turn_.say(
@@ -158,6 +160,45 @@ async def campaign_typed(turn_: Turn) -> object:
     return BookStep.CAMPAIGN
 
 
+async def no_site_in_province(turn_: Turn, book: HealthBook) -> object:
+    """The person's province has no site: say where the bot books and which province their book
+    gives (the address may be wrong: /profile corrects it), rather than a site search that
+    cannot find anything (a site of another province is refused by design)."""
+    t = turn_.t
+    served = await bk.site_provinces(turn_.session)
+    if not served:
+        turn_.say(t("book.no_sites"), ReplyKeyboardRemove())
+        return ConversationHandler.END
+    turn_.say(
+        t(
+            "book.province_not_served",
+            provinces=", ".join(_province(code) for code in served),
+            province=_province(book.province_code),
+        ),
+        ReplyKeyboardRemove(),
+    )
+    return ConversationHandler.END
+
+
+def _province(code: int) -> str:
+    try:
+        return v.province_name(code)
+    except KeyError:  # a code of another reference release: shown as stored
+        return str(code)
+
+
+def screening_reasons(t: Translator, reasons: list[tuple[str, v.Answer]]) -> str:
+    """What led to a caution or hospital advice, one bullet each: the item's short label, with
+    "don't know" when that was the answer (the age item is computed, never unknown)."""
+    lines = []
+    for code, answer in reasons:
+        label = t(f"screening_short.{code}")
+        if answer is v.Answer.UNKNOWN:
+            label = t("book.reason_unknown", item=label)
+        lines.append(f"• {label}")
+    return "\n".join(lines)
+
+
 def typed_hint(key: str):
     """Handler for text typed at a step answered by its buttons: a hint that fits the step."""
 
@@ -177,8 +218,9 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
     if window is None:
         turn_.say(t("booking.schedule_complete", campaign=campaign_name(t, campaign)))
         return ConversationHandler.END
+    on = max(window.earliest, today)
     try:
-        group = elig.check_eligibility(book, campaign, max(window.earliest, today))
+        group = elig.check_eligibility(book, campaign, on)
     except DomainError as err:
         turn_.say(render_error(t, err) + "\n\n" + t("book.see_doctor"))
         return ConversationHandler.END
@@ -209,10 +251,10 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
                 latest=t.date(window.latest) if window.latest else t("book.no_limit"),
             )
         )
-    if group is v.ScreeningGroup.CAUTION:
-        lines.append(t("book.caution"))
-    elif group is v.ScreeningGroup.REFER:
-        lines.append(t("book.refer_hospital"))
+    if group in (v.ScreeningGroup.CAUTION, v.ScreeningGroup.REFER):
+        _, reasons = elig.screening_reasons(book, on)
+        key = "book.caution" if group is v.ScreeningGroup.CAUTION else "book.refer_hospital"
+        lines.append(t(key, reasons=screening_reasons(t, reasons)))
     lines.append(t("book.advisory"))
     turn_.say("\n\n".join(lines))
     return await offer_sites(turn_, book, campaign, group)
@@ -251,24 +293,38 @@ async def offer_sites(
     near: tuple[float, float] | None = None,
     query: str | None = None,
 ) -> object:
-    """Sites as buttons (advised hospitals, then sites with free places: own commune first, or
-    nearest), each saying whether it has places; a location button, and typing."""
+    """Sites as buttons (advised hospitals, then sites with free places: own commune first and
+    then nearest to it, or nearest to a shared location), each saying whether it has places;
+    a location button, and typing, with how many sites are not shown."""
     t = turn_.t
     found = await bk.sites_for(
         turn_.session, book.province_code, book.ward_code, near=near, query=query
     )
     if not found:
-        turn_.say(t("book.no_site_found"))
+        every = await bk.sites_for(turn_.session, book.province_code, book.ward_code)
+        if not every:  # no active site left in the province
+            return await no_site_in_province(turn_, book)
+        example = bk.commune_example([m for m in every if not m.same_ward] or every)
+        turn_.say(
+            t("book.no_site_found", province=_province(book.province_code), example=example)
+        )
         return BookStep.SITE
     offers = await bk.offer_sites(
         turn_.session, found, campaign, await _first_day(turn_, book, campaign), DAYS_AHEAD, group
     )
     shown = offers[:MAX_SITES]
     shown += [o for o in offers[MAX_SITES:] if o.match.same_ward]  # full, but their own
+    listed = {o.match.site.id for o in shown}
+    hidden = [o.match for o in offers if o.match.site.id not in listed]
     rows = [[(site_label(t, o), f"bk:s:{campaign.id}:{o.match.site.id}")] for o in shown]
     turn_.say(t("book.ask_site", days=DAYS_AHEAD), inline(rows))
+    if hidden:  # say so, with a commune to type that brings one of them up
+        hint = t("book.site_hint_more", more=len(hidden), example=bk.commune_example(hidden))
+    else:
+        others = [o.match for o in shown if not o.match.same_ward] or [o.match for o in shown]
+        hint = t("book.site_hint", example=bk.commune_example(others))
     turn_.say(
-        t("book.site_hint"),
+        hint,
         ReplyKeyboardMarkup(
             [[KeyboardButton(t("book.button_near_me"), request_location=True)]],
             resize_keyboard=True,
@@ -561,6 +617,7 @@ async def appointments(turn_: Turn) -> None:
             else None,
         )
     # a cancelled booking is listed as cancelled, not as past: its day may be still to come
+    listed: list[str] = []
     for heading, group in (
         ("appointments.past", [b for b in past if b.status != "cancelled"]),
         ("appointments.cancelled_list", [b for b in past if b.status == "cancelled"]),
@@ -579,7 +636,11 @@ async def appointments(turn_: Turn) -> None:
                     status=t(f"status.{booking.status}"),
                 )
             )
-        turn_.say(t(heading) + "\n" + "\n".join(lines))
+        listed.append(t(heading) + "\n" + "\n".join(lines))
+    if not upcoming:  # nothing ahead: say how to book again, under the last list
+        listed[-1] += "\n\n" + t("appointments.book_again")
+    for text in listed:
+        turn_.say(text)
 
 
 async def _my_booking(turn_: Turn, raw: str) -> Booking | None:

@@ -173,26 +173,57 @@ async def sites_for(
     *,
     hospital_only: bool = False,
 ) -> list[SiteMatch]:
-    """Active sites of a province: nearest first when ``near`` (lat, lon) is given, otherwise the
-    person's own commune first; ``query`` filters on site or commune name, accents ignored."""
+    """Active sites of a province, in the order to list them; ``query`` filters on site or
+    commune name, accents ignored.
+
+    With ``near`` (lat, lon): nearest first, each with its distance. Otherwise the person's own
+    commune first, then the others by distance from the own commune's site (communes have no
+    coordinates of their own; no distance is shown, as it is not the person's); when the commune
+    has no site, commune stations before hospitals (a hospital is the usual site of nobody's),
+    then by name."""
     stmt = select(Site).where(Site.province_code == province_code, Site.active.is_(True))
     if hospital_only:
         stmt = stmt.where(Site.kind == HOSPITAL)
-    found: list[SiteMatch] = []
-    for site in (await session.scalars(stmt)).all():
+    sites = (await session.scalars(stmt)).all()
+    own = next((s for s in sites if s.ward_code == ward_code), None)
+    anchor = near or ((own.lat, own.lon) if own is not None else None)
+    keyed: list[tuple[tuple[object, ...], SiteMatch]] = []
+    for site in sites:
         try:
             ward = v.ward_name(site.ward_code)
         except KeyError:
             ward = ""
         if query and not _matches(query, site.name, ward, site.address):
             continue
-        distance = round(haversine_km(near, (site.lat, site.lon)), 1) if near else None
-        found.append(SiteMatch(site, ward, distance, site.ward_code == ward_code))
-    if near is not None:
-        found.sort(key=lambda m: (m.distance_km, v.fold(m.site.name)))
-    else:
-        found.sort(key=lambda m: (not m.same_ward, v.fold(m.site.name)))
-    return found
+        away = haversine_km(anchor, (site.lat, site.lon)) if anchor else None
+        same = site.ward_code == ward_code
+        distance = round(away, 1) if near is not None and away is not None else None
+        if near is not None:
+            key: tuple[object, ...] = (away, v.fold(site.name))
+        elif anchor is not None:
+            key = (not same, away, v.fold(site.name))
+        else:
+            key = (site.kind == HOSPITAL, v.fold(site.name))
+        keyed.append((key, SiteMatch(site, ward, distance, same)))
+    keyed.sort(key=lambda k: k[0])  # type: ignore[arg-type,return-value]
+    return [m for _, m in keyed]
+
+
+async def site_provinces(session: AsyncSession) -> list[int]:
+    """The provinces that have at least one active site (where the bot can book), by code."""
+    rows = await session.scalars(
+        select(Site.province_code).where(Site.active.is_(True)).distinct()
+    )
+    return sorted(int(code) for code in rows.all())
+
+
+def commune_example(matches: Sequence[SiteMatch]) -> str | None:
+    """A commune name to give as an example of what to type: the first listed site's commune,
+    as a person would write it (``"Sa Pa"``); None when there is no site."""
+    for m in matches:
+        if m.ward_name:
+            return v.example_name(m.ward_name)
+    return None
 
 
 @dataclass(frozen=True)

@@ -106,23 +106,50 @@ async def eligible_doses(
     )
 
 
-def screening_group(book: HealthBook, today: dt.date | None = None) -> v.ScreeningGroup:
-    """The strongest group over the book's screening answers, with the age-65 item derived from
-    the date of birth (an unanswered item counts as "don't know"). Advisory only."""
-    today = today or dt.datetime.now(LOCAL_TZ).date()
+def _screening_answers(
+    book: HealthBook, today: dt.date
+) -> list[tuple[v.ScreeningItem, v.Answer, v.ScreeningGroup]]:
+    """Every screening item with the book's answer (the age-65 item derived from the date of
+    birth; an unanswered item counts as "don't know") and the group it points to."""
     answers = book.screening or {}
     known = {a.value for a in v.Answer}
-    worst = v.ScreeningGroup.ELIGIBLE
+    found = []
     for item in v.screening_items(asked_only=False):
         if item.derived:
             answer = item.derived_answer(age=v.age_on(book.date_of_birth, today))
         else:
             raw = answers.get(item.code)
             answer = v.Answer(raw) if raw in known else v.Answer.UNKNOWN
-        group = item.group_for(answer)
+        found.append((item, answer, item.group_for(answer)))
+    return found
+
+
+def screening_group(book: HealthBook, today: dt.date | None = None) -> v.ScreeningGroup:
+    """The strongest group over the book's screening answers, with the age-65 item derived from
+    the date of birth (an unanswered item counts as "don't know"). Advisory only."""
+    today = today or dt.datetime.now(LOCAL_TZ).date()
+    worst = v.ScreeningGroup.ELIGIBLE
+    for _, _, group in _screening_answers(book, today):
         if group.severity > worst.severity:
             worst = group
     return worst
+
+
+def screening_reasons(
+    book: HealthBook, today: dt.date | None = None
+) -> tuple[v.ScreeningGroup, list[tuple[str, v.Answer]]]:
+    """The book's screening group and what set it: the ``(item code, answer)`` of each item that
+    points to that group, in the declaration's order (none for the eligible group)."""
+    today = today or dt.datetime.now(LOCAL_TZ).date()
+    answered = _screening_answers(book, today)
+    worst = max(
+        (group for _, _, group in answered),
+        key=lambda g: g.severity,
+        default=v.ScreeningGroup.ELIGIBLE,
+    )
+    if worst is v.ScreeningGroup.ELIGIBLE:
+        return worst, []
+    return worst, [(item.code, answer) for item, answer, group in answered if group is worst]
 
 
 def check_eligibility(
