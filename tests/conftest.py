@@ -23,6 +23,7 @@ from bot.db import create_engine
 from bot.polling import Poller
 from bot.settings import Settings, load_settings
 from bot.standin import BotApiStandIn, ChatDriver, TgUser, forbid_network
+from models.campaigns import load_sample_data
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 os.environ.setdefault("PTB_TIMEDELTA", "1")  # PTB 22 warns (an error here) without it
@@ -197,3 +198,11 @@ async def bot(api: BotApiStandIn, db_url: str) -> AsyncIterator[Harness]:
         yield harness
     finally:
         await stop_app(harness.app)  # a test may have restarted it
+
+
+@pytest.fixture
+async def sample(bot: Harness) -> Harness:
+    """The bot with the shipped sample campaigns, Lào Cai sites and sessions (from today)."""
+    async with bot.session() as session, session.begin():
+        await load_sample_data(session, bot.services.today())
+    return bot

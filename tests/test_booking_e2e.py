@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import func, select
 
 from bot.standin import ChatDriver
 from models import lookups as lk
 from models import validators as v
-from models.campaigns import load_sample_data
 from models.tables import Booking, Session, Site, WaitlistEntry
 from tests.conftest import Harness
 from tests.flows import agree, answer_screening, t
@@ -38,13 +36,6 @@ async def younger_person(bot: Harness, uid_digits: str = "001234", lang: str = "
     await person.press(t(lang, "button.save"))
     assert t(lang, "saved.new") in person.last_text
     return person
-
-
-@pytest.fixture
-async def sample(bot: Harness) -> Harness:
-    async with bot.session() as session, session.begin():
-        await load_sample_data(session, TODAY)
-    return bot
 
 
 async def one_place_left_at_sa_pa(bot: Harness) -> None:

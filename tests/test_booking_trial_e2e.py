@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import select
 
 from bot.standin import ChatDriver
 from models import booking as bk
 from models import validators as v
-from models.campaigns import create_sessions, load_sample_data
+from models.campaigns import create_sessions
 from models.tables import Booking, Site
 from tests.conftest import Harness
 from tests.flows import agree, t
 
 TODAY = dt.date(2026, 11, 25)  # the harness clock
 SA_PA = "Trạm Y tế phường Sa Pa"
-
-
-@pytest.fixture
-async def sample(bot: Harness) -> Harness:
-    async with bot.session() as session, session.begin():
-        await load_sample_data(session, TODAY)
-    return bot
 
 
 async def resident(

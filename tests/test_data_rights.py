@@ -9,7 +9,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -21,7 +20,7 @@ from models import checkin as ci
 from models import healthbook as hb
 from models import lookups as lk
 from models import waitlist as wl
-from models.campaigns import load_sample_data, sample_book
+from models.campaigns import sample_book
 from models.tables import Account, Base, Booking, BookingDraft, Session, Site
 from tests.conftest import Harness
 from tests.flows import GOOD, complete, t
@@ -42,13 +41,6 @@ class Person:
     book_id: int
     booking_codes: list[str]
     sessions_before: dict[int, int]  # session id → places booked before this person booked
-
-
-@pytest.fixture
-async def sample(bot: Harness) -> Harness:
-    async with bot.session() as session, session.begin():
-        await load_sample_data(session, TODAY)
-    return bot
 
 
 async def _slot(session: Any, site_code: str, campaign: str, day: dt.date) -> Session:

@@ -7,7 +7,6 @@ import datetime as dt
 import io
 import re
 
-import pytest
 from sqlalchemy import delete, select
 
 from bot.demo import _loop
@@ -15,20 +14,12 @@ from bot.standin import ChatDriver
 from models import booking as bk
 from models import lookups as lk
 from models import validators as v
-from models.campaigns import load_sample_data
 from models.tables import Booking, Draft, Session
 from tests.conftest import Harness
 from tests.flows import agree, t
 
 TODAY = dt.date(2026, 11, 25)  # the harness clock
 SA_PA = "Trạm Y tế phường Sa Pa"
-
-
-@pytest.fixture
-async def sample(bot: Harness) -> Harness:
-    async with bot.session() as session, session.begin():
-        await load_sample_data(session, TODAY)
-    return bot
 
 
 async def resident(
