@@ -1,0 +1,3 @@
+from bot.standin.telegram import main
+
+main()
