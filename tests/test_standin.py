@@ -77,13 +77,7 @@ async def _button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def _doc(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await update.effective_message.reply_document(
-        document=b"hello bytes", filename="hello.txt", caption="<b>your</b> file", parse_mode="HTML"
-    )
-
-
-async def _html(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    await update.effective_message.reply_text(
-        "<b>Bold</b> &amp; <i>it</i>", parse_mode=ParseMode.HTML
+        document=b"hello bytes", filename="hello.txt", caption="your file"
     )
 
 
@@ -136,7 +130,6 @@ def _build_app(api: BotApiStandIn) -> Application:
     )
     app.add_handler(CommandHandler("start", _start))
     app.add_handler(CommandHandler("doc", _doc))
-    app.add_handler(CommandHandler("html", _html))
     app.add_handler(CommandHandler("keyboard", _keyboard))
     app.add_handler(CommandHandler("silent", _silent))
     app.add_handler(CallbackQueryHandler(_button))
@@ -236,31 +229,23 @@ async def test_send_document_records_bytes(api: BotApiStandIn, bot_app: Applicat
     assert upload.size == 11
     assert call.result["document"]["file_name"] == "hello.txt"
     assert call.result["caption"] == "your file"
-    assert call.result["caption_entities"] == [{"type": "bold", "offset": 0, "length": 4}]
     assert alice.last_text == "your file"
     # the bot can fetch what it uploaded
     file = await bot_app.bot.get_file(call.result["document"]["file_id"])
     assert bytes(await file.download_as_bytearray()) == b"hello bytes"
 
 
-async def test_html_parse_mode_and_errors(api: BotApiStandIn, bot_app: Application) -> None:
-    alice = ChatDriver(api, ALICE)
-    await alice.send("/html")
-    msg = api.messages(ALICE.id)[-1]
-    assert msg["text"] == "Bold & it"
-    assert msg["entities"] == [
-        {"type": "bold", "offset": 0, "length": 4},
-        {"type": "italic", "offset": 7, "length": 2},
-    ]
-    with pytest.raises(BadRequest, match=r"(?i)can't parse entities: unclosed start tag"):
-        await bot_app.bot.send_message(ALICE.id, "a <5 b", parse_mode=ParseMode.HTML)
-    with pytest.raises(BadRequest, match=r"(?i)reserved"):
-        await bot_app.bot.send_message(ALICE.id, "Hello.", parse_mode=ParseMode.MARKDOWN_V2)
-    sent = await bot_app.bot.send_message(
-        ALICE.id, r"*Hi* \- [link](https://example.org)\.", parse_mode=ParseMode.MARKDOWN_V2
-    )
-    assert sent.text == "Hi - link."
-    assert sent.entities[1].url == "https://example.org"
+async def test_plain_text_only_and_errors(api: BotApiStandIn, bot_app: Application) -> None:
+    # The bot never formats (Zalo cannot): a parse_mode is refused so that a slip shows up.
+    with pytest.raises(BadRequest, match=r"(?i)plain text only"):
+        await bot_app.bot.send_message(ALICE.id, "<b>Bold</b>", parse_mode=ParseMode.HTML)
+    with pytest.raises(BadRequest, match=r"(?i)plain text only"):
+        await bot_app.bot.send_document(
+            ALICE.id, b"x", filename="x.txt", caption="*x*", parse_mode=ParseMode.MARKDOWN_V2
+        )
+    sent = await bot_app.bot.send_message(ALICE.id, "  <b>as typed</b> & *stars*\n")
+    assert sent.text == "<b>as typed</b> & *stars*"
+    assert not sent.entities
     with pytest.raises(BadRequest, match=r"(?i)message text is empty"):
         await bot_app.bot.send_message(ALICE.id, "   ")
     with pytest.raises(BadRequest, match=r"(?i)BUTTON_DATA_INVALID"):
@@ -271,51 +256,6 @@ async def test_html_parse_mode_and_errors(api: BotApiStandIn, bot_app: Applicati
                 [[InlineKeyboardButton("b", callback_data="x" * 65)]]
             ),
         )
-
-
-@pytest.mark.parametrize(
-    ("mode", "source", "text", "entities"),
-    [
-        ("HTML", "<b>a</b> 😀<i>b</i>", "a 😀b", [("bold", 0, 1), ("italic", 4, 1)]),
-        ("HTML", '<pre><code class="language-py">x=1</code></pre>', "x=1", [("pre", 0, 3)]),
-        ("HTML", "  <u>x</u> &lt;3 &amp; & \n", "x <3 & &", [("underline", 0, 1)]),
-        ("HTML", '<a href="https://a.b/?x=1&amp;y=2">l</a>', "l", [("text_link", 0, 1)]),
-        ("MarkdownV2", "_i_ __u__ ~s~ ||sp|| `c\\`d`", "i u s sp c`d", None),
-        ("MarkdownV2", "```python\nprint(1)\n```", "print(1)", [("pre", 0, 8)]),
-        ("Markdown", "*b* _i_ [l](http://x.y) `c`", "b i l c", None),
-    ],
-)
-async def test_parse_modes(
-    api: BotApiStandIn,
-    mode: str,
-    source: str,
-    text: str,
-    entities: list[tuple[str, int, int]] | None,
-) -> None:
-    call = await api.call("sendMessage", {"chat_id": 1, "text": source, "parse_mode": mode})
-    assert call.ok, call.error
-    assert call.result["text"] == text
-    if entities is not None:
-        got = [(e["type"], e["offset"], e["length"]) for e in call.result.get("entities", [])]
-        assert got == entities
-
-
-@pytest.mark.parametrize(
-    ("mode", "source", "error"),
-    [
-        ("HTML", "<foo>x</foo>", 'Unsupported start tag "foo" at byte offset 0'),
-        ("HTML", "<b>x", 'Can\'t find end tag corresponding to start tag "b"'),
-        ("HTML", "<b>x</i>", 'expected "</b>", found "</i>"'),
-        ("MarkdownV2", "*bold", "Can't find end of Bold entity at byte offset 0"),
-        ("MarkdownV2", "1+1=2", "Character '+' is reserved"),
-        ("Markdown", "snake_case", "Can't find end of the entity starting at byte offset 5"),
-    ],
-)
-async def test_parse_mode_errors(api: BotApiStandIn, mode: str, source: str, error: str) -> None:
-    call = await api.call("sendMessage", {"chat_id": 1, "text": source, "parse_mode": mode})
-    assert not call.ok
-    assert call.error["description"].startswith("Bad Request: can't parse entities: ")
-    assert error in call.error["description"]
 
 
 async def test_edit_errors_like_telegram(api: BotApiStandIn, bot_app: Application) -> None:

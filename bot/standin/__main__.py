@@ -1,3 +1,56 @@
-from bot.standin.telegram import main
+"""Command line: ``python -m bot.standin --port 8081`` serves the Telegram Bot API stand-in."""
 
-main()
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from bot.standin.telegram import BotApiStandIn
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    api = BotApiStandIn(
+        args.bot_username,
+        args.bot_id,
+        host=args.host,
+        port=args.port,
+        keep_calls=not args.no_keep_calls,
+        max_calls_per_chat=args.max_calls_per_chat,
+        max_messages_per_chat=args.max_messages_per_chat,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with api:
+        print(api.base_url, flush=True)
+        print(
+            f"Telegram Bot API stand-in for @{api.bot_username} at {api.url} "
+            f"(file URL {api.base_file_url}); Ctrl+C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m bot.standin --port 8081``."""
+    parser = argparse.ArgumentParser(prog="python -m bot.standin", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
+    parser.add_argument("--bot-username", default="healthbook_demo_bot")
+    parser.add_argument("--bot-id", type=int, default=7000000001)
+    parser.add_argument("--no-keep-calls", action="store_true", help="keep only per-chat tails")
+    parser.add_argument("--max-calls-per-chat", type=int, default=None)
+    parser.add_argument("--max-messages-per-chat", type=int, default=None)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()
