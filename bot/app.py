@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import BotCommand, Update
 from telegram.constants import ChatType
-from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults
+from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults, ExtBot
 
+from bot.channels import Channel
+from bot.channels import typed as typed_answers
+from bot.channels.choices import Aliases
+from bot.channels.telegram import TelegramChannel
+from bot.channels.typed import Offers
 from bot.context import HBApplication, HBContext, Services, load_keyring
 from bot.db import create_engine, session_factory, upgrade
 from bot.i18n import Translations
@@ -23,7 +30,7 @@ from bot.request import AiohttpRequest
 from bot.settings import Settings
 from handlers import booking, healthbook, site
 from handlers import help as help_handlers
-from handlers.common import CHANNEL, is_private, translator_for
+from handlers.common import is_private, translator_for
 from handlers.groups import GroupGuard
 from models import healthbook as hb
 from models.certificates import Keyring
@@ -56,6 +63,53 @@ class HealthbookApplication(Application):  # type: ignore[type-arg]
     def _mark_for_persistence_update(self, *, update: object = None, job: object = None) -> None:
         return None
 
+    async def process_update(self, update: object) -> None:
+        """Dispatch one update (inside the person's turn slot: their earlier answer, and the
+        choices it offered, are committed), a typed answer to offered choices first turned
+        into the choice it names."""
+        if isinstance(update, Update):
+            update = await typed_answers.resolve(update, self.bot_data["services"], self.bot)
+        await super().process_update(update)
+
+
+def build_services(
+    settings: Settings,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+    keyring: Keyring | None = None,
+) -> Services:
+    """Engine, sessions, translations, typed-answer aliases and the certificate keyring (the
+    settings', its key generated at the first start, unless given): built once per process and
+    shared by every channel's application (:func:`for_channel`)."""
+    if keyring is None:
+        keyring = load_keyring(settings)
+    engine = create_engine(
+        settings.database.url, echo=settings.database.echo, pool_size=settings.database.pool_size
+    )
+    translations = Translations(default=settings.bot.default_locale)
+    services = Services(
+        settings=settings,
+        sessions=session_factory(engine),
+        translations=translations,
+        keyring=keyring,
+        aliases=Aliases.load(translations.catalogs),
+    )
+    if clock is not None:
+        services.clock = clock
+    return services
+
+
+def for_channel(services: Services, channel: str) -> Services:
+    """The services of one channel's application: the shared ones, with this channel's name
+    and its own records of what it wrote (states, updates, offered choices)."""
+    return dataclasses.replace(
+        services,
+        channel=channel,
+        written_states=type(services.written_states)(),
+        recorded_here=type(services.recorded_here)(),
+        offers=Offers(channel),
+    )
+
 
 def build_application(
     settings: Settings,
@@ -64,59 +118,71 @@ def build_application(
     clock: Callable[[], dt.datetime] | None = None,
     rate_limit: bool = True,
     keyring: Keyring | None = None,
+    services: Services | None = None,
+    channel: str = "telegram",
+    bot: ExtBot[Any] | None = None,
+    make_channel: Callable[[HBApplication], Channel] | None = None,
+    jobs: bool = True,
 ) -> HBApplication:
-    """The bot: engine, sessions, translations, handlers and persistence, nothing global. The
-    certificate keyring is the settings' (its key generated at the first start) unless given."""
-    if keyring is None:
-        keyring = load_keyring(settings)
-    engine = create_engine(
-        settings.database.url, echo=settings.database.echo, pool_size=settings.database.pool_size
-    )
-    sessions = session_factory(engine)
-    translations = Translations(default=settings.bot.default_locale)
-    services = Services(
-        settings=settings, sessions=sessions, translations=translations, keyring=keyring
-    )
-    if clock is not None:
+    """One channel's bot: handlers and persistence over shared services, nothing global.
+    Telegram by default (``token`` or the settings'); another channel gives its python-telegram-
+    bot compatible ``bot`` and ``make_channel`` (see :mod:`bot.channels.zalo`). ``jobs``: run
+    the periodic jobs here (one application per process does)."""
+    if services is None:
+        services = build_services(settings, clock=clock, keyring=keyring)
+    elif clock is not None:
         services.clock = clock
-    secret = token or (
-        settings.telegram.token.get_secret_value() if settings.telegram.token else ""
-    )
-    if not secret:
-        raise ValueError("no Telegram token configured")
+    services = for_channel(services, channel)
+    sessions = services.sessions
+    engine = sessions.kw["bind"]
+    if bot is None:
+        secret = token or (
+            settings.telegram.token.get_secret_value() if settings.telegram.token else ""
+        )
+        if not secret:
+            raise ValueError("no Telegram token configured")
 
     async def post_init(app: Application) -> None:  # type: ignore[type-arg]
-        await app.bot.set_my_commands([BotCommand(c, c) for c in COMMANDS])
+        if channel == "telegram":
+            await app.bot.set_my_commands([BotCommand(c, c) for c in COMMANDS])
 
     async def post_shutdown(_app: Application) -> None:  # type: ignore[type-arg]
         await engine.dispose()
 
     # what bot/polling.py's Poller polls through (it leaves out the updates under way)
     updates_request = UpdatesRequest(connection_pool_size=1, read_timeout=10)
+    builder = Application.builder().application_class(HealthbookApplication)
+    if bot is None:
+        builder = (
+            builder.token(secret)
+            .base_url(settings.telegram.base_url)
+            .base_file_url(settings.telegram.base_file_url)
+            .request(AiohttpRequest(connection_pool_size=64))
+            .get_updates_request(updates_request)
+        )
+    else:
+        builder = builder.bot(bot)
     builder = (
-        Application.builder()
-        .application_class(HealthbookApplication)
-        .token(secret)
-        .base_url(settings.telegram.base_url)
-        .base_file_url(settings.telegram.base_file_url)
-        .context_types(ContextTypes(context=HBContext))
-        .persistence(SQLPersistence(sessions))
+        builder.context_types(ContextTypes(context=HBContext))
+        .persistence(SQLPersistence(sessions, channel=channel, numeric_ids=channel == "telegram"))
         .concurrent_updates(
             PerUserUpdateProcessor(
                 settings.bot.max_concurrent_updates,
                 on_overflow=functools.partial(too_fast, services),
             )
         )
-        .defaults(Defaults(tzinfo=services.tz))
-        .request(AiohttpRequest(connection_pool_size=64))
-        .get_updates_request(updates_request)
         .post_init(post_init)
         .post_shutdown(post_shutdown)
     )
-    if rate_limit:
-        builder = builder.rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=3))
+    if bot is None:
+        builder = builder.defaults(Defaults(tzinfo=services.tz))
+        if rate_limit:
+            builder = builder.rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=3))
     app: HBApplication = builder.build()  # type: ignore[assignment]
     app.bot_data["services"] = services
+    services.channels[channel] = (
+        make_channel(app) if make_channel is not None else TelegramChannel(app.bot)
+    )
     app.bot_data["engine"] = engine
     app.bot_data["updates_request"] = updates_request
     # before anything: groups and channels get one "talk to me privately" and reach no further
@@ -128,7 +194,7 @@ def build_application(
     app.add_handler(healthbook.build())
     for handler in [*site.handlers(), *booking.handlers(), *help_handlers.handlers()]:
         app.add_handler(handler)
-    if app.job_queue is not None:  # waitlist offers nobody took move on to the next person
+    if jobs and app.job_queue is not None:  # waitlist offers nobody took move on to the next one
         app.job_queue.run_repeating(
             booking.expire_offers_job, interval=60, first=30, name="waitlist-offers"
         )
@@ -178,7 +244,9 @@ async def too_fast(services: Services, update: Update, first: bool) -> bool:
     account = None
     if update.effective_user is not None:
         async with services.sessions() as session:
-            account = await hb.find_account(session, CHANNEL, str(update.effective_user.id))
+            account = await hb.find_account(
+                session, services.channel, str(update.effective_user.id)
+            )
     text = translator_for(services, account, update)("error.too_fast")
     if query is not None:  # the alert is shown to the presser alone, in a group too
         await query.answer(text, show_alert=True)

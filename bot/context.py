@@ -10,6 +10,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram.ext import Application, CallbackContext, ExtBot
 
+from bot.channels import Channels
+from bot.channels.choices import NO_ALIASES, Aliases
+from bot.channels.typed import Offers
 from bot.i18n import Translations
 from bot.persistence import WrittenStates
 from bot.settings import ConfigError, Settings
@@ -33,6 +36,11 @@ class Services:
     clock: Callable[[], dt.datetime] = field(default=_utcnow)
     written_states: WrittenStates = field(default_factory=WrittenStates)
     recorded_here: RecordedHere = field(default_factory=RecordedHere)
+    #: the channel this application serves, and every channel of the process (shared)
+    channel: str = "telegram"
+    channels: Channels = field(default_factory=Channels)
+    offers: Offers = field(default_factory=lambda: Offers("telegram"))
+    aliases: Aliases = NO_ALIASES  # words people type for a choice's label (locales/aliases.toml)
 
     @property
     def tz(self) -> ZoneInfo:

@@ -26,12 +26,14 @@ async def write_state(
     name: str,
     key: ConversationKey,
     state: object | None,
+    channel: str = "telegram",
 ) -> None:
     """Upsert (or delete, for ``None``) one conversation's state inside the caller's transaction."""
-    chat_id, user_id = int(key[0]), int(key[-1])
+    chat_id, user_id = str(key[0]), str(key[-1])
     if state is None:
         await session.execute(
             delete(ConversationState).where(
+                ConversationState.channel == channel,
                 ConversationState.name == name,
                 ConversationState.chat_id == chat_id,
                 ConversationState.user_id == user_id,
@@ -39,6 +41,7 @@ async def write_state(
         )
         return
     values = {
+        "channel": channel,
         "name": name,
         "chat_id": chat_id,
         "user_id": user_id,
@@ -48,7 +51,7 @@ async def write_state(
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     stmt = insert(ConversationState.__table__).values(**values)  # Core: no ORM bulk path
     stmt = stmt.on_conflict_do_update(
-        index_elements=["name", "chat_id", "user_id"],
+        index_elements=["channel", "name", "chat_id", "user_id"],
         set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
     )
     await session.execute(stmt)
@@ -63,15 +66,15 @@ class WrittenStates:
 
     def __init__(self, size: int = 50_000) -> None:
         self.size = size
-        self._states: OrderedDict[tuple[str, int, int], str | None] = OrderedDict()
+        self._states: OrderedDict[tuple[str, str, str], str | None] = OrderedDict()
 
     def unchanged(self, name: str, key: ConversationKey, state: str | None) -> bool:
         """Whether ``state`` is what this process last wrote for the conversation."""
-        return self._states.get((name, int(key[0]), int(key[-1])), _MISSING) == state
+        return self._states.get((name, str(key[0]), str(key[-1])), _MISSING) == state
 
     def written(self, name: str, key: ConversationKey, state: str | None) -> None:
         """Remember a committed write."""
-        k = (name, int(key[0]), int(key[-1]))
+        k = (name, str(key[0]), str(key[-1]))
         self._states[k] = state
         self._states.move_to_end(k)
         if len(self._states) > self.size:
@@ -79,9 +82,18 @@ class WrittenStates:
 
 
 class SQLPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any, Any]]):
-    """Conversation states in the ``conversation_states`` table; no user/chat/bot data."""
+    """One channel's conversation states in the ``conversation_states`` table; no user, chat
+    or bot data. Ids are stored as text and given back as the channel has them (Telegram's
+    as integers, Zalo's as strings)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], update_interval: float = 60):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        update_interval: float = 60,
+        *,
+        channel: str = "telegram",
+        numeric_ids: bool = True,
+    ):
         super().__init__(
             store_data=PersistenceInput(
                 bot_data=False, chat_data=False, user_data=False, callback_data=False
@@ -89,6 +101,8 @@ class SQLPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any, A
             update_interval=update_interval,
         )
         self.sessions = sessions
+        self.channel = channel
+        self.numeric_ids = numeric_ids
 
     async def get_conversations(self, name: str) -> ConversationDict:
         """States of the conversations that were under way when the bot stopped."""
@@ -96,8 +110,10 @@ class SQLPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any, A
             rows = await session.execute(
                 select(
                     ConversationState.chat_id, ConversationState.user_id, ConversationState.state
-                ).where(ConversationState.name == name)
+                ).where(ConversationState.channel == self.channel, ConversationState.name == name)
             )
+            if self.numeric_ids:
+                return {(int(chat), int(user)): state for chat, user, state in rows}
             return {(chat, user): state for chat, user, state in rows}
 
     async def update_conversation(
@@ -105,7 +121,7 @@ class SQLPersistence(BasePersistence[dict[Any, Any], dict[Any, Any], dict[Any, A
     ) -> None:
         """Write one state (PTB calls this on its schedule; handlers already wrote it)."""
         async with self.sessions() as session, session.begin():
-            await write_state(session, name, key, new_state)
+            await write_state(session, name, key, new_state, self.channel)
 
     async def get_user_data(self) -> dict[int, dict[Any, Any]]:
         """Not stored: user data lives in domain tables."""

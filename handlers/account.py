@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
-from telegram import ReplyKeyboardRemove
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, ConversationHandler
 
 from bot.i18n import Translator
-from handlers.common import Turn, callback_parts, inline, parse_id, turn
+from handlers.common import REMOVE_KEYBOARD, Turn, callback_parts, inline, parse_id, turn
 from models import healthbook as hb
 from models import validators as v
 
@@ -58,9 +57,9 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
     async def cancel(turn_: Turn) -> object:
         """/cancel: stop for now; the draft is kept for /start."""
         if conversation is None:
-            turn_.say(turn_.t("cancel.nothing"), ReplyKeyboardRemove())
+            turn_.say(turn_.t("cancel.nothing"), REMOVE_KEYBOARD)
             return None
-        turn_.say(turn_.t("cancel.kept"), ReplyKeyboardRemove())
+        turn_.say(turn_.t("cancel.kept"), REMOVE_KEYBOARD)
         return ConversationHandler.END
 
     @turn(conversation)
@@ -115,7 +114,7 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
         if turn_.account is not None:
             await hb.erase_account(turn_.session, turn_.account)
         turn_.close_with = turn_.t("delete.done")
-        turn_.say(turn_.t("delete.done_more"), ReplyKeyboardRemove())
+        turn_.say(turn_.t("delete.done_more"), REMOVE_KEYBOARD)
         return ConversationHandler.END
 
     return [

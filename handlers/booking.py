@@ -15,8 +15,6 @@ import warnings
 from enum import StrEnum
 from typing import Any
 
-from telegram import InlineKeyboardMarkup, KeyboardButton, ReplyKeyboardMarkup, ReplyKeyboardRemove
-from telegram.error import TelegramError
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -30,7 +28,12 @@ from telegram.warnings import PTBUserWarning
 from bot.context import HBContext, Services
 from bot.i18n import Translator
 from handlers.common import (
-    CHANNEL,
+    REMOVE_KEYBOARD,
+    Address,
+    Keyboard,
+    KeyButton,
+    Options,
+    Reply,
     Turn,
     callback_ids,
     callback_parts,
@@ -167,7 +170,7 @@ async def no_site_in_province(turn_: Turn, book: HealthBook) -> object:
     t = turn_.t
     served = await bk.site_provinces(turn_.session)
     if not served:
-        turn_.say(t("book.no_sites"), ReplyKeyboardRemove())
+        turn_.say(t("book.no_sites"), REMOVE_KEYBOARD)
         return ConversationHandler.END
     turn_.say(
         t(
@@ -175,7 +178,7 @@ async def no_site_in_province(turn_: Turn, book: HealthBook) -> object:
             provinces=", ".join(_province(code) for code in served),
             province=_province(book.province_code),
         ),
-        ReplyKeyboardRemove(),
+        REMOVE_KEYBOARD,
     )
     return ConversationHandler.END
 
@@ -325,11 +328,7 @@ async def offer_sites(
         hint = t("book.site_hint", example=bk.commune_example(others))
     turn_.say(
         hint,
-        ReplyKeyboardMarkup(
-            [[KeyboardButton(t("book.button_near_me"), request_location=True)]],
-            resize_keyboard=True,
-            one_time_keyboard=True,
-        ),
+        Keyboard.of([[KeyButton(t("book.button_near_me"), "location")]]),
     )
     return BookStep.SITE
 
@@ -540,7 +539,7 @@ async def send_ticket(turn_: Turn, booking: Booking) -> None:
             day=t.date(slot.date),
             hours=_hours(slot),
         ),
-        ReplyKeyboardRemove(),
+        REMOVE_KEYBOARD,
     )
     turn_.send_location(site.lat, site.lon)
 
@@ -566,7 +565,7 @@ async def waitlist_chosen(turn_: Turn) -> object:
     turn_.close_with = t("waitlist.joined_short")
     turn_.say(
         t("waitlist.joined", hours=turn_.services.settings.bot.waitlist_hold_minutes),
-        ReplyKeyboardRemove(),
+        REMOVE_KEYBOARD,
     )
     return ConversationHandler.END
 
@@ -786,12 +785,14 @@ async def notify_offer(turn_: Turn, entry: Any) -> None:
 
 async def offer_message(
     session: Any, services: Services, entry: Any
-) -> tuple[int, str, InlineKeyboardMarkup] | None:
-    """The offer of a held place, in the person's language, with Take / Decline buttons."""
+) -> tuple[Address, str, Options] | None:
+    """The offer of a held place, in the person's language, with Take / Decline buttons, to
+    the messenger they use."""
     book = await session.get(HealthBook, entry.health_book_id)
     account = await session.get(Account, book.account_id) if book is not None else None
-    if account is None or account.channel != CHANNEL or entry.held_session_id is None:
+    if account is None or entry.held_session_id is None:
         return None
+    to = await hb.reply_address(session, account)
     t = services.translations.get(account.locale)
     slot = await session.get(Session, entry.held_session_id)
     if slot is None:
@@ -809,7 +810,7 @@ async def offer_message(
         until=f"{expires:%H:%M}",
     )
     return (
-        int(account.external_id),
+        to,
         text,
         inline(
             [
@@ -839,11 +840,8 @@ async def expire_offers_job(context: HBContext) -> None:
     for message in messages:
         if message is None:
             continue
-        chat_id, text, markup = message
-        try:
-            await context.bot.send_message(chat_id, text, reply_markup=markup)
-        except TelegramError as exc:
-            log.warning("could not send a waitlist offer: %s", type(exc).__name__)
+        to, text, markup = message
+        await services.channels.send(to.channel, to.chat_id, Reply(text=text, markup=markup))
 
 
 @turn()
@@ -879,7 +877,7 @@ async def offer_button(turn_: Turn) -> None:
 @turn(NAME)
 async def cancel_booking(turn_: Turn) -> object:
     """/cancel while booking."""
-    turn_.say(turn_.t("book.cancelled"), ReplyKeyboardRemove())
+    turn_.say(turn_.t("book.cancelled"), REMOVE_KEYBOARD)
     return ConversationHandler.END
 
 

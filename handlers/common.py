@@ -7,10 +7,8 @@ its replies; the replies are sent only after the transaction committed, so the b
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
-import io
 import logging
 import os
 import signal
@@ -19,18 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from telegram import (
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    Message,
-    ReplyKeyboardMarkup,
-    ReplyKeyboardRemove,
-    Update,
-)
+from telegram import Update
 from telegram.constants import ChatType
-from telegram.error import BadRequest, TelegramError
 from telegram.ext import ConversationHandler
 
+from bot.channels.base import (
+    REMOVE_KEYBOARD,
+    Address,
+    Keyboard,
+    KeyButton,
+    Markup,
+    Options,
+    Reply,
+    numbered,
+)
+from bot.channels.typed import is_typed
 from bot.context import HBContext, Services
 from bot.i18n import Translator
 from bot.persistence import write_state
@@ -41,26 +42,14 @@ from models.tables import Account
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "telegram"
-Markup = InlineKeyboardMarkup | ReplyKeyboardMarkup | ReplyKeyboardRemove | None
 T = TypeVar("T")
+Outgoing = Reply  # what a turn queues: a channel-neutral message
+__all__ = ["REMOVE_KEYBOARD", "Address", "KeyButton", "Keyboard", "Markup", "Options", "Reply"]
 
 # Test-only fault injection (tests/test_restart.py): ``before_commit:<update id>`` or
 # ``after_commit:<update id>`` makes the process SIGKILL itself at that point of that update's
 # turn. Read from the environment only, never from settings; unset, it costs one truth test.
 _CRASH_AT = os.environ.get("HEALTHBOOK_TEST_CRASH_AT", "")
-
-
-@dataclass
-class Outgoing:
-    """One message to send once the turn's transaction has committed."""
-
-    text: str | None = None
-    markup: Markup = None
-    document: tuple[bytes, str] | None = None
-    photo: bytes | None = None
-    location: tuple[float, float] | None = None
-    chat_id: int | None = None  # another person's chat (e.g. a waitlist offer); None: this chat
 
 
 @dataclass
@@ -85,13 +74,24 @@ class Turn:
         return self.context.services
 
     @property
-    def user_id(self) -> int:
-        """Telegram user id of the sender."""
+    def typed(self) -> bool:
+        """Whether this "button press" was typed (a number or words naming a choice)."""
+        query = self.update.callback_query
+        return query is not None and is_typed(query)
+
+    @property
+    def channel(self) -> str:
+        """The messenger this update came on."""
+        return self.context.services.channel
+
+    @property
+    def user_id(self) -> int | str:
+        """The sender's id on this channel (Telegram: an integer, Zalo: a string)."""
         assert self.update.effective_user is not None
         return self.update.effective_user.id
 
     @property
-    def chat_id(self) -> int:
+    def chat_id(self) -> int | str:
         """Chat to answer in."""
         assert self.update.effective_chat is not None
         return self.update.effective_chat.id
@@ -118,9 +118,10 @@ class Turn:
         """Queue a map pin."""
         self.outbox.append(Outgoing(location=(lat, lon)))
 
-    def notify(self, chat_id: int, text: str, markup: Markup = None) -> None:
-        """Queue a message to another person's chat (sent after the commit, like the rest)."""
-        self.outbox.append(Outgoing(text=text, markup=markup, chat_id=chat_id))
+    def notify(self, to: Address, text: str, markup: Markup = None) -> None:
+        """Queue a message to another person's chat, on their channel (sent after the commit,
+        like the rest)."""
+        self.outbox.append(Outgoing(text=text, markup=markup, to=to))
 
     def toast(self, text: str, *, alert: bool = False) -> None:
         """Text of the small notice shown where a button was pressed."""
@@ -130,7 +131,7 @@ class Turn:
         """The sender's account, created now if they had none."""
         if self.account is None:
             self.account = await hb.ensure_account(
-                self.session, CHANNEL, str(self.user_id), self.t.locale
+                self.session, self.channel, str(self.user_id), self.t.locale
             )
         return self.account
 
@@ -146,13 +147,14 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
         @functools.wraps(fn)
         async def handler(update: Update, context: HBContext) -> object:
             services = context.services
-            key = str(update.update_id)
+            channel = services.channel
+            key = update_key(update)
             async with services.sessions() as session, session.begin():
-                # recorded with the answer, in its transaction: a copy Telegram gives again
-                # after a crash finds the record and is skipped
-                if await first_delivery(session, CHANNEL, key, services.clock()):
+                # recorded with the answer, in its transaction: a copy the messenger gives
+                # again after a crash finds the record and is skipped
+                if await first_delivery(session, channel, key, services.clock()):
                     recorded = True
-                elif (CHANNEL, key) in services.recorded_here:  # this delivery's other turn
+                elif services.recorded_here.same_delivery(channel, key, update):  # its 2nd turn
                     recorded = False
                 else:
                     log.info("update %s was applied already: skipped", update.update_id)
@@ -162,25 +164,34 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                     # the account and its draft in one query (the draft lands in the identity
                     # map, so the handlers' later lookups of it cost no round trip)
                     account = await hb.find_account(
-                        session, CHANNEL, str(update.effective_user.id), with_draft=True
+                        session, channel, str(update.effective_user.id), with_draft=True
                     )
                 t = translator_for(services, account, update)
                 current = Turn(update, context, session, account, t)
                 state = await fn(current)
                 written = None
                 if conversation is not None and state is not None and update.effective_chat:
-                    key = (update.effective_chat.id, current.user_id)
+                    conv_key = (update.effective_chat.id, current.user_id)
                     new = None if state == ConversationHandler.END else str(state)
-                    if not services.written_states.unchanged(conversation, key, new):
-                        await write_state(session, conversation, key, new)
-                        written = (conversation, key, new)
+                    if not services.written_states.unchanged(conversation, conv_key, new):
+                        await write_state(session, conversation, conv_key, new, channel)
+                        written = (conversation, conv_key, new)
+                # the choices this answer offers, so that a typed number means the same later
+                offer = numbered(current.outbox)
+                offered = None
+                if offer is not None and update.effective_chat is not None and is_private(update):
+                    chat = str(update.effective_chat.id)
+                    if await services.offers.write(session, chat, offer):
+                        offered = (chat, offer)
                 if _CRASH_AT and _CRASH_AT == f"before_commit:{update.update_id}":
                     await session.flush()  # the answer is written, the transaction still open
                     os.kill(os.getpid(), signal.SIGKILL)
             if written is not None:  # committed: remember it
                 services.written_states.written(*written)
+            if offered is not None:
+                services.offers.written(*offered)
             if recorded:
-                services.recorded_here.add(CHANNEL, key)
+                services.recorded_here.add(channel, key, update)
             if _CRASH_AT and _CRASH_AT == f"after_commit:{update.update_id}":
                 os.kill(os.getpid(), signal.SIGKILL)  # committed, nothing sent yet
             await deliver(current)
@@ -189,6 +200,13 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
         return handler
 
     return decorate
+
+
+def update_key(update: Update) -> str:
+    """The channel's own id of an update, as text: Telegram's ``update_id``; Zalo has none, so
+    its events carry their ``message_id`` (see :mod:`bot.channels.zalo`)."""
+    key = update.api_kwargs.get("update_key") if update.api_kwargs else None
+    return str(key) if key is not None else str(update.update_id)
 
 
 def translator_for(services: Services, account: Account | None, update: Update) -> Translator:
@@ -208,97 +226,22 @@ def is_private(update: Update) -> bool:
 
 
 async def deliver(current: Turn) -> None:
-    """Answer the pressed button, close its message, then send the queued messages in order."""
-    bot = current.context.bot
-    query = current.update.callback_query
+    """Send a turn's replies through its channel; nothing of it ever goes to a group."""
     if not is_private(current.update):
         # Whatever a turn produces is personal: it never goes to a group or a channel, even if
         # some handler let such an update through (handlers/groups.py answers there instead).
         log.warning("a reply to a non-private chat was withheld (update %s)",
                     current.update.update_id)
-        if query is not None:
+        query = current.update.callback_query
+        if query is not None and current.services.channel == "telegram":
             await query.answer()
         return
-    first: list[Awaitable[Any]] = []
-    if query is not None:
-        first.append(query.answer(current.toast_text, show_alert=current.toast_alert))
-        if current.close_with is not None and isinstance(query.message, Message):
-            first.append(_close(query.message, current.close_with))
-    outbox = list(current.outbox)
-    if current.ack and outbox and outbox[0].text is not None and outbox[0].document is None:
-        head = outbox[0]
-        outbox[0] = Outgoing(
-            text=f"✓ {current.ack}\n\n{head.text}", markup=head.markup, photo=head.photo
-        )
-    if (
-        current.edit_pressed
-        and query is not None
-        and isinstance(query.message, Message)
-        and outbox
-        and outbox[0].text
-        and outbox[0].photo is None
-        and outbox[0].document is None
-        and not isinstance(outbox[0].markup, ReplyKeyboardMarkup | ReplyKeyboardRemove)
-    ):
-        # one form message stepping through its items: one call instead of two
-        replace = outbox.pop(0)
-        first.append(_replace(query.message, replace.text or "", replace.markup))
-    if first:
-        await asyncio.gather(*first)
-    for out in outbox:
-        if out.chat_id is not None:
-            await _notify(current, out)
-        elif out.location is not None:
-            await bot.send_location(current.chat_id, *out.location)
-        elif out.document is not None:
-            data, name = out.document
-            await bot.send_document(
-                current.chat_id, document=io.BytesIO(data), filename=name, caption=out.text
-            )
-        elif out.photo is not None:
-            await bot.send_photo(
-                current.chat_id,
-                photo=io.BytesIO(out.photo),
-                caption=out.text,
-                reply_markup=out.markup,
-            )
-        else:
-            await bot.send_message(current.chat_id, out.text or "", reply_markup=out.markup)
+    await current.services.channels[current.services.channel].deliver(current)
 
 
-async def _notify(current: Turn, out: Outgoing) -> None:
-    """A message to someone else: their blocking the bot must not fail this person's turn."""
-    assert out.chat_id is not None
-    if out.chat_id <= 0:  # people's chats have positive ids; groups and channels negative ones
-        log.warning("a message to a non-private chat was withheld")
-        return
-    try:
-        await current.context.bot.send_message(out.chat_id, out.text or "",
-                                               reply_markup=out.markup)
-    except TelegramError as exc:
-        log.warning("could not notify a chat: %s", type(exc).__name__)
-
-
-async def _replace(message: Message, text: str, markup: Markup) -> None:
-    try:
-        await message.edit_text(text, reply_markup=markup)  # type: ignore[arg-type]
-    except BadRequest as exc:  # the message is gone or too old to edit: send it anew
-        log.debug("could not edit a pressed message: %s", exc)
-        await message.get_bot().send_message(message.chat.id, text, reply_markup=markup)
-
-
-async def _close(message: Message, text: str) -> None:
-    try:
-        await message.edit_text(text, reply_markup=None)
-    except BadRequest as exc:  # too old, deleted, or already closed: nothing to fix
-        log.debug("could not close a pressed message: %s", exc)
-
-
-def inline(rows: Sequence[Sequence[tuple[str, str]]]) -> InlineKeyboardMarkup:
-    """An inline keyboard from rows of ``(label, callback_data)``."""
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
-    )
+def inline(rows: Sequence[Sequence[tuple[str, str]]]) -> Options:
+    """Choices from rows of ``(label, code)``: buttons on Telegram, a numbered list on Zalo."""
+    return Options.of(rows)
 
 
 def chunk(items: Sequence[T], size: int) -> list[list[T]]:

@@ -11,7 +11,6 @@ import datetime as dt
 import warnings
 from enum import StrEnum
 
-from telegram import KeyboardButton, ReplyKeyboardMarkup, ReplyKeyboardRemove
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -23,7 +22,17 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from handlers import account as acct
-from handlers.common import Turn, callback_parts, chunk, inline, parse_id, turn
+from handlers.common import (
+    REMOVE_KEYBOARD,
+    Keyboard,
+    KeyButton,
+    Turn,
+    callback_parts,
+    chunk,
+    inline,
+    parse_id,
+    turn,
+)
 from models import healthbook as hb
 from models import validators as v
 from models.errors import DomainError, InvalidAnswer
@@ -92,13 +101,8 @@ async def ask(turn_: Turn, draft: Draft | None, step: Step | str) -> Step:
     elif step is Step.ID_NUMBER:
         markup = inline([[(t("button.no_id"), "hb:id_number:none")]])
     elif step is Step.PHONE:
-        markup = ReplyKeyboardMarkup(
-            [
-                [KeyboardButton(t("button.share_phone"), request_contact=True)],
-                [KeyboardButton(t("button.no_phone"))],
-            ],
-            resize_keyboard=True,
-            one_time_keyboard=True,
+        markup = Keyboard.of(
+            [[KeyButton(t("button.share_phone"), "contact")], [KeyButton(t("button.no_phone"))]]
         )
     elif step is Step.BHYT or step is Step.ADDRESS_LINE:
         markup = inline([[(t("button.skip"), f"hb:{step}:skip")]])
@@ -259,7 +263,7 @@ async def consent_answer(turn_: Turn) -> object:
         if turn_.account is not None and not await hb.own_book(turn_.session, turn_.account):
             await hb.erase_account(turn_.session, turn_.account)
         turn_.close_with = t("consent.declined_short")
-        turn_.say(t("consent.declined"), ReplyKeyboardRemove())
+        turn_.say(t("consent.declined"), REMOVE_KEYBOARD)
         return ConversationHandler.END
     return await stale_button_in(turn_, Step.CONSENT)
 
@@ -290,7 +294,7 @@ def answer_text(step: Step):
         if step is Step.WARD and "ward" not in draft.answers:
             return step  # several matches: the buttons were sent
         if step is Step.PHONE:  # close the phone keyboard
-            turn_.say(turn_.t("answer.saved"), ReplyKeyboardRemove())
+            turn_.say(turn_.t("answer.saved"), REMOVE_KEYBOARD)
         return await ask_next(turn_, draft)
 
     on_text.__name__ = f"on_text_{step}"
@@ -455,7 +459,10 @@ def answer_button(step: Step):
             turn_.toast(turn_.t("error.button.invalid"))
             return await ask(turn_, draft, step)
         following = hb.next_field(draft)
-        if step is Step.SCREENING and following == Step.SCREENING:
+        if turn_.typed and item is not None:  # typed: echoed, named, atop the next question
+            short = turn_.t(f"screening_short.{item.code}")
+            turn_.ack = turn_.t("echo.screening", item=short, answer=label)
+        elif step is Step.SCREENING and following == Step.SCREENING:
             turn_.edit_pressed = True  # the declaration steps through its items in one message
         elif step is Step.SCREENING:
             # the last item keeps its question and answer, so the answer cannot be read as
@@ -465,7 +472,7 @@ def answer_button(step: Step):
             turn_.ack = label
             if step is Step.PHONE:  # the suggested new number: close the phone keyboard
                 turn_.ack, turn_.close_with = None, f"✓ {label}"
-                turn_.say(turn_.t("answer.phone_saved"), ReplyKeyboardRemove())
+                turn_.say(turn_.t("answer.phone_saved"), REMOVE_KEYBOARD)
         return await ask_next(turn_, draft)
 
     on_button.__name__ = f"on_button_{step}"
@@ -696,7 +703,7 @@ async def contact_answer(turn_: Turn) -> object:
         hb.set_answer(draft, Step.PHONE, v.parse_phone(message.contact.phone_number))
     except InvalidAnswer as err:
         return await reject(turn_, draft, Step.PHONE, err)
-    turn_.say(turn_.t("answer.phone_saved"), ReplyKeyboardRemove())
+    turn_.say(turn_.t("answer.phone_saved"), REMOVE_KEYBOARD)
     return await ask_next(turn_, draft)
 
 

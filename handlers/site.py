@@ -32,7 +32,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.i18n import Translator
 from handlers.common import (
-    CHANNEL,
+    Address,
     Turn,
     callback_parts,
     chunk,
@@ -305,9 +305,10 @@ async def _state_data(turn_: Turn, stage: Stage) -> list[str] | None:
     read from the persisted state."""
     state = await turn_.session.scalar(
         select(ConversationState.state).where(
+            ConversationState.channel == turn_.channel,
             ConversationState.name == NAME,
-            ConversationState.chat_id == turn_.chat_id,
-            ConversationState.user_id == turn_.user_id,
+            ConversationState.chat_id == str(turn_.chat_id),
+            ConversationState.user_id == str(turn_.user_id),
         )
     )
     if not state or not state.startswith(f"{stage}:"):
@@ -345,12 +346,13 @@ async def lot_typed(turn_: Turn) -> object:
     return ConversationHandler.END
 
 
-async def _person(turn_: Turn, book: HealthBook) -> tuple[int, Translator] | None:
-    """The chat of the health book's holder and their language (None: not on Telegram)."""
+async def _person(turn_: Turn, book: HealthBook) -> tuple[Address, Translator] | None:
+    """Where the health book's holder reads their messages, and their language."""
     account = await turn_.session.get(Account, book.account_id)
-    if account is None or account.channel != CHANNEL or not account.external_id.isdigit():
+    if account is None:
         return None
-    return int(account.external_id), turn_.services.translations.get(account.locale)
+    to = await hb.reply_address(turn_.session, account)
+    return to, turn_.services.translations.get(account.locale)
 
 
 async def _notify_dose(
@@ -359,7 +361,7 @@ async def _notify_dose(
     person = await _person(turn_, book)
     if person is None:
         return
-    chat_id, t = person
+    to, t = person
     text = t(
         "site.notify_dose",
         dose=booking.dose,
@@ -379,7 +381,7 @@ async def _notify_dose(
             text += "\n\n" + t(
                 "site.notify_next_open", dose=window.dose, earliest=t.date(window.earliest)
             )
-    turn_.notify(chat_id, text)
+    turn_.notify(to, text)
 
 
 # ---------------------------------------------------------------- not vaccinated
@@ -455,8 +457,8 @@ async def _not_vaccinated(turn_: Turn, booking_id: str, reason: str) -> object:
     turn_.say(t("site.not_vaccinated_recorded", name=book.full_name, reason=reason.strip()))
     person = await _person(turn_, book)
     if person is not None:
-        chat_id, pt = person
-        turn_.notify(chat_id, pt("site.notify_not_vaccinated", reason=reason.strip()))
+        to, pt = person
+        turn_.notify(to, pt("site.notify_not_vaccinated", reason=reason.strip()))
     return ConversationHandler.END
 
 

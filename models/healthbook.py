@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import validators as v
+from models.addresses import Address
 from models.booking import release_book
 from models.errors import DomainError, InvalidAnswer
 from models.schemas import HealthBookIn, validate_book
@@ -24,6 +25,7 @@ from models.tables import (
     Booking,
     BookingDraft,
     Campaign,
+    ChatOffer,
     Consent,
     ConversationState,
     Draft,
@@ -93,6 +95,15 @@ async def ensure_account(
         session.add(account)
         await session.flush()
     return account
+
+
+async def reply_address(session: AsyncSession, account: Account) -> Address:
+    """Where messages to the person of ``account`` go: the account they used last, or chose
+    (accounts joined with /link), else this one."""
+    target = account
+    if account.reply_via is not None and account.reply_via != account.id:
+        target = await session.get(Account, account.reply_via) or account
+    return Address(target.channel, target.external_id)
 
 
 async def give_consent(session: AsyncSession, account: Account, version: str) -> Consent:
@@ -426,14 +437,13 @@ async def _count(session: AsyncSession, stmt: Any) -> int:
     return int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
 
 
-def _telegram_user(account: Account) -> int | None:
-    """The Telegram user id of an account (conversation states are keyed by it)."""
-    ext = account.external_id
-    if account.channel != "telegram" or not (
-        ext.lstrip("-").isascii() and ext.lstrip("-").isdigit()
-    ):
-        return None
-    return int(ext)
+def _states_of(account: Account) -> Any:
+    """Which conversation states are the account's: its channel's, under its user id (a
+    Telegram id and a Zalo id that happen to be equal never meet)."""
+    return (
+        (ConversationState.channel == account.channel)
+        & (ConversationState.user_id == account.external_id)
+    )
 
 
 async def holdings(session: AsyncSession, account: Account) -> Holdings:
@@ -648,19 +658,13 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
     ).all()
     draft = await get_draft(session, account)
     booking_draft = await session.get(BookingDraft, account.id)
-    user = _telegram_user(account)
     states = (
-        (
-            await session.scalars(
-                select(ConversationState)
-                .where(ConversationState.user_id == user)
-                .order_by(ConversationState.name)
-            )
-        ).all()
-        if user is not None
-        else []
-    )
+        await session.scalars(
+            select(ConversationState).where(_states_of(account)).order_by(ConversationState.name)
+        )
+    ).all()
     counts = await holdings(session, account)
+    offer = await session.get(ChatOffer, (account.channel, account.external_id))
 
     def slot(s: Session | None) -> dict[str, Any] | None:
         if s is None:
@@ -766,6 +770,11 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
         "conversations": [
             {"name": c.name, "state": c.state, "updated_at": _moment(c.updated_at)} for c in states
         ],
+        # what a typed number would choose now (a label may be the person's phone number)
+        "offered_choices": [
+            {"number": n, "label": label}
+            for n, (label, _code) in enumerate(offer.choices if offer is not None else [], 1)
+        ],
     }
 
 
@@ -788,9 +797,12 @@ async def erase_account(session: AsyncSession, account: Account) -> None:
             .values({column.key: None})
             .execution_options(synchronize_session=False)
         )
-    user = _telegram_user(account)
-    if user is not None:
-        await session.execute(delete(ConversationState).where(ConversationState.user_id == user))
+    await session.execute(delete(ConversationState).where(_states_of(account)))
+    await session.execute(  # the choices last offered may name a phone number
+        delete(ChatOffer).where(
+            ChatOffer.channel == account.channel, ChatOffer.chat_id == account.external_id
+        )
+    )
     await session.execute(delete(Draft).where(Draft.account_id == account.id))
     session.info.get("drafts", {})[account.id] = None
     await session.execute(delete(BookingDraft).where(BookingDraft.account_id == account.id))

@@ -24,22 +24,25 @@ _TABLE = HandledUpdate.__table__
 
 
 class RecordedHere:
-    """The updates this process recorded (a bounded LRU): a second handler running for the same
-    update (another handler group) finds the record of the first and must not take it for a
-    copy; a copy comes only to a later process."""
+    """The updates this process recorded, with the update object that did (a bounded LRU): a
+    second handler running for the *same* update (another handler group) finds the record of
+    the first and must not take it for a copy; a copy (another object with the same key, given
+    again by the messenger or by a restart) is one. The objects are held, so their identity
+    stays unique while they are remembered; a few hundred are under way at most."""
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int = 1_000) -> None:
         self.size = size
-        self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._keys: OrderedDict[tuple[str, str], object] = OrderedDict()
 
-    def add(self, channel: str, key: str) -> None:
-        """Remember a record made by this process."""
-        self._keys[(channel, key)] = None
+    def add(self, channel: str, key: str, update: object) -> None:
+        """Remember a record made by this process for ``update``."""
+        self._keys[(channel, key)] = update
         if len(self._keys) > self.size:
             self._keys.popitem(last=False)
 
-    def __contains__(self, item: tuple[str, str]) -> bool:
-        return item in self._keys
+    def same_delivery(self, channel: str, key: str, update: object) -> bool:
+        """Whether ``update`` is the very delivery this process recorded under ``key``."""
+        return self._keys.get((channel, key)) is update
 
 
 async def first_delivery(session: AsyncSession, channel: str, key: str, at: dt.datetime) -> bool:

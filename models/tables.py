@@ -55,8 +55,31 @@ class Base(DeclarativeBase):
     }
 
 
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored in UTC and read back timezone-aware on every database (SQLite keeps
+    no offset: without this, what was written aware would come back naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass a timezone-aware one")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=dt.UTC)
+
+
 class Account(Base):
-    """A person talking to the bot on one channel (Telegram user, later Zalo)."""
+    """A person talking to the bot on one channel (a Telegram user, a Zalo user). Accounts
+    linked with /link point at the person's first account (``linked_to``), which holds the
+    health book, bookings and language; ``reply_via`` is the account to message (the one
+    the person used last, or chose), None meaning this one."""
 
     __tablename__ = "accounts"
     __table_args__ = (UniqueConstraint("channel", "external_id"),)
@@ -67,6 +90,14 @@ class Account(Base):
     locale: Mapped[str | None] = mapped_column(String(8))
     role: Mapped[str] = mapped_column(String(16), default="resident")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+    linked_to: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    reply_via: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL", use_alter=True)
+    )
+    link_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    link_failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     consents: Mapped[list[Consent]] = relationship(
         back_populates="account", cascade="all, delete-orphan", passive_deletes=True
@@ -138,15 +169,43 @@ class Draft(Base):
 
 
 class ConversationState(Base):
-    """Where each conversation stands: python-telegram-bot's persisted conversation states."""
+    """Where each conversation stands: python-telegram-bot's persisted conversation states,
+    per channel (Zalo ids are strings; a Telegram id and a Zalo id never meet)."""
 
     __tablename__ = "conversation_states"
 
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ChatOffer(Base):
+    """The numbered choices a chat was last offered, so that a typed ``2`` (or a label) means
+    what the second button would have sent, after a restart too."""
+
+    __tablename__ = "chat_offers"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    choices: Mapped[list[Any]] = mapped_column(JsonType, default=list)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LinkCode(Base):
+    """A one-time code from /link: sent on another messenger, it joins that account to the
+    person. Only its hash is kept; it expires and is deleted when used."""
+
+    __tablename__ = "link_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # --- vaccination booking ---------------------------------------------------------------------
@@ -157,26 +216,6 @@ class ConversationState(Base):
 BOOKING_ACTIVE = ("booked", "checked_in")
 _ACTIVE_SQL = "status IN ('booked', 'checked_in')"
 _WAITING_SQL = "status IN ('waiting', 'offered')"
-
-
-class UTCDateTime(TypeDecorator[dt.datetime]):
-    """A timestamp stored in UTC and read back timezone-aware on every database (SQLite keeps
-    no offset: without this, what was written aware would come back naive)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: pass a timezone-aware one")
-        return value.astimezone(dt.UTC)
-
-    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
-        if value is None or value.tzinfo is not None:
-            return value
-        return value.replace(tzinfo=dt.UTC)
 
 
 class Vaccine(Base):

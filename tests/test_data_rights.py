@@ -224,6 +224,7 @@ async def test_mydata_in_words_and_in_full(sample: Harness) -> None:
         "vaccinations": len(data["vaccinations"]) + 1,
         "staff_sites": len(data["staff_sites"]),
         "conversation_states": len(data["conversations"]),
+        "chat_offers": int(bool(data["offered_choices"])),
     }
     in_db = {name: len(rows) for name, rows in (await rows_about(bot, person)).items()}
     assert in_db == {name: n for name, n in in_file.items() if n}

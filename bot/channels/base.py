@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from models.addresses import Address
+
 Asks = Literal["text", "contact", "location"]
 
 
@@ -77,14 +79,6 @@ class RemoveKeyboard:
 
 REMOVE_KEYBOARD = RemoveKeyboard()
 Markup = Options | Keyboard | RemoveKeyboard | None
-
-
-@dataclass(frozen=True)
-class Address:
-    """Where a message to someone else goes: a channel and that channel's chat id."""
-
-    channel: str
-    chat_id: str
 
 
 @dataclass
