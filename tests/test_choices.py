@@ -180,6 +180,17 @@ def test_starts_of_words() -> None:
     assert match("Không thuộc nhóm nào", priorities).label.startswith("Không thuộc")  # type: ignore[union-attr]
 
 
+def test_parts_are_what_commas_and_spaced_slashes_separate() -> None:
+    reasons = offer_of([LABELS["vi"][f"site.reason.{r}"] for r in
+                        ("fever", "blood_pressure", "refused", "other")])
+    assert match("đang bị bệnh", reasons) == reasons.choices[0]  # "Sốt / đang bị bệnh cấp tính"
+    no_id = offer_of([LABELS["vi"]["button.no_id"]])  # "Tôi không có CCCD/CMND"
+    assert match("cmnd", no_id) is None
+    times = offer_of(["07:30–09:00 · còn 5 chỗ", "09:00–11:00 · còn 2 chỗ"])
+    assert match("09:00", times) is None  # digits: the whole label or nothing
+    assert match("0900", times) is None
+
+
 def test_a_tie_is_not_settled_by_a_looser_rule() -> None:
     twice = offer_of(["Bắc Hà", "Bắc Hà", "Bắc Hà 2"])
     assert match("bac ha", twice) is None

@@ -44,7 +44,9 @@ _NUMBER = re.compile(r"(?:(?:so|no|nr)\s?)?(\d+)")
 _NUMBERED_LINE = re.compile(r"(\d{1,3}) (.+)")  # "1. Nam" copied from a numbered list
 _AFTER_DOT = re.compile(r"\s+[·•|]\s+.*$")  # "Bắc Hà · còn 5 chỗ" → "Bắc Hà"
 _PARENTHESIS = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
-_PARTS = re.compile(r"[,;/·•|()\[\]:–—]")  # where a label's parts begin: "Học sinh, sinh viên"
+_HAS_SHORT = re.compile(r"[(\[·•|]")
+# where a label's parts begin: "Học sinh, sinh viên", "Sốt / đang bị…" (not "CCCD/CMND", "7:30")
+_PARTS = re.compile(r"[,;·•|()\[\]–—]|\s/\s|:\s")
 
 
 def fold(text: str) -> str:
@@ -67,12 +69,20 @@ def _squash(folded: str) -> str:
     return folded.replace(" ", "")
 
 
+@functools.lru_cache(maxsize=8192)
+def _fold_label(label: str) -> str:
+    """:func:`fold` for labels: the same buttons come back in offer after offer."""
+    return fold(label)
+
+
 def _short_forms(label: str) -> set[str]:
     """The label's shorter names, folded: without a parenthetical, before a ``·``."""
-    forms = set()
+    forms: set[str] = set()
+    if not _HAS_SHORT.search(label):
+        return forms
     for cut in (_PARENTHESIS.sub("", label), _AFTER_DOT.sub("", label)):
-        forms.add(fold(cut))
-        forms.add(fold(_PARENTHESIS.sub("", _AFTER_DOT.sub("", cut))))
+        forms.add(_fold_label(cut))
+        forms.add(_fold_label(_PARENTHESIS.sub("", _AFTER_DOT.sub("", cut))))
     forms.discard("")
     return forms
 
@@ -154,9 +164,9 @@ def _prepare(offer: Offer) -> tuple[_Folded, ...]:
     """Fold an offer's labels; an offer read from the database again is equal, and cached."""
     rows = []
     for choice in offer.choices:
-        whole = fold(choice.label)
+        whole = _fold_label(choice.label)
         shorter = _short_forms(choice.label) - {whole}
-        pieces = (fold(piece) for piece in _PARTS.split(choice.label))
+        pieces = (_fold_label(piece) for piece in _PARTS.split(choice.label))
         rows.append(
             _Folded(
                 choice,
