@@ -18,7 +18,6 @@ from bot.channels import Channel
 from bot.channels import typed as typed_answers
 from bot.channels.choices import Aliases
 from bot.channels.telegram import TelegramChannel
-from bot.channels.typed import Offers
 from bot.context import HBApplication, HBContext, Services, load_keyring
 from bot.db import create_engine, session_factory, upgrade
 from bot.i18n import Translations
@@ -107,7 +106,6 @@ def for_channel(services: Services, channel: str) -> Services:
         channel=channel,
         written_states=type(services.written_states)(),
         recorded_here=type(services.recorded_here)(),
-        offers=Offers(channel),
     )
 
 

@@ -39,7 +39,7 @@ class Services:
     #: the channel this application serves, and every channel of the process (shared)
     channel: str = "telegram"
     channels: Channels = field(default_factory=Channels)
-    offers: Offers = field(default_factory=lambda: Offers("telegram"))
+    offers: Offers = field(default_factory=Offers)  # shared by the channels
     aliases: Aliases = NO_ALIASES  # words people type for a choice's label (locales/aliases.toml)
 
     @property

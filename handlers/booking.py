@@ -38,6 +38,7 @@ from handlers.common import (
     callback_ids,
     callback_parts,
     inline,
+    numbered,
     parse_id,
     render_error,
     turn,
@@ -207,7 +208,7 @@ def typed_hint(key: str):
 
     @turn(NAME)
     async def on_text(turn_: Turn) -> object:
-        turn_.say(turn_.t(key))
+        await turn_.say_again_with_choices(turn_.t(key))
         return None
 
     on_text.__name__ = f"typed_{key.rsplit('.', 1)[-1]}"
@@ -837,6 +838,16 @@ async def expire_offers_job(context: HBContext) -> None:
             session, services.clock(), services.settings.bot.waitlist_hold_minutes
         )
         messages = [await offer_message(session, services, e) for e in entries]
+        offered = []
+        for message in messages:  # a typed "1" takes the place, as the button does
+            if message is not None:
+                to, _text, markup = message
+                offer = numbered([Reply(markup=markup)])
+                if offer is not None:
+                    await services.offers.write(session, to.channel, to.chat_id, offer)
+                    offered.append((to.channel, to.chat_id, offer))
+    for written in offered:
+        services.offers.written(*written)
     for message in messages:
         if message is None:
             continue
@@ -887,7 +898,7 @@ async def stale(turn_: Turn) -> object:
     if turn_.update.callback_query is not None:
         turn_.toast(turn_.t("error.button.stale"))
     else:
-        turn_.say(turn_.t("book.use_buttons"))
+        await turn_.say_again_with_choices(turn_.t("book.use_buttons"))
     return None
 
 

@@ -7,6 +7,7 @@ its replies; the replies are sent only after the transaction committed, so the b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -27,6 +28,7 @@ from bot.channels.base import (
     Keyboard,
     KeyButton,
     Markup,
+    Offer,
     Options,
     Reply,
     numbered,
@@ -123,6 +125,19 @@ class Turn:
         like the rest)."""
         self.outbox.append(Outgoing(text=text, markup=markup, to=to))
 
+    async def say_again_with_choices(self, text: str) -> None:
+        """Say ``text`` with the choices this chat was last offered, numbered the same: what an
+        answer that names no choice gets (the list again, so a typed number still works)."""
+        offer = await self.services.offers.load(self.session, self.channel, str(self.chat_id))
+        options = [(c.label, c.code) for c in offer.choices if c.code is not None]
+        words = [c.label for c in offer.choices if c.code is None]
+        markup: Markup = None
+        if options and not words:
+            markup = Options.of([[option] for option in options])
+        elif words and not options:
+            markup = Keyboard.of([[word] for word in words])
+        self.say(text, markup)
+
     def toast(self, text: str, *, alert: bool = False) -> None:
         """Text of the small notice shown where a button was pressed."""
         self.toast_text, self.toast_alert = text, alert
@@ -176,20 +191,16 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                     if not services.written_states.unchanged(conversation, conv_key, new):
                         await write_state(session, conversation, conv_key, new, channel)
                         written = (conversation, conv_key, new)
-                # the choices this answer offers, so that a typed number means the same later
-                offer = numbered(current.outbox)
-                offered = None
-                if offer is not None and update.effective_chat is not None and is_private(update):
-                    chat = str(update.effective_chat.id)
-                    if await services.offers.write(session, chat, offer):
-                        offered = (chat, offer)
+                # the choices this answer offers (here, and to anyone it notifies), so that a
+                # typed number means the same later
+                offered = await write_offers(session, services, update, current.outbox)
                 if _CRASH_AT and _CRASH_AT == f"before_commit:{update.update_id}":
                     await session.flush()  # the answer is written, the transaction still open
                     os.kill(os.getpid(), signal.SIGKILL)
             if written is not None:  # committed: remember it
                 services.written_states.written(*written)
-            if offered is not None:
-                services.offers.written(*offered)
+            for written_offer in offered:
+                services.offers.written(*written_offer)
             if recorded:
                 services.recorded_here.add(channel, key, update)
             if _CRASH_AT and _CRASH_AT == f"after_commit:{update.update_id}":
@@ -200,6 +211,32 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
         return handler
 
     return decorate
+
+
+async def write_offers(
+    session: AsyncSession, services: Services, update: Update, outbox: list[Reply]
+) -> list[tuple[str, str, Offer]]:
+    """Store, in the turn's transaction, the choices its replies offer to each chat they go to
+    (this private chat, and the people it notifies); the offers written."""
+    chats: dict[tuple[str, str], list[Reply]] = {}
+    if update.effective_chat is not None and is_private(update):
+        chats[(services.channel, str(update.effective_chat.id))] = [
+            r for r in outbox if r.to is None
+        ]
+    for reply in outbox:
+        if reply.to is not None:
+            chats.setdefault((reply.to.channel, reply.to.chat_id), []).append(
+                dataclasses.replace(reply, to=None)
+            )
+    here = (services.channel, str(update.effective_chat.id)) if update.effective_chat else None
+    written = []
+    for (channel, chat), replies in chats.items():
+        offer = numbered(replies)
+        if offer is None or (not offer.choices and (channel, chat) != here):
+            continue  # a notice without choices leaves the other person's question as it is
+        if await services.offers.write(session, channel, chat, offer):
+            written.append((channel, chat, offer))
+    return written
 
 
 def update_key(update: Update) -> str:

@@ -467,8 +467,8 @@ async def _not_vaccinated(turn_: Turn, booking_id: str, reason: str) -> object:
 
 @turn(NAME)
 async def use_buttons(turn_: Turn) -> object:
-    """Typing where a button is expected."""
-    turn_.say(turn_.t("site.use_buttons"))
+    """Typing where a button is expected: the choices again."""
+    await turn_.say_again_with_choices(turn_.t("site.use_buttons"))
     return None
 
 

@@ -38,49 +38,48 @@ def is_typed(query: CallbackQuery) -> bool:
 
 
 class Offers:
-    """The choices each chat was last offered: read from and written to ``chat_offers``, with
-    a bounded cache of what this process wrote or read (memory stays flat)."""
+    """The choices each chat was last offered, on every channel: read from and written to
+    ``chat_offers``, with a bounded cache of what this process wrote or read (memory stays
+    flat). One per process, shared by the channels: a waitlist offer made on Zalo to someone
+    on Telegram is that person's Telegram chat's offer."""
 
-    def __init__(self, channel: str, size: int = 50_000) -> None:
-        self.channel = channel
+    def __init__(self, size: int = 50_000) -> None:
         self.size = size
-        self._cache: OrderedDict[str, Offer] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], Offer] = OrderedDict()
 
-    def _remember(self, chat_id: str, offer: Offer) -> None:
-        self._cache[chat_id] = offer
-        self._cache.move_to_end(chat_id)
+    def _remember(self, key: tuple[str, str], offer: Offer) -> None:
+        self._cache[key] = offer
+        self._cache.move_to_end(key)
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
 
-    async def load(self, session: AsyncSession, chat_id: str) -> Offer:
+    async def load(self, session: AsyncSession, channel: str, chat_id: str) -> Offer:
         """What the chat was last offered (empty when nothing)."""
-        cached = self._cache.get(chat_id)
+        cached = self._cache.get((channel, chat_id))
         if cached is not None:
             return cached
         row = await session.scalar(
             select(ChatOffer.choices).where(
-                ChatOffer.channel == self.channel, ChatOffer.chat_id == chat_id
+                ChatOffer.channel == channel, ChatOffer.chat_id == chat_id
             )
         )
         offer = Offer.from_json(row) if row is not None else _MISSING
-        self._remember(chat_id, offer)
+        self._remember((channel, chat_id), offer)
         return offer
 
-    async def write(self, session: AsyncSession, chat_id: str, offer: Offer) -> bool:
+    async def write(self, session: AsyncSession, channel: str, chat_id: str, offer: Offer) -> bool:
         """Store a new offer in the caller's transaction (nothing when unchanged); whether a
         write was made. Call :meth:`written` once it committed."""
-        if self._cache.get(chat_id) == offer:
+        if self._cache.get((channel, chat_id)) == offer:
             return False
         if not offer.choices:
             await session.execute(
-                delete(ChatOffer).where(
-                    ChatOffer.channel == self.channel, ChatOffer.chat_id == chat_id
-                )
+                delete(ChatOffer).where(ChatOffer.channel == channel, ChatOffer.chat_id == chat_id)
             )
             return True
         insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
         values = {
-            "channel": self.channel,
+            "channel": channel,
             "chat_id": chat_id,
             "choices": offer.to_json(),
             "updated_at": utcnow(),
@@ -93,13 +92,13 @@ class Offers:
         await session.execute(stmt)
         return True
 
-    def written(self, chat_id: str, offer: Offer) -> None:
+    def written(self, channel: str, chat_id: str, offer: Offer) -> None:
         """Remember a committed write."""
-        self._remember(chat_id, offer)
+        self._remember((channel, chat_id), offer)
 
-    def forget(self, chat_id: str) -> None:
+    def forget(self, channel: str, chat_id: str) -> None:
         """Drop a chat from the cache (its rows were erased)."""
-        self._cache.pop(chat_id, None)
+        self._cache.pop((channel, chat_id), None)
 
 
 def typed_text(update: Update) -> str | None:
@@ -150,9 +149,8 @@ async def resolve(update: Update, services: Services, bot: Bot) -> Update:
         return update
     assert update.message is not None
     chat = str(update.message.chat.id)
-    offers = services.offers
     async with services.sessions() as session:
-        offer = await offers.load(session, chat)
+        offer = await services.offers.load(session, services.channel, chat)
     if not offer.choices:
         return update
     choice = match(text, offer, services.aliases)
