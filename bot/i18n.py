@@ -8,6 +8,7 @@ message is a :class:`CatalogueError` naming what is missing, never a key shown t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -51,14 +52,22 @@ class _Blank(dict[str, Any]):
 
 @dataclass(frozen=True)
 class Translator:
-    """Renders message keys in one language; ``{name}`` placeholders are filled from kwargs."""
+    """Renders message keys in one language; ``{name}`` placeholders are filled from kwargs.
+    With a ``channel``, a message ``key@channel`` (say ``error.input.use_buttons@zalo``, where
+    there are no buttons to press) is used in place of ``key`` where a catalogue has one."""
 
     locale: str
     messages: dict[str, str] = field(repr=False)
     fallback: dict[str, str] = field(repr=False)
+    channel: str | None = None
 
     def __call__(self, key: str, /, **params: Any) -> str:
-        text = self.messages.get(key) or self.fallback.get(key)
+        text = None
+        if self.channel is not None:
+            variant = f"{key}@{self.channel}"
+            text = self.messages.get(variant) or self.fallback.get(variant)
+        if text is None:
+            text = self.messages.get(key) or self.fallback.get(key)
         if text is None:  # a key built at run time that no catalogue has: a bug to fix
             log.error("message %s is in no catalogue", key)
             return key
@@ -129,6 +138,7 @@ class Translations:
             lang: Translator(lang, cat, self.catalogs[default])
             for lang, cat in self.catalogs.items()
         }
+        self._variants: dict[tuple[str, str], Translator] = {}
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -136,13 +146,20 @@ class Translations:
         rest = tuple(lang for lang in self.catalogs if lang != self.default)
         return (self.default, *rest)
 
-    def get(self, locale: str | None) -> Translator:
-        """The translator for ``locale`` (``vi``, ``en-US``…), or the default language."""
+    def get(self, locale: str | None, channel: str | None = None) -> Translator:
+        """The translator for ``locale`` (``vi``, ``en-US``…), or the default language; with
+        ``channel``, one that prefers that channel's variants of messages."""
+        translator = self._translators[self.default]
         if locale:
             base = locale.replace("_", "-").split("-")[0].lower()
-            if base in self._translators:
-                return self._translators[base]
-        return self._translators[self.default]
+            translator = self._translators.get(base, translator)
+        if channel is None or channel == "telegram":
+            return translator
+        key = (translator.locale, channel)
+        found = self._variants.get(key)
+        if found is None:
+            found = self._variants[key] = dataclasses.replace(translator, channel=channel)
+        return found
 
     def best_match(self, telegram_language: str | None) -> str:
         """The language to give a new user from their Telegram client's language."""

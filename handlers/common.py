@@ -247,13 +247,15 @@ def update_key(update: Update) -> str:
 
 
 def translator_for(services: Services, account: Account | None, update: Update) -> Translator:
-    """The person's chosen language, else their Telegram language when we have it."""
+    """The person's chosen language, else their messenger's language when we have it; with
+    this channel's variants of messages (no "press the button" on Zalo)."""
+    channel = services.channel
     if account is not None and account.locale:
-        return services.translations.get(account.locale)
+        return services.translations.get(account.locale, channel)
     user = update.effective_user
     if user is not None and user.language_code:
-        return services.translations.get(user.language_code)
-    return services.translations.get(services.settings.bot.default_locale)
+        return services.translations.get(user.language_code, channel)
+    return services.translations.get(services.settings.bot.default_locale, channel)
 
 
 def is_private(update: Update) -> bool:
