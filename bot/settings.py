@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -48,6 +49,73 @@ class TelegramSettings(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+
+class ZaloSettings(_Section):
+    """``[zalo]``: the Zalo Bot Platform (``{base_url}/bot{token}/{method}``)."""
+
+    token: SecretStr | None = None
+    base_url: str = "https://bot-api.zaloplatforms.com"
+    # sent by Zalo in X-Bot-Api-Secret-Token with every webhook call (8 to 256 characters)
+    webhook_secret: SecretStr | None = None
+    mode: Literal["polling", "webhook"] = "polling"
+    poll_timeout: int = Field(default=30, ge=1, le=60)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", value.get_secret_value()):
+            raise ValueError("a Zalo bot token looks like 12345689:abc-xyz")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not 8 <= len(value.get_secret_value()) <= 256:
+            raise ValueError("must be 8 to 256 characters")
+        return value
+
+
+class HttpSettings(_Section):
+    """``[http]``: the bot's own web server (Zalo's webhook, images and files for Zalo)."""
+
+    listen: str = "127.0.0.1:8080"
+    # the address people's messengers reach that server at, e.g. https://bot.example.vn
+    public_url: str | None = None
+    # minutes an image or file link stays valid (a ticket's QR is a check-in credential)
+    media_minutes: int = Field(default=15, ge=1, le=120)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http://)")
+        return value.rstrip("/") if value else None
+
+    @property
+    def host(self) -> str:
+        """Where to listen."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port to listen on."""
+        return int(self.listen.rpartition(":")[2])
 
 
 class DatabaseSettings(_Section):
@@ -146,6 +214,8 @@ class Settings(BaseSettings):
     )
 
     telegram: TelegramSettings = TelegramSettings()
+    zalo: ZaloSettings = ZaloSettings()
+    http: HttpSettings = HttpSettings()
     database: DatabaseSettings = DatabaseSettings()
     bot: BotSettings = BotSettings()
     security: SecuritySettings = SecuritySettings()
@@ -179,7 +249,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
 
     try:
-        return _FileSettings(**overrides)
+        settings = _FileSettings(**overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -192,3 +262,19 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         raise ConfigError(f"invalid settings{where}:\n  " + "\n  ".join(problems)) from None
     except Exception as exc:  # malformed TOML
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    if settings.zalo.mode == "webhook" and settings.zalo.token is not None:
+        missing = [
+            key
+            for key, value in (
+                ("zalo.webhook_secret", settings.zalo.webhook_secret),
+                ("http.public_url", settings.http.public_url),
+            )
+            if value is None
+        ]
+        if missing:
+            where = f" in {path}" if path else ""
+            raise ConfigError(
+                f"invalid settings{where}:\n  "
+                + "\n  ".join(f"{key}: needed when zalo.mode is webhook" for key in missing)
+            )
+    return settings

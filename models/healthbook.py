@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from models import validators as v
 from models.addresses import Address
@@ -30,6 +31,7 @@ from models.tables import (
     ConversationState,
     Draft,
     HealthBook,
+    InboxEvent,
     Session,
     Site,
     StaffSite,
@@ -67,22 +69,35 @@ DETAILS: tuple[str, ...] = ("allergies", "chronic_conditions")
 async def find_account(
     session: AsyncSession, channel: str, external_id: str, *, with_draft: bool = False
 ) -> Account | None:
-    """The account of a channel user, if they ever gave consent or chose a language; with
-    ``with_draft`` its draft is loaded by the same query (then :func:`get_draft` is free)."""
-    where = (Account.channel == channel, Account.external_id == external_id)
-    if not with_draft:
-        return await session.scalar(select(Account).where(*where))
-    row = (
-        await session.execute(
-            select(Account, Draft).outerjoin(Draft, Draft.account_id == Account.id).where(*where)
-        )
-    ).first()
+    """The account holding a channel user's data, if they ever gave consent or chose a
+    language: their own, or the one it was joined to with /link (see :mod:`models.accounts`);
+    with ``with_draft`` its draft is loaded by the same query (then :func:`get_draft` is free)."""
+    found = await find_person(session, channel, external_id, with_draft=with_draft)
+    return found[0] if found is not None else None
+
+
+async def find_person(
+    session: AsyncSession, channel: str, external_id: str, *, with_draft: bool = False
+) -> tuple[Account, Account] | None:
+    """A channel user's primary account (which holds their data) and their own account on
+    this channel (the same object unless it was joined with /link), in one query; with
+    ``with_draft`` the primary's draft too."""
+    own = aliased(Account, name="own")
+    stmt = (
+        select(Account, own)
+        .select_from(own)
+        .join(Account, Account.id == func.coalesce(own.linked_to, own.id))
+        .where(own.channel == channel, own.external_id == external_id)
+    )
+    if with_draft:
+        stmt = stmt.add_columns(Draft).outerjoin(Draft, Draft.account_id == Account.id)
+    row = (await session.execute(stmt)).first()
     if row is None:
         return None
-    account, draft = row
-    # held here: the identity map only keeps weak references
-    session.info.setdefault("drafts", {})[account.id] = draft
-    return account
+    if with_draft:
+        # held here: the identity map only keeps weak references
+        session.info.setdefault("drafts", {})[row[0].id] = row[2]
+    return row[0], row[1]
 
 
 async def ensure_account(
@@ -426,6 +441,7 @@ class Holdings:
     vaccinations: int
     staff_sites: int
     staff_records: int  # check-ins and doses recorded as staff, in other people's records
+    linked_accounts: int = 0  # the person's accounts on other messengers (/link)
 
 
 async def _book_ids(session: AsyncSession, account: Account) -> list[int]:
@@ -486,6 +502,9 @@ async def holdings(session: AsyncSession, account: Account) -> Holdings:
             session, select(StaffSite.site_id).where(StaffSite.account_id == account.id)
         ),
         staff_records=sum([await _count(session, stmt) for stmt in staff]),
+        linked_accounts=await _count(
+            session, select(Account.id).where(Account.linked_to == account.id)
+        ),
     )
 
 
@@ -665,6 +684,9 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
     ).all()
     counts = await holdings(session, account)
     offer = await session.get(ChatOffer, (account.channel, account.external_id))
+    linked = await session.scalars(
+        select(Account).where(Account.linked_to == account.id).order_by(Account.id)
+    )
 
     def slot(s: Session | None) -> dict[str, Any] | None:
         if s is None:
@@ -685,6 +707,11 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
             "role": _named(account.role, _by_key(t, "mydata.role")),
             "created_at": _moment(account.created_at),
         },
+        # the person's accounts on other messengers, joined with /link
+        "linked_accounts": [
+            {"channel": a.channel, "user_id": a.external_id, "created_at": _moment(a.created_at)}
+            for a in linked
+        ],
         "consents": [{"version": c.version, "given_at": _moment(c.given_at)} for c in consents],
         "health_books": [
             {
@@ -783,7 +810,13 @@ async def erase_account(session: AsyncSession, account: Account) -> None:
     too, as a second line): booked places are given back first, then the health books with
     their bookings, waitlist entries and vaccination records (the owner may erase those too),
     drafts, staff roles, consents, conversation states and the account itself. Records the
-    person signed as staff for others stay, without their name."""
+    person signed as staff for others stay, without their name. The person's accounts on
+    other messengers (joined with /link) are erased with it, each on its own channel only."""
+    if account.linked_to is not None:  # the person is their primary account
+        account = await session.get(Account, account.linked_to) or account
+    linked = select(Account).where(Account.linked_to == account.id)
+    for other in (await session.scalars(linked)).all():
+        await erase_account(session, other)
     books = await _book_ids(session, account)
     for book_id in books:  # a cascade delete would not give the booked places back
         await release_book(session, book_id, utcnow())
@@ -801,6 +834,11 @@ async def erase_account(session: AsyncSession, account: Account) -> None:
     await session.execute(  # the choices last offered may name a phone number
         delete(ChatOffer).where(
             ChatOffer.channel == account.channel, ChatOffer.chat_id == account.external_id
+        )
+    )
+    await session.execute(  # their messages still waiting to be handled (Zalo's inbox)
+        delete(InboxEvent).where(
+            InboxEvent.channel == account.channel, InboxEvent.chat_id == account.external_id
         )
     )
     await session.execute(delete(Draft).where(Draft.account_id == account.id))

@@ -473,3 +473,17 @@ class HandledUpdate(Base):
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     update_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     handled_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class InboxEvent(Base):
+    """An event a messenger gave that cannot be given again (Zalo), written before it is
+    handled and deleted once it was: after a crash the bot handles what is left here first.
+    Holds the message (personal data) only while it is under way."""
+
+    __tablename__ = "inbox"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    update_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(64), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

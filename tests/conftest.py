@@ -18,11 +18,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.app import build_application, engine_of, prepare_database
+from bot.channels.zalo import ZaloPoller, build_zalo_application
+from bot.channels.zalo_api import ZaloApi
 from bot.context import HBApplication, Services
 from bot.db import create_engine
+from bot.http import HttpServer, MediaStore
 from bot.polling import Poller
 from bot.settings import Settings, load_settings
 from bot.standin import BotApiStandIn, ChatDriver, TgUser, forbid_network
+from bot.standin.zalo import ZaloApiStandIn, ZaloChatDriver, ZaloUser
 from models.campaigns import load_sample_data
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
@@ -206,3 +210,130 @@ async def sample(bot: Harness) -> Harness:
     async with bot.session() as session, session.begin():
         await load_sample_data(session, bot.services.today())
     return bot
+
+
+# --------------------------------------------------------------------------------------------
+# Zalo: the same bot over the Zalo stand-in (bot/channels/zalo.py)
+# --------------------------------------------------------------------------------------------
+
+
+class MonotonicClock:
+    """A settable monotonic clock (seconds), for the media store's expiry."""
+
+    def __init__(self) -> None:
+        self.current = 1000.0
+
+    def __call__(self) -> float:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += seconds
+
+
+def make_zalo_settings(db_url: str, zapi: ZaloApiStandIn, **sections: object) -> Settings:
+    """Settings for a test Zalo bot on the Zalo stand-in (polling, 1 s long polls)."""
+    zalo = {"token": zapi.token, "base_url": zapi.url, "poll_timeout": 1}
+    zalo.update(sections.pop("zalo", {}))  # type: ignore[arg-type]
+    return load_settings(None, zalo=zalo, database={"url": db_url}, **sections)
+
+
+@dataclass
+class ZaloHarness:
+    """The running Zalo bot (polling the Zalo stand-in), its web server and clocks; the same
+    attributes as :class:`Harness`."""
+
+    api: ZaloApiStandIn
+    app: HBApplication
+    clock: FakeClock
+    http: HttpServer
+    media_clock: MonotonicClock
+    channel = "zalo"
+
+    @property
+    def services(self) -> Services:
+        return self.app.bot_data["services"]  # type: ignore[no-any-return]
+
+    @property
+    def media(self) -> MediaStore:
+        return self.app.bot_data["media"]  # type: ignore[no-any-return]
+
+    def user(
+        self, uid: str | int | None = None, lang: str | None = "vi", name: str = "An"
+    ) -> ZaloChatDriver:
+        """A new person talking to the bot on Zalo (Zalo tells no language: ``lang`` unused)."""
+        user = ZaloUser(id=str(uid), display_name=name) if uid else ZaloUser(display_name=name)
+        return ZaloChatDriver(self.api, user, idle=self.idle)
+
+    async def idle(self) -> None:
+        """Until the bot has no event waiting or being handled, and the inbox is cleared."""
+        for _ in range(2000):
+            processor = self.app.update_processor
+            if self.app.update_queue.empty() and processor.current_concurrent_updates == 0:
+                break
+            await asyncio.sleep(0.005)
+        await self.app.bot_data["zalo_receiver"].idle()
+
+    def session(self) -> AsyncSession:
+        return self.services.sessions()
+
+
+async def start_zalo_app(
+    settings: Settings, clock: FakeClock, media_clock: MonotonicClock | None = None
+) -> tuple[HBApplication, HttpServer]:
+    """Build the Zalo bot with its web server (media links on a free port), replay the inbox
+    and poll, as ``healthbook run`` does (the poller in ``bot_data["zalo_poller"]``)."""
+    media_clock = media_clock or MonotonicClock()
+    media = MediaStore("http://127.0.0.1", ttl=settings.http.media_minutes * 60, clock=media_clock)
+    http = HttpServer("127.0.0.1", 0, media=media)
+    await http.start()
+    media.public_url = http.url
+    api = ZaloApi(settings.zalo.token.get_secret_value(), settings.zalo.base_url)  # type: ignore[union-attr]
+    app = build_zalo_application(settings, clock=clock, api=api, media=media, jobs=False)
+    await prepare_database(app)
+    await app.initialize()
+    poller = ZaloPoller(app, api, settings.zalo.poll_timeout)
+    app.bot_data["zalo_poller"] = poller
+    await poller.start()
+    await app.start()
+    return app, http
+
+
+async def stop_zalo_app(app: HBApplication, http: HttpServer | None = None) -> None:
+    """Stop polling, handle what was fetched, clear the inbox, shut down."""
+    poller: ZaloPoller | None = app.bot_data.get("zalo_poller")
+    if poller is not None:
+        await poller.stop()
+    if app.running:
+        await app.stop()
+    await app.bot_data["zalo_receiver"].idle()
+    await app.shutdown()
+    await engine_of(app).dispose()
+    if http is not None:
+        await http.stop()
+
+
+@pytest.fixture
+async def zapi() -> AsyncIterator[ZaloApiStandIn]:
+    """A local Zalo Bot API stand-in."""
+    async with ZaloApiStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+async def zbot(zapi: ZaloApiStandIn, db_url: str) -> AsyncIterator[ZaloHarness]:
+    """The real Application on Zalo, polling the Zalo stand-in, on a fresh database."""
+    clock, media_clock = FakeClock(), MonotonicClock()
+    app, http = await start_zalo_app(make_zalo_settings(db_url, zapi), clock, media_clock)
+    harness = ZaloHarness(zapi, app, clock, http, media_clock)
+    try:
+        yield harness
+    finally:
+        await stop_zalo_app(harness.app, harness.http)  # a test may have restarted it
+
+
+@pytest.fixture
+async def zsample(zbot: ZaloHarness) -> ZaloHarness:
+    """The Zalo bot with the shipped sample campaigns, sites and sessions (from today)."""
+    async with zbot.session() as session, session.begin():
+        await load_sample_data(session, zbot.services.today())
+    return zbot
