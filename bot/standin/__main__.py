@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
-import sys
 
 from bot.standin.telegram import BotApiStandIn
 
@@ -21,20 +19,12 @@ async def _serve(args: argparse.Namespace) -> None:
         max_calls_per_chat=args.max_calls_per_chat,
         max_messages_per_chat=args.max_messages_per_chat,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    async with api:
-        print(api.base_url, flush=True)
-        print(
+    await api.serve_until_signalled(
+        lambda: (
             f"Telegram Bot API stand-in for @{api.bot_username} at {api.url} "
-            f"(file URL {api.base_file_url}); Ctrl+C to stop",
-            file=sys.stderr,
-            flush=True,
+            f"(file URL {api.base_file_url})"
         )
-        await stop.wait()
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections import deque
+import signal
+import sys
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
@@ -45,6 +48,12 @@ class Call:
             "chat_id": self.chat_id,
             "time": self.time,
         }
+
+
+def text_of(message: dict[str, Any]) -> str | None:
+    """The text of a bot message, else its caption, else None."""
+    text = message.get("text", message.get("caption"))
+    return text if isinstance(text, str) else None
 
 
 async def wait_event(ev: asyncio.Event, seconds: float) -> None:
@@ -155,3 +164,216 @@ class ChatLog:
                 break
             await wait_event(self.event, settle - quiet_for)
         return self.calls_after(after_seq)
+
+
+class ApiError(Exception):
+    """An error answer of a messenger API: ``{"ok": false, "error_code", "description"}``."""
+
+    def __init__(self, code: int, description: str, parameters: dict | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.parameters = parameters
+
+    def answer(self) -> dict[str, Any]:
+        """The JSON answer the API gives."""
+        d: dict[str, Any] = {"ok": False, "error_code": self.code, "description": self.description}
+        if self.parameters:
+            d["parameters"] = self.parameters
+        return d
+
+
+class StandInServer:
+    """What both stand-ins are made of: an aiohttp server, the recorded calls, waiting for them."""
+
+    #: the largest request body accepted
+    max_body = 20 * 1024 * 1024
+
+    def __init__(
+        self, host: str, port: int, *, keep_calls: bool, max_calls_per_chat: int | None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.keep_calls = keep_calls
+        self.max_calls_per_chat = max_calls_per_chat
+        self.calls: list[Call] = []
+        self._chats: dict[Any, ChatLog] = {}
+        self._seq = 0
+        self._method_counts: Counter[str] = Counter()
+        self._error_count = 0
+        self._failures: dict[str, deque[ApiError]] = {}
+        self._pollers_event = asyncio.Event()
+        self._calls_event = asyncio.Event()
+        self._closing = False
+        self._runner: web.AppRunner | None = None
+
+    # ---------------------------------------------------------------- to provide
+
+    def _routes(self, app: web.Application) -> None:
+        """Add the API's routes to ``app``."""
+        raise NotImplementedError
+
+    def _new_chat(self, key: Any) -> ChatLog:
+        raise NotImplementedError
+
+    def _key(self, chat_id: Any) -> Any:
+        """The key of a chat id as given by a caller (None: no chat)."""
+        return chat_id
+
+    def _answered(self, call: Call) -> bool:
+        """Whether ``call`` counts as the bot answering its chat."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for a load driver."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start serving on ``host``/``port`` (port 0 picks a free port)."""
+        app = web.Application(client_max_size=self.max_body)
+        self._routes(app)
+        app.router.add_get("/_standin/stats", self._handle_stats)
+        self._closing = False
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Wake all waiters and shut the server down."""
+        self._closing = True
+        self._wake_pollers()
+        self._wake_calls()
+        for st in self._chats.values():
+            st.notify()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        """Root URL of the server, e.g. ``http://127.0.0.1:PORT``."""
+        if not self.port:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What the bot is configured with to reach this API."""
+        return self.url
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the most recent recorded call (0 before any call)."""
+        return self._seq
+
+    async def serve_until_signalled(self, banner: Callable[[], str]) -> None:
+        """Serve until SIGINT or SIGTERM: ``base_url`` on stdout (for a parent process to read),
+        ``banner()`` on stderr (for people)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        async with self:
+            print(self.base_url, flush=True)
+            print(f"{banner()}; Ctrl+C to stop", file=sys.stderr, flush=True)
+            await stop.wait()
+
+    # ---------------------------------------------------------------- calls
+
+    def chat_calls(self, chat_id: Any, after_seq: int = 0) -> list[Call]:
+        """Calls attributed to a chat with ``seq > after_seq`` (the kept tail only)."""
+        st = self._chats.get(self._key(chat_id))
+        return st.calls_after(after_seq) if st else []
+
+    async def wait_chat(
+        self,
+        chat_id: Any,
+        *,
+        after_seq: int,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        settle: float = 0.0,
+        require: Callable[[Call], bool] | None = None,
+    ) -> list[Call]:
+        """Wait for a call to a chat (``seq > after_seq``) matching ``require``, then for quiet.
+
+        ``require`` defaults to "the bot answered". Returns every call to the chat after
+        ``after_seq`` (an empty or non-matching list on timeout). ``settle`` is the quiet time
+        the chat must have before returning.
+        """
+        key = self._key(chat_id)
+        if key is None:
+            raise ValueError("chat_id is required")
+        return await self._chat(key).wait(
+            after_seq, timeout, settle, require or self._answered, lambda: self._closing
+        )
+
+    def _chat(self, key: Any) -> Any:
+        st = self._chats.get(key)
+        if st is None:
+            st = self._chats[key] = self._new_chat(key)
+        return st
+
+    def _wake_pollers(self) -> None:
+        ev, self._pollers_event = self._pollers_event, asyncio.Event()
+        ev.set()
+
+    def _wake_calls(self) -> None:
+        ev, self._calls_event = self._calls_event, asyncio.Event()
+        ev.set()
+
+    def _injected(self, key: str) -> None:
+        """Raise the next error queued for ``key`` by ``fail_next``, if any."""
+        failures = self._failures.get(key)
+        if failures:
+            raise failures.popleft()
+
+    def _record(
+        self, method: str, params: dict[str, Any], result: Any, chat: Any, error: ApiError | None
+    ) -> Call:
+        self._seq += 1
+        call = Call(
+            method=method,
+            params=params,
+            result=result,
+            time=time.time(),
+            seq=self._seq,
+            chat_id=chat,
+            ok=error is None,
+            error=error.answer() if error else None,
+        )
+        self._method_counts[method] += 1
+        if error is not None:
+            self._error_count += 1
+        if self.keep_calls:
+            self.calls.append(call)
+        if chat is not None:
+            self._chat(chat).add(call)
+        self._wake_calls()
+        return call
+
+    @staticmethod
+    def _respond(call: Call) -> web.Response:
+        if call.error:
+            return json_response(call.error, int(call.error["error_code"]))
+        if call.result is None:  # Zalo's sendChatAction answers a bare {"ok": true}
+            return json_response({"ok": True})
+        return json_response({"ok": True, "result": call.result})
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return json_response(self.stats())

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from bot.standin.common import Call, StandInTimeoutError, choose
+from bot.standin.common import Call, StandInTimeoutError, choose, text_of
 from bot.standin.telegram import RESPONSE_METHODS, BotApiStandIn
 from bot.standin.updates import (
     TINY_PNG,
@@ -147,21 +147,11 @@ class ChatDriver(BaseDriver):
         api: BotApiStandIn,
         user: TgUser | int,
         *,
-        settle: float = 0.05,
-        timeout: float = 10.0,
-        quiet_timeout: float = 0.3,
-        strict: bool = False,
-        idle: Callable[[], Awaitable[None]] | None = None,
         chat: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            api,
-            settle=settle,
-            timeout=timeout,
-            quiet_timeout=quiet_timeout,
-            strict=strict,
-            idle=idle,
-        )
+        """``options``: those of :class:`BaseDriver` (``settle``, ``timeout``, ``idle`` …)."""
+        super().__init__(api, **options)
         self.user = user if isinstance(user, TgUser) else TgUser(id=user)
         self.chat = chat  # a group (see group_chat) this person writes in; None: private chat
 
@@ -302,9 +292,7 @@ class ChatDriver(BaseDriver):
     def last_text(self) -> str | None:
         """Text or caption of the newest bot message in this chat, after edits."""
         msg = self.last_message
-        if msg is None:
-            return None
-        return msg.get("text", msg.get("caption"))
+        return None if msg is None else text_of(msg)
 
     def _keyboard_message(self) -> dict[str, Any] | None:
         st = self.api._chats.get(self.chat_id)
@@ -342,11 +330,7 @@ class ChatDriver(BaseDriver):
     @property
     def texts(self) -> list[str]:
         """Texts/captions of the bot's current messages in this chat, oldest first."""
-        return [
-            m.get("text", m.get("caption"))
-            for m in self.messages
-            if m.get("text", m.get("caption")) is not None
-        ]
+        return [t for m in self.messages if (t := text_of(m)) is not None]
 
     @property
     def callback_answers(self) -> list[str]:

@@ -44,8 +44,8 @@ def forbid_network() -> Callable[[], None]:
             raise RuntimeError("network access outside loopback is forbidden in tests")
         return original_connect_ex(self, address)
 
-    socket.socket.connect = connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign,assignment]
 
     def undo() -> None:
         socket.socket.connect = original_connect  # type: ignore[method-assign]

@@ -21,14 +21,22 @@ import itertools
 import json
 import re
 import time
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from bot.standin.common import Call, ChatLog, StandInTimeoutError, json_response, wait_event
+from bot.standin.common import (
+    ApiError,
+    Call,
+    ChatLog,
+    StandInServer,
+    StandInTimeoutError,
+    json_response,
+    wait_event,
+)
 from bot.standin.updates import len16, new_file_id, update_message
 
 __all__ = ["RESPONSE_METHODS", "BotApiStandIn", "TgFile"]
@@ -56,24 +64,8 @@ class TgFile:
         }
 
 
-class _ApiError(Exception):
-    """An error answer of the Bot API."""
-
-    def __init__(self, code: int, description: str, parameters: dict | None = None) -> None:
-        super().__init__(description)
-        self.code = code
-        self.description = description
-        self.parameters = parameters
-
-    def answer(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"ok": False, "error_code": self.code, "description": self.description}
-        if self.parameters:
-            d["parameters"] = self.parameters
-        return d
-
-
-def _bad(description: str) -> _ApiError:
-    return _ApiError(400, f"Bad Request: {description}")
+def _bad(description: str) -> ApiError:
+    return ApiError(400, f"Bad Request: {description}")
 
 
 _STRING_KEYS = frozenset(
@@ -186,8 +178,11 @@ def _is_response(call: Call) -> bool:
     return call.method in RESPONSE_METHODS
 
 
-class BotApiStandIn:
+class BotApiStandIn(StandInServer):
     """An in-process HTTP server that behaves like the Telegram Bot API for one bot."""
+
+    max_body = 60 * 1024 * 1024
+    _chats: dict[int | str, _ChatState]  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -210,39 +205,26 @@ class BotApiStandIn:
             "first_name": bot_first_name,
             "username": bot_username,
         }
-        self.host = host
-        self.port = port
-        self.keep_calls = keep_calls
         if not keep_calls and max_calls_per_chat is None:
             max_calls_per_chat = 100
         if not keep_calls and max_messages_per_chat is None:
             max_messages_per_chat = 100
-        self.max_calls_per_chat = max_calls_per_chat
+        super().__init__(host, port, keep_calls=keep_calls, max_calls_per_chat=max_calls_per_chat)
         self.max_messages_per_chat = max_messages_per_chat
         self.strict_chats = strict_chats
-        self.calls: list[Call] = []
         self.files: dict[str, TgFile] = {}
         self._files_by_path: dict[str, TgFile] = {}
         self._file_counter = itertools.count(1)
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.menu_buttons: dict[str, Any] = {}
         self.webhook_url = ""
-        self._chats: dict[int | str, _ChatState] = {}
         self._pending: deque[dict[str, Any]] = deque()
         self._last_update_id = 0
         self._updates_pushed = 0
-        self._updates_event = asyncio.Event()
-        self._calls_event = asyncio.Event()
         self._poll_generation = 0
-        self._seq = 0
-        self._method_counts: Counter[str] = Counter()
-        self._error_count = 0
-        self._failures: dict[str, deque[_ApiError]] = {}
         self._callback_chats: OrderedDict[str, int | str] = OrderedDict()
         self._open_callbacks: set[str] = set()
         self._cursors: dict[int | str, int] = {}
-        self._closing = False
-        self._runner: web.AppRunner | None = None
         self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             m.lower(): getattr(self, "_m_" + re.sub(r"(?<!^)(?=[A-Z])", "_", m).lower())
             for m in _CANONICAL
@@ -250,50 +232,12 @@ class BotApiStandIn:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Start serving on ``host``/``port`` (port 0 picks a free port)."""
-        app = web.Application(client_max_size=60 * 1024 * 1024)
+    def _routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._handle_bot)
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
         app.router.add_post("/_standin/update", self._handle_push)
         app.router.add_get("/_standin/wait", self._handle_wait)
-        app.router.add_get("/_standin/stats", self._handle_stats)
         app.router.add_post("/_standin/fail", self._handle_fail)
-        self._closing = False
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Wake all waiters and shut the server down."""
-        self._closing = True
-        self._wake_pollers()
-        self._wake_calls()
-        for st in self._chats.values():
-            st.notify()
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> BotApiStandIn:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """Root URL of the server, e.g. ``http://127.0.0.1:PORT``."""
-        if not self.port:
-            raise RuntimeError("BotApiStandIn is not started")
-        return f"http://{self.host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -304,11 +248,6 @@ class BotApiStandIn:
     def base_file_url(self) -> str:
         """Value for ``ApplicationBuilder.base_file_url``."""
         return f"{self.url}/file/bot"
-
-    @property
-    def seq(self) -> int:
-        """Sequence number of the most recent recorded call (0 before any call)."""
-        return self._seq
 
     # ---------------------------------------------------------------- injecting
 
@@ -356,7 +295,7 @@ class BotApiStandIn:
             params = {"retry_after": retry_after}
         queue = self._failures.setdefault(method.lower(), deque())
         for _ in range(times):
-            queue.append(_ApiError(error_code, description, params))
+            queue.append(ApiError(error_code, description, params))
 
     def block_user(self, chat_id: int, blocked: bool = True) -> None:
         """Simulate a user who blocked the bot: sends to them answer 403."""
@@ -397,11 +336,6 @@ class BotApiStandIn:
         """Current state of the bot's messages in a chat (edits applied, deleted removed)."""
         st = self._chats.get(_chat_key(chat_id) or 0)
         return list(st.messages.values()) if st else []
-
-    def chat_calls(self, chat_id: int | str, after_seq: int = 0) -> list[Call]:
-        """Calls attributed to a chat with ``seq > after_seq`` (the kept tail only)."""
-        st = self._chats.get(_chat_key(chat_id) or 0)
-        return st.calls_after(after_seq) if st else []
 
     def reply_keyboard(self, chat_id: int | str) -> dict[str, Any] | None:
         """The ReplyKeyboardMarkup currently shown in a chat, if any."""
@@ -455,27 +389,6 @@ class BotApiStandIn:
                 )
             await wait_event(self._calls_event, remaining)
 
-    async def wait_chat(
-        self,
-        chat_id: int | str,
-        *,
-        after_seq: int,
-        timeout: float = 10.0,  # noqa: ASYNC109
-        settle: float = 0.0,
-        require: Callable[[Call], bool] = _is_response,
-    ) -> list[Call]:
-        """Wait for a call to a chat (``seq > after_seq``) matching ``require``, then for quiet.
-
-        Returns every call to the chat after ``after_seq`` (an empty or non-matching list on
-        timeout). ``settle`` is the quiet time the chat must have before returning.
-        """
-        key = _chat_key(chat_id)
-        if key is None:
-            raise ValueError("chat_id is required")
-        return await self._chat(key).wait(
-            after_seq, timeout, settle, require, lambda: self._closing
-        )
-
     async def next_messages(
         self,
         chat_id: int | str,
@@ -495,19 +408,14 @@ class BotApiStandIn:
 
     # ---------------------------------------------------------------- internals
 
-    def _chat(self, key: int | str) -> _ChatState:
-        st = self._chats.get(key)
-        if st is None:
-            st = self._chats[key] = _ChatState(key, self.max_calls_per_chat)
-        return st
+    def _new_chat(self, key: int | str) -> _ChatState:
+        return _ChatState(key, self.max_calls_per_chat)
 
-    def _wake_pollers(self) -> None:
-        ev, self._updates_event = self._updates_event, asyncio.Event()
-        ev.set()
+    def _key(self, chat_id: Any) -> int | str | None:
+        return _chat_key(chat_id)
 
-    def _wake_calls(self) -> None:
-        ev, self._calls_event = self._calls_event, asyncio.Event()
-        ev.set()
+    def _answered(self, call: Call) -> bool:
+        return _is_response(call)
 
     def _note_update(self, update: dict[str, Any]) -> None:
         msg = update_message(update)
@@ -530,35 +438,6 @@ class BotApiStandIn:
             keep = ("id", "type", "title", "username", "first_name", "last_name")
             st.chat = {k: chat[k] for k in keep if k in chat}
 
-    def _record(
-        self,
-        method: str,
-        params: dict[str, Any],
-        result: Any,
-        chat: int | str | None,
-        error: _ApiError | None = None,
-    ) -> Call:
-        self._seq += 1
-        call = Call(
-            method=method,
-            params=params,
-            result=result,
-            time=time.time(),
-            seq=self._seq,
-            chat_id=chat,
-            ok=error is None,
-            error=error.answer() if error else None,
-        )
-        self._method_counts[method] += 1
-        if error is not None:
-            self._error_count += 1
-        if self.keep_calls:
-            self.calls.append(call)
-        if chat is not None:
-            self._chat(chat).add(call)
-        self._wake_calls()
-        return call
-
     def _call_chat(self, method: str, params: dict[str, Any]) -> int | str | None:
         if method == "answerCallbackQuery":
             return self._callback_chats.get(str(params.get("callback_query_id")))
@@ -571,21 +450,19 @@ class BotApiStandIn:
         lower = method.lower()
         canonical = _CANONICAL_BY_LOWER.get(lower, method)
         chat = self._call_chat(canonical, params)
-        error: _ApiError | None = None
+        error: ApiError | None = None
         result: Any = None
         try:
             if token and not _TOKEN.match(token):
-                raise _ApiError(401, "Unauthorized")
-            failures = self._failures.get(lower)
-            if failures:
-                raise failures.popleft()
+                raise ApiError(401, "Unauthorized")
+            self._injected(lower)
             handler = self._handlers.get(lower)
             if handler is None:
-                raise _ApiError(404, "Not Found")
+                raise ApiError(404, "Not Found")
             result = handler(params)
             if asyncio.iscoroutine(result):
                 result = await result
-        except _ApiError as exc:
+        except ApiError as exc:
             error = exc
             result = None
         return self._record(canonical, params, result, chat, error)
@@ -636,9 +513,7 @@ class BotApiStandIn:
         except ValueError as exc:
             return json_response(_bad(f"can't parse request: {exc}").answer(), 400)
         call = await self.call(request.match_info["method"], params, request.match_info["token"])
-        if call.error:
-            return json_response(call.error, int(call.error["error_code"]))
-        return json_response({"ok": True, "result": call.result})
+        return self._respond(call)
 
     async def _handle_file(self, request: web.Request) -> web.Response:
         f = self._files_by_path.get(request.match_info["path"])
@@ -667,9 +542,6 @@ class BotApiStandIn:
         calls = await self.wait_chat(chat, after_seq=after, timeout=timeout, settle=settle)
         return json_response({"calls": [c.to_json() for c in calls], "seq": self._seq})
 
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        return json_response(self.stats())
-
     async def _handle_fail(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.fail_next(
@@ -691,7 +563,7 @@ class BotApiStandIn:
             raise _bad("chat not found")
         st = self._chat(key)
         if st.blocked:
-            raise _ApiError(403, "Forbidden: bot was blocked by the user")
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
         return st
 
     def _format(
@@ -826,7 +698,7 @@ class BotApiStandIn:
 
     async def _m_get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         if self.webhook_url:
-            raise _ApiError(
+            raise ApiError(
                 409,
                 "Conflict: can't use getUpdates method while webhook is active; "
                 "use deleteWebhook to delete the webhook first",
@@ -849,9 +721,9 @@ class BotApiStandIn:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await wait_event(self._updates_event, remaining)
+            await wait_event(self._pollers_event, remaining)
             if generation != self._poll_generation:
-                raise _ApiError(
+                raise ApiError(
                     409,
                     "Conflict: terminated by other getUpdates request; make sure that only one "
                     "bot instance is running",

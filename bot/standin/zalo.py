@@ -25,11 +25,9 @@ import ipaddress
 import itertools
 import re
 import secrets
-import signal
-import sys
 import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +35,16 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from bot.standin.common import Call, ChatLog, choose, json_response, wait_event
+from bot.standin.common import (
+    ApiError,
+    Call,
+    ChatLog,
+    StandInServer,
+    choose,
+    json_response,
+    text_of,
+    wait_event,
+)
 from bot.standin.driver import BaseDriver
 from bot.standin.updates import TINY_PNG
 
@@ -147,18 +154,8 @@ def _event_message(event: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-class _ApiError(Exception):
-    def __init__(self, code: int, description: str) -> None:
-        super().__init__(description)
-        self.code = code
-        self.description = description
-
-    def answer(self) -> dict[str, Any]:
-        return {"ok": False, "error_code": self.code, "description": self.description}
-
-
-def _bad(description: str) -> _ApiError:
-    return _ApiError(400, description)
+def _bad(description: str) -> ApiError:
+    return ApiError(400, description)
 
 
 @dataclass
@@ -204,8 +201,10 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class ZaloApiStandIn:
+class ZaloApiStandIn(StandInServer):
     """An in-process HTTP server that behaves like the Zalo Bot Platform API for one bot."""
+
+    _chats: dict[str, _ZaloChat]  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -219,37 +218,29 @@ class ZaloApiStandIn:
         max_calls_per_chat: int | None = None,
     ) -> None:
         if not _TOKEN.match(token):
-            raise ValueError("a Zalo bot token looks like 12345689:abc-xyz")
+            raise ValueError("a Zalo bot token is digits, a colon, then letters, digits, - or _")
+        super().__init__(
+            host,
+            port,
+            keep_calls=keep_calls,
+            max_calls_per_chat=max_calls_per_chat if keep_calls else max_calls_per_chat or 100,
+        )
         self.token = token
-        self.host = host
-        self.port = port
         self.bot: dict[str, Any] = {
             "id": bot_id,
             "account_name": account_name,
             "account_type": "BASIC",
             "can_join_groups": False,
         }
-        self.keep_calls = keep_calls
-        self.max_calls_per_chat = max_calls_per_chat if keep_calls else max_calls_per_chat or 100
-        self.calls: list[Call] = []
         self.fetches: list[PhotoFetch] = []
         self.deliveries: list[Delivery] = []
         self.webhook_url = ""
         self.webhook_secret = ""
         self.webhook_updated_at = 0
-        self._chats: dict[str, _ZaloChat] = {}
         self._pending: deque[dict[str, Any]] = deque()
         self._taken: set[str] = set()
         self._events_pushed = 0
-        self._events_event = asyncio.Event()
-        self._calls_event = asyncio.Event()
-        self._seq = 0
-        self._method_counts: Counter[str] = Counter()
-        self._error_count = 0
-        self._failures: dict[str, deque[_ApiError]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closing = False
-        self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             m: getattr(self, "_m_" + re.sub(r"(?<!^)(?=[A-Z])", "_", m).lower()) for m in _METHODS
@@ -257,62 +248,25 @@ class ZaloApiStandIn:
 
     # ---------------------------------------------------------------- lifecycle
 
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/bot{token}/{method}", self._handle_bot)
+        app.router.add_get("/_standin/photo/{name}", self._handle_photo)
+
     async def start(self) -> None:
         """Start serving on ``host``/``port`` (port 0 picks a free port)."""
-        app = web.Application(client_max_size=20 * 1024 * 1024)
-        app.router.add_route("*", "/bot{token}/{method}", self._handle_bot)
-        app.router.add_get("/_standin/stats", self._handle_stats)
-        app.router.add_get("/_standin/photo/{name}", self._handle_photo)
-        self._closing = False
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        await super().start()
 
     async def stop(self) -> None:
-        """Wake all waiters, finish webhook deliveries and shut the server down."""
-        self._closing = True
-        self._wake_pollers()
-        self._wake_calls()
-        for st in self._chats.values():
-            st.notify()
+        """Stop webhook deliveries, wake all waiters and shut the server down."""
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await super().stop()
         if self._http is not None:
             http, self._http = self._http, None
             await http.close()
-
-    async def __aenter__(self) -> ZaloApiStandIn:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """Root URL of the server, e.g. ``http://127.0.0.1:PORT``: the bot's ``base_url``."""
-        if not self.port:
-            raise RuntimeError("ZaloApiStandIn is not started")
-        return f"http://{self.host}:{self.port}"
-
-    base_url = url
-
-    @property
-    def seq(self) -> int:
-        """Sequence number of the most recent recorded call (0 before any call)."""
-        return self._seq
 
     # ---------------------------------------------------------------- injecting
 
@@ -371,7 +325,7 @@ class ZaloApiStandIn:
                 502: "Bad Gateway",
             }.get(code, "Bad Request")
         queue = self._failures.setdefault(method, deque())
-        queue.extend(_ApiError(code, description) for _ in range(times))
+        queue.extend(ApiError(code, description) for _ in range(times))
 
     # ---------------------------------------------------------------- inspecting
 
@@ -379,11 +333,6 @@ class ZaloApiStandIn:
         """The bot's messages in a chat, oldest first (``text``, or ``photo`` and ``caption`` …)."""
         st = self._chats.get(chat_id)
         return list(st.messages) if st else []
-
-    def chat_calls(self, chat_id: str, after_seq: int = 0) -> list[Call]:
-        """Calls attributed to a chat with ``seq > after_seq`` (the kept tail only)."""
-        st = self._chats.get(chat_id)
-        return st.calls_after(after_seq) if st else []
 
     def stats(self) -> dict[str, Any]:
         """Counters: events pushed/pending, calls by method, chats, errors, deliveries."""
@@ -398,82 +347,36 @@ class ZaloApiStandIn:
             "seq": self._seq,
         }
 
-    async def wait_chat(
-        self,
-        chat_id: str,
-        *,
-        after_seq: int,
-        timeout: float = 10.0,  # noqa: ASYNC109
-        settle: float = 0.0,
-        require: Callable[[Call], bool] = lambda c: c.method in RESPONSE_METHODS,
-    ) -> list[Call]:
-        """Wait for a call to a chat (``seq > after_seq``) matching ``require``, then for quiet."""
-        return await self._chat(chat_id).wait(
-            after_seq, timeout, settle, require, lambda: self._closing
-        )
-
     # ---------------------------------------------------------------- internals
 
-    def _wake_pollers(self) -> None:
-        ev, self._events_event = self._events_event, asyncio.Event()
-        ev.set()
+    def _new_chat(self, key: str) -> _ZaloChat:
+        return _ZaloChat(self.max_calls_per_chat)
 
-    def _wake_calls(self) -> None:
-        ev, self._calls_event = self._calls_event, asyncio.Event()
-        ev.set()
-
-    def _chat(self, key: str) -> _ZaloChat:
-        st = self._chats.get(key)
-        if st is None:
-            st = self._chats[key] = _ZaloChat(self.max_calls_per_chat)
-        return st
-
-    def _record(
-        self, method: str, params: dict[str, Any], result: Any, error: _ApiError | None
-    ) -> Call:
-        chat = params.get("chat_id") if isinstance(params.get("chat_id"), str) else None
-        self._seq += 1
-        call = Call(
-            method=method,
-            params=params,
-            result=result,
-            time=time.time(),
-            seq=self._seq,
-            chat_id=chat or None,
-            ok=error is None,
-            error=error.answer() if error else None,
-        )
-        self._method_counts[method] += 1
-        if error is not None:
-            self._error_count += 1
-        if self.keep_calls:
-            self.calls.append(call)
-        if chat:
-            self._chat(chat).add(call)
-        self._wake_calls()
-        return call
+    def _answered(self, call: Call) -> bool:
+        return call.method in RESPONSE_METHODS
 
     async def call(self, method: str, params: dict[str, Any], token: str | None = None) -> Call:
         """Execute one API method (as if received over HTTP with ``token``) and record it."""
         result: Any = None
-        error: _ApiError | None = None
+        error: ApiError | None = None
         try:
             if token is not None and not secrets.compare_digest(
                 token.encode("utf-8", "replace"), self.token.encode()
             ):
-                raise _ApiError(401, "Unauthorized")
+                raise ApiError(401, "Unauthorized")
             handler = self._handlers.get(method)
             if handler is None:
-                raise _ApiError(404, "Not Found")
-            failures = self._failures.get(method)
-            if failures:
-                raise failures.popleft()
+                raise ApiError(404, "Not Found")
+            self._injected(method)
             result = handler(params)
             if asyncio.iscoroutine(result):
                 result = await result
-        except _ApiError as exc:
+        except ApiError as exc:
             error = exc
-        return self._record(method, params, result, error)
+        chat = params.get("chat_id")
+        return self._record(
+            method, params, result, chat if isinstance(chat, str) and chat else None, error
+        )
 
     async def _read_params(self, request: web.Request) -> dict[str, Any]:
         params: dict[str, Any] = dict(request.query)
@@ -495,14 +398,7 @@ class ZaloApiStandIn:
         except ValueError:
             return json_response(_bad("Invalid request body").answer(), 400)
         call = await self.call(request.match_info["method"], params, request.match_info["token"])
-        if call.error:
-            return json_response(call.error, int(call.error["error_code"]))
-        if call.result is None:  # sendChatAction answers a bare {"ok": true}
-            return json_response({"ok": True})
-        return json_response({"ok": True, "result": call.result})
-
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        return json_response(self.stats())
+        return self._respond(call)
 
     async def _handle_photo(self, request: web.Request) -> web.Response:
         return web.Response(body=TINY_PNG, content_type="image/png")
@@ -577,8 +473,8 @@ class ZaloApiStandIn:
         while not self._pending:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closing:
-                raise _ApiError(408, "Request timeout")
-            await wait_event(self._events_event, remaining)
+                raise ApiError(408, "Request timeout")
+            await wait_event(self._pollers_event, remaining)
         event = self._pending.popleft()
         self._taken.add(event["message"]["message_id"])
         return event
@@ -676,21 +572,11 @@ class ZaloChatDriver(BaseDriver):
         api: ZaloApiStandIn,
         user: ZaloUser | str | None = None,
         *,
-        settle: float = 0.05,
-        timeout: float = 10.0,
-        quiet_timeout: float = 0.3,
-        strict: bool = False,
-        idle: Callable[[], Awaitable[None]] | None = None,
         location_as_text: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            api,
-            settle=settle,
-            timeout=timeout,
-            quiet_timeout=quiet_timeout,
-            strict=strict,
-            idle=idle,
-        )
+        """``options``: those of :class:`~bot.standin.driver.BaseDriver` (``idle`` …)."""
+        super().__init__(api, **options)
         if user is None:
             user = ZaloUser()
         self.user = user if isinstance(user, ZaloUser) else ZaloUser(id=user)
@@ -786,7 +672,7 @@ class ZaloChatDriver(BaseDriver):
     def last_text(self) -> str | None:
         """Text or caption of the newest bot message (one part of a split answer)."""
         msg = self.last_message
-        return None if msg is None else msg.get("text", msg.get("caption"))
+        return None if msg is None else text_of(msg)
 
     @property
     def last_answer(self) -> str | None:
@@ -797,7 +683,7 @@ class ZaloChatDriver(BaseDriver):
     @property
     def texts(self) -> list[str]:
         """Texts/captions of the bot's messages in this chat, oldest first."""
-        return [t for m in self.messages if (t := m.get("text", m.get("caption"))) is not None]
+        return [t for m in self.messages if (t := text_of(m)) is not None]
 
     @property
     def buttons(self) -> list[str]:
@@ -824,7 +710,7 @@ class ZaloChatDriver(BaseDriver):
         msgs = self.messages
         bounds = [0, *self._marks, len(msgs)]
         return [
-            [t for m in msgs[a:b] if (t := m.get("text", m.get("caption"))) is not None]
+            [t for m in msgs[a:b] if (t := text_of(m)) is not None]
             for a, b in itertools.pairwise(bounds)
         ]
 
@@ -843,15 +729,7 @@ class ZaloChatDriver(BaseDriver):
 
 async def _serve(args: argparse.Namespace) -> None:
     api = ZaloApiStandIn(args.token, host=args.host, port=args.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    async with api:
-        print(api.url, flush=True)
-        print(f"Zalo Bot API stand-in at {api.url}; Ctrl+C to stop", file=sys.stderr, flush=True)
-        await stop.wait()
+    await api.serve_until_signalled(lambda: f"Zalo Bot API stand-in at {api.url}")
 
 
 def main(argv: list[str] | None = None) -> None:
