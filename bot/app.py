@@ -47,6 +47,7 @@ COMMANDS = (
     "language",
     "cancel",
     "delete",
+    "link",
     "help",
     "checkin",
     "verify",

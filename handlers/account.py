@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, ConversationHandler
 
 from bot.i18n import Translator
+from handlers import link
 from handlers.common import REMOVE_KEYBOARD, Turn, callback_parts, inline, parse_id, turn
 from models import healthbook as hb
 from models import validators as v
@@ -125,6 +126,7 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
         CommandHandler("mydata", mydata),
         CommandHandler("delete", delete),
         CallbackQueryHandler(delete_answer, pattern=r"^acct:"),
+        *link.handlers(conversation, again),
     ]
 
 
@@ -204,6 +206,14 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
         if items:
             blocks.append("\n".join([t(key, count=len(items)), *items]))
 
+    if data.get("linked_accounts"):
+        section(
+            "mydata.linked",
+            [
+                "• " + link.named(t, a["channel"], a["user_id"])
+                for a in [account, *data["linked_accounts"]]
+            ],
+        )
     section(
         "mydata.consents",
         [
@@ -302,6 +312,7 @@ def delete_confirmation(t: Translator, held: hb.Holdings) -> str:
         ("delete.item.consents", held.consents),
         ("delete.item.staff_sites", held.staff_sites),
         ("delete.item.staff_records", held.staff_records),
+        ("delete.item.linked", held.linked_accounts),
     ]
     lines = [t(key, count=count) for key, count in items if count]
     return "\n".join([t("delete.confirm"), *lines, t("delete.item.account"), "", t("delete.final")])

@@ -37,6 +37,7 @@ from bot.channels.typed import is_typed
 from bot.context import HBContext, Services
 from bot.i18n import Translator
 from bot.persistence import write_state
+from models import accounts
 from models import healthbook as hb
 from models.errors import DomainError
 from models.replays import first_delivery
@@ -69,6 +70,9 @@ class Turn:
     close_with: str | None = None  # text to put on the pressed message, its buttons removed
     ack: str | None = None  # the answer a button gave, shown as "✓ …" atop the next message
     edit_pressed: bool = False  # show the first reply in place of the pressed message
+    # the sender's own account on this channel: ``account`` unless it was joined to the
+    # person's primary account with /link (models/accounts.py)
+    own: Account | None = None
 
     @property
     def services(self) -> Services:
@@ -148,6 +152,7 @@ class Turn:
             self.account = await hb.ensure_account(
                 self.session, self.channel, str(self.user_id), self.t.locale
             )
+            self.own = self.account
         return self.account
 
 
@@ -174,15 +179,19 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                 else:
                     log.info("update %s was applied already: skipped", update.update_id)
                     return None
-                account = None
+                account = own = None
                 if update.effective_user is not None:
-                    # the account and its draft in one query (the draft lands in the identity
-                    # map, so the handlers' later lookups of it cost no round trip)
-                    account = await hb.find_account(
+                    # the person's account (the primary when linked), their own one on this
+                    # channel and the draft in one query (the draft lands in the identity map,
+                    # so the handlers' later lookups of it cost no round trip)
+                    found = await hb.find_person(
                         session, channel, str(update.effective_user.id), with_draft=True
                     )
+                    if found is not None:
+                        account, own = found
+                        await accounts.note_used(session, own, account)  # writes on a change only
                 t = translator_for(services, account, update)
-                current = Turn(update, context, session, account, t)
+                current = Turn(update, context, session, account, t, own=own)
                 state = await fn(current)
                 written = None
                 if conversation is not None and state is not None and update.effective_chat:

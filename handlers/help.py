@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from handlers import account, healthbook
+from handlers import account, healthbook, link
 from handlers.common import Turn, turn
+from models.accounts import normalize_code
 
 
 @turn()
 async def fallback_text(turn_: Turn) -> None:
-    """Any message outside a conversation: say how to begin."""
+    """Any message outside a conversation: say how to begin (a /link code typed alone is
+    used as one)."""
+    if normalize_code(turn_.text) is not None:
+        await link.redeem(turn_, turn_.text)
+        return
     turn_.say(turn_.t("idle.hint"))
 
 

@@ -805,18 +805,21 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
     }
 
 
-async def erase_account(session: AsyncSession, account: Account) -> None:
+async def erase_account(
+    session: AsyncSession, account: Account, *, with_linked: bool = True
+) -> None:
     """Erase everything stored about an account, each table by name (the foreign keys cascade
     too, as a second line): booked places are given back first, then the health books with
     their bookings, waitlist entries and vaccination records (the owner may erase those too),
     drafts, staff roles, consents, conversation states and the account itself. Records the
     person signed as staff for others stay, without their name. The person's accounts on
     other messengers (joined with /link) are erased with it, each on its own channel only."""
-    if account.linked_to is not None:  # the person is their primary account
-        account = await session.get(Account, account.linked_to) or account
-    linked = select(Account).where(Account.linked_to == account.id)
-    for other in (await session.scalars(linked)).all():
-        await erase_account(session, other)
+    if with_linked:
+        if account.linked_to is not None:  # the person is their primary account
+            account = await session.get(Account, account.linked_to) or account
+        linked = select(Account).where(Account.linked_to == account.id)
+        for other in (await session.scalars(linked)).all():
+            await erase_account(session, other, with_linked=False)
     books = await _book_ids(session, account)
     for book_id in books:  # a cascade delete would not give the booked places back
         await release_book(session, book_id, utcnow())

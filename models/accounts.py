@@ -1,0 +1,317 @@
+"""One person, several messengers: /link codes, linked accounts and where messages go.
+
+A person's data (health book, bookings, drafts, consents, language, staff role) hang off one
+account, the *primary*; an account joined with a /link code points at it (``linked_to``), and
+:func:`models.healthbook.find_account` gives the primary for either, so every handler works on
+the person's data unchanged. Links never chain: ``linked_to`` always names a primary.
+
+Where messages go (``reply_via`` on the primary, see :func:`models.healthbook.reply_address`):
+the account the person used last, unless they chose one with "Send my messages here". A
+choice is marked on the chosen account itself, by its ``reply_via`` pointing at itself (on
+the primary: the primary's ``reply_via`` pointing at itself); :func:`note_used` leaves a
+chosen account alone. No column of its own: the two existing ones say it.
+
+The code is eight digits: typed like a phone number on any phone keyboard, no letters whose
+case or shape (0/O, 1/l) can be mistaken. Brute force meets a space of 10⁸, a life of ten
+minutes, one use, and five wrong codes per account per fifteen minutes; and the account that
+made the code is told when it is used, with a button to undo it. Only a SHA-256 of the code is
+stored (a database reader cannot use a live code at a glance; the database holds everything
+the code would give anyway). No messenger types here: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import healthbook as hb
+from models.errors import DomainError
+from models.tables import Account, BookingDraft, Consent, Draft, LinkCode, StaffSite
+
+CODE_DIGITS = 8
+CODE_LIFE = dt.timedelta(minutes=10)
+MAX_FAILURES = 5  # wrong codes per account within FAILURE_WINDOW
+FAILURE_WINDOW = dt.timedelta(minutes=15)
+_SEPARATORS = str.maketrans("", "", " -._\u00a0")
+
+
+def normalize_code(text: str) -> str | None:
+    """The code a person typed (``4827 1930``, ``4827-1930``), as its eight ASCII digits, or
+    None when it is not one."""
+    digits = text.strip().translate(_SEPARATORS)
+    if len(digits) != CODE_DIGITS or not (digits.isascii() and digits.isdigit()):
+        return None
+    return digits
+
+
+def format_code(code: str) -> str:
+    """A code as shown: two groups of four digits."""
+    return f"{code[:4]} {code[4:]}"
+
+
+def _hash(code: str) -> str:
+    return hashlib.sha256(f"healthbook-link:{code}".encode()).hexdigest()
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+async def create_link_code(session: AsyncSession, account: Account, now: dt.datetime) -> str:
+    """A new one-time code for ``account`` (the messenger account it is asked on); the
+    account's older codes, and every expired one, are dropped."""
+    await session.execute(
+        delete(LinkCode).where((LinkCode.account_id == account.id) | (LinkCode.expires_at <= now))
+    )
+    while True:
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        if await session.get(LinkCode, _hash(code)) is None:  # a live code of someone else
+            break
+    session.add(
+        LinkCode(
+            code_hash=_hash(code), account_id=account.id, expires_at=now + CODE_LIFE, created_at=now
+        )
+    )
+    await session.flush()
+    return code
+
+
+async def code_expiry(session: AsyncSession, account: Account) -> dt.datetime | None:
+    """When the account's live code expires (None: it has none)."""
+    return await session.scalar(
+        select(func.max(LinkCode.expires_at)).where(LinkCode.account_id == account.id)
+    )
+
+
+@dataclass(frozen=True)
+class Linked:
+    """A code redeemed: the person's primary account now, and the account that made the code
+    (to be told about it)."""
+
+    primary: Account
+    issuer: Account
+
+
+def _blocked(account: Account, now: dt.datetime) -> bool:
+    return (
+        account.link_failures >= MAX_FAILURES
+        and account.link_failed_at is not None
+        and now - _utc(account.link_failed_at) < FAILURE_WINDOW
+    )
+
+
+def _failed(account: Account, now: dt.datetime) -> None:
+    """Count a wrong code in the account's window (it starts at the first wrong code)."""
+    if account.link_failed_at is None or now - _utc(account.link_failed_at) >= FAILURE_WINDOW:
+        account.link_failures, account.link_failed_at = 1, now
+    else:
+        account.link_failures += 1
+
+
+async def redeem_link_code(
+    session: AsyncSession, account: Account, code: str, now: dt.datetime
+) -> Linked:
+    """Join ``account`` (the messenger account the code was typed on) to the person who made
+    the code. The primary is whichever has a health book, else whichever has any data, else
+    the code's maker; the other's consents, drafts and staff sites move to it. Refused with a
+    :class:`DomainError`: ``link.too_many_attempts``, ``link.wrong``, ``link.expired``,
+    ``link.same_account``, ``link.already_linked``, ``link.both_have_books``."""
+    if _blocked(account, now):
+        raise DomainError(
+            "link.too_many_attempts", minutes=int(FAILURE_WINDOW.total_seconds() // 60)
+        )
+    digits = normalize_code(code)
+    row = await session.get(LinkCode, _hash(digits)) if digits is not None else None
+    if row is None or digits is None:
+        _failed(account, now)
+        raise DomainError("link.wrong")
+    if _utc(row.expires_at) <= now:
+        await session.delete(row)
+        raise DomainError("link.expired")
+    if row.account_id == account.id:  # kept: it is still good on the other messenger
+        raise DomainError("link.same_account")
+    # single use, across processes too: only one redemption deletes the row
+    taken = await session.execute(
+        delete(LinkCode).where(LinkCode.code_hash == row.code_hash).returning(LinkCode.account_id)
+    )
+    if taken.first() is None:
+        _failed(account, now)
+        raise DomainError("link.wrong")
+    session.expunge(row)
+    issuer = await session.get(Account, row.account_id)
+    if issuer is None:
+        raise DomainError("link.wrong")
+    theirs = await primary(session, issuer)
+    if theirs.id == (account.linked_to or account.id):
+        raise DomainError("link.same_account")
+    if account.linked_to is not None:
+        raise DomainError("link.already_linked")
+    held_theirs, held_mine = await hb.holdings(session, theirs), await hb.holdings(session, account)
+    if held_theirs.health_books and held_mine.health_books:
+        raise DomainError("link.both_have_books")
+    account.link_failures, account.link_failed_at = 0, None
+    if held_mine.health_books or (_has_data(held_mine) and not _has_data(held_theirs)):
+        keep, other = account, theirs
+    else:
+        keep, other = theirs, account
+    await _merge(session, other, into=keep)
+    await note_used(session, account, keep)
+    return Linked(keep, issuer)
+
+
+def _has_data(held: hb.Holdings) -> bool:
+    return bool(held.health_books or held.drafts or held.consents or held.staff_sites)
+
+
+async def _merge(session: AsyncSession, other: Account, *, into: Account) -> None:
+    """Make ``other`` (a primary) one of ``into``'s accounts: its data and its own linked
+    accounts move to ``into``; a draft or booking in progress moves only when ``into`` has
+    none (and, for a health-book form, no health book)."""
+    await session.execute(
+        update(Consent).where(Consent.account_id == other.id).values(account_id=into.id)
+    )
+    draft = await hb.get_draft(session, other)
+    if draft is not None:
+        if await hb.get_draft(session, into) is None and await hb.own_book(session, into) is None:
+            await session.execute(
+                update(Draft).where(Draft.account_id == other.id).values(account_id=into.id)
+            )
+        else:
+            await session.execute(delete(Draft).where(Draft.account_id == other.id))
+        session.info.get("drafts", {}).pop(other.id, None)
+        session.info.get("drafts", {}).pop(into.id, None)
+        session.expunge(draft)
+    if await session.get(BookingDraft, into.id) is None:
+        await session.execute(
+            update(BookingDraft)
+            .where(BookingDraft.account_id == other.id)
+            .values(account_id=into.id)
+        )
+    else:
+        await session.execute(delete(BookingDraft).where(BookingDraft.account_id == other.id))
+    held = select(StaffSite.site_id).where(StaffSite.account_id == into.id)
+    await session.execute(
+        delete(StaffSite).where(StaffSite.account_id == other.id, StaffSite.site_id.in_(held))
+    )
+    await session.execute(
+        update(StaffSite).where(StaffSite.account_id == other.id).values(account_id=into.id)
+    )
+    if into.role == "resident" and other.role != "resident":
+        into.role = other.role
+    if into.locale is None:
+        into.locale = other.locale
+    await session.execute(  # no chains: other's accounts now point at into
+        update(Account)
+        .where(Account.linked_to == other.id)
+        .values(linked_to=into.id, reply_via=None)
+        .execution_options(synchronize_session="fetch")
+    )
+    other.linked_to, other.reply_via, into.reply_via = into.id, None, None
+    await session.flush()
+
+
+async def primary(session: AsyncSession, account: Account) -> Account:
+    """The account holding the person's data (the account itself unless it is linked)."""
+    if account.linked_to is None:
+        return account
+    found = await session.get(Account, account.linked_to)
+    return found if found is not None else account
+
+
+async def person_of(session: AsyncSession, account: Account) -> list[Account]:
+    """Every account of the person: the primary first, then the linked ones, oldest first."""
+    head = await primary(session, account)
+    linked = await session.scalars(
+        select(Account).where(Account.linked_to == head.id).order_by(Account.id)
+    )
+    return [head, *linked]
+
+
+async def unlink(session: AsyncSession, account: Account) -> list[Account]:
+    """Separate ``account`` from the person: a linked account leaves (empty: the data stay
+    with the primary); the primary lets every linked account go. The accounts now on their
+    own are returned; ``link.not_linked`` when there were none."""
+    if account.linked_to is not None:
+        head = await primary(session, account)
+        if head.reply_via == account.id:
+            head.reply_via = None
+        account.linked_to, account.reply_via = None, None
+        account.locale = account.locale or head.locale
+        await session.flush()
+        return [account]
+    others = list(
+        (await session.scalars(select(Account).where(Account.linked_to == account.id))).all()
+    )
+    if not others:
+        raise DomainError("link.not_linked")
+    for other in others:
+        other.linked_to, other.reply_via = None, None
+        other.locale = other.locale or account.locale
+    account.reply_via = None
+    await session.flush()
+    return others
+
+
+async def _chosen(session: AsyncSession, head: Account) -> Account | None:
+    """The account the person chose for their messages, if they chose one."""
+    target = head.reply_via
+    if target is None:
+        return None
+    if target == head.id:
+        return head
+    found = await session.get(Account, target)
+    if found is not None and found.reply_via == found.id and found.linked_to == head.id:
+        return found
+    return None
+
+
+async def note_used(session: AsyncSession, account: Account, head: Account | None = None) -> None:
+    """The person wrote on ``account``: their messages go there from now on, unless they chose
+    a messenger. Writes only when the messenger changed (no query at all for an account that
+    was never linked)."""
+    if head is None:
+        head = await primary(session, account)
+    want = None if account.id == head.id else account.id
+    if head.reply_via == want or head.reply_via == head.id:
+        return
+    if head.reply_via is not None and await _chosen(session, head) is not None:
+        return
+    head.reply_via = want
+
+
+async def send_here(session: AsyncSession, account: Account, *, fixed: bool) -> None:
+    """Send my messages here: the person's messages go to ``account`` until they choose
+    again (``fixed``), or from now on to the messenger they used last (not ``fixed``)."""
+    accounts = await person_of(session, account)
+    head = accounts[0]
+    for other in accounts[1:]:
+        other.reply_via = None
+    if fixed:
+        head.reply_via = account.id
+        account.reply_via = account.id
+    else:
+        head.reply_via = None if account.id == head.id else account.id
+    await session.flush()
+
+
+async def messages_go_to(session: AsyncSession, account: Account) -> tuple[Account, bool]:
+    """The account the person's messages go to, and whether they chose it."""
+    head = await primary(session, account)
+    chosen = await _chosen(session, head)
+    if chosen is not None:
+        return chosen, True
+    if head.reply_via is not None:
+        target = await session.get(Account, head.reply_via)
+        if target is not None:
+            return target, False
+    return head, False
+
+
+def masked_id(external_id: str) -> str:
+    """A messenger id as shown to its owner: its last four characters."""
+    return "…" + external_id[-4:]

@@ -1,0 +1,433 @@
+"""One person, two messengers: /link codes (single use, expiring, attempts limited), the data
+on the primary's side, messages to the messenger used last (or chosen), unlinking, and /delete
+of every linked account, channel by channel. Domain tests on every database of ``db_url``;
+end to end over the Telegram stand-in with two Telegram users standing in for two messengers."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.db import create_engine, session_factory, transaction, upgrade
+from bot.standin import ChatDriver
+from models import accounts as acc
+from models import booking as bk
+from models import healthbook as hb
+from models.addresses import Address
+from models.campaigns import sample_book
+from models.errors import DomainError
+from models.tables import Account, Consent, Draft, HealthBook, LinkCode
+from tests.conftest import Harness
+from tests.flows import complete, t
+from tests.test_site_e2e import CAMPAIGN, HOSPITAL, Scene, _slot, add_staff, record
+
+NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
+
+
+@contextlib.contextmanager
+def refused(key: str) -> Iterator[None]:
+    with pytest.raises(DomainError) as info:
+        yield
+    assert info.value.key == key
+
+
+@dataclass
+class Db:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    def tx(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
+        return transaction(self.sessions)
+
+    async def account(
+        self, channel: str, external_id: str, *, book: bool = False, locale: str | None = None
+    ) -> int:
+        async with self.tx() as s:
+            account = await hb.ensure_account(s, channel, external_id, locale)
+            if book:
+                s.add(sample_book(account.id, id_number=None))
+            return account.id
+
+    async def code(self, account_id: int, now: dt.datetime = NOW) -> str:
+        async with self.tx() as s:
+            account = await s.get(Account, account_id)
+            assert account is not None
+            return await acc.create_link_code(s, account, now)
+
+    async def redeem(self, account_id: int, code: str, now: dt.datetime = NOW) -> int:
+        """Redeem (committing what a refusal writes, as a turn does); the primary's id."""
+        async with self.tx() as s:
+            account = await s.get(Account, account_id)
+            assert account is not None
+            try:
+                return (await acc.redeem_link_code(s, account, code, now)).primary.id
+            except DomainError as err:
+                failure = err
+        raise failure
+
+    async def row(self, account_id: int) -> Account:
+        async with self.tx() as s:
+            account = await s.get(Account, account_id)
+            assert account is not None
+            return account
+
+    async def found(self, channel: str, external_id: str) -> int | None:
+        async with self.tx() as s:
+            account = await hb.find_account(s, channel, external_id, with_draft=True)
+            return account.id if account is not None else None
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Db]:
+    engine = create_engine(db_url)
+    await upgrade(engine)
+    try:
+        yield Db(engine, session_factory(engine))
+    finally:
+        await engine.dispose()
+
+
+def test_codes_are_typed_like_phone_numbers() -> None:
+    assert acc.normalize_code("4827 1930") == "48271930"
+    assert acc.normalize_code(" 4827-1930 ") == "48271930"
+    assert acc.format_code("48271930") == "4827 1930"
+    for bad in (
+        "",
+        "4827193",
+        "482719301",
+        "4827 193a",
+        "٤٨٢٧١٩٣٠",
+        "４８２７１９３０",
+        "+4827193",
+    ):
+        assert acc.normalize_code(bad) is None, bad
+
+
+async def test_a_code_joins_two_accounts_once(db: Db) -> None:
+    a = await db.account("telegram", "1001", book=True, locale="en")
+    b = await db.account("zalo", "z-2002")
+    code = await db.code(a)
+    assert re.fullmatch(r"\d{8}", code)
+    async with db.tx() as s:  # only a hash is stored
+        hashes = (await s.scalars(select(LinkCode.code_hash))).all()
+        assert len(hashes) == 1 and code not in hashes[0]
+    assert await db.redeem(b, acc.format_code(code)) == a
+    assert (await db.row(b)).linked_to == a
+    # every handler now works on the person's data, from either messenger
+    assert await db.found("zalo", "z-2002") == a
+    assert await db.found("telegram", "1001") == a
+    async with db.tx() as s:
+        primary, own = await hb.find_person(s, "zalo", "z-2002", with_draft=True) or (None, None)
+        assert primary is not None and own is not None
+        assert (primary.id, own.id, primary.locale) == (a, b, "en")
+        assert await s.scalar(select(func.count()).select_from(LinkCode)) == 0
+    c = await db.account("zalo", "z-3003")
+    with refused("link.wrong"):  # used: gone
+        await db.redeem(c, code)
+    assert (await db.row(c)).linked_to is None
+
+
+async def test_a_code_expires_after_ten_minutes(db: Db) -> None:
+    a = await db.account("telegram", "1001", book=True)
+    b = await db.account("zalo", "z-2002")
+    code = await db.code(a)
+    with refused("link.expired"):
+        await db.redeem(b, code, NOW + dt.timedelta(minutes=10))
+    with refused("link.wrong"):  # expired codes are dropped
+        await db.redeem(b, code, NOW + dt.timedelta(minutes=5))
+    fresh = await db.code(a, NOW + dt.timedelta(minutes=11))
+    assert await db.redeem(b, fresh, NOW + dt.timedelta(minutes=20, seconds=59)) == a
+
+
+async def test_a_new_code_replaces_the_older_one(db: Db) -> None:
+    a = await db.account("telegram", "1001", book=True)
+    b = await db.account("zalo", "z-2002")
+    first = await db.code(a)
+    second = await db.code(a, NOW + dt.timedelta(minutes=1))
+    if first != second:
+        with refused("link.wrong"):
+            await db.redeem(b, first)
+    assert (await db.row(b)).linked_to is None
+    assert await db.redeem(b, second, NOW + dt.timedelta(minutes=2)) == a
+
+
+async def test_wrong_codes_are_limited_per_account(db: Db) -> None:
+    a = await db.account("telegram", "1001", book=True)
+    b = await db.account("zalo", "z-2002")
+    code = await db.code(a)
+    wrong = f"{(int(code) + 1) % 10**8:08d}"
+    for n in range(5):
+        with refused("link.wrong"):
+            await db.redeem(b, wrong if n % 2 else "12 34", NOW + dt.timedelta(minutes=n))
+    with refused("link.too_many_attempts"):  # even the right code, within the 15 minutes
+        await db.redeem(b, code, NOW + dt.timedelta(minutes=9))
+    assert (await db.row(b)).linked_to is None
+    # another account is not held back by b's mistakes
+    c = await db.account("zalo", "z-3003")
+    later = await db.code(a, NOW + dt.timedelta(minutes=14))
+    assert await db.redeem(c, later, NOW + dt.timedelta(minutes=14)) == a
+    # and b may try again once the window has passed
+    fresh = await db.code(a, NOW + dt.timedelta(minutes=16))
+    assert await db.redeem(b, fresh, NOW + dt.timedelta(minutes=16)) == a
+    assert (await db.row(b)).link_failures == 0
+
+
+async def test_own_code_and_already_linked_are_refused(db: Db) -> None:
+    a = await db.account("telegram", "1001", book=True)
+    b = await db.account("zalo", "z-2002")
+    code = await db.code(a)
+    with refused("link.same_account"):
+        await db.redeem(a, code)
+    assert await db.redeem(b, code) == a  # still good on the other messenger
+    with refused("link.same_account"):  # the same person already
+        await db.redeem(b, await db.code(a))
+    d = await db.account("telegram", "4004")
+    with refused("link.already_linked"):  # unlink first
+        await db.redeem(b, await db.code(d))
+    assert (await db.row(b)).linked_to == a
+
+
+async def test_two_health_books_are_never_merged(db: Db) -> None:
+    a = await db.account("telegram", "1001", book=True)
+    b = await db.account("zalo", "z-2002", book=True)
+    with refused("link.both_have_books"):
+        await db.redeem(b, await db.code(a))
+    assert (await db.row(a)).linked_to is None and (await db.row(b)).linked_to is None
+    assert await db.found("zalo", "z-2002") == b
+
+
+async def test_the_data_side_stays_primary_and_the_rest_moves_to_it(db: Db) -> None:
+    a = await db.account("telegram", "1001", locale="en")  # /link asked on an empty account
+    b = await db.account("zalo", "z-2002", book=True)
+    async with db.tx() as s:
+        account_a = await s.get(Account, a)
+        assert account_a is not None
+        await hb.give_consent(s, account_a, "2026-12")
+        await hb.start_draft(s, account_a)  # a form begun there: b has a book, so it goes
+    assert await db.redeem(b, await db.code(a)) == b  # the health book's account
+    assert (await db.row(a)).linked_to == b
+    assert await db.found("telegram", "1001") == b
+    async with db.tx() as s:
+        assert (await s.scalars(select(Consent.account_id))).all() == [b]
+        assert await s.get(Draft, a) is None and await s.get(Draft, b) is None
+        assert (await s.get(Account, b)).locale == "en"  # type: ignore[union-attr]
+    # a third account joining a (linked) ends up on b: no chains
+    c = await db.account("telegram", "3003")
+    assert await db.redeem(c, await db.code(a)) == b
+    assert (await db.row(c)).linked_to == b
+
+
+async def test_accounts_with_links_merge_without_chains(db: Db) -> None:
+    a = await db.account("telegram", "1001")
+    c = await db.account("zalo", "z-3003")
+    assert await db.redeem(c, await db.code(a)) == a
+    b = await db.account("zalo", "z-2002", book=True)
+    assert await db.redeem(a, await db.code(b)) == b  # a is a primary with c linked
+    assert {(await db.row(x)).linked_to for x in (a, c)} == {b}
+    async with db.tx() as s:
+        person = await acc.person_of(s, await s.get(Account, c))  # type: ignore[arg-type]
+        assert [x.id for x in person] == [b, a, c]
+
+
+async def test_messages_go_to_the_messenger_used_last_or_chosen(db: Db) -> None:
+    a = await db.account("telegram", "1001", book=True)
+    b = await db.account("zalo", "z-2002")
+    await db.redeem(b, await db.code(a))
+
+    async def address() -> Address:
+        async with db.tx() as s:
+            return await hb.reply_address(s, await s.get(Account, a))  # type: ignore[arg-type]
+
+    async def used(account_id: int) -> None:
+        async with db.tx() as s:
+            found = await hb.find_person(
+                s, *(("telegram", "1001") if account_id == a else ("zalo", "z-2002"))
+            )
+            assert found is not None
+            await acc.note_used(s, found[1], found[0])
+
+    assert await address() == Address("zalo", "z-2002")  # linked there: used last
+    await used(a)
+    assert await address() == Address("telegram", "1001")
+    assert (await db.row(a)).reply_via is None
+    await used(b)
+    assert await address() == Address("zalo", "z-2002")
+    async with db.tx() as s:  # "always send my messages here", on Telegram
+        await acc.send_here(s, await s.get(Account, a), fixed=True)  # type: ignore[arg-type]
+    await used(b)
+    assert await address() == Address("telegram", "1001")
+    async with db.tx() as s:
+        go, chosen = await acc.messages_go_to(s, await s.get(Account, b))  # type: ignore[arg-type]
+        assert (go.id, chosen) == (a, True)
+        await acc.send_here(s, await s.get(Account, b), fixed=True)  # type: ignore[arg-type]
+    await used(a)
+    assert await address() == Address("zalo", "z-2002")
+    async with db.tx() as s:  # back to "the one used last"
+        await acc.send_here(s, await s.get(Account, a), fixed=False)  # type: ignore[arg-type]
+    await used(b)
+    assert await address() == Address("zalo", "z-2002")
+    await used(a)
+    assert await address() == Address("telegram", "1001")
+
+
+async def test_unlink_leaves_the_data_with_the_primary(db: Db) -> None:
+    a = await db.account("telegram", "1001", book=True, locale="en")
+    b = await db.account("zalo", "z-2002")
+    await db.redeem(b, await db.code(a))
+    async with db.tx() as s:
+        assert (await s.get(Account, a)).reply_via == b  # type: ignore[union-attr]
+        left = await acc.unlink(s, await s.get(Account, b))  # type: ignore[arg-type]
+        assert [x.id for x in left] == [b]
+    assert (await db.row(a)).reply_via is None
+    assert (await db.row(b)).locale == "en"  # keeps the language it spoke
+    assert await db.found("zalo", "z-2002") == b
+    async with db.tx() as s:
+        assert await hb.own_book(s, await s.get(Account, b)) is None  # type: ignore[arg-type]
+        with refused("link.not_linked"):
+            await acc.unlink(s, await s.get(Account, a))  # type: ignore[arg-type]
+    await db.redeem(b, await db.code(a, NOW + dt.timedelta(minutes=1)))
+    async with db.tx() as s:  # from the primary's side: every linked account goes
+        left = await acc.unlink(s, await s.get(Account, a))  # type: ignore[arg-type]
+        assert [x.id for x in left] == [b]
+    assert (await db.row(b)).linked_to is None
+
+
+async def test_erasing_the_person_erases_each_linked_account_on_its_own_channel(db: Db) -> None:
+    a = await db.account("telegram", "777", book=True)
+    b = await db.account("zalo", "888")
+    await db.redeem(b, await db.code(a))
+    # same ids on the other channel: other people
+    zalo_777 = await db.account("zalo", "777", book=True)
+    telegram_888 = await db.account("telegram", "888")
+    async with db.tx() as s:
+        primary = await hb.find_account(s, "zalo", "888")
+        assert primary is not None
+        held = await hb.holdings(s, primary)
+        assert (held.health_books, held.linked_accounts) == (1, 1)
+        await hb.erase_account(s, await s.get(Account, b))  # type: ignore[arg-type]
+    async with db.tx() as s:
+        left = (await s.scalars(select(Account.id).order_by(Account.id))).all()
+        assert left == [zalo_777, telegram_888]
+        assert (await s.scalars(select(HealthBook.account_id))).all() == [zalo_777]
+
+
+# ---------------------------------------------------------------- end to end (Telegram)
+
+
+def _code(text: str | None) -> str:
+    found = re.search(r"/link (\d{4} \d{4})", text or "")
+    assert found is not None, text
+    return found.group(1)
+
+
+async def _primary(bot: Harness, user: ChatDriver) -> tuple[int, int]:
+    async with bot.session() as s:
+        found = await hb.find_person(s, "telegram", str(user.user.id))
+        assert found is not None
+        return found[0].id, found[1].id
+
+
+async def test_link_end_to_end(bot: Harness) -> None:
+    a = bot.user(name="An")
+    await complete(a)
+    b = bot.user(name="An (máy 2)", lang="en")
+    await a.send("/link")
+    text = a.last_text
+    assert text is not None and "(10 phút)" in text and "10:10" in text  # 10:00 in Lào Cai
+    code = _code(text)
+    await b.send("/link 0000 0000")
+    assert b.last_text == t("en", "link.wrong")
+    await b.send(f"/link {code}")
+    # b now speaks the person's language and sees the person's data
+    assert b.last_text == t("vi", "link.done", account=f"Telegram …{str(a.user.id)[-4:]}")
+    notice = t("vi", "link.notice", account=f"Telegram …{str(b.user.id)[-4:]}")
+    assert a.last_text == notice
+    unlink_b = t("vi", "link.button.unlink", account=f"Telegram …{str(b.user.id)[-4:]}")
+    assert a.buttons == [unlink_b]
+    (pa, own_a), (pb, own_b) = await _primary(bot, a), await _primary(bot, b)
+    assert pa == pb == own_a != own_b
+    await b.send("/mydata")
+    assert any("Nguyễn Văn An" in x for x in b.texts)
+    assert any(t("vi", "mydata.linked", count=2) in x for x in b.texts)
+    await b.send("/start")
+    assert b.last_text == t("vi", "start.has_book")
+    # the menu, seen from b: the other account, where messages go, the choices
+    await b.send("/link")
+    assert t("vi", "link.linked_with", accounts=f"Telegram …{str(a.user.id)[-4:]}") in (
+        b.last_text or ""
+    )
+    assert t("vi", "link.button.here") in b.buttons
+    # forged buttons change nothing
+    for data in ("link:drop:abc", f"link:drop:{own_b}", "link:drop:999999", "link:x", "link:"):
+        await b.press_data(data)
+        assert b.callback_answers[-1] == t("vi", "error.button.stale"), data
+    assert (await _primary(bot, b))[0] == pa
+    # a undoes it from the notice: b starts afresh, the book stays with a
+    await a.press(unlink_b)
+    assert (await _primary(bot, b)) == (own_b, own_b)
+    await b.send("/start")
+    assert b.last_text != t("vi", "start.has_book")
+
+
+async def test_a_code_typed_alone_links_and_a_code_is_single_use(bot: Harness) -> None:
+    a, b, c = bot.user(), bot.user(), bot.user()
+    await complete(a)
+    await a.send("/link")
+    code = _code(a.last_text)
+    await b.send(code.replace(" ", ""))  # outside any conversation: taken as the code
+    assert b.last_text is not None and b.last_text.startswith(t("vi", "link.done", account="")[:10])
+    await c.send(f"/link {code}")
+    assert c.last_text == t("vi", "link.wrong")
+    assert (await _primary(bot, c))[0] != (await _primary(bot, a))[0]
+
+
+async def test_link_mid_conversation_asks_the_question_again(bot: Harness) -> None:
+    a = bot.user()
+    await a.send("/start")
+    await a.press(t("vi", "button.agree"))
+    await a.send("/link")
+    assert _code(a.texts[-2])
+    assert a.last_text == t("vi", "ask.full_name")
+
+
+async def test_delete_on_a_linked_account_erases_the_person(bot: Harness) -> None:
+    a, b = bot.user(), bot.user()
+    await complete(a)
+    await a.send("/link")
+    await b.send(f"/link {_code(a.last_text)}")
+    await b.send("/delete")
+    assert t("vi", "delete.item.linked", count=1) in (b.last_text or "")
+    await b.press(t("vi", "button.delete_yes"))
+    async with bot.session() as s:
+        assert await s.scalar(select(func.count()).select_from(Account)) == 0
+        assert await s.scalar(select(func.count()).select_from(HealthBook)) == 0
+
+
+async def test_a_dose_notice_goes_to_the_messenger_used_last(sample: Harness) -> None:
+    bot = sample
+    a, b = bot.user(name="An"), bot.user(name="An 2")
+    await complete(a)
+    await a.send("/link")
+    await b.send(f"/link {_code(a.last_text)}")
+    today = bot.services.today()
+    async with bot.session() as s, s.begin():
+        account = await hb.find_account(s, "telegram", str(a.user.id))
+        book = await hb.own_book(s, account)  # type: ignore[arg-type]
+        assert book is not None
+        slot = await _slot(s, HOSPITAL, today)
+        booking = await bk.book(s, book.id, slot.id, CAMPAIGN, None, today)
+        booking_id, booking_code = booking.id, booking.code
+    staff = await add_staff(bot, HOSPITAL)
+    before_a = len(a.texts)
+    await record(Scene(b, staff, booking_id, booking_code, "vi"))
+    assert t("vi", "site.notify_dose", dose=1, vaccine="", date="", site="")[:12] in (
+        b.last_text or ""
+    )
+    assert len(a.texts) == before_a  # nothing on the messenger not used last
