@@ -794,7 +794,7 @@ async def offer_message(
     if account is None or entry.held_session_id is None:
         return None
     to = await hb.reply_address(session, account)
-    t = services.translations.get(account.locale)
+    t = services.translations.get(account.locale, to.channel)
     slot = await session.get(Session, entry.held_session_id)
     if slot is None:
         return None

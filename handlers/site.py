@@ -352,7 +352,7 @@ async def _person(turn_: Turn, book: HealthBook) -> tuple[Address, Translator] |
     if account is None:
         return None
     to = await hb.reply_address(turn_.session, account)
-    return to, turn_.services.translations.get(account.locale)
+    return to, turn_.services.translations.get(account.locale, to.channel)
 
 
 async def _notify_dose(

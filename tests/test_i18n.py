@@ -116,3 +116,60 @@ def test_incomplete_language_fails_at_start_naming_the_keys(tmp_path: Path) -> N
 def test_unknown_default_language_fails() -> None:
     with pytest.raises(CatalogueError, match="'fr'"):
         Translations(default="fr")
+
+
+# Messages only ever sent on Telegram (handlers/groups.py answers in Telegram groups; Zalo bots
+# join no groups), so they may speak of its buttons.
+TELEGRAM_ONLY = frozenset({"group.private_only"})
+PRESS = re.compile(r"bấm|nút|nhấn|\bpress(es|ed|ing)?\b|\bbuttons?\b|\btap\b|keyboard", re.I)
+
+
+def test_channel_variants_have_a_base_and_exist_in_every_language() -> None:
+    catalogs = {lang: load_catalog(lang) for lang in SUPPORTED}
+    variants = {lang: {k for k in cat if "@" in k} for lang, cat in catalogs.items()}
+    assert variants["vi"], "no channel variant at all: the Zalo wording is missing"
+    for lang, keys in variants.items():
+        assert keys == variants["vi"], (lang, keys ^ variants["vi"])
+        for key in keys:
+            base, _, channel = key.partition("@")
+            assert channel == "zalo", key  # the only channel with variants so far
+            assert base in catalogs[lang], f"{key} has no base message {base}"
+
+
+def test_variants_take_the_same_placeholders_as_their_base() -> None:
+    """The code fills a variant with the base message's parameters."""
+    field = re.compile(r"\{([a-z_]+)\}")
+    for lang in SUPPORTED:
+        catalog = load_catalog(lang)
+        for key, text in catalog.items():
+            if "@" in key:
+                base = catalog[key.partition("@")[0]]
+                assert set(field.findall(text)) == set(field.findall(base)), (lang, key)
+
+
+@pytest.mark.parametrize("lang", SUPPORTED)
+def test_nothing_on_zalo_asks_to_press_a_button(lang: str) -> None:
+    """Zalo has no buttons: what it shows (a message's variant, else the message) never says
+    to press one, except messages only Telegram sends."""
+    catalog = load_catalog(lang)
+    shown = {
+        key: catalog.get(f"{key}@zalo", text) for key, text in catalog.items() if "@" not in key
+    }
+    pressing = {
+        key: text for key, text in shown.items() if key not in TELEGRAM_ONLY and PRESS.search(text)
+    }
+    assert not pressing, pressing
+    assert TELEGRAM_ONLY <= catalog.keys()  # an allow-list entry left behind after a rename
+
+
+def test_telegram_keeps_its_button_wording_and_zalo_gets_the_variant() -> None:
+    translations = Translations()
+    telegram, zalo = translations.get("vi"), translations.get("vi", "zalo")
+    assert translations.get("vi", "telegram") is telegram
+    assert "«📱 Gửi số điện thoại của tôi»" in telegram("ask.phone")
+    assert zalo("ask.phone").startswith("Xin gõ số điện thoại")
+    assert PRESS.search(telegram("ask.phone")) and not PRESS.search(zalo("ask.phone"))
+    assert "📍" not in zalo("book.site_hint", example="Bảo Hà")
+    assert zalo("book.site_hint", example="Bảo Hà").endswith("ví dụ: Bảo Hà.")
+    assert zalo("ask.bhyt") == telegram("ask.bhyt")  # no variant: the message itself
+    assert translations.get("en", "zalo")("ask.phone").startswith("Please type your mobile")
