@@ -82,7 +82,7 @@ ConfigOpt = Annotated[
     ),
 ]
 
-NO_TOKEN = """No Telegram bot token is configured.
+NO_TOKEN = """No bot token is configured (neither [telegram] token nor [zalo] token).
 
 To run the real bot:
   1. In Telegram, talk to @BotFather, send /newbot and follow its questions.
@@ -91,6 +91,8 @@ To run the real bot:
        token = "123456:ABC..."
      (or set the environment variable HEALTHBOOK_TELEGRAM__TOKEN instead).
   3. healthbook run --config config.toml
+For Zalo, create a bot on the Zalo Bot Platform and put its token under [zalo] instead
+(or as well: both are served by one process).
 
 To try the bot right now, with no token and no network:
   healthbook demo
@@ -128,25 +130,24 @@ def _check_translations(settings: Settings) -> None:
 
 @app.command()
 def run(config: ConfigOpt = None) -> None:
-    """Run the bot (needs a token). It polls Telegram for updates, and waits for the network
-    if it is down."""
+    """Run the bot (needs a token). Every messenger with a token (Telegram, Zalo or both) is
+    served by this one process; it waits for the network if it is down."""
     settings = _settings(config)
-    if settings.telegram.token is None:
+    if settings.telegram.token is None and settings.zalo.token is None:
         typer.echo(NO_TOKEN, err=True)
         raise typer.Exit(2)
     _check_translations(settings)
-    from bot.app import build_application
     from bot.logs import setup_logging
-    from bot.polling import serve
+    from bot.serve import build, serve_async
 
     setup_logging(settings.logging.level)
     _prepare_database(settings)  # before the bot reads its conversations
     try:
-        application = build_application(settings)
+        served = build(settings)
     except ConfigError as exc:  # an unusable certificate key, say
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    raise typer.Exit(serve(application, settings))
+    raise typer.Exit(asyncio.run(serve_async(served, settings)))
 
 
 def _prepare_database(settings: Settings) -> None:
@@ -233,9 +234,9 @@ def start(config: ConfigOpt = None) -> None:
     """Run the bot, or the demo if there is no token. The terminal demo starts when no token
     is configured."""
     settings = _settings(config)
-    if settings.telegram.token is None:
+    if settings.telegram.token is None and settings.zalo.token is None:
         typer.echo(
-            "No Telegram token configured: starting the terminal demo "
+            "No Telegram or Zalo token configured: starting the terminal demo "
             "(see README to run the real bot).\n",
             err=True,
         )

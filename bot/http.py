@@ -124,6 +124,10 @@ class HttpServer:
     def __repr__(self) -> str:
         return f"HttpServer(host={self.host!r}, port={self.port})"
 
+    def set_secret(self, secret: str) -> None:
+        """The webhook's secret (set before :meth:`start`)."""
+        self._secret = secret.encode()
+
     @property
     def url(self) -> str:
         """Where it listens, e.g. ``http://127.0.0.1:8080``."""
@@ -133,6 +137,8 @@ class HttpServer:
         """Listen (port 0 picks a free one, then :attr:`port` is it)."""
         app = web.Application(client_max_size=MAX_BODY)
         if self.accept is not None:
+            if not self._secret:
+                raise ValueError("a webhook needs its secret")
             app.router.add_post(WEBHOOK_PATH, self._webhook)
         if self.media is not None:
             app.router.add_get(MEDIA_PATH + "{token}", self._media)
