@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from typing import Any
 
 import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from bot.app import engine_of
+from bot import serve
+from bot.app import engine_of, prepare_database
 from bot.channels.base import Keyboard, KeyButton, Options, Reply
 from bot.channels.zalo import ZaloChannel, parse_event, render, split_text, to_update
 from bot.http import SECRET_HEADER, HttpServer
 from bot.i18n import Translations
+from bot.settings import load_settings
+from bot.standin import BotApiStandIn, ChatDriver, TgUser
 from bot.standin.zalo import ZaloApiStandIn, ZaloChatDriver, ZaloUser, zalo_text
 from models import healthbook as hb
 from models import inbox
 from models.tables import Account, Booking, HandledUpdate, HealthBook, InboxEvent
 from tests.conftest import (
+    TOKEN,
     FakeClock,
     ZaloHarness,
     make_zalo_settings,
@@ -389,3 +395,68 @@ def test_webhook_settings_need_secret_and_public_url() -> None:
     assert ok.http.public_url == "https://bot.example.vn" and ok.http.port == 8080
     assert "1:abc" not in repr(ok) and "long-enough" not in repr(ok)
 
+
+
+async def test_run_serves_telegram_and_zalo_webhook_in_one_process(
+    api: BotApiStandIn, zapi: ZaloApiStandIn, db_url: str
+) -> None:
+    """``healthbook run`` with both tokens: one database, Telegram polling, Zalo by webhook
+    (set at start on the bot's own server, which also serves the pictures); stops cleanly."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = load_settings(
+        None,
+        telegram={"token": TOKEN, "base_url": api.base_url, "base_file_url": api.base_file_url,
+                  "poll_timeout": 1},
+        zalo={"token": zapi.token, "base_url": zapi.url, "mode": "webhook",
+              "webhook_secret": "a-secret-for-zalo"},
+        http={"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
+        database={"url": db_url},
+    )
+    served = serve.build(settings)
+    assert served.telegram is not None and served.zalo is not None
+    assert served.telegram.bot_data["services"].sessions is served.zalo.bot_data[
+        "services"].sessions
+    await prepare_database(served.zalo)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve.serve_async(served, settings, stop))
+    try:
+        for _ in range(200):
+            if zapi.webhook_url and served.telegram.running and served.zalo.running:
+                break
+            await asyncio.sleep(0.02)
+        assert zapi.webhook_url == f"http://127.0.0.1:{port}/zalo/webhook"
+        on_zalo = ZaloChatDriver(zapi)
+        await on_zalo.send("/start")  # POSTed to the webhook by the stand-in
+        assert on_zalo.last_text is not None and on_zalo.last_text.endswith(HINT)
+        on_telegram = ChatDriver(api, TgUser(id=777001, first_name="An", language_code="vi"))
+        await on_telegram.send("/start")
+        assert TR.get("vi")("button.agree") in on_telegram.buttons
+        assert all(d.status == 200 for d in zapi.deliveries)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 20) == 0
+    assert not served.zalo.running and not served.telegram.running
+    async with aiohttp.ClientSession() as http:  # the web server is down
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"http://127.0.0.1:{port}/media/x")
+
+
+async def test_zalo_token_in_no_log_and_no_repr(
+    zapi: ZaloApiStandIn, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = make_zalo_settings(db_url, zapi)
+    zapi.fail_next("getUpdates", 500, times=1)  # a failed poll is logged
+    app, http = await start_zalo_app(settings, FakeClock())
+    try:
+        chat = ZaloChatDriver(zapi)
+        await chat.send("/start")
+        await chat.send("1")
+    finally:
+        await stop_zalo_app(app, http)
+    secret = zapi.token.split(":", 1)[1]
+    shown = [caplog.text, repr(app), repr(app.bot), repr(app.bot_data["zalo_api"]),
+             repr(app.bot_data["services"].channels), repr(settings)]
+    assert all(secret not in text for text in shown)
