@@ -15,18 +15,33 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.app import build_application, build_services, prepare_database
+from bot.channels.zalo import ZaloPoller, build_zalo_application
+from bot.channels.zalo_api import ZaloApi
 from bot.db import create_engine, session_factory, transaction, upgrade
-from bot.standin import ChatDriver
+from bot.http import HttpServer, MediaStore
+from bot.polling import Poller
+from bot.settings import load_settings
+from bot.standin import BotApiStandIn, ChatDriver
+from bot.standin.zalo import ZaloApiStandIn
 from models import accounts as acc
 from models import booking as bk
 from models import healthbook as hb
 from models.addresses import Address
-from models.campaigns import sample_book
+from models.campaigns import load_sample_data, sample_book
 from models.errors import DomainError
 from models.tables import Account, Consent, Draft, HealthBook, LinkCode
-from tests.conftest import Harness
+from tests.conftest import (
+    TOKEN,
+    FakeClock,
+    Harness,
+    MonotonicClock,
+    ZaloHarness,
+    stop_app,
+    stop_zalo_app,
+)
 from tests.flows import complete, t
-from tests.test_site_e2e import CAMPAIGN, HOSPITAL, Scene, _slot, add_staff, record
+from tests.test_site_e2e import AZ, CAMPAIGN, HOSPITAL, Scene, _slot, add_staff, date, record
 
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
 
@@ -410,6 +425,17 @@ async def test_delete_on_a_linked_account_erases_the_person(bot: Harness) -> Non
         assert await s.scalar(select(func.count()).select_from(HealthBook)) == 0
 
 
+def _dose_told(today: dt.date) -> str:
+    return t(
+        "vi",
+        "site.notify_dose",
+        dose=1,
+        vaccine=AZ,
+        date=date("vi", today),
+        site="Bệnh viện Đa khoa tỉnh Lào Cai",
+    )
+
+
 async def test_a_dose_notice_goes_to_the_messenger_used_last(sample: Harness) -> None:
     bot = sample
     a, b = bot.user(name="An"), bot.user(name="An 2")
@@ -427,7 +453,106 @@ async def test_a_dose_notice_goes_to_the_messenger_used_last(sample: Harness) ->
     staff = await add_staff(bot, HOSPITAL)
     before_a = len(a.texts)
     await record(Scene(b, staff, booking_id, booking_code, "vi"))
-    assert t("vi", "site.notify_dose", dose=1, vaccine="", date="", site="")[:12] in (
-        b.last_text or ""
-    )
+    assert _dose_told(today) in (b.last_text or "")
     assert len(a.texts) == before_a  # nothing on the messenger not used last
+
+
+# ---------------------------------------------------------------- Telegram and Zalo, one process
+
+
+@dataclass
+class Both:
+    telegram: Harness
+    zalo: ZaloHarness
+
+
+@pytest.fixture
+async def both(api: BotApiStandIn, zapi: ZaloApiStandIn, db_url: str) -> AsyncIterator[Both]:
+    """Telegram and Zalo served by one process over shared services, as ``healthbook run``
+    does with both tokens: a message from a turn on one may go out on the other."""
+    clock, media_clock = FakeClock(), MonotonicClock()
+    settings = load_settings(
+        None,
+        telegram={
+            "token": TOKEN,
+            "base_url": api.base_url,
+            "base_file_url": api.base_file_url,
+            "poll_timeout": 1,
+        },
+        zalo={"token": zapi.token, "base_url": zapi.url, "poll_timeout": 1},
+        database={"url": db_url},
+    )
+    services = build_services(settings, clock=clock)
+    tg = build_application(settings, services=services, rate_limit=False, jobs=False)
+    await prepare_database(tg)
+    await tg.initialize()
+    poller = Poller(tg, timeout=1)
+    tg.bot_data["poller"] = poller
+    await poller.start()
+    await tg.start()
+    media = MediaStore("http://127.0.0.1", ttl=600, clock=media_clock)
+    http = HttpServer("127.0.0.1", 0, media=media)
+    await http.start()
+    media.public_url = http.url
+    zalo_api = ZaloApi(zapi.token, zapi.url)
+    za = build_zalo_application(settings, services=services, api=zalo_api, media=media)
+    await za.initialize()
+    zpoller = ZaloPoller(za, zalo_api, 1)
+    za.bot_data["zalo_poller"] = zpoller
+    await zpoller.start()
+    await za.start()
+    try:
+        yield Both(Harness(api, tg, clock), ZaloHarness(zapi, za, clock, http, media_clock))
+    finally:
+        await stop_zalo_app(za, http)
+        await stop_app(tg)
+
+
+async def test_telegram_and_zalo_are_one_person(both: Both) -> None:
+    tg, zl = both.telegram, both.zalo
+    async with tg.session() as s, s.begin():
+        await load_sample_data(s, tg.services.today())
+    a = tg.user(name="An")
+    await complete(a)  # the health book, made on Telegram
+    await a.send("/link")
+    z = zl.user(name="An")
+    await z.send(f"/link {_code(a.last_text)}")
+    assert t("vi", "link.done", account=f"Telegram …{str(a.user.id)[-4:]}") in (z.last_text or "")
+    # the maker of the code hears of it on Telegram, with the undo button
+    notice = t("vi", "link.notice", account=f"Zalo …{z.user.id[-4:]}")
+    assert a.last_text == notice
+    # the health book made on Telegram, seen on Zalo
+    await z.send("/mydata")
+    assert any("Nguyễn Văn An" in x for x in z.texts)
+    async with zl.session() as s:
+        found = await hb.find_person(s, "zalo", z.user.id)
+        assert found is not None and found[0].channel == "telegram"
+        primary_id = found[0].id
+    # a dose recorded by Telegram staff is told on Zalo, the messenger used last
+    today = tg.services.today()
+    async with tg.session() as s, s.begin():
+        book = await s.scalar(select(HealthBook).where(HealthBook.account_id == primary_id))
+        assert book is not None
+        slot = await _slot(s, HOSPITAL, today)
+        booking = await bk.book(s, book.id, slot.id, CAMPAIGN, None, today)
+        booking_id, booking_code = booking.id, booking.code
+    staff = await add_staff(tg, HOSPITAL)
+    before = len(a.texts)
+    await record(Scene(a, staff, booking_id, booking_code, "vi"))
+    await zl.idle()
+    assert any(_dose_told(today) in x for x in z.texts)
+    assert len(a.texts) == before
+    # back on Telegram: messages follow
+    await a.send("/help")
+    async with tg.session() as s:
+        primary = await s.get(Account, primary_id)
+        assert primary is not None
+        assert await hb.reply_address(s, primary) == Address("telegram", str(a.user.id))
+    # /delete on Zalo erases the person, the Telegram account too
+    await z.send("/delete")
+    assert t("vi", "delete.item.linked", count=1) in (z.last_text or "")
+    await z.press(t("vi", "button.delete_yes"))
+    async with tg.session() as s:
+        left = (await s.scalars(select(Account.external_id))).all()
+        assert str(a.user.id) not in left and z.user.id not in left
+        assert await s.scalar(select(func.count()).select_from(HealthBook)) == 0
