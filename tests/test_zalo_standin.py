@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -247,6 +248,20 @@ async def test_webhook_delivery_secret_and_redelivery(
         assert body["result"]["message"]["text"] == "poll again"
     finally:
         await runner.cleanup()
+
+
+async def test_a_webhook_nobody_answers(zapi: ZaloApiStandIn) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    call = await zapi.call(
+        "setWebhook", {"url": f"http://127.0.0.1:{port}/z", "secret_token": "x" * 8}
+    )
+    assert call.ok
+    event = zalo_text(AN, "lost")
+    delivery = await zapi.deliver(event)
+    assert delivery.status is None and delivery.error
+    assert not zapi.taken(event["message"]["message_id"])
 
 
 async def test_event_factories() -> None:

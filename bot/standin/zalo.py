@@ -301,7 +301,8 @@ class ZaloApiStandIn(StandInServer):
         except (aiohttp.ClientError, TimeoutError) as exc:
             delivery = Delivery(message_id, None, error=type(exc).__name__)
         self.deliveries.append(delivery)
-        self._taken.add(message_id)
+        if delivery.status is not None:  # the bot's server had it, whatever it answered
+            self._taken.add(message_id)
         return delivery
 
     async def redeliver(self, event: dict[str, Any]) -> Delivery:
