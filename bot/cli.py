@@ -190,16 +190,28 @@ def demo(
         ),
     ] = None,
     language: Annotated[
-        str, typer.Option(help="the demo user's Telegram language", metavar="LANG")
+        str,
+        typer.Option(help="the demo user's Telegram language (Zalo tells none)", metavar="LANG"),
     ] = "vi",
+    channel: Annotated[
+        str,
+        typer.Option(
+            help="the messenger to simulate: telegram (buttons) or zalo (numbered text)",
+            metavar="NAME",
+        ),
+    ] = "telegram",
 ) -> None:
-    """Chat with the bot in this terminal. No token and no network: the Telegram Bot API is
-    simulated on this computer."""
+    """Chat with the bot in this terminal. No token and no network: the messenger's API
+    (Telegram, or Zalo with --channel zalo) is simulated on this computer."""
     from pydantic import ValidationError
     from sqlalchemy.engine import make_url
 
+    from bot.demo import CHANNELS, run_demo
     from bot.settings import DatabaseSettings
 
+    if channel not in CHANNELS:
+        typer.echo(f"error: --channel: one of {', '.join(CHANNELS)}, not {channel!r}", err=True)
+        raise typer.Exit(2)
     settings = _settings(config)
     _check_translations(settings)
     if database is None:  # never the [database] of the settings: it may be the deployment's
@@ -223,10 +235,18 @@ def demo(
             typer.echo(f"error: --database: {exc.errors()[0]['msg']}", err=True)
             raise typer.Exit(2) from None
         note = make_url(settings.database.url).render_as_string(hide_password=True)
-    from bot.demo import run_demo
-
     typer.echo(f"(database: {note})")
-    asyncio.run(run_demo(settings, language=language, sample_data=database is None))
+    try:
+        asyncio.run(
+            run_demo(
+                settings,
+                language=language,
+                sample_data=database is None,
+                channel="zalo" if channel == "zalo" else "telegram",
+            )
+        )
+    except KeyboardInterrupt:  # Ctrl-C: the bot was stopped cleanly all the same
+        typer.echo("\nbye")
 
 
 @app.command()
@@ -240,7 +260,7 @@ def start(config: ConfigOpt = None) -> None:
             "(see README to run the real bot).\n",
             err=True,
         )
-        demo(config=config, database=None, language="vi")
+        demo(config=config, database=None, language="vi", channel="telegram")
     else:
         run(config=config)
 

@@ -1,133 +1,348 @@
-"""``healthbook demo``: the real Application, talking to an in-process Bot API stand-in,
-driven from the terminal. The bot's messages are printed with their buttons numbered; type an
-answer, or a button's number, or a /command. Ctrl-D or /quit ends the demo."""
+"""``healthbook demo``: the real bot, talking to an in-process stand-in of a messenger's API
+(Telegram by default, Zalo with ``--channel zalo``), driven from the terminal.
+
+Whatever the person types goes to the bot as a typed message, and the bot resolves it itself
+(:mod:`bot.channels.typed`): an option's number, its label, an alias. So the demo numbers the
+options exactly as the bot does (:func:`bot.channels.base.numbered`: from 1 across the messages
+of one answer, reply-keyboard text buttons included, contact and location buttons not), and on
+Zalo it prints the bot's own numbered text. What a terminal cannot do (share a contact or a
+location, send a picture or a sticker) is a demo command (:data:`DEMO_COMMANDS`). Ctrl-D or
+/quit ends the demo.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Literal, TextIO
 
 from bot.settings import Settings
-from bot.standin import BotApiStandIn, ChatDriver, TgUser
+from bot.standin import BotApiStandIn, Call, ChatDriver, TgUser
+from bot.standin.common import StandInTimeoutError
 
 DEMO_TOKEN = "1000001:demo-token-no-network"
+DEMO_ZALO_TOKEN = "1000001:demo-zalo-token-no-network"
+TELEGRAM_USER_ID = 1000001
+ZALO_USER_ID = "d3e0000000000000d3e0"  # 20 hex characters, like a Zalo id; the same every run
 QUIT = {"/quit", "/exit"}
+DEMO_PHONE = "0912345678"
+SA_PA = (22.3364, 103.8438)
+DEMO_COMMANDS = ("/contact", "/location", "/photo", "/sticker")
+CONTACT_HINT = f"/contact {DEMO_PHONE} (a phone button: shares the number)"
+LOCATION_HINT = "/location 22.34 103.84, or /location alone for Sa Pa (shares a location)"
+Channel = Literal["telegram", "zalo"]
+CHANNELS: tuple[Channel, ...] = ("telegram", "zalo")
+
+ReadLine = Callable[[str], Awaitable[str | None]]
 
 
-Button = tuple[str, int | None, dict[str, Any]]  # ("inline", message id, button) or ("reply", …)
+# ------------------------------------------------------------------ rendering
 
 
-def _inline_rows(message: Any) -> list[list[dict[str, Any]]]:
-    markup = message.get("reply_markup") if isinstance(message, dict) else None
-    return list((markup or {}).get("inline_keyboard") or [])
-
-
-def _reply_rows(params: dict[str, Any]) -> list[list[Any]]:
-    markup = params.get("reply_markup")
-    if isinstance(markup, str):  # PTB sends markups as JSON text
+def _markup(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):  # PTB sends markups as JSON text
         import json
 
-        markup = json.loads(markup)
-    return list((markup or {}).get("keyboard") or [])
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+    return value if isinstance(value, dict) else {}
 
 
-def render(calls: list[Any], out: Any = sys.stdout) -> list[Button]:
-    """Print what the bot sent, each message's buttons numbered right under it (from 1, across
-    this answer's messages); return those buttons in their numbers' order."""
-    numbered: list[Button] = []
+def _map_line(lat: Any, lon: Any) -> str:
+    try:
+        la, lo = float(lat), float(lon)
+    except (TypeError, ValueError):
+        return "[map pin]"
+    return (
+        f"[map pin] {la:.5f}, {lo:.5f}  "
+        f"https://www.openstreetmap.org/?mlat={la:.5f}&mlon={lo:.5f}#map=16/{la:.5f}/{lo:.5f}"
+    )
 
-    def number(kind: str, message_id: int | None, button: dict[str, Any]) -> None:
-        numbered.append((kind, message_id, button))
-        note = "  (keyboard)" if kind == "reply" else ""
-        out.write(f"   [{len(numbered)}] {button.get('text', '')}{note}\n")
+
+def render_telegram(calls: list[Call], out: TextIO = sys.stdout) -> int | None:
+    """Print what the bot sent to the chat, numbering its options as the bot numbers them
+    (from 1 across the answer's messages: inline buttons and reply-keyboard text buttons; a
+    contact or location button shown with the demo command that stands for it). Returns how
+    many were numbered, or ``None`` when the answer said nothing (the earlier numbers stand)."""
+    said = False
+    count = 0
+
+    def number(label: str) -> None:
+        nonlocal count
+        count += 1
+        out.write(f"   [{count}] {label}\n")
 
     for call in calls:
         params = call.params
-        if call.method in ("sendMessage", "editMessageText", "sendPhoto", "sendDocument"):
-            if call.method == "editMessageText":
-                out.write(f"\n🤖 (edited) {params.get('text', '')}\n")
-            elif call.method == "sendMessage":
-                out.write(f"\n🤖 {params.get('text', '')}\n")
-            else:
-                kind = "file" if call.method == "sendDocument" else "picture"
-                out.write(f"\n🤖 [{kind}] {params.get('caption') or ''}\n")
-            sent = call.result if isinstance(call.result, dict) else {}
-            for row in _inline_rows(sent):
-                for button in row:
-                    number("inline", sent.get("message_id"), button)
-            for row in _reply_rows(params):
-                for button in row:
-                    number("reply", None, {"text": button} if isinstance(button, str) else button)
-        elif call.method == "answerCallbackQuery" and params.get("text"):
-            out.write(f"   ({params['text']})\n")
-    return numbered
+        sent = call.result if isinstance(call.result, dict) else {}
+        method = call.method
+        if method == "answerCallbackQuery":
+            if params.get("text"):
+                out.write(f"   ({params['text']})\n")
+            continue
+        if method not in (
+            "sendMessage", "editMessageText", "editMessageCaption", "sendPhoto",
+            "sendDocument", "sendLocation", "sendVenue",
+        ):  # fmt: skip
+            continue
+        said = True
+        if not call.ok:
+            error = (call.error or {}).get("description", "refused")
+            out.write(f"\n🤖 (the bot's {method} failed: {error})\n")
+            continue
+        caption = sent.get("caption") or params.get("caption") or ""
+        if method in ("editMessageText", "editMessageCaption"):
+            out.write(f"\n🤖 (edited) {sent.get('text', caption)}\n")
+        elif method == "sendMessage":
+            out.write(f"\n🤖 {sent.get('text', params.get('text', ''))}\n")
+        elif method == "sendPhoto":
+            out.write(f"\n🤖 [picture] {caption}\n")
+        elif method == "sendDocument":
+            name = (sent.get("document") or {}).get("file_name") or "document"
+            out.write(f"\n🤖 [file {name}] {caption}\n")
+        else:
+            where = sent.get("location") or params
+            out.write(f"\n🤖 {_map_line(where.get('latitude'), where.get('longitude'))}\n")
+        for row in _markup(sent.get("reply_markup")).get("inline_keyboard") or []:
+            for button in row:
+                number(str(button.get("text", "")))
+        for row in _markup(params.get("reply_markup")).get("keyboard") or []:
+            for button in row:
+                button = {"text": button} if isinstance(button, str) else button
+                label = str(button.get("text", ""))
+                if button.get("request_contact"):
+                    out.write(f"   [{label}]  here: {CONTACT_HINT}\n")
+                elif button.get("request_location"):
+                    out.write(f"   [{label}]  here: {LOCATION_HINT}\n")
+                else:
+                    number(label)
+    return count if said else None
 
 
-def live(driver: ChatDriver, button: Button) -> dict[str, Any] | None:
-    """The message a numbered button is still on (None once the bot removed or changed it)."""
-    kind, message_id, wanted = button
-    if kind == "reply":
-        shown = {b.get("text") for b in driver.reply_buttons}
-        return {} if wanted.get("text") in shown else None
-    for message in driver.messages:
-        if message.get("message_id") == message_id:
-            data = wanted.get("callback_data")
-            rows = _inline_rows(message)
-            return message if any(b.get("callback_data") == data for r in rows for b in r) else None
-    return None
+def render_zalo(
+    calls: list[Call], out: TextIO = sys.stdout, fetches: Sequence[Any] = ()
+) -> int | None:
+    """Print exactly what the bot sent to the Zalo chat (its numbered lists and hints are its
+    own text), pictures as ``[picture] <url>`` with what Zalo's fetch of it got (``fetches``:
+    the stand-in's); ``None`` when it said nothing."""
+    fetched = {getattr(f, "url", None): f for f in fetches}
+    said = False
+    for call in calls:
+        params = call.params
+        if call.method not in ("sendMessage", "sendPhoto", "sendSticker"):
+            continue
+        said = True
+        if not call.ok:
+            error = (call.error or {}).get("description", "refused")
+            out.write(f"\n🤖 (the bot's {call.method} failed: {error})\n")
+        elif call.method == "sendMessage":
+            out.write(f"\n🤖 {params.get('text', '')}\n")
+        elif call.method == "sendPhoto":
+            url = params.get("photo", "")
+            fetch = fetched.get(url)
+            got = f"  (fetched: {fetch.content_type}, {fetch.size} bytes)" if fetch else ""
+            out.write(f"\n🤖 [picture] {url}{got}\n")
+            if params.get("caption"):
+                out.write(f"{params['caption']}\n")
+        else:
+            out.write(f"\n🤖 [sticker] {params.get('sticker', '')}\n")
+    return 0 if said else None
 
 
-def numbered_buttons(driver: ChatDriver) -> list[Button]:
-    """Every live button in the chat, numbered oldest message first (for a fresh screen)."""
-    found: list[Button] = []
-    for message in driver.messages:
-        for row in _inline_rows(message):
-            found.extend(("inline", message.get("message_id"), b) for b in row)
-    found.extend(("reply", None, b) for b in driver.reply_buttons)
-    return found
+# ------------------------------------------------------------------ the person at the terminal
 
 
-async def press_numbered(driver: ChatDriver, button: Button) -> list[Any] | None:
-    """Press a numbered button if it is still live; None when it is gone."""
-    kind, _, wanted = button
-    message = live(driver, button)
-    if message is None:
+def parse_location(text: str) -> tuple[float, float] | None:
+    """``22.33 103.84`` or ``22.33, 103.84`` as a latitude and longitude; ``None`` if not."""
+    parts = text.replace(",", " ").split()
+    if len(parts) != 2:
         return None
-    if kind == "inline":
-        return await driver.press_data(wanted["callback_data"], message=message)
-    if wanted.get("request_contact"):
-        phone = await _read_line("   phone number to share: ")
-        return await driver.share_contact((phone or "").strip() or "0912345678")
-    if wanted.get("request_location"):
-        where = await _read_line("   location to share, as lat,lon (Enter: Sa Pa): ")
-        try:
-            lat, lon = (float(x) for x in (where or "").split(","))
-        except ValueError:
-            lat, lon = 22.3364, 103.8438
-        return await driver.send_location(lat, lon)
-    return await driver.send(wanted["text"])
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+    except ValueError:
+        return None
+    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return lat, lon
+
+
+class DemoChat:
+    """One person chatting with the bot through a stand-in, as the terminal shows it."""
+
+    channel: Channel = "telegram"
+
+    def __init__(self, driver: Any, out: TextIO = sys.stdout) -> None:
+        self.driver = driver
+        self.out = out
+        self.seen = 0  # the stand-in's sequence number of the last call shown
+
+    def intro(self) -> str:
+        raise NotImplementedError
+
+    def render(self, calls: list[Call]) -> int | None:
+        raise NotImplementedError
+
+    def show(self) -> int | None:
+        """Print what the bot sent to this chat since the last time; as :meth:`render`."""
+        calls = self.driver.api.chat_calls(self.driver.chat_id, after_seq=self.seen)
+        if not calls:
+            return None
+        self.seen = max(c.seq for c in calls)
+        return self.render(calls)
+
+    async def say(self, line: str) -> None:
+        """Send one typed line (or do a demo command), then show the bot's answer."""
+        self.show()  # anything that came meanwhile (a notice), with its own numbers
+        command, _, rest = line.partition(" ")
+        command = command.lower()
+        if command in DEMO_COMMANDS:
+            if not await self.command(command, rest.strip()):
+                return  # nothing was sent
+        else:
+            with contextlib.suppress(StandInTimeoutError):  # shown later, if it ever comes
+                await self.driver.send(line)
+        if self.show() is None:
+            self.out.write("   (no answer from the bot)\n")
+
+    async def command(self, command: str, rest: str) -> bool:
+        """Do what a demo command stands for; whether anything was sent."""
+        with contextlib.suppress(StandInTimeoutError):
+            if command == "/contact":
+                await self.driver.share_contact(rest or DEMO_PHONE)
+            elif command == "/location":
+                where = parse_location(rest) if rest else SA_PA
+                if where is None:
+                    self.out.write("   (demo: /location 22.34 103.84, latitude then longitude)\n")
+                    return False
+                await self.driver.send_location(*where)
+            elif command == "/photo":
+                await self.driver.send_photo()
+            else:
+                await self.driver.send_sticker()
+        return True
+
+
+class TelegramDemoChat(DemoChat):
+    channel: Channel = "telegram"
+
+    def intro(self) -> str:
+        return (
+            "healthbook demo, as on Telegram (simulated here, no network). Type /start to begin.\n"
+            "Type an answer, an option's [number] or its words; the bot understands them itself.\n"
+            "What a terminal cannot do: /contact 0912345678 shares a phone number, "
+            "/location 22.34 103.84 a location (alone: Sa Pa), /photo and /sticker send one.\n"
+            f"/quit ends. (This demo user is Telegram id {self.driver.user.id}.)\n"
+        )
+
+    def render(self, calls: list[Call]) -> int | None:
+        return render_telegram(calls, self.out)
+
+
+class ZaloDemoChat(DemoChat):
+    channel: Channel = "zalo"
+
+    def intro(self) -> str:
+        return (
+            "healthbook demo, as on Zalo (simulated here, no network). Type /start to begin.\n"
+            "Zalo has no buttons: the bot numbers the options in its messages. Type an answer,\n"
+            "an option's number or its words. /contact 0912345678 types a phone number as a Zalo\n"
+            "user would (Zalo shares no contacts or locations: type your commune), /photo and\n"
+            f"/sticker send one. /quit ends. (This demo user is Zalo id {self.driver.user.id}.)\n"
+        )
+
+    def render(self, calls: list[Call]) -> int | None:
+        return render_zalo(calls, self.out, self.driver.api.fetches)
+
+    async def command(self, command: str, rest: str) -> bool:
+        if command == "/location":
+            self.out.write(
+                "   (Zalo cannot share a location: type the name of your commune instead)\n"
+            )
+            return False
+        return await super().command(command, rest)
 
 
 async def _read_line(prompt: str) -> str | None:
+    """A line from the terminal (None at its end), read in a daemon thread: Ctrl-C stops the
+    demo at once, instead of waiting for a line that the executor's thread is still reading."""
     loop = asyncio.get_running_loop()
-    try:
-        return await loop.run_in_executor(None, lambda: input(prompt))
-    except EOFError:
-        return None
+    got: asyncio.Future[str | None] = loop.create_future()
+
+    def give(line: str | None) -> None:
+        if not got.done():
+            got.set_result(line)
+
+    def read() -> None:
+        try:
+            line: str | None = input(prompt)
+        except (EOFError, OSError, ValueError):  # end of input, or stdin closed
+            line = None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(give, line)
+
+    threading.Thread(target=read, name="healthbook:demo-input", daemon=True).start()
+    line = await got
+    if line is not None and not sys.stdin.isatty():  # piped in: echoed, as a transcript
+        sys.stdout.write(line + "\n")
+    return line
 
 
-async def run_demo(settings: Settings, *, language: str = "vi", sample_data: bool = True) -> None:
-    """Start the stand-in and the bot, then relay the terminal to the bot until /quit; the
-    sample campaigns, sites and sessions are loaded first when ``sample_data``."""
+async def _loop(
+    chat: DemoChat, read_line: ReadLine = _read_line, out: TextIO | None = None
+) -> None:
+    """Relay typed lines to the bot until /quit or the end of input."""
+    out = out or chat.out
+    out.write(chat.intro())
+    while True:
+        line = await read_line("\n👤 > ")
+        if line is None or line.strip().lower() in QUIT:
+            out.write("bye\n")
+            return
+        line = line.strip()
+        if line:
+            await chat.say(line)
+        out.flush()
+
+
+# ------------------------------------------------------------------ the bot
+
+
+def _idle(app: Any) -> Callable[[], Awaitable[None]]:
+    """Until the application has no update waiting or being handled: all of an answer is
+    shown together, however long its parts take."""
+
+    async def idle() -> None:
+        for _ in range(6000):  # 30 s at most
+            processor = app.update_processor
+            if app.update_queue.empty() and processor.current_concurrent_updates == 0:
+                return
+            await asyncio.sleep(0.005)
+
+    return idle
+
+
+async def _sample_data(app: Any) -> None:
+    """The shipped Lào Cai campaigns, sites and sessions, so /book works out of the box."""
+    from models.campaigns import load_sample_data
+
+    services = app.bot_data["services"]
+    async with services.sessions() as session, session.begin():
+        await load_sample_data(session, services.today())
+
+
+@contextlib.asynccontextmanager
+async def telegram_chat(
+    settings: Settings, *, language: str, sample_data: bool, out: TextIO
+) -> AsyncIterator[DemoChat]:
+    """The bot on the Telegram stand-in, and the demo person's chat with it."""
     from bot.app import build_application, engine_of, prepare_database
-    from bot.logs import setup_logging
     from bot.polling import Poller
     from models.certificates import Keyring
 
-    setup_logging("WARNING")
     async with BotApiStandIn() as api:
         settings.telegram.base_url = api.base_url
         settings.telegram.base_file_url = api.base_file_url
@@ -144,9 +359,8 @@ async def run_demo(settings: Settings, *, language: str = "vi", sample_data: boo
             await poller.start()
             await app.start()
             try:
-                await _loop(
-                    ChatDriver(api, TgUser(id=1000001, first_name="Demo", language_code=language))
-                )
+                user = TgUser(id=TELEGRAM_USER_ID, first_name="Demo", language_code=language)
+                yield TelegramDemoChat(ChatDriver(api, user, idle=_idle(app)), out)
             finally:
                 await poller.stop()
                 await app.stop()
@@ -154,41 +368,69 @@ async def run_demo(settings: Settings, *, language: str = "vi", sample_data: boo
         await engine_of(app).dispose()
 
 
-async def _sample_data(app: Any) -> None:
-    """The shipped Lào Cai campaigns, sites and sessions, so /book works out of the box."""
-    from models.campaigns import load_sample_data
-
-    services = app.bot_data["services"]
-    async with services.sessions() as session, session.begin():
-        await load_sample_data(session, services.today())
-
-
-async def _loop(
-    driver: ChatDriver,
-    read_line: Callable[[str], Awaitable[str | None]] = _read_line,
-    out: Any = sys.stdout,
+async def run_demo(
+    settings: Settings,
+    *,
+    language: str = "vi",
+    sample_data: bool = True,
+    channel: Channel = "telegram",
+    read_line: ReadLine = _read_line,
+    out: TextIO = sys.stdout,
 ) -> None:
-    """Relay typed lines to the bot; a number presses the button printed with that number, as
-    long as its message still shows it (the numbers of the latest answer with buttons count)."""
-    out.write(
-        "healthbook demo — type /start to begin, a button's number to press it, /quit to end.\n"
-    )
-    out.write(
-        f"(this demo user is Telegram id {driver.user.id})\n"
-    )
-    buttons = numbered_buttons(driver)
-    while True:
-        line = await read_line("\n👤 > ")
-        if line is None or line.strip() in QUIT:
-            out.write("bye\n")
-            return
-        line = line.strip()
-        if not line:
-            continue
-        with contextlib.suppress(asyncio.TimeoutError, AssertionError):
-            calls = None
-            if line.isascii() and line.isdigit() and 1 <= int(line) <= len(buttons):
-                calls = await press_numbered(driver, buttons[int(line) - 1])
-            if calls is None:  # not a number on screen (or its button is gone): typed text
-                calls = await driver.send(line)
-            buttons = render(calls, out) or [b for b in buttons if live(driver, b) is not None]
+    """Start the stand-in and the bot, then relay the terminal to the bot until /quit; the
+    sample campaigns, sites and sessions are loaded first when ``sample_data``."""
+    from bot.logs import setup_logging
+
+    setup_logging("WARNING")
+    chat_of = telegram_chat if channel == "telegram" else zalo_chat
+    async with chat_of(settings, language=language, sample_data=sample_data, out=out) as chat:
+        await _loop(chat, read_line, out)
+
+
+@contextlib.asynccontextmanager
+async def zalo_chat(
+    settings: Settings, *, language: str, sample_data: bool, out: TextIO
+) -> AsyncIterator[DemoChat]:
+    """The bot on the Zalo stand-in (pictures served by the bot's own web server, which the
+    stand-in fetches as Zalo would), and the demo person's chat with it. Zalo tells the bot no
+    language: ``language`` is not used (the person can choose one with /language)."""
+    from bot.app import build_services, engine_of, prepare_database
+    from bot.channels.zalo import ZaloPoller, build_zalo_application
+    from bot.channels.zalo_api import ZaloApi
+    from bot.http import HttpServer, MediaStore
+    from bot.standin.zalo import ZaloApiStandIn, ZaloChatDriver, ZaloUser
+    from models.certificates import Keyring
+
+    async with ZaloApiStandIn(DEMO_ZALO_TOKEN) as api:
+        media = MediaStore("http://127.0.0.1", ttl=settings.http.media_minutes * 60)
+        http = HttpServer("127.0.0.1", 0, media=media)  # a free port on this computer only
+        await http.start()
+        media.public_url = http.url
+        zalo = ZaloApi(DEMO_ZALO_TOKEN, api.url)
+        services = build_services(settings, keyring=Keyring.ephemeral())
+        app = build_zalo_application(settings, services=services, api=zalo, media=media)
+        try:
+            await prepare_database(app)
+            if sample_data:
+                await _sample_data(app)
+            async with app:
+                poller = ZaloPoller(app, zalo, timeout=1)
+                await poller.start()
+                await app.start()
+                receiver = app.bot_data["zalo_receiver"]
+                settled = _idle(app)
+
+                async def idle() -> None:
+                    await settled()
+                    await receiver.idle()
+
+                try:
+                    user = ZaloUser(id=ZALO_USER_ID, display_name="Demo")
+                    yield ZaloDemoChat(ZaloChatDriver(api, user, idle=idle), out)
+                finally:
+                    await poller.stop()
+                    await app.stop()
+                    await receiver.idle()
+        finally:
+            await engine_of(app).dispose()
+            await http.stop()

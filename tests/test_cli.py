@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -97,6 +98,69 @@ def test_demo_in_the_terminal(tmp_path: Path) -> None:
     assert "bye" in out
 
 
+# A new resident on the Telegram demo, every choice typed as the number the demo printed:
+# consent, the health book (the phone question's keyboard: its "no phone" button is [1], the
+# contact button is not numbered), the declaration, the review, then /book to the ticket.
+TYPED_NUMBERS = [
+    "/start", "1", "Lò Văn Páo", "15/3/1985", "1",  # consent, name, birth date, gender
+    "1", "1", "1", "1", "1", "12", "1", "sa pa", "1",  # no ID, no phone … province, commune
+    *["2"] * 10,  # the declaration: "Không" to each of its 10 questions (no pregnancy: a man)
+    "14",  # the review: 💾 save
+    "/book", "1", "1", "1", "1", "1",  # campaign, site, day, time, confirm
+    "/appointments", "/quit",
+]  # fmt: skip
+
+
+def test_demo_books_from_typed_numbers(tmp_path: Path) -> None:
+    """The demo numbers every option as the bot does and sends what was typed as text, so the
+    bot itself resolves each number: /book ends with the ticket, its QR and its map pin."""
+    result = healthbook("demo", cwd=tmp_path, stdin="\n".join(TYPED_NUMBERS) + "\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "/contact 0912345678" in out.split("\n\n👤 >")[0]  # the intro lists the commands
+    assert "[📱 Gửi số điện thoại của tôi]  here: /contact" in out  # not numbered …
+    assert "   [1] Tôi không có điện thoại\n" in out  # … so "no phone" is 1
+    assert "✓ Tôi không có điện thoại" in out
+    assert "[14] 💾 Lưu sổ sức khỏe" in out and "Đã lưu Sổ sức khỏe điện tử" in out
+    assert "[📍 Tìm điểm gần tôi]  here: /location" in out
+    assert "✅ Đã đặt lịch." in out
+    assert "🤖 [picture] Mã đặt lịch:" in out and "PHIẾU HẸN TIÊM CHỦNG" in out
+    assert "🤖 [map pin] 22.3" in out
+    assert "(no answer from the bot)" not in out
+    database = tmp_path / "healthbook-demo.db"
+    assert _count(database, "bookings") == 1
+    # the numbers printed last are the choices the bot stored for a typed number
+    (offered,) = _rows(database, "SELECT choices FROM chat_offers WHERE channel = 'telegram'")
+    printed = re.findall(r"^   \[(\d+)\] (.+)$", out.split("👤 > /appointments")[1], re.M)
+    assert [label for label, _ in json.loads(offered[0])] == [label for _, label in printed]
+    assert [n for n, _ in printed] == ["1", "2"]
+
+
+def test_demo_on_zalo_numbers_the_options_in_its_text(tmp_path: Path) -> None:
+    """``--channel zalo``: the bot's own numbered text, answered by typed numbers."""
+    stdin = "\n".join(["/start", "1", "Lò Thị Mai", "1/2/1990", "2", "1", "/location", "/quit"])
+    result = healthbook("demo", "--channel", "zalo", cwd=tmp_path, stdin=stdin + "\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "as on Zalo" in out
+    assert "\n1. ✅ Tôi đồng ý\n2. ❌ Tôi không đồng ý\n" in out
+    assert "Trả lời bằng số hoặc gõ câu trả lời." in out
+    assert "Xin cho biết họ và tên đầy đủ." in out  # consent given by typing 1
+    assert "✓ Nữ" in out and "✓ Tôi không có CCCD/CMND" in out
+    assert "1. Tôi không có điện thoại" in out  # the phone is typed on Zalo
+    assert "Zalo cannot share a location" in out
+    assert "[1]" not in out  # nothing numbered by the demo: the numbers are the bot's
+    accounts = _rows(tmp_path / "healthbook-demo.db", "SELECT channel, external_id FROM accounts")
+    assert accounts == [("zalo", "d3e0000000000000d3e0")]
+
+
+def test_demo_refuses_an_unknown_channel(tmp_path: Path) -> None:
+    result = healthbook("demo", "--channel", "viber", cwd=tmp_path, stdin="/quit\n")
+    assert result.returncode == 2
+    assert "--channel" in result.stderr and "zalo" in result.stderr
+    assert not (tmp_path / "healthbook-demo.db").exists()
+
+
 def test_start_without_token_runs_the_demo(tmp_path: Path) -> None:
     result = healthbook("start", cwd=tmp_path, stdin="/help\n/quit\n")
     assert result.returncode == 0, result.stderr
@@ -162,6 +226,11 @@ def test_demo_on_an_explicit_database_loads_no_sample_data(tmp_path: Path) -> No
 def _count(database: Path, table: str) -> int:
     with contextlib.closing(sqlite3.connect(database)) as conn:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def _rows(database: Path, sql: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        return list(conn.execute(sql).fetchall())
 
 
 def test_demo_rejects_a_bad_database_url(tmp_path: Path) -> None:
