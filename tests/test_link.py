@@ -239,6 +239,24 @@ async def test_the_data_side_stays_primary_and_the_rest_moves_to_it(db: Db) -> N
     assert (await db.row(c)).linked_to == b
 
 
+async def test_a_form_begun_moves_to_the_primary_that_has_none(db: Db) -> None:
+    a = await db.account("telegram", "1001")
+    b = await db.account("zalo", "z-2002")
+    async with db.tx() as s:
+        account_a, account_b = await s.get(Account, a), await s.get(Account, b)
+        assert account_a is not None and account_b is not None
+        await hb.give_consent(s, account_a, "2026-12")
+        draft = await hb.start_draft(s, account_b)
+        hb.set_answer(draft, "full_name", "Lò Thị Mai")
+    assert await db.redeem(b, await db.code(a)) == a  # neither has a book: the code's maker
+    async with db.tx() as s:
+        primary = await hb.find_account(s, "zalo", "z-2002", with_draft=True)
+        assert primary is not None and primary.id == a
+        moved = await hb.get_draft(s, primary)
+        assert moved is not None and moved.answers == {"full_name": "Lò Thị Mai"}
+        assert await s.scalar(select(func.count()).select_from(Draft)) == 1
+
+
 async def test_accounts_with_links_merge_without_chains(db: Db) -> None:
     a = await db.account("telegram", "1001")
     c = await db.account("zalo", "z-3003")
