@@ -26,7 +26,7 @@ _SEP = r"[ .\-]?"  # how people space numbers: 0912 345 678, 0912.345.678, 0010-
 _DIGITS = re.compile(rf"(?<![\w+])\+?\d(?:{_SEP}\d){{8,}}(?![\w])")  # 9 digits or more
 _DATE_WORDS = r"(?:ngày|ngay|tháng|thang|năm|nam|sinh|\s)*"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"bot\d{5,}:[A-Za-z0-9_-]{10,}"), "bot<token>"),  # Bot API URLs
+    (re.compile(r"bot\d{3,}:[A-Za-z0-9_-]{3,}"), "bot<token>"),  # Bot API URLs (Zalo's are short)
     (re.compile(r"(?<![\w])\d{5,}:[A-Za-z0-9_-]{20,}"), "<token>"),  # a bare token
     # health-insurance card: 2 letters, the benefit level, 12 digits (HT3 01 01 234 56789)
     (re.compile(rf"(?<![^\W\d_])[A-Za-z]{{2}}{_SEP}\d(?:{_SEP}\d){{12}}(?!\d)"), "<bhyt>"),

@@ -43,6 +43,11 @@ def test_mask_hides_every_spelling(secret: str) -> None:
     assert masked.startswith("answer was ") and masked.endswith(", then more")
 
 
+def test_mask_hides_a_short_zalo_token_in_an_api_url() -> None:
+    line = "POST https://bot-api.zaloplatforms.com/bot12345689:abc-xyz/getUpdates failed"
+    assert "abc-xyz" not in mask(line) and "12345689" not in mask(line)
+
+
 def test_mask_leaves_ordinary_text() -> None:
     line = "update 42 took 0.125 s at 127.0.0.1:8081 (20,7 km), version 2026.9.0"
     assert mask(line) == line
