@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from bot import serve
 from bot.app import engine_of, prepare_database
+from bot.channels import DeliveryError
 from bot.channels.base import Keyboard, KeyButton, Options, Reply
 from bot.channels.zalo import ZaloChannel, parse_event, render, split_text, to_update
 from bot.http import SECRET_HEADER, HttpServer
@@ -28,6 +29,7 @@ from models.tables import Account, Booking, HandledUpdate, HealthBook, InboxEven
 from tests.conftest import (
     TOKEN,
     FakeClock,
+    MonotonicClock,
     ZaloHarness,
     make_zalo_settings,
     start_zalo_app,
@@ -334,8 +336,10 @@ async def test_inbox_replayed_after_a_crash(zapi: ZaloApiStandIn, db_url: str) -
                             clock())
         await engine_of(app).dispose()
         app, http = await start_zalo_app(settings, clock)
-        await asyncio.sleep(0.3)
-        assert len(zapi.messages(user.id)) == count
+        await ZaloHarness(zapi, app, clock, http, MonotonicClock()).idle()
+        async with app.bot_data["services"].sessions() as session:  # replayed, and cleared
+            assert await session.scalar(select(func.count()).select_from(InboxEvent)) == 0
+        assert len(zapi.messages(user.id)) == count  # but not applied again
     finally:
         await stop_zalo_app(app, http)
 
@@ -460,3 +464,20 @@ async def test_zalo_token_in_no_log_and_no_repr(
     shown = [caplog.text, repr(app), repr(app.bot), repr(app.bot_data["zalo_api"]),
              repr(app.bot_data["services"].channels), repr(settings)]
     assert all(secret not in text for text in shown)
+
+
+async def test_a_refused_notification_is_a_delivery_error_without_personal_data(
+    zbot: ZaloHarness,
+) -> None:
+    channel = zbot.services.channels["zalo"]
+    user = ZaloUser()
+    zbot.api.fail_next("sendMessage", 403, times=1)
+    with pytest.raises(DeliveryError) as err:
+        await channel.send(user.id, Reply(text="Nguyễn Văn An: lịch hẹn của bạn"))
+    assert user.id not in str(err.value) and "Nguyễn" not in str(err.value)
+    with pytest.raises(DeliveryError):
+        await channel.send("not a zalo id!", Reply(text="x"))
+    # a notice's choices numbered from 1, with the hint
+    offer = Reply(text="Có chỗ trống", markup=Options.of([[("Nhận", "wl:take:1")]]))
+    await channel.send(user.id, offer)
+    assert zbot.api.messages(user.id)[-1]["text"] == f"Có chỗ trống\n\n1. Nhận\n\n{HINT}"

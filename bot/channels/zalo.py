@@ -47,7 +47,7 @@ from telegram.ext import ExtBot
 from telegram.request import BaseRequest, RequestData
 
 from bot.channels import Channel, DeliveryError
-from bot.channels.base import Keyboard, Options, Reply, numbered
+from bot.channels.base import Keyboard, Options, Reply
 from bot.channels.zalo_api import ZaloApi, ZaloError, ZaloRateLimited
 from bot.http import MediaStore
 from handlers.common import translator_for
@@ -349,29 +349,19 @@ class ZaloChannel(Channel):
             await self._send(chat_id, out, text, t)
 
     async def send(self, chat_id: str, reply: Reply) -> None:
-        """One message to a person's chat outside a turn; its choices become the chat's offer
-        (a typed number then answers them, as a pressed button would on Telegram)."""
+        """One message to a person's chat outside their turn (a notice, a waitlist offer), its
+        choices numbered from 1; the sender keeps them as the chat's offer (``write_offers``,
+        the jobs), so that typing a number answers them."""
         target = _chat_id(chat_id)
         if target is None:
             raise DeliveryError("not a Zalo chat id")
         reply = dataclasses.replace(reply, to=None)
-        t = self.services.translations.get(self.services.settings.bot.default_locale)
+        t = self.services.translations.get(self.services.settings.bot.default_locale, NAME)
         text, _ = render(reply, 0, t, hint=_last_with_choices([reply]) == 0)
         try:
             await self._send(target, reply, text, t)
         except ZaloError as exc:
             raise DeliveryError(f"Zalo error {exc.code}") from None
-        offer = numbered([reply])
-        if offer is not None and offer.choices:
-            offers = self.services.offers
-            try:
-                async with self.services.sessions() as session, session.begin():
-                    wrote = await offers.write(session, target, offer)
-                if wrote:
-                    offers.written(target, offer)
-            except Exception as exc:  # the message went; only typing its number will not work
-                log.warning("could not keep the choices of a notification: %s",
-                            type(exc).__name__)
 
     async def send_text(self, chat_id: str, text: str) -> None:
         """Plain text, split under Zalo's limit, each piece retried after a rate limit."""
