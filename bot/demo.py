@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import sys
 import threading
@@ -334,6 +335,33 @@ async def _sample_data(app: Any) -> None:
         await load_sample_data(session, services.today())
 
 
+class _DemoDriver(ChatDriver):
+    """A :class:`ChatDriver` whose update ids go on from the last one the database recorded as
+    handled: a new stand-in counts from 1 again, and the bot skips an update id it has applied
+    (it takes it for a copy given again), so a second demo on the same file would go unanswered."""
+
+    def __init__(self, *args: Any, first_update_id: int = 1, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._update_ids = itertools.count(first_update_id)
+
+    async def push(self, update: dict[str, Any], **kw: Any) -> list[Call]:
+        return await super().push({**update, "update_id": next(self._update_ids)}, **kw)
+
+
+async def _first_update_id(app: Any) -> int:
+    """One more than the highest Telegram update id the database recorded as handled."""
+    from sqlalchemy import select
+
+    from models.tables import HandledUpdate
+
+    async with app.bot_data["services"].sessions() as session:
+        keys = await session.scalars(
+            select(HandledUpdate.update_key).where(HandledUpdate.channel == "telegram")
+        )
+        ids = [int(k) for k in keys if k.isascii() and k.isdigit() and len(k) <= 18]
+    return max(ids, default=0) + 1
+
+
 @contextlib.asynccontextmanager
 async def telegram_chat(
     settings: Settings, *, language: str, sample_data: bool, out: TextIO
@@ -354,13 +382,15 @@ async def telegram_chat(
         await prepare_database(app)
         if sample_data:
             await _sample_data(app)
+        first_update_id = await _first_update_id(app)
         async with app:
             poller = Poller(app, timeout=1)
             await poller.start()
             await app.start()
             try:
                 user = TgUser(id=TELEGRAM_USER_ID, first_name="Demo", language_code=language)
-                yield TelegramDemoChat(ChatDriver(api, user, idle=_idle(app)), out)
+                driver = _DemoDriver(api, user, idle=_idle(app), first_update_id=first_update_id)
+                yield TelegramDemoChat(driver, out)
             finally:
                 await poller.stop()
                 await app.stop()

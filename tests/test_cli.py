@@ -136,6 +136,16 @@ def test_demo_books_from_typed_numbers(tmp_path: Path) -> None:
     assert [n for n, _ in printed] == ["1", "2"]
 
 
+def test_demo_again_on_the_same_file_is_answered(tmp_path: Path) -> None:
+    """A new stand-in counts update ids from 1 again; the bot skips an id it recorded as
+    handled, so the second demo's ids go on from the database's."""
+    for _ in range(2):
+        result = healthbook("demo", cwd=tmp_path, stdin="/help\n/start\n/quit\n")
+        assert result.returncode == 0, result.stderr
+        assert "/mydata" in result.stdout and "[1] ✅ Tôi đồng ý" in result.stdout
+        assert "(no answer from the bot)" not in result.stdout
+
+
 def test_demo_on_zalo_numbers_the_options_in_its_text(tmp_path: Path) -> None:
     """``--channel zalo``: the bot's own numbered text, answered by typed numbers."""
     stdin = "\n".join(["/start", "1", "Lò Thị Mai", "1/2/1990", "2", "1", "/location", "/quit"])
