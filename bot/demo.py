@@ -6,7 +6,7 @@ Whatever the person types goes to the bot as a typed message, and the bot resolv
 options exactly as the bot does (:func:`bot.channels.base.numbered`: from 1 across the messages
 of one answer, reply-keyboard text buttons included, contact and location buttons not), and on
 Zalo it prints the bot's own numbered text. What a terminal cannot do (share a contact or a
-location, send a picture or a sticker) is a demo command (:data:`DEMO_COMMANDS`). Ctrl-D or
+location, send a picture or a sticker) is a demo command (:attr:`DemoChat.commands`). Ctrl-D or
 /quit ends the demo.
 """
 
@@ -32,7 +32,6 @@ ZALO_USER_ID = "d3e0000000000000d3e0"  # 20 hex characters, like a Zalo id; the 
 QUIT = {"/quit", "/exit"}
 DEMO_PHONE = "0912345678"
 SA_PA = (22.3364, 103.8438)
-DEMO_COMMANDS = ("/contact", "/location", "/photo", "/sticker")
 CONTACT_HINT = f"/contact {DEMO_PHONE} (a phone button: shares the number)"
 LOCATION_HINT = "/location 22.34 103.84, or /location alone for Sa Pa (shares a location)"
 Channel = Literal["telegram", "zalo"]
@@ -175,6 +174,8 @@ class DemoChat:
     """One person chatting with the bot through a stand-in, as the terminal shows it."""
 
     channel: Channel = "telegram"
+    #: what the terminal cannot do, as commands the demo itself handles (never sent as text)
+    commands: tuple[str, ...] = ("/contact", "/location", "/photo", "/sticker")
 
     def __init__(self, driver: Any, out: TextIO = sys.stdout) -> None:
         self.driver = driver
@@ -200,7 +201,7 @@ class DemoChat:
         self.show()  # anything that came meanwhile (a notice), with its own numbers
         command, _, rest = line.partition(" ")
         command = command.lower()
-        if command in DEMO_COMMANDS:
+        if command in self.commands:
             if not await self.command(command, rest.strip()):
                 return  # nothing was sent
         else:
@@ -222,8 +223,10 @@ class DemoChat:
                 await self.driver.send_location(*where)
             elif command == "/photo":
                 await self.driver.send_photo()
-            else:
+            elif command == "/sticker":
                 await self.driver.send_sticker()
+            else:
+                await self.driver.send_unsupported()
         return True
 
 
@@ -233,9 +236,9 @@ class TelegramDemoChat(DemoChat):
     def intro(self) -> str:
         return (
             "healthbook demo, as on Telegram (simulated here, no network). Type /start to begin.\n"
-            "Type an answer, an option's [number] or its words; the bot understands them itself.\n"
-            "What a terminal cannot do: /contact 0912345678 shares a phone number, "
-            "/location 22.34 103.84 a location (alone: Sa Pa), /photo and /sticker send one.\n"
+            "Type an answer, an option's [number] or its words: the bot reads them itself.\n"
+            "No phone or location buttons here: /contact 0912345678 shares a phone number,\n"
+            "/location 22.34 103.84 a location (alone: Sa Pa); /photo and /sticker send one.\n"
             f"/quit ends. (This demo user is Telegram id {self.driver.user.id}.)\n"
         )
 
@@ -245,14 +248,16 @@ class TelegramDemoChat(DemoChat):
 
 class ZaloDemoChat(DemoChat):
     channel: Channel = "zalo"
+    commands = (*DemoChat.commands, "/unsupported")
 
     def intro(self) -> str:
         return (
             "healthbook demo, as on Zalo (simulated here, no network). Type /start to begin.\n"
-            "Zalo has no buttons: the bot numbers the options in its messages. Type an answer,\n"
-            "an option's number or its words. /contact 0912345678 types a phone number as a Zalo\n"
-            "user would (Zalo shares no contacts or locations: type your commune), /photo and\n"
-            f"/sticker send one. /quit ends. (This demo user is Zalo id {self.driver.user.id}.)\n"
+            "Zalo has no buttons: the bot numbers the options in its own text. Type an answer,\n"
+            "an option's number or its words. Zalo shares no contacts or locations (type them);\n"
+            "/photo and /sticker send one, /unsupported is what Zalo sends in place of a\n"
+            "protected user's message. /quit ends. "
+            f"(This demo user is Zalo id {self.driver.user.id}.)\n"
         )
 
     def render(self, calls: list[Call]) -> int | None:

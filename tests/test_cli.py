@@ -148,7 +148,8 @@ def test_demo_again_on_the_same_file_is_answered(tmp_path: Path) -> None:
 
 def test_demo_on_zalo_numbers_the_options_in_its_text(tmp_path: Path) -> None:
     """``--channel zalo``: the bot's own numbered text, answered by typed numbers."""
-    stdin = "\n".join(["/start", "1", "Lò Thị Mai", "1/2/1990", "2", "1", "/location", "/quit"])
+    lines = ["/start", "1", "Lò Thị Mai", "1/2/1990", "2", "1", "/location", "/unsupported"]
+    stdin = "\n".join([*lines, "/quit"])
     result = healthbook("demo", "--channel", "zalo", cwd=tmp_path, stdin=stdin + "\n")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -159,6 +160,7 @@ def test_demo_on_zalo_numbers_the_options_in_its_text(tmp_path: Path) -> None:
     assert "✓ Nữ" in out and "✓ Tôi không có CCCD/CMND" in out
     assert "1. Tôi không có điện thoại" in out  # the phone is typed on Zalo
     assert "Zalo cannot share a location" in out
+    assert "cộng tác viên y tế" in out  # who can help a protected user
     assert "[1]" not in out  # nothing numbered by the demo: the numbers are the bot's
     accounts = _rows(tmp_path / "healthbook-demo.db", "SELECT channel, external_id FROM accounts")
     assert accounts == [("zalo", "d3e0000000000000d3e0")]
