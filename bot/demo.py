@@ -90,12 +90,11 @@ def render_telegram(calls: list[Call], out: TextIO = sys.stdout) -> int | None:
         ):  # fmt: skip
             continue
         said = True
-        if not call.ok:
+        caption = sent.get("caption") or params.get("caption") or ""
+        if not call.ok:  # its options are numbered all the same: the bot counted them
             error = (call.error or {}).get("description", "refused")
             out.write(f"\n🤖 (the bot's {method} failed: {error})\n")
-            continue
-        caption = sent.get("caption") or params.get("caption") or ""
-        if method in ("editMessageText", "editMessageCaption"):
+        elif method in ("editMessageText", "editMessageCaption"):
             out.write(f"\n🤖 (edited) {sent.get('text', caption)}\n")
         elif method == "sendMessage":
             out.write(f"\n🤖 {sent.get('text', params.get('text', ''))}\n")
@@ -107,7 +106,8 @@ def render_telegram(calls: list[Call], out: TextIO = sys.stdout) -> int | None:
         else:
             where = sent.get("location") or params
             out.write(f"\n🤖 {_map_line(where.get('latitude'), where.get('longitude'))}\n")
-        for row in _markup(sent.get("reply_markup")).get("inline_keyboard") or []:
+        inline = _markup(sent.get("reply_markup") or params.get("reply_markup"))
+        for row in inline.get("inline_keyboard") or []:
             for button in row:
                 number(str(button.get("text", "")))
         for row in _markup(params.get("reply_markup")).get("keyboard") or []:

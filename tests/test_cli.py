@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -17,9 +18,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot.channels.base import Keyboard, KeyButton, Options, Reply, numbered
+from bot.channels.telegram import render_markup
 from bot.db import create_engine, upgrade
+from bot.demo import parse_location, render_telegram, render_zalo
 from bot.settings import ConfigError, load_settings
-from bot.standin import BotApiStandIn
+from bot.standin import BotApiStandIn, Call
+from bot.standin.zalo import PhotoFetch
 from tests.conftest import PG_URL, TOKEN
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHBOOK_")}
@@ -164,6 +169,62 @@ def test_demo_on_zalo_numbers_the_options_in_its_text(tmp_path: Path) -> None:
     assert "[1]" not in out  # nothing numbered by the demo: the numbers are the bot's
     accounts = _rows(tmp_path / "healthbook-demo.db", "SELECT channel, external_id FROM accounts")
     assert accounts == [("zalo", "d3e0000000000000d3e0")]
+
+
+def test_demo_numbers_options_as_the_bot_does() -> None:
+    """What the Telegram channel renders of an answer, numbered by the demo, gives the labels
+    in the order :func:`numbered` stores them for a typed number (the contact button shown
+    with its demo command, unnumbered)."""
+    replies = [
+        Reply(text="Giới tính?", markup=Options.of([[("Nam", "g:m"), ("Nữ", "g:f")]])),
+        Reply(text="Gõ tiếp, hoặc:"),
+        Reply(
+            text="Điện thoại?",
+            markup=Keyboard.of([[KeyButton("📱 Gửi số", "contact")], [KeyButton("Không có")]]),
+        ),
+    ]
+    calls = []
+    for n, reply in enumerate(replies, 1):
+        markup = render_markup(reply.markup)
+        params = {"text": reply.text, "reply_markup": markup.to_json() if markup else None}
+        result = {"message_id": n, "text": reply.text}
+        if isinstance(reply.markup, Options):
+            result["reply_markup"] = markup.to_dict()  # type: ignore[union-attr]
+        calls.append(Call("sendMessage", params, result, 0.0, seq=n))
+    out = io.StringIO()
+    assert render_telegram(calls, out) == 3
+    printed = re.findall(r"^   \[(\d+)\] (.+)$", out.getvalue(), re.M)
+    offer = numbered(replies)
+    assert offer is not None
+    assert printed == [(str(c.number), c.label) for c in offer.choices]
+    assert "   [📱 Gửi số]  here: /contact 0912345678" in out.getvalue()
+    assert render_telegram([], out) is None  # nothing said: the earlier numbers stand
+    assert render_telegram([Call("sendMessage", {"text": "x"}, {"text": "x"}, 0.0)], out) == 0
+
+
+def test_demo_shows_zalo_pictures_by_url() -> None:
+    url = "http://127.0.0.1:1/media/abc"
+    call = Call("sendPhoto", {"chat_id": "z", "photo": url, "caption": "Mã: X"}, {}, 0.0)
+    out = io.StringIO()
+    assert render_zalo([call], out, [PhotoFetch(url, 200, "image/png", 447)]) == 0
+    assert out.getvalue() == f"\n🤖 [picture] {url}  (fetched: image/png, 447 bytes)\nMã: X\n"
+
+
+@pytest.mark.parametrize(
+    ("typed", "where"),
+    [
+        ("22.34 103.84", (22.34, 103.84)),
+        ("22.34, 103.84", (22.34, 103.84)),
+        ("-33.9,151.2", (-33.9, 151.2)),
+        ("91 0", None),
+        ("22.34", None),
+        ("nan 1", None),
+        ("sa pa", None),
+        ("1 2 3", None),
+    ],
+)
+def test_demo_location_command(typed: str, where: tuple[float, float] | None) -> None:
+    assert parse_location(typed) == where
 
 
 def test_demo_refuses_an_unknown_channel(tmp_path: Path) -> None:
