@@ -48,7 +48,7 @@ from telegram.request import BaseRequest, RequestData
 
 from bot.channels import Channel, DeliveryError
 from bot.channels.base import Keyboard, Options, Reply
-from bot.channels.zalo_api import ZaloApi, ZaloError, ZaloRateLimited
+from bot.channels.zalo_api import ZaloApi, ZaloError, ZaloNetworkError, ZaloRateLimited
 from bot.http import MediaStore
 from handlers.common import translator_for
 from models import healthbook as hb
@@ -740,7 +740,9 @@ class ZaloPoller:
                 continue
             except ZaloError as exc:  # network errors too; the token never appears
                 delay = 1.0 if delay == 0 else min(self.max_delay, delay * 1.5)
-                log.warning("could not poll Zalo: %s (again in %g s)", _short(exc), delay)
+                # a network error was logged by the client already: one line per failure
+                level = logging.DEBUG if isinstance(exc, ZaloNetworkError) else logging.WARNING
+                log.log(level, "could not poll Zalo: %s (again in %g s)", _short(exc), delay)
                 await asyncio.sleep(delay)
                 continue
             delay = 0.0
