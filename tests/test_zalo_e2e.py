@@ -117,8 +117,10 @@ async def test_sticker_and_image_get_a_word_and_the_same_question(zbot: ZaloHarn
     assert t("vi", "ask.full_name") in question
     await chat.send_sticker()
     assert t("vi", "error.input.not_text") in chat.last_answer
+    assert t("vi", "ask.full_name") in chat.last_answer  # and the same question
     await chat.send_photo(caption="ảnh")
     assert t("vi", "error.input.not_text") in chat.last_answer
+    assert t("vi", "ask.full_name") in chat.last_answer
     await chat.send("Lò Văn Páo")  # still the name question
     assert t("vi", "ask.date_of_birth") in chat.last_text
 
