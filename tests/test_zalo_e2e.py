@@ -483,3 +483,15 @@ async def test_a_refused_notification_is_a_delivery_error_without_personal_data(
     offer = Reply(text="Có chỗ trống", markup=Options.of([[("Nhận", "wl:take:1")]]))
     await channel.send(user.id, offer)
     assert zbot.api.messages(user.id)[-1]["text"] == f"Có chỗ trống\n\n1. Nhận\n\n{HINT}"
+
+
+async def test_a_zalo_group_gets_the_private_only_word_and_nothing_else(zbot: ZaloHarness) -> None:
+    user = ZaloUser()
+    event = zalo_text(user, "/start")
+    event["message"]["chat"] = {"id": "group0000000000000001", "chat_type": "GROUP"}
+    await ZaloChatDriver(zbot.api, user).push(event, expect_reply=False)
+    [said] = zbot.api.messages("group0000000000000001")
+    assert said["text"] == t("vi", "group.private_only")  # no button to press on Zalo
+    assert zbot.api.messages(user.id) == []
+    async with zbot.session() as session:
+        assert await hb.find_account(session, "zalo", user.id) is None
