@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -84,8 +84,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     def _run(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), revision)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(_run)
+    await _migrate(engine, _run)
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
@@ -94,8 +93,31 @@ async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
     def _run(connection: Connection) -> None:
         command.downgrade(alembic_config(connection), revision)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(_run)
+    await _migrate(engine, _run)
+
+
+async def _migrate(engine: AsyncEngine, run: Callable[[Connection], None]) -> None:
+    """Run migrations in one transaction. On SQLite, with foreign keys off: a batch migration
+    rebuilds a table (a copy, then DROP TABLE), and with them on, dropping ``accounts`` would
+    first delete every consent, health book and booking that refers to it (ON DELETE CASCADE).
+    The pragma cannot change inside a transaction: it is set before, the references are checked
+    after, and it is on again before the connection goes back to the pool."""
+    async with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            async with conn.begin():
+                await conn.run_sync(run)
+            return
+        await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        await conn.commit()
+        try:
+            async with conn.begin():
+                await conn.run_sync(run)
+                broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).first()
+                if broken is not None:
+                    raise RuntimeError(f"migration left a dangling reference in {broken[0]}")
+        finally:
+            await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            await conn.commit()
 
 
 def upgrade_url(url: str, *, upgrade_schema: bool = True, check: bool = False) -> None:

@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import build_application, build_services, prepare_database
 from bot.channels.zalo import ZaloPoller, build_zalo_application
 from bot.channels.zalo_api import ZaloApi
-from bot.db import create_engine, session_factory, transaction, upgrade
+from bot.db import create_engine, downgrade, session_factory, transaction, upgrade
 from bot.http import HttpServer, MediaStore
 from bot.polling import Poller
 from bot.settings import load_settings
@@ -574,3 +574,33 @@ async def test_telegram_and_zalo_are_one_person(both: Both) -> None:
         left = (await s.scalars(select(Account.external_id))).all()
         assert str(a.user.id) not in left and z.user.id not in left
         assert await s.scalar(select(func.count()).select_from(HealthBook)) == 0
+
+
+async def test_the_linking_columns_migration_keeps_every_row(db_url: str) -> None:
+    """0006 rebuilds ``accounts`` on SQLite (batch mode): with foreign keys on, the copy's
+    DROP TABLE would first delete every row referring to an account (consents, books…)."""
+    engine = create_engine(db_url)
+    try:
+        await upgrade(engine, "0005")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO accounts (id, channel, external_id, role, created_at) "
+                    "VALUES (1, 'telegram', '1', 'resident', CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO consents (account_id, version, given_at) "
+                    "VALUES (1, '1', CURRENT_TIMESTAMP)"
+                )
+            )
+        await upgrade(engine)
+        await downgrade(engine, "0005")
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM consents"))).scalar() == 1
+            if conn.dialect.name == "sqlite":  # and on again for the application
+                assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+    finally:
+        await engine.dispose()
