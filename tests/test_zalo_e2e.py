@@ -495,3 +495,21 @@ async def test_a_zalo_group_gets_the_private_only_word_and_nothing_else(zbot: Za
     assert zbot.api.messages(user.id) == []
     async with zbot.session() as session:
         assert await hb.find_account(session, "zalo", user.id) is None
+
+
+async def test_many_people_at_once_each_answered_in_order(zbot: ZaloHarness) -> None:
+    """Events fetched while others are being kept are kept together, in Zalo's order."""
+    people = [ZaloUser() for _ in range(20)]
+    for person in people:
+        zbot.api.push_event(zalo_text(person, "/start"))
+        zbot.api.push_event(zalo_text(person, "1"))
+    for _ in range(500):
+        if all(len(zbot.api.messages(p.id)) >= 4 for p in people):
+            break
+        await asyncio.sleep(0.02)
+    await zbot.idle()
+    for person in people:
+        texts = [m["text"] for m in zbot.api.messages(person.id)]
+        assert texts[1].endswith(HINT) and t("vi", "ask.full_name") in texts[-1], texts
+    async with zbot.session() as session:
+        assert await session.scalar(select(func.count()).select_from(InboxEvent)) == 0

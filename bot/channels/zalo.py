@@ -594,23 +594,38 @@ class ZaloReceiver:
 
     async def accept(self, event: object) -> bool:
         """Take one event: False when it is malformed (nothing is kept or answered)."""
-        parsed = parse_event(event)
-        if parsed is None:
-            log.warning("a malformed Zalo event was ignored")
-            return False
-        if parsed.name == UNSUPPORTED:
-            await self._unsupported(parsed)
-            return True
-        if parsed.message_id in self._under_way:
-            return True  # a copy of an event under way
+        return await self.accept_many([event]) == 1
+
+    async def accept_many(self, events: list[object]) -> int:
+        """Take events in the order Zalo gave them, kept in the inbox in one transaction, then
+        queued; how many were usable (a malformed one is logged, without its content)."""
+        kept: list[tuple[ZaloEvent, object]] = []
+        usable = 0
+        for event in events:
+            parsed = parse_event(event)
+            if parsed is None:
+                log.warning("a malformed Zalo event was ignored")
+                continue
+            usable += 1
+            if parsed.name == UNSUPPORTED:
+                await self._unsupported(parsed)
+            elif parsed.message_id not in self._under_way:  # else a copy of one under way
+                kept.append((parsed, event))
+        if not kept:
+            return usable
         services = self.services
+        fresh: list[ZaloEvent] = []
         async with services.sessions() as session, session.begin():
-            fresh = await inbox.put(
-                session, NAME, parsed.message_id, parsed.chat_id, event, services.clock()  # type: ignore[arg-type]
-            )
-        if fresh:
-            self._queue(parsed)
-        return True
+            now = services.clock()
+            for parsed, event in kept:
+                if await inbox.put(
+                    session, NAME, parsed.message_id, parsed.chat_id, event, now  # type: ignore[arg-type]
+                ):
+                    fresh.append(parsed)
+        for parsed in fresh:
+            if parsed.message_id not in self._under_way:  # the same event twice in a batch
+                self._queue(parsed)
+        return usable
 
     async def replay(self) -> int:
         """Queue the events a crash left in the inbox (oldest first); how many."""
@@ -691,7 +706,11 @@ class ZaloReceiver:
 
 class ZaloPoller:
     """Long polling of Zalo's ``getUpdates`` (one event per call; 408 is "nothing came"), each
-    event through the :class:`ZaloReceiver`; every failure is one log line, then a back-off."""
+    event through the :class:`ZaloReceiver`; every failure is one log line, then a back-off.
+
+    Polling and keeping run side by side: while the events fetched are written to the inbox
+    (together, in one transaction), the next poll is on its way. Stopping stops polling, then
+    writes and queues what was fetched."""
 
     def __init__(
         self,
@@ -701,13 +720,17 @@ class ZaloPoller:
         *,
         receiver: ZaloReceiver | None = None,
         max_delay: float = 30.0,
+        batch: int = 100,
     ) -> None:
         self.app = app
         self.api = api
         self.timeout = timeout
         self.receiver = receiver or app.bot_data.get("zalo_receiver") or ZaloReceiver(app)
         self.max_delay = max_delay
+        self.batch = batch
+        self._fetched: asyncio.Queue[object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -719,14 +742,20 @@ class ZaloPoller:
         inbox holds, then poll in the background."""
         await self.api.delete_webhook()
         await self.receiver.replay()
+        self._writer = asyncio.create_task(self._write_loop(), name="healthbook:zalo-inbox-write")
         self._task = asyncio.create_task(self._loop(), name="healthbook:zalo-polling")
 
     async def stop(self) -> None:
-        """Stop polling (an event being fetched is Zalo's still, or in the inbox)."""
+        """Stop polling (an event still being fetched stays Zalo's), then keep and queue what
+        was fetched."""
         task, self._task = self._task, None
         while task is not None and not task.done():
             task.cancel()
             await asyncio.wait({task}, timeout=0.1)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._fetched.put_nowait(_STOP)
+            await asyncio.wait({writer})
 
     async def _loop(self) -> None:
         delay = 0.0
@@ -746,15 +775,32 @@ class ZaloPoller:
                 await asyncio.sleep(delay)
                 continue
             delay = 0.0
-            if event is None:
+            if event is not None:
+                self._fetched.put_nowait(event)
+
+    async def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            events = [await self._fetched.get()]
+            while len(events) < self.batch and not self._fetched.empty():
+                events.append(self._fetched.get_nowait())
+            if _STOP in events:
+                stopping = True
+                events = [e for e in events if e is not _STOP]
+                while not self._fetched.empty():
+                    e = self._fetched.get_nowait()
+                    if e is not _STOP:
+                        events.append(e)
+            if not events:
                 continue
             try:
-                await self.receiver.accept(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database: the event is lost, say so once
-                log.error("a Zalo event could not be kept, so it was not handled: %s",
-                          type(exc).__name__)
+                await self.receiver.accept_many(events)
+            except Exception as exc:  # the database: these events are lost, say so once
+                log.error("%d Zalo events could not be kept, so they were not handled: %s",
+                          len(events), type(exc).__name__)
+
+
+_STOP = object()
 
 
 def _short(exc: ZaloError) -> str:
