@@ -309,7 +309,7 @@ async def offer_sites(
         if not every:  # no active site left in the province
             return await no_site_in_province(turn_, book)
         example = bk.commune_example([m for m in every if not m.same_ward] or every)
-        turn_.say(
+        await turn_.say_again_with_choices(  # the sites listed before still stand
             t("book.no_site_found", province=_province(book.province_code), example=example)
         )
         return BookStep.SITE

@@ -16,6 +16,11 @@ async def fallback_text(turn_: Turn) -> None:
     if normalize_code(turn_.text) is not None:
         await link.redeem(turn_, turn_.text)
         return
+    if turn_.update.message is not None and turn_.update.message.text:
+        offer = await turn_.services.offers.load(turn_.session, turn_.channel, str(turn_.chat_id))
+        if offer.choices:  # an answer to the last choices that names none of them: them again
+            await turn_.say_again_with_choices(turn_.t("error.input.use_buttons"))
+            return
     turn_.say(turn_.t("idle.hint"))
 
 

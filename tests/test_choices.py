@@ -187,7 +187,7 @@ def test_parts_are_what_commas_and_spaced_slashes_separate() -> None:
     no_id = offer_of([LABELS["vi"]["button.no_id"]])  # "Tôi không có CCCD/CMND"
     assert match("cmnd", no_id) is None
     times = offer_of(["07:30–09:00 · còn 5 chỗ", "09:00–11:00 · còn 2 chỗ"])
-    assert match("09:00", times) is None  # digits: the whole label or nothing
+    assert match("09:00", times) == times.choices[1]  # a time: the slot that starts then
     assert match("0900", times) is None
 
 
@@ -521,3 +521,37 @@ def test_options_as_offered() -> None:
     assert offer is not None
     assert match("ko", offer, ALIASES) == Choice(2, "Không", "hb:s:no")
     assert Option("Có", "x").label == "Có"
+
+
+DAYS = Offer(
+    (
+        Choice(1, "Thứ Hai, 30/11/2026 · còn 5 chỗ", "bk:d:1:20261130"),
+        Choice(2, "Thứ Ba, 01/12/2026 · còn 3 chỗ", "bk:d:1:20261201"),
+    )
+)
+TIMES = Offer(
+    (
+        Choice(1, "07:30–11:30 · còn 60 chỗ", "bk:t:1:7"),
+        Choice(2, "13:30–16:30 · còn 5 chỗ", "bk:t:1:8"),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("typed", "offer", "number"),
+    [
+        ("30/11", DAYS, 1), ("1/12", DAYS, 2), ("01/12/2026", DAYS, 2), ("ngày 30/11", DAYS, 1),
+        ("1-12-26", DAYS, 2), ("7:30", TIMES, 1), ("07:30", TIMES, 1), ("7h30", TIMES, 1),
+        ("13h30", TIMES, 2), ("lúc 13 giờ 30", TIMES, 2),
+    ],
+)  # fmt: skip
+def test_a_typed_day_or_time_picks_the_choice_showing_it(
+    typed: str, offer: Offer, number: int
+) -> None:
+    found = match(typed, offer)
+    assert found is not None and found.number == number
+
+
+@pytest.mark.parametrize("typed", ["2/12", "31/11/2025", "11:30", "9:00", "32/1"])
+def test_a_day_or_time_no_choice_shows_is_none(typed: str) -> None:
+    assert match(typed, DAYS) is None and match(typed, TIMES) is None

@@ -195,6 +195,14 @@ def match(
     choices = offer.choices
     if not choices or len(text) > 200:  # a choice is a few words; a long text is an answer
         return None
+    if (moment := _moment(text)) is not None:  # "30/11", "7:30": the one label showing it
+        kind, shown = moment
+        found = _found(
+            c for c in choices
+            if (shown in c.label if kind == "day" else c.label.startswith(shown))
+        )  # fmt: skip
+        if found:
+            return found[0] if len(found) == 1 else None
     folded = fold(text)
     if not folded:
         return None
@@ -224,6 +232,32 @@ def match(
         found = _found(rule)
         if found:
             return found[0] if len(found) == 1 else None
+    return None
+
+
+_DATE = re.compile(r"(?:ngay\s*)?(\d{1,2})\s*[/.-]\s*(\d{1,2})(?:\s*[/.-]\s*(\d{2}|\d{4}))?")
+_TIME = re.compile(r"(?:luc\s*)?(\d{1,2})\s*(?:(:|h|g|gio)\s*(\d{2})?)\s*(?:phut)?")
+
+
+def _moment(text: str) -> tuple[str, str] | None:
+    """A typed day (``30/11``, ``30-11-2026``) as labels show it (``30/11``, ``30/11/2026``),
+    or a typed time (``7:30``, ``7h30``, ``7 giờ``) as ``07:30``; None when it is neither."""
+    plain = "".join(
+        ch for ch in unicodedata.normalize("NFKD", text.replace("đ", "d").replace("Đ", "d"))
+        if not unicodedata.combining(ch)
+    ).casefold().strip()  # fmt: skip
+    if (day := _DATE.fullmatch(plain)) is not None:
+        d, m, y = int(day.group(1)), int(day.group(2)), day.group(3)
+        if not (1 <= d <= 31 and 1 <= m <= 12):
+            return None
+        shown = f"{d:02d}/{m:02d}"
+        if y is not None:
+            shown += f"/{int(y) + 2000 if len(y) == 2 else int(y)}"
+        return "day", shown
+    if (time := _TIME.fullmatch(plain)) is not None:
+        h, minute = int(time.group(1)), int(time.group(3) or 0)
+        if h <= 23 and minute <= 59:
+            return "time", f"{h:02d}:{minute:02d}"
     return None
 
 
