@@ -26,7 +26,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import healthbook as hb
@@ -79,13 +79,6 @@ async def create_link_code(session: AsyncSession, account: Account, now: dt.date
     )
     await session.flush()
     return code
-
-
-async def code_expiry(session: AsyncSession, account: Account) -> dt.datetime | None:
-    """When the account's live code expires (None: it has none)."""
-    return await session.scalar(
-        select(func.max(LinkCode.expires_at)).where(LinkCode.account_id == account.id)
-    )
 
 
 @dataclass(frozen=True)
