@@ -17,6 +17,7 @@ from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults, Ex
 from bot.channels import Channel
 from bot.channels import typed as typed_answers
 from bot.channels.choices import Aliases
+from bot.channels.greeting import Known, first_contact
 from bot.channels.telegram import TelegramChannel
 from bot.context import HBApplication, HBContext, Services, load_keyring
 from bot.db import create_engine, session_factory, upgrade
@@ -68,8 +69,15 @@ class HealthbookApplication(Application):  # type: ignore[type-arg]
         choices it offered, are committed), a typed answer to offered choices first turned
         into the choice it names."""
         if isinstance(update, Update):
-            update = await typed_answers.resolve(update, self.bot_data["services"], self.bot)
+            services = self.bot_data["services"]
+            if services.channel != "telegram":  # no Start button there
+                update = await first_contact(update, services, self.bot, self._known)
+            update = await typed_answers.resolve(update, services, self.bot)
         await super().process_update(update)
+
+    @functools.cached_property
+    def _known(self) -> Known:
+        return Known()
 
 
 def build_services(
