@@ -524,9 +524,12 @@ async def send_ticket(turn_: Turn, booking: Booking) -> None:
     assert slot is not None
     site = await lk.get_site(turn_.session, slot.site_id)
     campaign = await lk.get_campaign(turn_.session, booking.campaign_id)
-    username = turn_.context.bot.username or "healthbook_bot"
+    if turn_.channel == "telegram":  # the site's staff scan it into their Telegram
+        content = checkin_link(turn_.context.bot.username or "healthbook_bot", booking.code)
+    else:  # no deep links elsewhere: the code itself, which staff type at /checkin
+        content = booking.code
     turn_.send_photo(
-        qr_png(checkin_link(username, booking.code)),
+        qr_png(content),
         caption=t("ticket.qr_caption", code=booking.code),
     )
     turn_.say(

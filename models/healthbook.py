@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -76,22 +76,26 @@ async def find_account(
     return found[0] if found is not None else None
 
 
+# built once: this runs for every update (one query for the person, their account and draft)
+_OWN = aliased(Account, name="own")
+_PERSON = (
+    select(Account, _OWN)
+    .select_from(_OWN)
+    .join(Account, Account.id == func.coalesce(_OWN.linked_to, _OWN.id))
+    .where(_OWN.channel == bindparam("channel"), _OWN.external_id == bindparam("external_id"))
+)
+_PERSON_AND_DRAFT = _PERSON.add_columns(Draft).outerjoin(Draft, Draft.account_id == Account.id)
+
+
 async def find_person(
     session: AsyncSession, channel: str, external_id: str, *, with_draft: bool = False
 ) -> tuple[Account, Account] | None:
     """A channel user's primary account (which holds their data) and their own account on
     this channel (the same object unless it was joined with /link), in one query; with
     ``with_draft`` the primary's draft too."""
-    own = aliased(Account, name="own")
-    stmt = (
-        select(Account, own)
-        .select_from(own)
-        .join(Account, Account.id == func.coalesce(own.linked_to, own.id))
-        .where(own.channel == channel, own.external_id == external_id)
-    )
-    if with_draft:
-        stmt = stmt.add_columns(Draft).outerjoin(Draft, Draft.account_id == Account.id)
-    row = (await session.execute(stmt)).first()
+    stmt = _PERSON_AND_DRAFT if with_draft else _PERSON
+    params = {"channel": channel, "external_id": external_id}
+    row = (await session.execute(stmt, params)).first()
     if row is None:
         return None
     if with_draft:
