@@ -35,6 +35,12 @@ DB_KINDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 TOKEN = "123456:TEST-token-for-the-stand-in"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "zalo_sqlite_only: with chat_bot, the Zalo run is on SQLite only (time)"
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Certificate keys of this run's own: a bot built by a test generates its signing key
@@ -140,6 +146,7 @@ class Harness:
     api: BotApiStandIn
     app: HBApplication
     clock: FakeClock
+    channel = "telegram"
 
     @property
     def services(self) -> Services:
@@ -248,6 +255,8 @@ class ZaloHarness:
     http: HttpServer
     media_clock: MonotonicClock
     channel = "zalo"
+    #: how the people's drivers answer a choice (``ZaloChatDriver`` ``press_by``)
+    press_by: str = "number"
 
     @property
     def services(self) -> Services:
@@ -262,7 +271,7 @@ class ZaloHarness:
     ) -> ZaloChatDriver:
         """A new person talking to the bot on Zalo (Zalo tells no language: ``lang`` unused)."""
         user = ZaloUser(id=str(uid), display_name=name) if uid else ZaloUser(display_name=name)
-        return ZaloChatDriver(self.api, user, idle=self.idle)
+        return ZaloChatDriver(self.api, user, idle=self.idle, press_by=self.press_by)
 
     async def idle(self) -> None:
         """Until the bot has no event waiting or being handled, and the inbox is cleared."""
@@ -337,3 +346,49 @@ async def zsample(zbot: ZaloHarness) -> ZaloHarness:
     async with zbot.session() as session, session.begin():
         await load_sample_data(session, zbot.services.today())
     return zbot
+
+
+# --------------------------------------------------------------------------------------------
+# Both channels: an end-to-end test taking ``chat_bot`` (or ``chat_sample``) runs once on
+# Telegram (id ``tg``) and once on Zalo (id ``zalo``), each on every database kind.
+# --------------------------------------------------------------------------------------------
+
+ChatHarness = Harness | ZaloHarness
+CHANNELS = [pytest.param("telegram", id="tg"), pytest.param("zalo", id="zalo")]
+
+
+@pytest.fixture(params=CHANNELS)
+async def chat_bot(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[ChatHarness]:
+    """The real Application on Telegram, then on Zalo (the same interface: ``services``,
+    ``app``, ``clock``, ``user()``, ``idle()``, ``session()``, ``api``, ``channel``). On Zalo
+    the people answer a choice by its number and by its folded label, alternately
+    (``press_by="alternate"``). A test marked ``zalo_sqlite_only`` runs on Zalo on SQLite only
+    (the slowest scenarios: their Zalo run on PostgreSQL adds time and nothing the Telegram
+    run on PostgreSQL does not check)."""
+    clock = FakeClock()
+    if request.param == "telegram":
+        async with BotApiStandIn() as api:
+            harness = Harness(api, await start_app(make_settings(db_url, api), clock), clock)
+            try:
+                yield harness
+            finally:
+                await stop_app(harness.app)
+        return
+    if request.node.get_closest_marker("zalo_sqlite_only") and not db_url.startswith("sqlite"):
+        pytest.skip("on Zalo this scenario runs on SQLite only (time)")
+    async with ZaloApiStandIn() as zapi:
+        media_clock = MonotonicClock()
+        app, http = await start_zalo_app(make_zalo_settings(db_url, zapi), clock, media_clock)
+        zharness = ZaloHarness(zapi, app, clock, http, media_clock, press_by="alternate")
+        try:
+            yield zharness
+        finally:
+            await stop_zalo_app(zharness.app, zharness.http)
+
+
+@pytest.fixture
+async def chat_sample(chat_bot: ChatHarness) -> ChatHarness:
+    """``chat_bot`` with the shipped sample campaigns, Lào Cai sites and sessions (from today)."""
+    async with chat_bot.session() as session, session.begin():
+        await load_sample_data(session, chat_bot.services.today())
+    return chat_bot

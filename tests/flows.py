@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+import aiohttp
+
 from bot.i18n import Translations
 from bot.standin import ChatDriver
+from bot.standin.zalo import ZaloChatDriver
 from models import validators as v
 
 TR = Translations()
@@ -18,12 +23,48 @@ GOOD = {
 }
 
 
-def t(lang: str, key: str, **params: object) -> str:
-    """A message in one language, as the bot renders it."""
-    return TR.get(lang)(key, **params)
+Person = ChatDriver | ZaloChatDriver
 
 
-async def agree(person: ChatDriver, lang: str = "vi") -> None:
+def channel_of(person: Person) -> str:
+    """The channel a driver talks on: ``telegram`` or ``zalo``."""
+    return "zalo" if isinstance(person, ZaloChatDriver) else "telegram"
+
+
+def t(lang: str, key: str, channel: str | None = None, **params: object) -> str:
+    """A message in one language, as the bot renders it (on ``channel``: its variant of the
+    message where there is one, e.g. ``ask.phone@zalo``)."""
+    return TR.get(lang, channel)(key, **params)
+
+
+def told(person: Person) -> list[str]:
+    """What the bot said to a person outside its messages' questions: the toasts answering
+    Telegram button presses; on Zalo (no toasts) the messages of the bot's last answer."""
+    if isinstance(person, ZaloChatDriver):
+        return [x for x in (person.last_answer or "").split("\n\n") if x]
+    return person.callback_answers
+
+
+async def sent_file(person: Person) -> bytes:
+    """The bytes of the newest file the bot sent: a Telegram document; on Zalo the download
+    link's content (from the bot's web server)."""
+    if isinstance(person, ZaloChatDriver):
+        text = next(x for x in reversed(person.texts) if "/media/" in x)
+        url = next(w for w in text.split() if "/media/" in w)
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            assert resp.status == 200
+            return await resp.read()
+    call = next(c for c in reversed(person.calls) if c.method == "sendDocument")
+    return bytes(call.params["document"].content)
+
+
+def question(text: str | None) -> str:
+    """A message without the numbered choices and hint Zalo appends (on Telegram: as is)."""
+    assert text is not None
+    return re.split(r"\n\n\d+\. ", text, maxsplit=1)[0]
+
+
+async def agree(person: Person, lang: str = "vi") -> None:
     """/start and accept the consent."""
     await person.send("/start")
     assert t(lang, "button.agree") in person.buttons
@@ -31,7 +72,7 @@ async def agree(person: ChatDriver, lang: str = "vi") -> None:
     assert t(lang, "ask.full_name") in person.last_text
 
 
-async def answer_until_screening(person: ChatDriver, lang: str = "vi") -> None:
+async def answer_until_screening(person: Person, lang: str = "vi") -> None:
     """Every question from the name to the address, with good answers."""
     await person.send(GOOD["full_name"])
     assert t(lang, "ask.date_of_birth") in person.last_text
@@ -40,7 +81,7 @@ async def answer_until_screening(person: ChatDriver, lang: str = "vi") -> None:
     await person.press(t(lang, "gender.male"))
     assert t(lang, "ask.id_number") in person.last_text
     await person.send(GOOD["id_number"])
-    assert t(lang, "ask.phone") in person.last_text
+    assert t(lang, "ask.phone", channel_of(person)) in person.last_answer
     await person.share_contact("+84912345678")
     assert t(lang, "ask.bhyt") in person.last_text
     await person.press(t(lang, "button.skip"))
@@ -63,7 +104,7 @@ def items_for(gender: str) -> list[v.ScreeningItem]:
     return [i for i in v.screening_items() if i.applies(gender=gender, age=None)]
 
 
-async def answer_screening(person: ChatDriver, lang: str = "vi") -> None:
+async def answer_screening(person: Person, lang: str = "vi") -> None:
     """Every health-declaration item a man is asked, all "no": allergies and chronic illness,
     which say "which ones?", are then not asked at all."""
     items = items_for("male")
@@ -71,12 +112,12 @@ async def answer_screening(person: ChatDriver, lang: str = "vi") -> None:
         expected = t(
             lang, "ask.screening", n=n, total=len(items), question=t(lang, f"screening.{item.code}")
         )
-        assert person.last_text.endswith(expected)
+        assert question(person.last_text).endswith(expected)
         await person.press(t(lang, "button.no"))
     assert t(lang, "review.title") in person.last_text
 
 
-async def complete(person: ChatDriver, lang: str = "vi") -> None:
+async def complete(person: Person, lang: str = "vi") -> None:
     """The whole health book, saved."""
     await agree(person, lang)
     await answer_until_screening(person, lang)

@@ -154,6 +154,7 @@ class ChatDriver(BaseDriver):
         super().__init__(api, **options)
         self.user = user if isinstance(user, TgUser) else TgUser(id=user)
         self.chat = chat  # a group (see group_chat) this person writes in; None: private chat
+        self._mark = 0  # how many bot messages the chat had when this person last wrote
 
     @property
     def chat_id(self) -> int:
@@ -171,6 +172,7 @@ class ChatDriver(BaseDriver):
     ) -> list[Call]:
         """Push any update and wait for the bot's answer; return the calls to this chat."""
         after = self.api.seq
+        self._mark = len(self.api.messages(self.chat_id))
         msg = update_message(update)
         if self.chat is not None and msg is not None:
             msg["chat"] = self.chat
@@ -293,6 +295,13 @@ class ChatDriver(BaseDriver):
         """Text or caption of the newest bot message in this chat, after edits."""
         msg = self.last_message
         return None if msg is None else text_of(msg)
+
+    @property
+    def last_answer(self) -> str | None:
+        """The messages the bot sent after the person's last update, joined with newlines (as
+        ``ZaloChatDriver.last_answer``; an earlier message the bot edited is not in it)."""
+        texts = [t for m in self.messages[self._mark :] if (t := text_of(m)) is not None]
+        return "\n".join(texts) if texts else None
 
     def _keyboard_message(self) -> dict[str, Any] | None:
         st = self.api._chats.get(self.chat_id)

@@ -26,15 +26,16 @@ import itertools
 import re
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
+from bot.channels.choices import fold
 from bot.standin.common import (
     ApiError,
     Call,
@@ -567,6 +568,8 @@ class ZaloChatDriver(BaseDriver):
 
     answer_methods = RESPONSE_METHODS
     api: ZaloApiStandIn
+    #: with ``press_by="alternate"``: how often each (options, option) was answered so far
+    pressed: ClassVar[Counter[tuple[tuple[str, ...], str]]] = Counter()
 
     def __init__(
         self,
@@ -574,14 +577,22 @@ class ZaloChatDriver(BaseDriver):
         user: ZaloUser | str | None = None,
         *,
         location_as_text: bool = False,
+        press_by: str = "number",
         **options: Any,
     ) -> None:
-        """``options``: those of :class:`~bot.standin.driver.BaseDriver` (``idle`` …)."""
+        """``press_by``: how :meth:`press` answers: ``"number"`` types the option's number,
+        ``"label"`` its label folded (no accents, lower case), ``"alternate"`` one then the
+        other for each set of options, counted across every driver of the process (so that a
+        question reached twice in a test run is answered both ways). ``options``: those of
+        :class:`~bot.standin.driver.BaseDriver` (``idle`` …)."""
         super().__init__(api, **options)
         if user is None:
             user = ZaloUser()
+        if press_by not in ("number", "label", "alternate"):
+            raise ValueError(f"press_by: number, label or alternate, not {press_by!r}")
         self.user = user if isinstance(user, ZaloUser) else ZaloUser(id=user)
         self.location_as_text = location_as_text
+        self.press_by = press_by
         # how many bot messages the chat had when this person wrote each time
         self._marks: list[int] = []
 
@@ -620,14 +631,28 @@ class ZaloChatDriver(BaseDriver):
         options = self._offered()
         if not options:
             raise AssertionError(f"no numbered options in the bot's answers in chat {self.chat_id}")
-        number, _ = choose(
+        number, label = choose(
             label_or_number,
             options,
             lambda o: o[1],
             lambda o: o[0],
             describe=lambda o: f"{o[0]}. {o[1]}",
         )
-        return await self.send(number, **kw)
+        return await self.send(self._typed(number, label, options), **kw)
+
+    def _typed(self, number: str, label: str, options: list[tuple[str, str]]) -> str:
+        """What the person types for the option: its number or its folded label."""
+        folded = fold(label)
+        # a folded label another option shares, or that reads as a number, can only be numbered
+        unique = bool(folded) and sum(fold(o[1]) == folded for o in options) == 1
+        if self.press_by == "number" or not unique or folded.isdigit():
+            return number
+        if self.press_by == "label":
+            return folded
+        key = tuple(o[1] for o in options)
+        count = ZaloChatDriver.pressed[key, label]
+        ZaloChatDriver.pressed[key, label] = count + 1
+        return number if count % 2 == 0 else folded
 
     async def press_data(self, data: str, message: Any = None, **kw: Any) -> list[Call]:
         """Zalo has no callback data to forge: type ``data`` instead."""
