@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from bot.standin import TgUser, callback_query, contact_message, text_message
+from bot.standin.zalo import ZaloUser, numbered_options, zalo_text
 
 PG_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -44,21 +45,17 @@ class StandIn:
 
 
 @contextlib.contextmanager
-def stand_in() -> Iterator[StandIn]:
-    """The Bot API stand-in in its own process."""
-    proc = spawn(
-        "-m",
-        "bot.standin",
-        "--port",
-        "0",
-        "--no-keep-calls",
-        "--max-calls-per-chat",
-        "64",
-        "--max-messages-per-chat",
-        "16",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+def stand_in(channel: str = "telegram") -> Iterator[StandIn]:
+    """The Bot API stand-in in its own process: Telegram's (``bot.standin``), or Zalo's with
+    the same control API (``bench.zalo_standin``; its base URL is its root)."""
+    if channel == "zalo":
+        args = ["-m", "bench.zalo_standin", "--port", "0", "--max-calls-per-chat", "64"]
+    else:
+        args = [
+            "-m", "bot.standin", "--port", "0", "--no-keep-calls",
+            "--max-calls-per-chat", "64", "--max-messages-per-chat", "16",
+        ]  # fmt: skip
+    proc = spawn(*args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
@@ -194,41 +191,54 @@ class Figures:
         }
 
 
+#: the calls that show the person a text: a new message, or one edited in place (Telegram
+#: answers a button under the question it belonged to)
+SHOWN = frozenset({"sendMessage", "editMessageText"})
+
+
 class Chat:
-    """One simulated person talking to a bot through the stand-in's HTTP control API."""
+    """One simulated person talking to a bot through the stand-in's HTTP control API
+    (Telegram's: updates pushed to ``/_standin/update``)."""
+
+    push_path = "/_standin/update"
 
     def __init__(
         self, http: aiohttp.ClientSession, control: str, user: TgUser, think: float = 0.0
     ) -> None:
         self.http, self.control, self.user = http, control, user
+        self.chat_id: int | str = user.id
         self.after = 0
         self.last_message: dict[str, Any] | None = None
+        self.answer: list[str] = []  # the texts of the bot's answer to the last update
         self.think = think  # mean seconds a person takes to read and answer (0: at once)
         self.rng = random.Random(user.id)
 
     async def push(self, update: dict[str, Any], sends: int, figures: Figures) -> None:
-        """Push an update (after the person's think time); wait for ``sends`` replies."""
+        """Push an update (after the person's think time); wait for ``sends`` texts shown
+        (messages sent or edited)."""
         if self.think > 0:
             await asyncio.sleep(self.think * self.rng.uniform(0.5, 1.5))
         start = time.perf_counter()
-        async with self.http.post(f"{self.control}/_standin/update", json=update) as resp:
+        async with self.http.post(f"{self.control}{self.push_path}", json=update) as resp:
             resp.raise_for_status()
             pushed = await resp.json()
         # only what the bot sends from now on counts as the answer
         self.after = max(self.after, int(pushed.get("seq", 0)))
+        self.answer = []
         seen = 0
         deadline = start + 30
         while seen < sends:
             if time.perf_counter() > deadline:
                 figures.errors += 1
                 return
-            query = {"chat_id": self.user.id, "after": self.after, "timeout": 10}
+            query = {"chat_id": self.chat_id, "after": self.after, "timeout": 10}
             async with self.http.get(f"{self.control}/_standin/wait", params=query) as resp:
                 body = await resp.json()
             for call in body["calls"]:
                 self.after = max(self.after, call["seq"])
-                if call["method"] == "sendMessage":
+                if call["method"] in SHOWN:
                     seen += 1
+                    self.answer.append(str(call["params"].get("text", "")))
                     if isinstance(call.get("result"), dict):
                         self.last_message = call["result"]
         figures.latencies.append(time.perf_counter() - start)
@@ -247,9 +257,52 @@ class Chat:
         await self.push(contact_message(self.user, phone), sends, figures)
 
 
-async def wait_ready(http: aiohttp.ClientSession, control: str, uid: int, text: str) -> None:
-    """Until a bot answers ``text`` from a probe chat (it has started polling)."""
-    chat = Chat(http, control, TgUser(id=uid, language_code="vi"))
+class ZaloChat(Chat):
+    """One simulated person on Zalo (events pushed to ``/_standin/event`` of
+    :mod:`bench.zalo_standin`): no buttons, so every answer is typed, a number or words."""
+
+    push_path = "/_standin/event"
+
+    def __init__(
+        self, http: aiohttp.ClientSession, control: str, user_id: str, think: float = 0.0
+    ) -> None:
+        super().__init__(http, control, TgUser(id=0), think)
+        self.zalo_user = ZaloUser(id=user_id, display_name="Người dùng")
+        self.chat_id = user_id
+        self.rng = random.Random(user_id)
+
+    async def say(self, text: str, figures: Figures, sends: int = 1) -> None:
+        """Type a message."""
+        await self.push(zalo_text(self.zalo_user, text), sends, figures)
+
+    async def choose(self, label: str, figures: Figures, sends: int = 1) -> None:
+        """Type the number the bot's last answer gives ``label`` (``2. Nông dân`` → ``2``);
+        an answer without that option counts as an error, and the label is typed instead."""
+        wanted = label.casefold()
+        number = next(
+            (n for n, shown in numbered_options(self.answer) if shown.casefold() == wanted), None
+        )
+        if number is None:
+            figures.errors += 1
+        await self.say(number or label, figures, sends)
+
+    async def press(self, data: str, figures: Figures, sends: int = 1) -> None:
+        """Zalo has no buttons."""
+        raise TypeError("Zalo has no buttons: type a number or words (say, choose)")
+
+    async def contact(self, phone: str, figures: Figures, sends: int = 1) -> None:
+        """Zalo has no contact sharing."""
+        raise TypeError("Zalo has no contact sharing: type the number (say)")
+
+
+async def wait_ready(http: aiohttp.ClientSession, control: str, uid: int | str, text: str) -> None:
+    """Until a bot answers ``text`` from a probe chat (it has started polling): a Telegram
+    chat for a numeric ``uid``, a Zalo one for a string."""
+    chat = (
+        ZaloChat(http, control, uid)
+        if isinstance(uid, str)
+        else Chat(http, control, TgUser(id=uid, language_code="vi"))
+    )
     probe = Figures()
     for _ in range(60):
         await chat.say(text, probe)

@@ -1,18 +1,30 @@
-"""The benchmarks' own instruments: CPU time read from /proc, a PostgreSQL database per run."""
+"""The benchmarks' own instruments: CPU time read from /proc, a PostgreSQL database per run,
+the Zalo stand-in's control API and a resident typing numbers, and a tiny Zalo run end to end."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.common import cpu_seconds, own_postgres_database
+from bench.common import Figures, ZaloChat, cpu_seconds, http_session, own_postgres_database
+from bench.health_book import UPDATES_PER_RESIDENT, id_number, label
+from bench.zalo_standin import TOKEN, BenchZaloStandIn
+from bot.channels.zalo_api import ZaloApi
 from bot.db import create_engine
+from models import validators as v
 from tests.conftest import PG_URL
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_cpu_seconds_is_the_process_cpu_time() -> None:
@@ -42,3 +54,67 @@ def test_own_postgres_database_is_created_then_dropped() -> None:
         assert name and name.startswith("healthbook_test_bench_")
         assert name in asyncio.run(_databases(url))  # and one can connect to it
     assert name not in asyncio.run(_databases(server))
+
+
+def test_resident_id_numbers_are_valid_and_distinct_across_waves() -> None:
+    first, second = 20_000_000, 20_100_000  # a wave's first resident, the second wave's
+    numbers = [id_number(first + i) for i in range(500)] + [
+        id_number(second + i) for i in range(100)
+    ]
+    assert len(set(numbers)) == len(numbers)
+    for number in numbers:  # as the residents answer: a man born on 15/3/1950
+        parsed = v.parse_id_number(number, dt.date(1950, 3, 15), v.Gender.MALE)
+        assert (parsed.kind, parsed.number) == ("cccd", number)
+
+
+async def test_zalo_stand_in_control_api_and_a_resident_typing_a_number() -> None:
+    """An event pushed over HTTP reaches getUpdates; the answer is waited for over HTTP; the
+    resident types the number the answer gives the option it wants."""
+    async with BenchZaloStandIn(TOKEN, keep_calls=False, max_calls_per_chat=64) as stand:
+        async with http_session() as http, ZaloApi(TOKEN, stand.url) as api:
+            chat = ZaloChat(http, stand.url, "0123456789abcdef0123")
+            figures = Figures()
+
+            async def bot(reply: str) -> str:
+                event = await api.get_updates(timeout=5)
+                assert event is not None
+                await api.send_message(event["message"]["chat"]["id"], reply)
+                return str(event["message"]["text"])
+
+            answering = asyncio.create_task(bot("Xin chọn giới tính:\n\n1. Nam\n2. Nữ"))
+            await chat.say("15/3/1950", figures)
+            assert await answering == "15/3/1950"
+            answering = asyncio.create_task(bot("OK"))
+            await chat.choose("Nữ", figures)
+            assert await answering == "2"  # the number, typed
+            answering = asyncio.create_task(bot("1. Có"))
+            await chat.choose("Không", figures)  # not offered: typed, and an error counted
+            assert await answering == "Không"
+        assert (figures.updates, figures.errors) == (3, 1)
+        assert chat.answer == ["1. Có"]
+        assert stand.messages(chat.chat_id) == []  # no copies kept: memory stays flat
+
+
+def test_zalo_labels_are_the_bot_s() -> None:
+    assert label("button.no") == "Không"
+    assert label("button.save").endswith("Lưu sổ sức khỏe")
+
+
+def test_a_tiny_zalo_run_end_to_end() -> None:
+    """``python -m bench.health_book --channel zalo`` with two residents: every health book
+    saved by typing, the echo baseline answered, the last line's figures there."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.health_book", "--channel", "zalo", "--residents", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=True,
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["channels"] == ["zalo"] and figures["bot"] is None
+    bot, echo = figures["zalo_bot"], figures["zalo_echo"]
+    assert bot["updates"] == echo["updates"] == 2 * UPDATES_PER_RESIDENT
+    assert bot["errors"] == bot["second_wave_errors"] == echo["errors"] == 0
+    assert bot["bot_cpu_ms_per_update"] > 0 and echo["bot_cpu_ms_per_update"] > 0
+    assert "Zalo: healthbook bot" in done.stdout and "Zalo: echo, ZaloApi" in done.stdout
