@@ -65,7 +65,11 @@ def question(text: str | None) -> str:
 
 
 async def agree(person: Person, lang: str = "vi") -> None:
-    """/start and accept the consent."""
+    """/start and accept the consent (on Zalo, which tells no language, a language other
+    than Vietnamese is chosen with /language first)."""
+    if isinstance(person, ZaloChatDriver) and lang != "vi":
+        await person.send("/language")
+        await person.press(t(lang, "language.name"))
     await person.send("/start")
     assert t(lang, "button.agree") in person.buttons
     await person.press(t(lang, "button.agree"))
