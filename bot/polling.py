@@ -55,16 +55,18 @@ class BadToken(Exception):
     """The Bot API refused the token (no retry can help)."""
 
 
-async def retrying(
+async def retry_until(
     step: Callable[[], Awaitable[object]],
-    where: str,
     stop: asyncio.Event,
+    transient: Callable[[Exception], str | None],
     *,
     first_delay: float = FIRST_DELAY,
     max_delay: float = MAX_DELAY,
 ) -> bool:
-    """Run a start-up ``step`` that calls the Bot API, again after each network error, until it
-    works (True) or ``stop`` is set (False). A refused token raises :class:`BadToken`."""
+    """Run a start-up ``step`` again after each transient error, waiting 1, 2, 4 … up to
+    ``max_delay`` seconds, until it works (True) or ``stop`` is set (False). ``transient``
+    says what went wrong in words for the log (no token, no personal data), returns None for
+    an error no retry can help (it is raised), or raises the error to give instead."""
     delay = first_delay
     attempt = 1
     while True:
@@ -79,13 +81,11 @@ async def retrying(
         try:
             trying.result()
             return True
-        except InvalidToken:
-            raise BadToken from None  # PTB's message quotes the token: never print it
-        except NetworkError as exc:  # TimedOut included
-            log.warning(
-                "cannot reach the Telegram Bot API at %s: %s (attempt %d, next in %g s)",
-                where, exc, attempt, delay,
-            )
+        except Exception as exc:
+            what = transient(exc)
+            if what is None:
+                raise
+            log.warning("%s (attempt %d, next in %g s)", what, attempt, delay)
         try:
             await asyncio.wait_for(stop.wait(), delay)
             return False
@@ -93,6 +93,29 @@ async def retrying(
             pass
         delay = min(delay * 2, max_delay)
         attempt += 1
+
+
+async def retrying(
+    step: Callable[[], Awaitable[object]],
+    where: str,
+    stop: asyncio.Event,
+    *,
+    first_delay: float = FIRST_DELAY,
+    max_delay: float = MAX_DELAY,
+) -> bool:
+    """:func:`retry_until` for a step that calls the Telegram Bot API: after each network
+    error. A refused token raises :class:`BadToken`."""
+
+    def transient(exc: Exception) -> str | None:
+        if isinstance(exc, InvalidToken):
+            raise BadToken from None  # PTB's message quotes the token: never print it
+        if isinstance(exc, NetworkError):  # TimedOut included
+            return f"cannot reach the Telegram Bot API at {where}: {exc}"
+        return None
+
+    return await retry_until(
+        step, stop, transient, first_delay=first_delay, max_delay=max_delay
+    )
 
 
 class UpdatesRequest(AiohttpRequest):

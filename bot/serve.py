@@ -21,7 +21,7 @@ from bot.channels.zalo import ZaloPoller, ZaloReceiver, build_zalo_application
 from bot.channels.zalo_api import ZaloApi, ZaloError, ZaloNetworkError
 from bot.context import HBApplication, Services
 from bot.http import WEBHOOK_PATH, HttpServer, MediaStore
-from bot.polling import SIGNALS, BadToken, Poller, retrying
+from bot.polling import SIGNALS, BadToken, Poller, retry_until, retrying
 from bot.polling import _stop as stop_telegram
 from bot.settings import Settings
 
@@ -48,38 +48,21 @@ async def zalo_retrying(
     first_delay: float = FIRST_DELAY,
     max_delay: float = MAX_DELAY,
 ) -> bool:
-    """Run a start-up ``step`` that calls Zalo, again after each network or server error,
-    until it works (True) or ``stop`` is set (False); a refused token raises
-    :class:`ZaloBadToken`."""
-    delay = first_delay
-    attempt = 1
-    while True:
-        trying = asyncio.ensure_future(step())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait((trying, stopping), return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not trying.done():
-            trying.cancel()
-            await asyncio.gather(trying, return_exceptions=True)
-            return False
-        try:
-            trying.result()
-            return True
-        except ZaloNetworkError as exc:
-            log.warning("cannot reach the Zalo Bot API: %s (attempt %d, next in %g s)",
-                        exc.description, attempt, delay)
-        except ZaloError as exc:
+    """:func:`retry_until` for a start-up step that calls Zalo: after each network or server
+    error. A refused token raises :class:`ZaloBadToken`."""
+
+    def transient(exc: Exception) -> str | None:
+        if isinstance(exc, ZaloNetworkError):
+            return f"cannot reach the Zalo Bot API: {exc.description}"
+        if isinstance(exc, ZaloError):
             if exc.code in _BAD_TOKEN:
                 raise ZaloBadToken from None
-            log.warning("the Zalo Bot API answered error %d (attempt %d, next in %g s)",
-                        exc.code, attempt, delay)
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-            return False
-        except TimeoutError:
-            pass
-        delay = min(delay * 2, max_delay)
-        attempt += 1
+            return f"the Zalo Bot API answered error {exc.code}"
+        return None
+
+    return await retry_until(
+        step, stop, transient, first_delay=first_delay, max_delay=max_delay
+    )
 
 
 class Served:
