@@ -58,10 +58,19 @@ async def sent_file(person: Person) -> bytes:
     return bytes(call.params["document"].content)
 
 
+_TYPE_LINES = "|".join(
+    re.escape(t(lang, key, "zalo"))
+    for lang in ("vi", "en")
+    for key in ("choice.type_phone", "choice.type_place")
+)
+_CHOICES = re.compile(rf"\n\n(?:\d+\. |{_TYPE_LINES})")
+
+
 def question(text: str | None) -> str:
-    """A message without the numbered choices and hint Zalo appends (on Telegram: as is)."""
+    """A message without the choices Zalo appends (numbered lines, "type your phone" lines for
+    Telegram's contact and location buttons, the hint); on Telegram: as is."""
     assert text is not None
-    return re.split(r"\n\n\d+\. ", text, maxsplit=1)[0]
+    return _CHOICES.split(text, maxsplit=1)[0]
 
 
 async def agree(person: Person, lang: str = "vi") -> None:

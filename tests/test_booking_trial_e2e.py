@@ -5,6 +5,7 @@ pointers to /book after cancelling and after saving the health book."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from sqlalchemy import select
 
@@ -13,15 +14,15 @@ from models import booking as bk
 from models import validators as v
 from models.campaigns import create_sessions
 from models.tables import Booking, Site
-from tests.conftest import Harness
-from tests.flows import agree, t
+from tests.conftest import ChatHarness
+from tests.flows import agree, question, t
 
 TODAY = dt.date(2026, 11, 25)  # the harness clock
 SA_PA = "Trạm Y tế phường Sa Pa"
 
 
 async def resident(
-    bot: Harness,
+    chat_bot: ChatHarness,
     uid_digits: str,
     *,
     born: str = "15/3/1990",
@@ -32,7 +33,7 @@ async def resident(
 ) -> ChatDriver:
     """A saved health book; ``province`` typed (else Lào Cai pressed), screening answered "no"
     except the items in ``answers`` (code → ``button.yes`` / ``button.unknown``)."""
-    person = bot.user(lang=lang)
+    person = chat_bot.user(lang=lang)
     await agree(person, lang)
     await person.send("Lò Văn Páo")
     await person.send(born)
@@ -60,8 +61,8 @@ async def resident(
     return person
 
 
-async def site_names(bot: Harness) -> dict[str, Site]:
-    async with bot.session() as session:
+async def site_names(chat_bot: ChatHarness) -> dict[str, Site]:
+    async with chat_bot.session() as session:
         return {s.name: s for s in (await session.scalars(select(Site))).all()}
 
 
@@ -73,23 +74,23 @@ def name_of(label: str) -> str:
 # ---------------------------------------------------------------- 1. outside the province
 
 
-async def test_health_book_outside_the_served_province_is_told_so_at_book(sample: Harness) -> None:
-    person = await resident(sample, "001234", province="ha noi", ward="ba dinh")
+async def test_health_book_outside_the_served_province_is_told_so_at_book(
+    chat_sample: ChatHarness,
+) -> None:
+    person = await resident(chat_sample, "001234", province="ha noi", ward="ba dinh")
     await person.send("/book")
-    said = t(
-        "vi", "book.province_not_served", provinces="Lào Cai", province="Thành phố Hà Nội"
-    )
+    said = t("vi", "book.province_not_served", provinces="Lào Cai", province="Thành phố Hà Nội")
     assert person.last_text == said
     assert "/profile" in said
     assert not person.last_message.get("reply_markup")  # no campaign, no site search
     await person.send("sa pa")  # the conversation is over: no "no site found" loop
     assert t("vi", "book.no_site_found").split("{")[0] not in person.last_text
-    async with sample.session() as session:
+    async with chat_sample.session() as session:
         assert await session.scalar(select(Booking.id)) is None
 
     # the day a site opens in Hà Nội, the same person books there; the search hint's example
     # is a commune of Hà Nội, not of Lào Cai
-    async with sample.session() as session, session.begin():
+    async with chat_sample.session() as session, session.begin():
         ba_dinh = v.search_wards(v.search_provinces("ha noi")[0][0], "ba dinh")[0][0]
         session.add(
             Site(
@@ -113,23 +114,31 @@ async def test_health_book_outside_the_served_province_is_told_so_at_book(sample
     await person.press("COVID-19")
     assert [name_of(b) for b in person.buttons] == ["Trạm Y tế phường Ba Đình"]
     await person.send("sa pa")  # a commune of Lào Cai: not offered to a Hà Nội book
-    assert person.last_text == t(
-        "vi", "book.no_site_found", province="Thành phố Hà Nội", example="Ba Đình"
+    assert question(person.last_text) == t(
+        "vi",
+        "book.no_site_found",
+        chat_sample.channel,
+        province="Thành phố Hà Nội",
+        example="Ba Đình",
     )
 
 
-async def test_no_site_found_example_is_a_real_commune_with_a_site(sample: Harness) -> None:
-    person = await resident(sample, "002345", lang="en")
+async def test_no_site_found_example_is_a_real_commune_with_a_site(
+    chat_sample: ChatHarness,
+) -> None:
+    person = await resident(chat_sample, "002345", lang="en")
     await person.send("/book")
     await person.press("COVID-19 vaccination")
     await person.send("xyz")
-    text = person.last_text
+    text = question(person.last_text)
     rest = text.split("for example: ", 1)[1]
-    example = rest.split(",", 1)[0]
+    example = re.split(r"[,.]", rest, maxsplit=1)[0]
     assert example != "Sa Pa"  # the person's own commune is already listed first
-    assert text == t("en", "book.no_site_found", province="Lào Cai", example=example)
+    assert text == t(
+        "en", "book.no_site_found", chat_sample.channel, province="Lào Cai", example=example
+    )
     await person.send(example)  # typing the example finds the sites of that commune
-    sites = await site_names(sample)
+    sites = await site_names(chat_sample)
     found = [sites[name_of(b)] for b in person.buttons]
     assert found and all(v.example_name(v.ward_name(s.ward_code)) == example for s in found)
 
@@ -137,9 +146,9 @@ async def test_no_site_found_example_is_a_real_commune_with_a_site(sample: Harne
 # ---------------------------------------------------------------- 2. why caution or hospital
 
 
-async def test_caution_names_age_not_a_declaration(sample: Harness) -> None:
+async def test_caution_names_age_not_a_declaration(chat_sample: ChatHarness) -> None:
     for lang, uid, campaign in (("vi", "003456", "COVID-19"), ("en", "003457", "COVID-19 vac")):
-        person = await resident(sample, uid, born="15/3/1945", lang=lang)  # 81, all "no"
+        person = await resident(chat_sample, uid, born="15/3/1945", lang=lang)  # 81, all "no"
         await person.send("/book")
         await person.press(campaign)
         said = "\n".join(person.texts[-3:])
@@ -148,9 +157,9 @@ async def test_caution_names_age_not_a_declaration(sample: Harness) -> None:
         assert "Theo phần khai báo" not in said and "From your health declaration" not in said
 
 
-async def test_caution_and_refer_name_the_declared_items(sample: Harness) -> None:
+async def test_caution_and_refer_name_the_declared_items(chat_sample: ChatHarness) -> None:
     person = await resident(
-        sample,
+        chat_sample,
         "004567",
         answers={"bleeding_anticoagulant": "button.yes", "anaphylaxis": "button.unknown"},
     )
@@ -167,7 +176,7 @@ async def test_caution_and_refer_name_the_declared_items(sample: Harness) -> Non
     assert t("vi", "screening_short.age_65") not in said  # 36 years old
 
     referred = await resident(
-        sample, "005678", answers={"immunodeficiency": "button.yes"}, lang="en"
+        chat_sample, "005678", answers={"immunodeficiency": "button.yes"}, lang="en"
     )
     await referred.send("/book")
     await referred.press("COVID-19 vac")
@@ -178,26 +187,28 @@ async def test_caution_and_refer_name_the_declared_items(sample: Harness) -> Non
 # ---------------------------------------------------------------- 3. the site list
 
 
-async def test_site_list_says_more_sites_exist_and_how_to_reach_them(sample: Harness) -> None:
-    person = await resident(sample, "006789")  # Phường Sa Pa
+async def test_site_list_says_more_sites_exist_and_how_to_reach_them(
+    chat_sample: ChatHarness,
+) -> None:
+    person = await resident(chat_sample, "006789")  # Phường Sa Pa
     await person.send("/book")
     await person.press("COVID-19")
-    sites = await site_names(sample)
+    sites = await site_names(chat_sample)
     listed = [name_of(b) for b in person.buttons]
     hidden = sorted(set(sites) - set(listed))
     assert len(listed) == 6 and len(hidden) == 2
-    hint = person.last_text
-    example = hint.split("ví dụ: ", 1)[1].split(",", 1)[0]
-    assert hint == t("vi", "book.site_hint_more", more=2, example=example)
+    hint = question(person.last_text)
+    example = re.split(r"[,.]", hint.split("ví dụ: ", 1)[1], maxsplit=1)[0]
+    assert hint == t("vi", "book.site_hint_more", chat_sample.channel, more=2, example=example)
     await person.send(example)  # the example brings up a site that was not listed
     assert any(name_of(b) in hidden for b in person.buttons)
 
 
-async def test_site_list_own_commune_first_then_nearest_to_it(sample: Harness) -> None:
-    person = await resident(sample, "007890")  # Phường Sa Pa
+async def test_site_list_own_commune_first_then_nearest_to_it(chat_sample: ChatHarness) -> None:
+    person = await resident(chat_sample, "007890")  # Phường Sa Pa
     await person.send("/book")
     await person.press("COVID-19")
-    sites = await site_names(sample)
+    sites = await site_names(chat_sample)
     listed = [name_of(b) for b in person.buttons]
     own = sites[SA_PA]
     assert listed[0] == SA_PA
@@ -207,27 +218,31 @@ async def test_site_list_own_commune_first_then_nearest_to_it(sample: Harness) -
 
 
 async def test_site_list_puts_commune_stations_before_hospitals_without_own_station(
-    sample: Harness,
+    chat_sample: ChatHarness,
 ) -> None:
-    person = await resident(sample, "008901", ward="bao ha")  # Xã Bảo Hà: no station of its own
+    person = await resident(
+        chat_sample, "008901", ward="bao ha"
+    )  # Xã Bảo Hà: no station of its own
     await person.send("/book")
     await person.press("COVID-19")
-    sites = await site_names(sample)
+    sites = await site_names(chat_sample)
     kinds = [sites[name_of(b)].kind for b in person.buttons]
     assert kinds[0] != "hospital"
     assert kinds == sorted(kinds, key=lambda k: k == "hospital")  # hospitals last
     hidden = set(sites) - {name_of(b) for b in person.buttons}
     communes = {v.example_name(v.ward_name(sites[n].ward_code)) for n in hidden}
-    example = person.last_text.split("ví dụ: ", 1)[1].split(",", 1)[0]
+    hint = question(person.last_text)
+    example = re.split(r"[,.]", hint.split("ví dụ: ", 1)[1], maxsplit=1)[0]
     assert example in communes
-    assert person.last_text == t("vi", "book.site_hint_more", more=len(hidden), example=example)
+    more = len(hidden)
+    assert hint == t("vi", "book.site_hint_more", chat_sample.channel, more=more, example=example)
 
 
 # ---------------------------------------------------------------- 4. pointers to /book
 
 
-async def test_pointers_to_book_after_saving_and_after_cancelling(sample: Harness) -> None:
-    person = await resident(sample, "009012")
+async def test_pointers_to_book_after_saving_and_after_cancelling(chat_sample: ChatHarness) -> None:
+    person = await resident(chat_sample, "009012")
     assert "/book" in person.last_text  # the health book is saved: what to do next
     await person.send("/book")
     await person.press("COVID-19")
@@ -239,7 +254,7 @@ async def test_pointers_to_book_after_saving_and_after_cancelling(sample: Harnes
     assert t("vi", "appointments.book_again") not in person.last_text  # one is still ahead
     await person.press(t("vi", "appointments.button_cancel"))
     await person.press(t("vi", "appointments.button_cancel_yes"))
-    async with sample.session() as session:
+    async with chat_sample.session() as session:
         code = await session.scalar(select(Booking.code))
     assert t("vi", "appointments.cancelled", code=code) in person.texts  # the pressed message
     assert "/book" in t("vi", "appointments.cancelled", code=code)
