@@ -49,9 +49,10 @@ T = TypeVar("T")
 Outgoing = Reply  # what a turn queues: a channel-neutral message
 __all__ = ["REMOVE_KEYBOARD", "Address", "KeyButton", "Keyboard", "Markup", "Options", "Reply"]
 
-# Test-only fault injection (tests/test_restart.py): ``before_commit:<update id>`` or
-# ``after_commit:<update id>`` makes the process SIGKILL itself at that point of that update's
-# turn. Read from the environment only, never from settings; unset, it costs one truth test.
+# Test-only fault injection (tests/test_restart.py): ``before_commit:<update key>`` or
+# ``after_commit:<update key>`` (Telegram's update id, a Zalo event's message_id) makes the
+# process SIGKILL itself at that point of that update's turn. Read from the environment only,
+# never from settings; unset, it costs one truth test.
 _CRASH_AT = os.environ.get("HEALTHBOOK_TEST_CRASH_AT", "")
 
 
@@ -203,7 +204,7 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                 # the choices this answer offers (here, and to anyone it notifies), so that a
                 # typed number means the same later
                 offered = await write_offers(session, services, update, current.outbox)
-                if _CRASH_AT and _CRASH_AT == f"before_commit:{update.update_id}":
+                if _CRASH_AT and _CRASH_AT == f"before_commit:{key}":
                     await session.flush()  # the answer is written, the transaction still open
                     os.kill(os.getpid(), signal.SIGKILL)
             if written is not None:  # committed: remember it
@@ -212,7 +213,7 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                 services.offers.written(*written_offer)
             if recorded:
                 services.recorded_here.add(channel, key, update)
-            if _CRASH_AT and _CRASH_AT == f"after_commit:{update.update_id}":
+            if _CRASH_AT and _CRASH_AT == f"after_commit:{key}":
                 os.kill(os.getpid(), signal.SIGKILL)  # committed, nothing sent yet
             await deliver(current)
             return state
