@@ -581,9 +581,10 @@ class ZaloChatDriver(BaseDriver):
         **options: Any,
     ) -> None:
         """``press_by``: how :meth:`press` answers: ``"number"`` types the option's number,
-        ``"label"`` its label folded (no accents, lower case), ``"alternate"`` one then the
-        other for each set of options, counted across every driver of the process (so that a
-        question reached twice in a test run is answered both ways). ``options``: those of
+        ``"label"`` its label folded (no accents, lower case), ``"alternate"`` the folded label
+        then the number, by turns, for each option of each set of options, counted across every
+        driver of the process (so that a question reached twice in a test run is answered both
+        ways; one reached once is answered by its label, the harder of the two to match). ``options``: those of
         :class:`~bot.standin.driver.BaseDriver` (``idle`` …)."""
         super().__init__(api, **options)
         if user is None:
@@ -652,7 +653,7 @@ class ZaloChatDriver(BaseDriver):
         key = tuple(o[1] for o in options)
         count = ZaloChatDriver.pressed[key, label]
         ZaloChatDriver.pressed[key, label] = count + 1
-        return number if count % 2 == 0 else folded
+        return folded if count % 2 == 0 else number
 
     async def press_data(self, data: str, message: Any = None, **kw: Any) -> list[Call]:
         """Zalo has no callback data to forge: type ``data`` instead."""
