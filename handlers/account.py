@@ -30,6 +30,8 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
         """/help: what the bot does and its commands."""
         s = turn_.services.settings.bot
         turn_.say(turn_.t("help.text", hotline=s.hotline, emergency=s.emergency))
+        if reask is None:  # the question is not asked again: its choices still stand
+            turn_.keep_offer = True
         return await again(turn_)
 
     @turn(conversation)

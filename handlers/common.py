@@ -71,6 +71,7 @@ class Turn:
     close_with: str | None = None  # text to put on the pressed message, its buttons removed
     ack: str | None = None  # the answer a button gave, shown as "✓ …" atop the next message
     edit_pressed: bool = False  # show the first reply in place of the pressed message
+    keep_offer: bool = False  # an aside (/help): the choices offered before still stand
     # the sender's own account on this channel: ``account`` unless it was joined to the
     # person's primary account with /link (models/accounts.py)
     own: Account | None = None
@@ -203,7 +204,9 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
                         written = (conversation, conv_key, new)
                 # the choices this answer offers (here, and to anyone it notifies), so that a
                 # typed number means the same later
-                offered = await write_offers(session, services, update, current.outbox)
+                offered = await write_offers(
+                    session, services, update, [] if current.keep_offer else current.outbox
+                )
                 if _CRASH_AT and _CRASH_AT == f"before_commit:{key}":
                     await session.flush()  # the answer is written, the transaction still open
                     os.kill(os.getpid(), signal.SIGKILL)
