@@ -584,8 +584,8 @@ class ZaloChatDriver(BaseDriver):
         ``"label"`` its label folded (no accents, lower case), ``"alternate"`` the folded label
         then the number, by turns, for each option of each set of options, counted across every
         driver of the process (so that a question reached twice in a test run is answered both
-        ways; one reached once is answered by its label, the harder of the two to match). ``options``: those of
-        :class:`~bot.standin.driver.BaseDriver` (``idle`` …)."""
+        ways; one reached once is answered by its label, the harder of the two to match).
+        ``options``: those of :class:`~bot.standin.driver.BaseDriver` (``idle`` …)."""
         super().__init__(api, **options)
         if user is None:
             user = ZaloUser()
