@@ -30,6 +30,7 @@ async def put(
     """Keep an event in the caller's transaction; False when it is there already (a copy of
     an event under way, or left by a crash and about to be replayed)."""
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    payload = _storable(payload)
     stmt = (
         insert(_TABLE)
         .values(channel=channel, update_key=key, chat_id=chat_id, payload=payload, received_at=at)
@@ -37,6 +38,19 @@ async def put(
         .returning(_TABLE.c.channel)
     )
     return (await session.execute(stmt)).first() is not None
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with U+0000 made U+FFFD: PostgreSQL's JSON cannot hold it, and one such
+    character typed would otherwise fail the whole batch it arrived in (a text holding it is
+    refused by every question anyway)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 async def pending(session: AsyncSession, channel: str, limit: int = 10_000) -> list[InboxEvent]:
