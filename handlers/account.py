@@ -52,7 +52,7 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
             return None
         account = await turn_.account_or_create()
         account.locale = parts[0]
-        turn_.t = tr.get(parts[0])
+        turn_.t = tr.get(parts[0], turn_.channel)
         turn_.close_with = turn_.t("language.changed")
         return await again(turn_)
 

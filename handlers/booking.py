@@ -15,6 +15,7 @@ import warnings
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -38,7 +39,7 @@ from handlers.common import (
     callback_ids,
     callback_parts,
     inline,
-    numbered,
+    offer_notices,
     parse_id,
     render_error,
     turn,
@@ -52,7 +53,17 @@ from models import waitlist as wl
 from models.campaigns import active_campaigns
 from models.errors import DomainError
 from models.qr import checkin_link, qr_png
-from models.tables import Account, Booking, BookingDraft, Campaign, HealthBook, Session, Site
+from models.tables import (
+    Account,
+    Booking,
+    BookingDraft,
+    Campaign,
+    HealthBook,
+    Session,
+    Site,
+    WaitlistEntry,
+)
+from models.timeutil import as_aware, to_utc
 
 log = logging.getLogger(__name__)
 NAME = "booking"
@@ -356,6 +367,9 @@ async def site_typed(turn_: Turn) -> object:
         return ConversationHandler.END
     book, campaign, group = found
     query = turn_.text.strip()[:60]
+    if query.isascii() and query.isdigit() and len(query) <= 3:  # a number not in the list
+        await turn_.say_again_with_choices(turn_.t("error.input.use_buttons"))
+        return None
     return await offer_sites(turn_, book, campaign, group, query=query)
 
 
@@ -579,7 +593,11 @@ async def waitlist_chosen(turn_: Turn) -> object:
 
 @turn()
 async def appointments(turn_: Turn) -> None:
-    """/appointments: upcoming bookings (reschedule, cancel) and past ones."""
+    """/appointments: places held from the waitlist (take, decline), upcoming bookings
+    (reschedule, cancel), waitlists joined (leave), and past bookings.
+
+    A held place is listed first: its offer may have come while the person was answering
+    something else, and this is where they find it again (on Zalo, typing its number)."""
     t = turn_.t
     if turn_.account is None:
         turn_.say(t("appointments.none"))
@@ -590,9 +608,13 @@ async def appointments(turn_: Turn) -> None:
         turn_.account,
         statuses=("vaccinated", "not_vaccinated", "cancelled", "expired"),
     )
-    if not upcoming and not past:
+    entries = await _live_waitlist(turn_.session, turn_.account, turn_.services.clock())
+    if not upcoming and not past and not entries:
         turn_.say(t("appointments.none"))
         return
+    for entry in entries:
+        if entry.status == "offered":
+            turn_.say(*await _held_place(turn_, entry))
     for booking in upcoming:
         slot = await turn_.session.get(Session, booking.session_id)
         assert slot is not None
@@ -619,6 +641,9 @@ async def appointments(turn_: Turn) -> None:
             if booking.status == "booked"
             else None,
         )
+    for entry in entries:
+        if entry.status == "waiting":
+            turn_.say(*await _waiting_place(turn_, entry))
     # a cancelled booking is listed as cancelled, not as past: its day may be still to come
     listed: list[str] = []
     for heading, group in (
@@ -640,10 +665,84 @@ async def appointments(turn_: Turn) -> None:
                 )
             )
         listed.append(t(heading) + "\n" + "\n".join(lines))
-    if not upcoming:  # nothing ahead: say how to book again, under the last list
+    if not upcoming and listed:  # nothing ahead: say how to book again, under the last list
         listed[-1] += "\n\n" + t("appointments.book_again")
     for text in listed:
         turn_.say(text)
+
+
+async def _live_waitlist(
+    session: Any, account: Account, now: dt.datetime
+) -> list[WaitlistEntry]:
+    """The account's waitlist entries still in play (all its health books), oldest first:
+    waiting, or offered with the hold not yet over (one past it is the expiry job's, and
+    taking it would be refused)."""
+    rows = await session.scalars(
+        select(WaitlistEntry)
+        .join(HealthBook, HealthBook.id == WaitlistEntry.health_book_id)
+        .where(
+            HealthBook.account_id == account.id,
+            WaitlistEntry.status.in_(("waiting", "offered")),
+        )
+        .order_by(WaitlistEntry.created_at, WaitlistEntry.id)
+    )
+    when = to_utc(now)
+    return [
+        e
+        for e in rows.all()
+        if e.status == "waiting"
+        or (e.offer_expires_at is not None and as_aware(e.offer_expires_at) > when)
+    ]
+
+
+async def _held_place(turn_: Turn, entry: WaitlistEntry) -> tuple[str, Options]:
+    """A place held for the person, with the offer's own Take / Decline choices (the same
+    codes: :func:`offer_button` checks the entry is theirs and still held)."""
+    t = turn_.t
+    assert entry.held_session_id is not None and entry.offer_expires_at is not None
+    slot = await turn_.session.get(Session, entry.held_session_id)
+    assert slot is not None
+    site = await lk.get_site(turn_.session, slot.site_id)
+    campaign = await lk.get_campaign(turn_.session, entry.campaign_id)
+    text = t(
+        "appointments.held",
+        campaign=campaign_name(t, campaign),
+        dose=entry.dose,
+        site=site.name,
+        day=t.date(slot.date),
+        hours=_hours(slot),
+        until=_local_time(turn_.services, entry.offer_expires_at),
+    )
+    return text, _offer_choices(t, entry)
+
+
+async def _waiting_place(turn_: Turn, entry: WaitlistEntry) -> tuple[str, Options]:
+    """A waitlist the person is on: for which time window, day or site, with a choice to
+    leave it."""
+    t = turn_.t
+    campaign = await lk.get_campaign(turn_.session, entry.campaign_id)
+    if entry.session_id is not None:
+        slot = await turn_.session.get(Session, entry.session_id)
+        assert slot is not None
+        site = await lk.get_site(turn_.session, slot.site_id)
+        when = t("appointments.waiting_session", day=t.date(slot.date), hours=_hours(slot))
+    else:
+        assert entry.site_id is not None
+        site = await lk.get_site(turn_.session, entry.site_id)
+        if entry.date is not None:
+            when = t("appointments.waiting_day", day=t.date(entry.date))
+        elif entry.not_before is not None:
+            when = t("appointments.waiting_from", day=t.date(entry.not_before))
+        else:
+            when = t("appointments.waiting_any")
+    text = t(
+        "appointments.waiting",
+        campaign=campaign_name(t, campaign),
+        dose=entry.dose,
+        site=site.name,
+        when=when,
+    )
+    return text, inline([[(t("appointments.button_leave_waitlist"), f"wl:d:{entry.id}")]])
 
 
 async def _my_booking(turn_: Turn, raw: str) -> Booking | None:
@@ -802,27 +901,29 @@ async def offer_message(
     if slot is None:
         return None
     site = await lk.get_site(session, slot.site_id)
-    expires = entry.offer_expires_at
-    expires = (expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)).astimezone(
-        services.tz
-    )
     text = t(
         "waitlist.offer",
         site=site.name,
         day=t.date(slot.date),
         hours=_hours(slot),
-        until=f"{expires:%H:%M}",
+        until=_local_time(services, entry.offer_expires_at),
     )
-    return (
-        to,
-        text,
-        inline(
-            [
-                [(t("waitlist.button_take"), f"wl:a:{entry.id}")],
-                [(t("waitlist.button_decline"), f"wl:d:{entry.id}")],
-            ]
-        ),
+    return to, text, _offer_choices(t, entry)
+
+
+def _offer_choices(t: Translator, entry: WaitlistEntry) -> Options:
+    """Take / Decline a held place: the same codes in the offer and in /appointments."""
+    return inline(
+        [
+            [(t("waitlist.button_take"), f"wl:a:{entry.id}")],
+            [(t("waitlist.button_decline"), f"wl:d:{entry.id}")],
+        ]
     )
+
+
+def _local_time(services: Services, when: dt.datetime) -> str:
+    """A stored (UTC) time as the clock on the wall here reads it: ``14:05``."""
+    return f"{as_aware(when).astimezone(services.tz):%H:%M}"
 
 
 async def expire_bookings_job(context: HBContext) -> None:
@@ -841,21 +942,19 @@ async def expire_offers_job(context: HBContext) -> None:
             session, services.clock(), services.settings.bot.waitlist_hold_minutes
         )
         messages = [await offer_message(session, services, e) for e in entries]
+        notices = []
         offered = []
-        for message in messages:  # a typed "1" takes the place, as the button does
+        for message in messages:  # a typed number takes the place, as the button does
             if message is not None:
-                to, _text, markup = message
-                offer = numbered([Reply(markup=markup)])
-                if offer is not None:
-                    await services.offers.write(session, to.channel, to.chat_id, offer)
-                    offered.append((to.channel, to.chat_id, offer))
+                to, text, markup = message
+                notice = Reply(text=text, markup=markup, to=to)
+                offered += await offer_notices(session, services, to, [notice])
+                notices.append(notice)
     for written in offered:
         services.offers.written(*written)
-    for message in messages:
-        if message is None:
-            continue
-        to, text, markup = message
-        await services.channels.send(to.channel, to.chat_id, Reply(text=text, markup=markup))
+    for notice in notices:
+        assert notice.to is not None
+        await services.channels.send(notice.to.channel, notice.to.chat_id, notice)
 
 
 @turn()
@@ -876,9 +975,11 @@ async def offer_button(turn_: Turn) -> None:
             await send_ticket(turn_, booking)
         elif parts[0] == "d":
             entry = await wl.leave_waitlist(turn_.session, entry_id, turn_.account)
-            turn_.close_with = t("waitlist.declined")
-            if entry.held_session_id is not None:
+            if entry.held_session_id is not None:  # a held place declined: to the next one
+                turn_.close_with = t("waitlist.declined")
                 await offer_to_waitlist(turn_, entry.held_session_id)
+            else:  # left the waitlist from /appointments before any place came
+                turn_.close_with = t("waitlist.left")
         else:
             turn_.toast(t("error.button.invalid"))
     except DomainError as err:

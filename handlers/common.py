@@ -7,7 +7,6 @@ its replies; the replies are sent only after the transaction committed, so the b
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -31,7 +30,9 @@ from bot.channels.base import (
     Offer,
     Options,
     Reply,
+    choices_of,
     numbered,
+    with_notice,
 )
 from bot.channels.typed import is_typed
 from bot.context import HBContext, Services
@@ -229,27 +230,38 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
 async def write_offers(
     session: AsyncSession, services: Services, update: Update, outbox: list[Reply]
 ) -> list[tuple[str, str, Offer]]:
-    """Store, in the turn's transaction, the choices its replies offer to each chat they go to
-    (this private chat, and the people it notifies); the offers written."""
-    chats: dict[tuple[str, str], list[Reply]] = {}
+    """Store, in the turn's transaction, the choices its replies offer: to this private chat
+    (they replace its choices), and to each person it notifies (they join that person's open
+    choices, :func:`offer_notices`); the offers written."""
+    written = []
     if update.effective_chat is not None and is_private(update):
-        chats[(services.channel, str(update.effective_chat.id))] = [
-            r for r in outbox if r.to is None
-        ]
+        chat = str(update.effective_chat.id)
+        offer = numbered([r for r in outbox if r.to is None])
+        if offer is not None and await services.offers.write(
+            session, services.channel, chat, offer
+        ):
+            written.append((services.channel, chat, offer))
+    notices: dict[Address, list[Reply]] = {}
     for reply in outbox:
         if reply.to is not None:
-            chats.setdefault((reply.to.channel, reply.to.chat_id), []).append(
-                dataclasses.replace(reply, to=None)
-            )
-    here = (services.channel, str(update.effective_chat.id)) if update.effective_chat else None
-    written = []
-    for (channel, chat), replies in chats.items():
-        offer = numbered(replies)
-        if offer is None or (not offer.choices and (channel, chat) != here):
-            continue  # a notice without choices leaves the other person's question as it is
-        if await services.offers.write(session, channel, chat, offer):
-            written.append((channel, chat, offer))
+            notices.setdefault(reply.to, []).append(reply)
+    for to, replies in notices.items():
+        written.extend(await offer_notices(session, services, to, replies))
     return written
+
+
+async def offer_notices(
+    session: AsyncSession, services: Services, to: Address, replies: list[Reply]
+) -> list[tuple[str, str, Offer]]:
+    """Add the choices of notices to ``to``'s open choices (numbered on after them: see
+    :func:`~bot.channels.base.with_notice`); a notice without choices leaves them alone."""
+    if not any(choices_of(reply) for reply in replies):
+        return []
+    current = await services.offers.load(session, to.channel, to.chat_id)
+    offer = with_notice(current, replies)
+    if await services.offers.write(session, to.channel, to.chat_id, offer):
+        return [(to.channel, to.chat_id, offer)]
+    return []
 
 
 def update_key(update: Update) -> str:

@@ -10,7 +10,7 @@ import segno
 def qr_png(data: str, *, scale: int = 8) -> bytes:
     """A PNG of a QR code for ``data`` (error correction M: survives a creased printout)."""
     buffer = io.BytesIO()
-    segno.make(data, error="m").save(buffer, kind="png", scale=scale, border=4)
+    segno.make(data, error="m", micro=False).save(buffer, kind="png", scale=scale, border=4)
     return buffer.getvalue()
 
 

@@ -495,3 +495,13 @@ def test_the_demo_signs_with_a_key_of_its_own(tmp_path: Path) -> None:
     result = healthbook("demo", cwd=tmp_path, stdin="/certificate\n/quit\n")
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "keys").exists()
+
+
+def test_a_short_booking_code_gets_a_full_qr_code_not_a_micro_one() -> None:
+    """Phone cameras and Zalo read full QR codes only; segno picks a Micro QR for short data
+    unless told not to (a Zalo ticket's QR holds just the 7-character code)."""
+    import struct
+
+    png = qr_png("VBYVRD5", scale=1)
+    width = struct.unpack(">I", png[16:20])[0]  # the IHDR width, in modules at scale 1
+    assert width >= 21 + 2 * 4  # version 1 and the quiet zone; a Micro QR M3 is 15 + 8

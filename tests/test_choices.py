@@ -555,3 +555,28 @@ def test_a_typed_day_or_time_picks_the_choice_showing_it(
 @pytest.mark.parametrize("typed", ["2/12", "31/11/2025", "11:30", "9:00", "32/1"])
 def test_a_day_or_time_no_choice_shows_is_none(typed: str) -> None:
     assert match(typed, DAYS) is None and match(typed, TIMES) is None
+
+
+def test_a_notice_joins_the_open_choices_numbered_after_them() -> None:
+    from bot.channels.base import with_notice
+    from models.addresses import Address
+
+    question = Offer((Choice(1, "Nam", "hb:gender:male"), Choice(2, "Nữ", "hb:gender:female")))
+    to = Address("zalo", "abc")
+    offer_reply = Reply(
+        text="Có chỗ cho bạn",
+        markup=Options.of([[("✅ Nhận chỗ", "wl:a:7")], [("Không cần nữa", "wl:d:7")]]),
+        to=to,
+    )
+    joined = with_notice(question, [offer_reply])
+    assert offer_reply.numbered_from == 3
+    assert [c.code for c in joined.choices] == [
+        "hb:gender:male", "hb:gender:female", "wl:a:7", "wl:d:7"
+    ]  # fmt: skip
+    assert match("2", joined) == joined.choices[1]  # the question's numbers still hold
+    assert match("3", joined) == joined.choices[2]  # the place, by its own number
+    assert match("nhan cho", joined) == joined.choices[2]
+    again = Reply(text="Vẫn giữ chỗ", markup=offer_reply.markup, to=to)
+    twice = with_notice(joined, [again])  # the same offer sent again is not listed twice
+    assert [c.code for c in twice.choices] == [c.code for c in joined.choices]
+    assert again.numbered_from == 3

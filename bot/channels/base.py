@@ -91,6 +91,7 @@ class Reply:
     photo: bytes | None = None
     location: tuple[float, float] | None = None
     to: Address | None = None  # another person's chat (e.g. a waitlist offer); None: this chat
+    numbered_from: int = 1  # a notice's first number: its choices join the chat's open ones
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,33 @@ class Offer:
         return cls(tuple(choices))
 
 
+def choices_of(reply: Reply) -> list[tuple[str, str | None]]:
+    """The ``(label, code)`` of the numbered choices of one reply, in order (a keyboard's text
+    buttons with no code: they send their label)."""
+    markup = reply.markup
+    if isinstance(markup, Options):
+        return [(o.label, o.code) for o in markup.flat()]
+    if isinstance(markup, Keyboard):
+        return [(b.label, None) for b in markup.flat() if b.asks == "text"]
+    return []
+
+
+def with_notice(current: Offer, notices: Iterable[Reply]) -> Offer:
+    """A chat's open choices with those of notices sent to it added, numbered on after them
+    (setting each notice's ``numbered_from``), so that a waitlist offer arriving mid-question
+    neither takes the question's numbers nor loses its own; a choice sent again is not
+    listed twice."""
+    notices = list(notices)
+    new = [c for reply in notices for c in choices_of(reply)]
+    codes = {code for _label, code in new if code is not None}
+    kept = [(c.label, c.code) for c in current.choices if c.code is None or c.code not in codes]
+    number = len(kept) + 1
+    for reply in notices:
+        reply.numbered_from = number
+        number += len(choices_of(reply))
+    return Offer(tuple(Choice(n, label, code) for n, (label, code) in enumerate(kept + new, 1)))
+
+
 def numbered(replies: Iterable[Reply]) -> Offer | None:
     """The choices a turn's replies to its own chat offer, numbered across the messages in
     order; ``None`` when they say nothing to this chat (the earlier offer stands), an empty
@@ -145,14 +173,8 @@ def numbered(replies: Iterable[Reply]) -> Offer | None:
         if reply.to is not None:
             continue
         said = True
-        markup = reply.markup
-        if isinstance(markup, Options):
-            for option in markup.flat():
-                choices.append(Choice(len(choices) + 1, option.label, option.code))
-        elif isinstance(markup, Keyboard):
-            for button in markup.flat():
-                if button.asks == "text":
-                    choices.append(Choice(len(choices) + 1, button.label, None))
+        for label, code in choices_of(reply):
+            choices.append(Choice(len(choices) + 1, label, code))
     if not said:
         return None
     return Offer(tuple(choices))

@@ -350,14 +350,14 @@ class ZaloChannel(Channel):
 
     async def send(self, chat_id: str, reply: Reply) -> None:
         """One message to a person's chat outside their turn (a notice, a waitlist offer), its
-        choices numbered from 1; the sender keeps them as the chat's offer (``write_offers``,
-        the jobs), so that typing a number answers them."""
+        choices numbered from ``reply.numbered_from``: the sender added them to the chat's open
+        choices (``offer_notices``), so that typing a number answers them."""
         target = _chat_id(chat_id)
         if target is None:
             raise DeliveryError("not a Zalo chat id")
         reply = dataclasses.replace(reply, to=None)
         t = self.services.translations.get(self.services.settings.bot.default_locale, NAME)
-        text, _ = render(reply, 0, t, hint=_last_with_choices([reply]) == 0)
+        text, _ = render(reply, reply.numbered_from - 1, t, hint=_last_with_choices([reply]) == 0)
         try:
             await self._send(target, reply, text, t)
         except ZaloError as exc:
@@ -382,7 +382,9 @@ class ZaloChannel(Channel):
             if self.media is None:
                 note = t("zalo.media_unavailable")
             else:
-                url = self.media.put(data, _file_type(filename), filename)
+                url = self.media.put(
+                    data, _file_type(filename), filename, owner=(NAME, chat_id)
+                )
                 until = self.services.now() + dt.timedelta(seconds=self.media.ttl)
                 note = t(
                     "zalo.download",
@@ -397,7 +399,7 @@ class ZaloChannel(Channel):
                 note = t("zalo.media_unavailable")
                 await self.send_text(chat_id, f"{text}\n\n{note}" if text else note)
                 return
-            url = self.media.put(out.photo, _image_type(out.photo))
+            url = self.media.put(out.photo, _image_type(out.photo), owner=(NAME, chat_id))
             caption = text if text and len(text) <= TEXT_LIMIT else None
             await with_retries(
                 lambda: self.api.send_photo(chat_id, url, caption),
