@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -672,7 +673,7 @@ async def appointments(turn_: Turn) -> None:
 
 
 async def _live_waitlist(
-    session: Any, account: Account, now: dt.datetime
+    session: AsyncSession, account: Account, now: dt.datetime
 ) -> list[WaitlistEntry]:
     """The account's waitlist entries still in play (all its health books), oldest first:
     waiting, or offered with the hold not yet over (one past it is the expiry job's, and
@@ -731,7 +732,7 @@ async def _waiting_place(turn_: Turn, entry: WaitlistEntry) -> tuple[str, Option
         site = await lk.get_site(turn_.session, entry.site_id)
         if entry.date is not None:
             when = t("appointments.waiting_day", day=t.date(entry.date))
-        elif entry.not_before is not None:
+        elif entry.not_before is not None and entry.not_before > turn_.services.today():
             when = t("appointments.waiting_from", day=t.date(entry.not_before))
         else:
             when = t("appointments.waiting_any")
