@@ -339,3 +339,104 @@ async def test_delete_gives_booked_places_back(chat_sample: ChatHarness) -> None
         slot = await session.get(Session, booking.session_id)
         assert slot is not None and slot.booked == 0
         assert await session.scalar(select(func.count()).select_from(Booking)) == 0
+
+
+async def join_sa_pa_waitlist(person: Person) -> None:
+    """/book at Sa Pa, every day full: join the site's waitlist."""
+    await person.send("/book")
+    await person.press("COVID-19")
+    await person.press("Sa Pa")
+    await person.press(t("vi", "book.button_waitlist_site"))
+    assert t("vi", "waitlist.joined", hours=60) in person.texts
+
+
+async def test_held_place_found_again_in_appointments(chat_sample: ChatHarness) -> None:
+    """A place offered while the person answers something else: once that question is
+    answered its choices replace the offer's (on Zalo the offer's numbers are gone), and
+    /appointments shows the held place again, taken there by its number or its button."""
+    chat_bot = chat_sample
+    first = await younger_person(chat_bot, "009111")
+    second = await younger_person(chat_bot, "009222")
+    await one_place_left_at_sa_pa(chat_bot)
+    await book_first_place(first)
+    await join_sa_pa_waitlist(second)
+    # waiting: /appointments says so, with the site (not "no appointments")
+    await second.send("/appointments")
+    waiting = question(second.last_answer)
+    assert t("vi", "appointments.none") not in waiting
+    assert waiting.startswith("⏳") and "Trạm Y tế phường Sa Pa" in waiting
+    assert t("vi", "appointments.waiting_any") in waiting
+    # mid-way in something else: changing the occupation in the health book
+    await second.send("/profile")
+    await second.press(t("vi", "button.edit"))
+    await second.press(t("vi", "button.edit_field", field=t("vi", "field.occupation")))
+    asked = second.last_message
+    # the place is freed and offered to the second person at that question
+    await first.send("/appointments")
+    await first.press(t("vi", "appointments.button_cancel"))
+    await first.press(t("vi", "appointments.button_cancel_yes"))
+    [offer] = offers(chat_bot, second)
+    assert "/appointments" in offer["text"]
+    for word in ("bấm", "nút"):  # neutral: a choice on Telegram and on Zalo alike
+        assert word not in question(offer["text"]).lower()
+    # the question answered and the book saved: their choices replace the offer's
+    worker = t("vi", "occupation.worker")
+    if isinstance(second, ZaloChatDriver):  # numbered on: the offer's numbers follow
+        await second.press(worker)
+    else:  # the question's own buttons, above the offer
+        assert asked is not None
+        rows = asked["reply_markup"]["inline_keyboard"]
+        data = next(b["callback_data"] for row in rows for b in row if b["text"] == worker)
+        await second.press_data(data, message=asked)
+    await second.press(t("vi", "button.save"))
+    assert second.last_text == t("vi", "saved.updated")
+    # /appointments: the held place first, with its day, hours and hold, and its choices
+    await second.send("/appointments")
+    held = question(second.last_answer)
+    async with chat_bot.session() as session:
+        [entry] = (await session.scalars(select(WaitlistEntry))).all()
+        slot = await session.get(Session, entry.held_session_id)
+        assert entry.status == "offered" and slot is not None
+    assert held.startswith("🎉") and "Trạm Y tế phường Sa Pa" in held
+    assert t("vi", "date.format", weekday="", date=f"{slot.date:%d/%m/%Y}").strip(", ") in held
+    assert f"{slot.start_time:%H:%M}–{slot.end_time:%H:%M}" in held
+    assert "Giữ đến 11:00" in held  # offered at 10:00 local, held for 60 minutes
+    # someone else cannot take it with its code
+    intruder = await younger_person(chat_bot, "009333")
+    await intruder.press_data(f"wl:a:{entry.id}")
+    if chat_bot.channel == "telegram":
+        assert intruder.callback_answers[-1] == t("vi", "waitlist.not_yours")
+    assert await active_bookings(chat_bot) == []
+    # taken: by typing its number on Zalo, by its button on Telegram
+    if isinstance(second, ZaloChatDriver):
+        numbers = {label: n for n, label in numbered_options([second.last_answer or ""])}
+        await second.send(numbers[t("vi", "waitlist.button_take")])
+    else:
+        await second.press(t("vi", "waitlist.button_take"))
+    [booking] = await active_bookings(chat_bot)
+    assert booking.session_id == slot.id
+    ticket = next(x for x in second.texts if "PHIẾU HẸN" in x)
+    assert booking.code in ticket
+    async with chat_bot.session() as session:
+        [entry] = (await session.scalars(select(WaitlistEntry))).all()
+        assert entry.status == "accepted" and entry.booking_id == booking.id
+        assert await session.scalar(select(func.sum(Session.booked))) == 1
+
+
+async def test_leave_the_waitlist_from_appointments(chat_sample: ChatHarness) -> None:
+    chat_bot = chat_sample
+    person = await younger_person(chat_bot, "009444")
+    async with chat_bot.session() as session, session.begin():  # every day at Sa Pa full
+        sa_pa = await lk.get_site(session, "LC-TYT-SAPA")
+        await session.execute(
+            Session.__table__.update().where(Session.site_id == sa_pa.id).values(capacity=0)
+        )
+    await join_sa_pa_waitlist(person)
+    await person.send("/appointments")
+    await person.press(t("vi", "appointments.button_leave_waitlist"))
+    assert t("vi", "waitlist.left") in person.texts[-1]  # on Telegram: the pressed message
+    async with chat_bot.session() as session:
+        [entry] = (await session.scalars(select(WaitlistEntry))).all()
+        assert entry.status == "cancelled"
+    await person.send("/appointments")
+    assert person.last_text == t("vi", "appointments.none")

@@ -340,6 +340,10 @@ def _real_questions(lang: str) -> list[list[str]]:
         ["appointments.button_reschedule", "appointments.button_cancel"],
         ["appointments.button_cancel_yes", "appointments.button_keep"],
         ["waitlist.button_take", "waitlist.button_decline"],
+        ["appointments.button_leave_waitlist"],
+        # /appointments with a held place, a booking and a waitlist, numbered across them
+        ["waitlist.button_take", "waitlist.button_decline", "appointments.button_reschedule",
+         "appointments.button_cancel", "appointments.button_leave_waitlist"],
         ["site.button.record", "site.button.not_vaccinated"],
         ["site.reason.fever", "site.reason.blood_pressure", "site.reason.refused",
          "site.reason.other"],
