@@ -211,6 +211,7 @@ class Chat:
         self.last_message: dict[str, Any] | None = None
         self.answer: list[str] = []  # the texts of the bot's answer to the last update
         self.think = think  # mean seconds a person takes to read and answer (0: at once)
+        self.patience = 30.0  # seconds without the whole answer before it counts as an error
         self.rng = random.Random(user.id)
 
     async def push(self, update: dict[str, Any], sends: int, figures: Figures) -> None:
@@ -226,12 +227,13 @@ class Chat:
         self.after = max(self.after, int(pushed.get("seq", 0)))
         self.answer = []
         seen = 0
-        deadline = start + 30
+        deadline = start + self.patience
         while seen < sends:
             if time.perf_counter() > deadline:
                 figures.errors += 1
                 return
-            query = {"chat_id": self.chat_id, "after": self.after, "timeout": 10}
+            wait = min(10.0, max(0.1, deadline - time.perf_counter()))
+            query = {"chat_id": self.chat_id, "after": self.after, "timeout": wait}
             async with self.http.get(f"{self.control}/_standin/wait", params=query) as resp:
                 body = await resp.json()
             for call in body["calls"]:
@@ -303,6 +305,7 @@ async def wait_ready(http: aiohttp.ClientSession, control: str, uid: int | str, 
         if isinstance(uid, str)
         else Chat(http, control, TgUser(id=uid, language_code="vi"))
     )
+    chat.patience = 3.0  # what a bot still starting missed is not waited for: ask again
     probe = Figures()
     for _ in range(60):
         await chat.say(text, probe)

@@ -280,12 +280,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bot_config(channel: str, stand: StandIn, db_url: str) -> str:
-    """``healthbook run``'s settings for one channel on the stand-in."""
+def bot_config(channel: str, stand: StandIn, db_url: str, zalo_mode: str = "polling") -> str:
+    """``healthbook run``'s settings for one channel on the stand-in (Zalo by polling, or by
+    the webhook the stand-in then POSTs each event to)."""
     if channel == "zalo":
         port = free_port()  # the bot's own web server, as in production (pictures by URL)
         where = (
             f'[zalo]\ntoken = "{ZALO_TOKEN}"\nbase_url = "{stand.base_url}"\npoll_timeout = 1\n'
+            f'mode = "{zalo_mode}"\nwebhook_secret = "bench-webhook-secret"\n'
             f'[http]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n'
         )
     else:
@@ -305,13 +307,18 @@ BOT_IDS = {
 
 
 def run_bot(
-    stand: StandIn, residents: int, db_url: str, think: float = 0.0, channel: str = "telegram"
+    stand: StandIn,
+    residents: int,
+    db_url: str,
+    think: float = 0.0,
+    channel: str = "telegram",
+    zalo_mode: str = "polling",
 ) -> dict[str, Any]:
     """The health-book bot under the load, then a second wave to see memory per resident."""
     script, probe_id, first_id, second_id = BOT_IDS[channel]
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.toml"
-        config.write_text(bot_config(channel, stand, db_url), encoding="utf-8")
+        config.write_text(bot_config(channel, stand, db_url, zalo_mode), encoding="utf-8")
         proc = spawn(
             "-m", "bot", "run", "--config", str(config), cwd=tmp, stdout=subprocess.DEVNULL
         )
@@ -356,7 +363,7 @@ def run_channel(
             runs = {"echo": run_echo("ptb", stand, residents, args.think)}
             if aiogram:
                 runs["echo_aiogram"] = run_echo("aiogram", stand, residents, args.think)
-        runs["bot"] = run_bot(stand, residents, db_url, args.think, channel)
+        runs["bot"] = run_bot(stand, residents, db_url, args.think, channel, args.zalo_mode)
     return runs
 
 
@@ -380,7 +387,8 @@ def report(args: argparse.Namespace, residents: int, runs: dict[str, dict[str, A
         ("telegram", "bot"): "Telegram: healthbook bot",
         ("telegram", "echo"): "Telegram: echo, python-telegram-bot",
         ("telegram", "echo_aiogram"): "Telegram: echo, aiogram 3",
-        ("zalo", "bot"): "Zalo: healthbook bot",
+        ("zalo", "bot"): "Zalo: healthbook bot"
+        + (" (webhook)" if args.zalo_mode == "webhook" else ""),
         ("zalo", "echo"): "Zalo: echo, ZaloApi",
     }
     rows = {
@@ -422,7 +430,9 @@ def report(args: argparse.Namespace, residents: int, runs: dict[str, dict[str, A
             line += f", {cpu_aio}× aiogram" if aio else " (aiogram: not installed)"
             figures["cpu_ratio_vs_aiogram_echo"] = cpu_aio
         print(line)
-        print(f"{channel}: throughput ratio (bot / echo): {throughput:.1%}   goal ≥ 40%")
+        # Telegram's goal; Zalo's echo uses no framework at all, Zalo's goal is against Telegram
+        goal = "   goal ≥ 40%" if channel == "telegram" else ""
+        print(f"{channel}: throughput ratio (bot / echo): {throughput:.1%}{goal}")
         print(f"{channel}: p99 latency: {hb['p99_ms']} ms   goal < 1000 ms")
         print(
             f"{channel}: memory: idle {hb['idle_rss_mb']} MB, after wave 1 "
@@ -445,7 +455,7 @@ def report(args: argparse.Namespace, residents: int, runs: dict[str, dict[str, A
         )
     for kind, what in (("echo", "the echo"), ("bot", "the bot")):
         row = za.get(kind)
-        if row is None:
+        if row is None or (kind == "bot" and args.zalo_mode == "webhook"):  # nothing polled
             continue
         waiting = row["api_queue_mean"] / residents
         verdict = (
@@ -463,6 +473,7 @@ def report(args: argparse.Namespace, residents: int, runs: dict[str, dict[str, A
         {
             "benchmark": "health_book",
             "channels": [c for c in CHANNELS if c in runs],
+            "zalo_mode": args.zalo_mode if za else None,
             "database": args.database,
             "residents": residents,
             "updates_per_resident": UPDATES_PER_RESIDENT,
@@ -497,6 +508,12 @@ def main() -> None:
         choices=["both", *CHANNELS],
         default="both",
         help="the messenger(s) to run the residents over (both: side by side, in one run)",
+    )
+    parser.add_argument(
+        "--zalo-mode",
+        choices=["polling", "webhook"],
+        default="polling",
+        help="how the bot takes Zalo's events (the echo baseline always polls)",
     )
     parser.add_argument("--quick", action="store_true", help="50 residents")
     parser.add_argument(
