@@ -6,7 +6,10 @@ bot sends over Zalo (which takes a picture only as a URL it fetches).
   event is written to the inbox and queued before the answer (200), so that a crash cannot
   lose it.
 - ``GET /media/{token}``: a picture or file put in the :class:`MediaStore`, under a token of
-  256 random bits that expires (a ticket's QR is a check-in credential), then 404.
+  256 random bits that expires (a ticket's QR is a check-in credential), then 404. Each item
+  belongs to the chat it was sent to: a chat keeps only its newest few (one person asking for
+  files over and over cannot push everyone else's links out), and /delete drops the chat's
+  links at once (:meth:`MediaStore.drop`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ SECRET_HEADER = "X-Bot-Api-Secret-Token"
 MAX_BODY = 256 * 1024  # a Zalo event is a few hundred bytes
 
 
+# whose an item is: (channel, chat id) of the chat it was sent to
+Owner = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class Media:
     """One stored picture or file."""
@@ -40,11 +47,13 @@ class Media:
     content_type: str
     filename: str | None
     expires: float  # on the store's clock
+    owner: Owner | None = None
 
 
 class MediaStore:
     """Pictures and files for links that expire, in memory, bounded in count and bytes (the
-    oldest go first). The tokens are :func:`secrets.token_urlsafe` (256 bits): unguessable."""
+    oldest go first) and per owner (the chat it was sent to keeps its ``per_owner`` newest).
+    The tokens are :func:`secrets.token_urlsafe` (256 bits): unguessable."""
 
     def __init__(
         self,
@@ -53,36 +62,69 @@ class MediaStore:
         ttl: float = 15 * 60,
         max_items: int = 2_000,
         max_bytes: int = 64 * 1024 * 1024,
+        per_owner: int = 5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.public_url = public_url.rstrip("/")
         self.ttl = ttl
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.per_owner = per_owner
         self.clock = clock
         self._items: OrderedDict[str, Media] = OrderedDict()
+        self._owned: dict[Owner, list[str]] = {}  # each owner's tokens, oldest first
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, data: bytes, content_type: str, filename: str | None = None) -> str:
-        """Keep ``data`` for :attr:`ttl` seconds; its public URL."""
+    def put(
+        self,
+        data: bytes,
+        content_type: str,
+        filename: str | None = None,
+        *,
+        owner: Owner | None = None,
+    ) -> str:
+        """Keep ``data`` for :attr:`ttl` seconds; its public URL. With an ``owner``, that
+        owner's oldest items beyond :attr:`per_owner` are dropped."""
         self._expire()
         token = secrets.token_urlsafe(32)
-        self._items[token] = Media(data, content_type, filename, self.clock() + self.ttl)
+        self._items[token] = Media(data, content_type, filename, self.clock() + self.ttl, owner)
         self._bytes += len(data)
-        while self._items and (
-            len(self._items) > self.max_items or self._bytes > self.max_bytes
-        ):
-            _, old = self._items.popitem(last=False)
-            self._bytes -= len(old.data)
+        if owner is not None:
+            tokens = self._owned.setdefault(owner, [])
+            tokens.append(token)
+            while len(tokens) > self.per_owner:
+                self._remove(tokens[0])
+        while self._items and (len(self._items) > self.max_items or self._bytes > self.max_bytes):
+            self._remove(next(iter(self._items)))
         return f"{self.public_url}{MEDIA_PATH}{token}"
 
     def get(self, token: str) -> Media | None:
-        """What ``token`` names, unless it expired or never existed."""
+        """What ``token`` names, unless it expired, was dropped or never existed."""
         self._expire()
         return self._items.get(token)
+
+    def drop(self, owner: Owner) -> int:
+        """Forget every item of ``owner`` (its account was erased): their links answer 404
+        from now on. How many there were."""
+        tokens = list(self._owned.get(owner, ()))
+        for token in tokens:
+            self._remove(token)
+        return len(tokens)
+
+    def _remove(self, token: str) -> None:
+        item = self._items.pop(token, None)
+        if item is None:
+            return
+        self._bytes -= len(item.data)
+        if item.owner is not None:
+            tokens = self._owned.get(item.owner, [])
+            if token in tokens:
+                tokens.remove(token)
+            if not tokens:
+                self._owned.pop(item.owner, None)
 
     def _expire(self) -> None:
         now = self.clock()
@@ -90,8 +132,7 @@ class MediaStore:
             token, first = next(iter(self._items.items()))
             if first.expires > now:
                 break
-            del self._items[token]
-            self._bytes -= len(first.data)
+            self._remove(token)
 
 
 # what the webhook does with an event: write it to the inbox and queue it; False when the
@@ -163,7 +204,11 @@ class HttpServer:
             return web.json_response({"ok": False}, status=403)
         try:
             body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the parser goes ("[[[[…")
+            log.warning(
+                "a webhook body that is not usable JSON was refused: %s", type(exc).__name__
+            )
             return web.json_response({"ok": False}, status=400)
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"ok": False}, status=413)
@@ -191,4 +236,12 @@ class HttpServer:
         return web.Response(body=item.data, content_type=item.content_type, headers=headers)
 
 
-__all__ = ["MEDIA_PATH", "SECRET_HEADER", "WEBHOOK_PATH", "HttpServer", "Media", "MediaStore"]
+__all__ = [
+    "MEDIA_PATH",
+    "SECRET_HEADER",
+    "WEBHOOK_PATH",
+    "HttpServer",
+    "Media",
+    "MediaStore",
+    "Owner",
+]
