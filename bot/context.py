@@ -14,6 +14,7 @@ from bot.channels import Channels
 from bot.channels.choices import NO_ALIASES, Aliases
 from bot.channels.typed import Offers
 from bot.i18n import Translations
+from bot.link_guard import CodeGuesses, PendingLinks
 from bot.persistence import WrittenStates
 from bot.settings import ConfigError, Settings
 from models.certificates import Keyring, KeyringError, KeyStore
@@ -41,6 +42,9 @@ class Services:
     channels: Channels = field(default_factory=Channels)
     offers: Offers = field(default_factory=Offers)  # shared by the channels
     aliases: Aliases = NO_ALIASES  # words people type for a choice's label (locales/aliases.toml)
+    #: /link: wrong codes for the whole process (surviving /delete), and codes awaiting a "yes"
+    link_guesses: CodeGuesses = field(default_factory=CodeGuesses)
+    pending_links: PendingLinks = field(default_factory=PendingLinks)
 
     @property
     def tz(self) -> ZoneInfo:

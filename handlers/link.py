@@ -3,7 +3,17 @@ code typed alone, outside a conversation) on the other messenger joins the two a
 same handlers serve Telegram and Zalo: options only, never a messenger's own types.
 
 Buttons: ``link:here`` (send my messages here), ``link:last`` (to the messenger I used last),
-``link:drop:<account id>`` (unlink that account: it must be one of the presser's own person).
+``link:drop:<account id>`` (unlink that account: it must be one of the presser's own person),
+``link:yes:<ref>`` / ``link:no:<ref>`` (the answer to "share your health book with …?").
+
+Two guards on a typed code. Wrong codes are limited for the whole process and per messenger
+id, in memory, beside the account's own count (:mod:`bot.link_guard`: /delete erases the
+account's count, not this one). And a code typed on an account that holds a health book,
+bookings or a form in progress joins nothing before its typist says yes, naming the account
+that will see and change the book: "send 4827 1930 to the bot to confirm your appointment"
+is how someone else's code would reach them. The code stays unused until the yes; the
+options carry only an opaque reference to it (:class:`bot.link_guard.PendingLinks`), and a
+"no" deletes it.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, Conv
 from bot.i18n import Translator
 from handlers.common import Turn, callback_parts, inline, parse_id, render_error, turn
 from models import accounts
+from models import healthbook as hb
 from models.addresses import Address
 from models.errors import DomainError
 from models.tables import Account
@@ -78,21 +89,94 @@ async def show(turn_: Turn) -> None:
     turn_.say("\n\n".join(lines), inline(rows) if rows else None)
 
 
+REF_MAX = 16  # a pending code's reference in an option (bot.link_guard: 12 characters)
+
+
+def _holds_data(held: hb.Holdings) -> bool:
+    """Whether linking would show someone else a health book, bookings or a form begun."""
+    return bool(held.health_books or held.bookings or held.drafts)
+
+
 async def redeem(turn_: Turn, code: str) -> bool:
     """Join this account to the person whose code it is; whether it was joined (a refusal is
-    said). The code's maker is told on their messenger, with a button to undo it."""
-    own = await _own(turn_)
-    services = turn_.services
-    try:
-        linked = await accounts.redeem_link_code(turn_.session, own, code, services.clock())
-    except DomainError as err:
-        turn_.say(render_error(turn_.t, err))
+    said). An account that holds data is asked first (nothing joined yet). The code's maker
+    is told on their messenger, with a button to undo it."""
+    services, t = turn_.services, turn_.t
+    now = services.clock()
+    attempt = services.link_guesses.admit(turn_.channel, str(turn_.user_id), now)
+    if isinstance(attempt, int):  # too many wrong codes: from this id, or from everyone
+        turn_.say(t("link.too_many_attempts", minutes=attempt))
         return False
+    wrong = False
+    try:
+        own = await _own(turn_)
+        claim = await accounts.check_link_code(turn_.session, own, code, now)
+    except DomainError as err:
+        wrong = err.key == "link.wrong"
+        turn_.say(render_error(t, err))
+        return False
+    finally:
+        services.link_guesses.settle(attempt, wrong=wrong)
+    if _holds_data(claim.held):
+        ref = services.pending_links.add(own.id, claim.code_hash, claim.expires)
+        turn_.say(
+            t("link.confirm", account=account_name(t, claim.issuer)),
+            inline(
+                [
+                    [(t("link.button.confirm"), f"link:yes:{ref}")],
+                    [(t("button.no"), f"link:no:{ref}")],
+                ]
+            ),
+        )
+        return False
+    try:
+        linked = await accounts.redeem_checked(turn_.session, own, claim.code_hash, now)
+    except DomainError as err:
+        turn_.say(render_error(t, err))
+        return False
+    _joined(turn_, own, linked, close=False)
+    return True
+
+
+async def confirmed(turn_: Turn, yes: bool, ref: str) -> bool:
+    """The answer to "link?": join (the code checked again: it may have expired), or drop the
+    code; whether it was joined. A reference that is not this account's, or forgotten (a
+    restart), changes nothing."""
+    services, t, own = turn_.services, turn_.t, turn_.own
+    now = services.clock()
+    pending = None
+    if own is not None and 0 < len(ref) <= REF_MAX:
+        pending = services.pending_links.take(ref, own.id, now)
+    if own is None or pending is None:
+        turn_.toast(t("link.confirm_stale"), alert=True)
+        return False
+    if not yes:
+        await accounts.drop_code(turn_.session, pending.code_hash)
+        turn_.close_with = t("link.declined")
+        return False
+    try:
+        linked = await accounts.redeem_checked(turn_.session, own, pending.code_hash, now)
+    except DomainError as err:
+        turn_.close_with = render_error(t, err)
+        return False
+    _joined(turn_, own, linked, close=True)
+    return True
+
+
+def _joined(turn_: Turn, own: Account, linked: accounts.Linked, *, close: bool) -> None:
+    """After a join: the turn speaks for the person (their account, their language) and says
+    so (on the answered question, with ``close``); the code's maker is told, with a button to
+    undo it."""
+    services = turn_.services
     turn_.account = linked.primary
     if linked.primary.locale:
         turn_.t = services.translations.get(linked.primary.locale, services.channel)
-    turn_.say(turn_.t("link.done", account=account_name(turn_.t, linked.issuer)))
     issuer = linked.issuer
+    done = turn_.t("link.done", account=account_name(turn_.t, issuer))
+    if close:
+        turn_.close_with = done
+    else:
+        turn_.say(done)
     theirs = services.translations.get(linked.primary.locale, issuer.channel)
     turn_.notify(
         Address(issuer.channel, issuer.external_id),
@@ -108,7 +192,6 @@ async def redeem(turn_: Turn, code: str) -> bool:
             ]
         ),
     )
-    return True
 
 
 def handlers(conversation: str | None, again: Reask) -> list[BaseHandler]:
@@ -130,6 +213,10 @@ def handlers(conversation: str | None, again: Reask) -> list[BaseHandler]:
         """A /link button: unlink an account, or choose where messages go."""
         t, session = turn_.t, turn_.session
         parts = callback_parts(turn_.update, "link") or []
+        if len(parts) == 2 and parts[0] in ("yes", "no"):  # "link?" answered
+            if await confirmed(turn_, parts[0] == "yes", parts[1]):
+                return ConversationHandler.END  # the person's data may have changed sides
+            return await again(turn_)
         own = turn_.own
         person = await accounts.person_of(session, own) if own is not None else []
         ids = {a.id: a for a in person}

@@ -13,8 +13,12 @@ chosen account alone. No column of its own: the two existing ones say it.
 
 The code is eight digits: typed like a phone number on any phone keyboard, no letters whose
 case or shape (0/O, 1/l) can be mistaken. Brute force meets a space of 10⁸, a life of ten
-minutes, one use, and five wrong codes per account per fifteen minutes; and the account that
-made the code is told when it is used, with a button to undo it. Only a SHA-256 of the code is
+minutes, one use, five wrong codes per account per fifteen minutes (here, on the account's
+row) and, in memory for the whole process, thirty a minute and five per messenger id per
+fifteen minutes that /delete does not reset (:mod:`bot.link_guard`, where the arithmetic is);
+and the account that made the code is told when it is used, with a button to undo it. A
+code typed on an account that holds data is used only once its typist says yes
+(:func:`check_link_code`, then :func:`redeem_checked`). Only a SHA-256 of the code is
 stored (a database reader cannot use a live code at a glance; the database holds everything
 the code would give anyway). No messenger types here: the caller owns the transaction.
 """
@@ -106,36 +110,63 @@ def _failed(account: Account, now: dt.datetime) -> None:
         account.link_failures += 1
 
 
-async def redeem_link_code(
-    session: AsyncSession, account: Account, code: str, now: dt.datetime
-) -> Linked:
-    """Join ``account`` (the messenger account the code was typed on) to the person who made
-    the code. The primary is whichever has a health book, else whichever has any data, else
-    the code's maker; the other's consents, drafts and staff sites move to it. Refused with a
-    :class:`DomainError`: ``link.too_many_attempts``, ``link.wrong``, ``link.expired``,
-    ``link.same_account``, ``link.already_linked``, ``link.both_have_books``."""
+@dataclass(frozen=True)
+class Claim:
+    """A code that ``account`` may use: the key of its row (the code's SHA-256), when it
+    expires, the account that made it, and what ``account`` holds."""
+
+    code_hash: str
+    expires: dt.datetime
+    issuer: Account
+    held: hb.Holdings
+
+
+def _typed(account: Account, code: str, now: dt.datetime) -> str:
+    """The hash of the code typed on ``account``, unless the account is held back or it is
+    not a code at all."""
     if _blocked(account, now):
         raise DomainError(
             "link.too_many_attempts", minutes=int(FAILURE_WINDOW.total_seconds() // 60)
         )
     digits = normalize_code(code)
-    row = await session.get(LinkCode, _hash(digits)) if digits is not None else None
-    if row is None or digits is None:
+    if digits is None:
         _failed(account, now)
         raise DomainError("link.wrong")
+    return _hash(digits)
+
+
+async def check_link_code(
+    session: AsyncSession, account: Account, code: str, now: dt.datetime
+) -> Claim:
+    """Whether ``account`` (the messenger account the code was typed on) may use ``code``,
+    without using it: the refusals of :func:`redeem_link_code` (a wrong code counts among the
+    account's wrong codes)."""
+    return (await _check(session, account, _typed(account, code, now), now, count=True)).claim
+
+
+@dataclass(frozen=True)
+class _Checked:
+    claim: Claim
+    row: LinkCode
+    theirs: Account  # the issuer's primary
+    held_theirs: hb.Holdings
+    held_mine: hb.Holdings
+
+
+async def _check(
+    session: AsyncSession, account: Account, code_hash: str, now: dt.datetime, *, count: bool
+) -> _Checked:
+    row = await session.get(LinkCode, code_hash)
+    if row is None:
+        if count:
+            _failed(account, now)
+            raise DomainError("link.wrong")
+        raise DomainError("link.expired")  # it was good when typed: used or expired since
     if _utc(row.expires_at) <= now:
         await session.delete(row)
         raise DomainError("link.expired")
     if row.account_id == account.id:  # kept: it is still good on the other messenger
         raise DomainError("link.same_account")
-    # single use, across processes too: only one redemption deletes the row
-    taken = await session.execute(
-        delete(LinkCode).where(LinkCode.code_hash == row.code_hash).returning(LinkCode.account_id)
-    )
-    if taken.first() is None:
-        _failed(account, now)
-        raise DomainError("link.wrong")
-    session.expunge(row)
     issuer = await session.get(Account, row.account_id)
     if issuer is None:
         raise DomainError("link.wrong")
@@ -147,6 +178,51 @@ async def redeem_link_code(
     held_theirs, held_mine = await hb.holdings(session, theirs), await hb.holdings(session, account)
     if held_theirs.health_books and held_mine.health_books:
         raise DomainError("link.both_have_books")
+    claim = Claim(code_hash, _utc(row.expires_at), issuer, held_mine)
+    return _Checked(claim, row, theirs, held_theirs, held_mine)
+
+
+async def redeem_link_code(
+    session: AsyncSession, account: Account, code: str, now: dt.datetime
+) -> Linked:
+    """Join ``account`` (the messenger account the code was typed on) to the person who made
+    the code. The primary is whichever has a health book, else whichever has any data, else
+    the code's maker; the other's consents, drafts and staff sites move to it. Refused with a
+    :class:`DomainError`: ``link.too_many_attempts``, ``link.wrong``, ``link.expired``,
+    ``link.same_account``, ``link.already_linked``, ``link.both_have_books`` (a refused code
+    stays usable until it expires, unless it was wrong)."""
+    return await _redeem(session, account, _typed(account, code, now), now, count=True)
+
+
+async def redeem_checked(
+    session: AsyncSession, account: Account, code_hash: str, now: dt.datetime
+) -> Linked:
+    """:func:`redeem_link_code` for a code :func:`check_link_code` let through earlier (by
+    its ``code_hash``), once its typist said yes: checked again, as it may have been used or
+    have expired since (``link.expired`` then)."""
+    return await _redeem(session, account, code_hash, now, count=False)
+
+
+async def drop_code(session: AsyncSession, code_hash: str) -> None:
+    """Delete a code (its typist said no: it may have been sent to them by someone else)."""
+    await session.execute(delete(LinkCode).where(LinkCode.code_hash == code_hash))
+
+
+async def _redeem(
+    session: AsyncSession, account: Account, code_hash: str, now: dt.datetime, *, count: bool
+) -> Linked:
+    checked = await _check(session, account, code_hash, now, count=count)
+    # single use, across processes too: only one redemption deletes the row
+    taken = await session.execute(
+        delete(LinkCode).where(LinkCode.code_hash == code_hash).returning(LinkCode.account_id)
+    )
+    if taken.first() is None:
+        if count:
+            _failed(account, now)
+            raise DomainError("link.wrong")
+        raise DomainError("link.expired")
+    session.expunge(checked.row)
+    theirs, held_theirs, held_mine = checked.theirs, checked.held_theirs, checked.held_mine
     account.link_failures, account.link_failed_at = 0, None
     if held_mine.health_books or (_has_data(held_mine) and not _has_data(held_theirs)):
         keep, other = account, theirs
@@ -154,7 +230,7 @@ async def redeem_link_code(
         keep, other = theirs, account
     await _merge(session, other, into=keep)
     await note_used(session, account, keep)
-    return Linked(keep, issuer)
+    return Linked(keep, checked.claim.issuer)
 
 
 def _has_data(held: hb.Holdings) -> bool:

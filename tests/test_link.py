@@ -20,6 +20,7 @@ from bot.channels.zalo import ZaloPoller, build_zalo_application
 from bot.channels.zalo_api import ZaloApi
 from bot.db import create_engine, downgrade, session_factory, transaction, upgrade
 from bot.http import HttpServer, MediaStore
+from bot.link_guard import Attempt, CodeGuesses, PendingLinks
 from bot.polling import Poller
 from bot.settings import load_settings
 from bot.standin import BotApiStandIn, ChatDriver
@@ -604,3 +605,178 @@ async def test_the_linking_columns_migration_keeps_every_row(db_url: str) -> Non
                 assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
     finally:
         await engine.dispose()
+
+
+# ---------------------------------------------------------------- guessing, and asking first
+
+
+def test_code_guesses_are_limited_for_the_bot_and_per_sender_without_keeping_ids() -> None:
+    guard = CodeGuesses(per_minute=4, per_sender=2, sender_window=900, senders=3)
+    at = NOW
+    first = guard.admit("zalo", "z-secret-id", at)
+    assert isinstance(first, Attempt)
+    guard.settle(first, wrong=True)
+    second = guard.admit("zalo", "z-secret-id", at)
+    assert isinstance(second, Attempt)
+    guard.settle(second, wrong=True)
+    assert guard.admit("zalo", "z-secret-id", at) == 15  # minutes to wait
+    # the same id on another messenger is someone else
+    other = guard.admit("telegram", "z-secret-id", at)
+    assert isinstance(other, Attempt)
+    guard.settle(other, wrong=False)  # a right code is taken back: it used no budget
+    for n in range(2):
+        attempt = guard.admit("telegram", f"{n}", at)
+        assert isinstance(attempt, Attempt)
+        guard.settle(attempt, wrong=True)
+    assert guard.admit("telegram", "fresh", at) == 1  # four wrong codes this minute: everyone
+    fresh = guard.admit("telegram", "fresh", at + dt.timedelta(seconds=60))
+    assert isinstance(fresh, Attempt)
+    # the senders are remembered under a keyed hash, and the oldest forgotten past the bound
+    assert "z-secret-id" not in repr(vars(guard)) and len(guard._senders) == 3
+    guard.settle(fresh, wrong=True)
+    assert len(guard._senders) == 3
+    # forgotten (the oldest of four): no longer held back, from the memory at least
+    assert isinstance(guard.admit("zalo", "z-secret-id", at + dt.timedelta(minutes=1)), Attempt)
+    # a sender's window: fifteen minutes from their first wrong code
+    guard = CodeGuesses(per_sender=1)
+    attempt = guard.admit("zalo", "z-1", at)
+    assert isinstance(attempt, Attempt)
+    guard.settle(attempt, wrong=True)
+    assert guard.admit("zalo", "z-1", at + dt.timedelta(minutes=14, seconds=1)) == 1
+    assert isinstance(guard.admit("zalo", "z-1", at + dt.timedelta(minutes=15)), Attempt)
+
+
+def test_pending_codes_are_bound_to_their_account_and_expire() -> None:
+    pending = PendingLinks(size=2)
+    ref = pending.add(1, "hash-1", NOW + dt.timedelta(minutes=10))
+    assert len(ref) <= 16 and "hash" not in ref
+    assert pending.take(ref, 2, NOW) is None  # not theirs: still waiting for 1
+    assert pending.take(ref, 1, NOW + dt.timedelta(minutes=10)) is None  # expired
+    ref = pending.add(1, "hash-1", NOW + dt.timedelta(minutes=10))
+    newer = pending.add(1, "hash-2", NOW + dt.timedelta(minutes=10))  # one per account
+    assert pending.take(ref, 1, NOW) is None
+    found = pending.take(newer, 1, NOW)
+    assert found is not None and found.code_hash == "hash-2"
+    assert pending.take(newer, 1, NOW) is None  # answered once
+    for account_id in (3, 4, 5):
+        pending.add(account_id, "h", NOW + dt.timedelta(minutes=10))
+    assert len(pending) == 2
+
+
+async def test_delete_does_not_reset_the_wrong_code_limit(bot: Harness) -> None:
+    a, b = bot.user(), bot.user()
+    await a.send("/link")
+    code = _code(a.last_text)
+    for n in range(5):
+        await b.send(f"/link 0000 000{n}")
+        assert b.last_text == t("vi", "link.wrong")
+    await b.send(f"/link {code}")
+    assert b.last_text == t("vi", "link.too_many_attempts", minutes=15)
+    await b.send("/delete")  # the account's own count goes with it
+    await b.press(t("vi", "button.delete_yes"))
+    async with bot.session() as s:
+        assert await hb.find_account(s, "telegram", str(b.user.id)) is None
+    await b.send(f"/link {code}")
+    assert b.last_text == t("vi", "link.too_many_attempts", minutes=15)
+    bot.clock.advance(minutes=15)
+    await a.send("/link")
+    await b.send(f"/link {_code(a.last_text)}")
+    assert b.last_text == t("vi", "link.done", account=f"Telegram …{str(a.user.id)[-4:]}")
+
+
+async def test_wrong_codes_are_limited_for_the_whole_bot(bot: Harness) -> None:
+    a = bot.user()
+    await a.send("/link")
+    code = _code(a.last_text)
+    for person in range(6):  # thirty wrong codes in a minute, five per person
+        guesser = bot.user()
+        for n in range(5):
+            await guesser.send(f"{person}{n}00 0000")
+            assert guesser.last_text == t("vi", "link.wrong")
+    honest = bot.user()
+    await honest.send(f"/link {code}")  # even a right code, until the minute has passed
+    assert honest.last_text == t("vi", "link.too_many_attempts", minutes=1)
+    async with bot.session() as s:  # refused before anything was looked up or written
+        assert await hb.find_account(s, "telegram", str(honest.user.id)) is None
+    bot.clock.advance(seconds=60)
+    await honest.send(f"/link {code}")
+    assert honest.last_text == t("vi", "link.done", account=f"Telegram …{str(a.user.id)[-4:]}")
+
+
+def _data(user: ChatDriver) -> list[str]:
+    """The data of the newest message's buttons."""
+    message = next(m for m in reversed(user.messages) if m.get("reply_markup"))
+    return [b["callback_data"] for row in message["reply_markup"]["inline_keyboard"] for b in row]
+
+
+async def test_a_code_typed_on_an_account_holding_a_book_asks_first(bot: Harness) -> None:
+    a, b, c = bot.user(), bot.user(name="Bình"), bot.user()
+    await a.send("/link")
+    code = _code(a.last_text)
+    await complete(b)  # b holds a health book: whoever made the code would see it
+    await b.send(f"/link {code}")
+    maker = f"Telegram …{str(a.user.id)[-4:]}"
+    assert b.last_text == t("vi", "link.confirm", account=maker)
+    assert b.buttons == [t("vi", "link.button.confirm"), t("vi", "button.no")]
+    data = _data(b)
+    assert all(code.replace(" ", "") not in d for d in data)  # only an opaque reference
+    (own_a, _), (own_b, _) = await _primary(bot, a), await _primary(bot, b)
+    assert own_a != own_b  # nothing joined yet, nobody told
+    assert a.last_text is not None and _code(a.last_text) == code
+    # someone else's answer, or a forged one, changes nothing
+    await c.send("/help")
+    await c.press_data(data[0])
+    await b.press_data("link:yes:forged")
+    assert b.callback_answers[-1] == t("vi", "link.confirm_stale")
+    assert (await _primary(bot, a))[0] == own_a
+    # typed, as on any messenger: the label without accents
+    await b.send("lien ket")
+    assert b.last_text == t("vi", "link.done", account=maker)
+    assert a.last_text == t("vi", "link.notice", account=f"Telegram …{str(b.user.id)[-4:]}")
+    assert (await _primary(bot, a))[0] == own_b  # the book's side is the person's
+    await b.press_data(data[0])  # answered once
+    assert b.callback_answers[-1] == t("vi", "link.confirm_stale")
+
+
+async def test_no_to_the_question_drops_the_code(bot: Harness) -> None:
+    a, b, c = bot.user(), bot.user(), bot.user()
+    await a.send("/link")
+    code = _code(a.last_text)
+    await complete(b)
+    await b.send(code)  # typed alone, outside any conversation
+    assert t("vi", "link.button.confirm") in b.buttons
+    yes = _data(b)[0]
+    await b.press(t("vi", "button.no"))
+    assert t("vi", "link.declined") in b.texts
+    await b.press_data(yes)
+    assert b.callback_answers[-1] == t("vi", "link.confirm_stale")
+    await c.send(f"/link {code}")  # the code is gone
+    assert c.last_text == t("vi", "link.wrong")
+    assert (await _primary(bot, a))[0] != (await _primary(bot, b))[0]
+
+
+async def test_a_forgotten_question_asks_for_the_code_again(bot: Harness) -> None:
+    a, b = bot.user(), bot.user()
+    await a.send("/link")
+    code = _code(a.last_text)
+    await complete(b)
+    await b.send(f"/link {code}")
+    bot.services.pending_links._by_ref.clear()  # as after a restart
+    bot.services.pending_links._by_account.clear()
+    await b.press(t("vi", "link.button.confirm"))
+    assert b.callback_answers[-1] == t("vi", "link.confirm_stale")
+    await b.send(f"/link {code}")  # the code was kept
+    await b.press(t("vi", "link.button.confirm"))
+    assert t("vi", "link.done", account=f"Telegram …{str(a.user.id)[-4:]}") in b.texts
+
+
+async def test_the_question_expires_with_the_code(bot: Harness) -> None:
+    a, b = bot.user(), bot.user()
+    await a.send("/link")
+    code = _code(a.last_text)
+    await complete(b)
+    await b.send(f"/link {code}")
+    bot.clock.advance(minutes=10)
+    await b.press(t("vi", "link.button.confirm"))
+    assert b.callback_answers[-1] == t("vi", "link.confirm_stale")
+    assert (await _primary(bot, a))[0] != (await _primary(bot, b))[0]
