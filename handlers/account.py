@@ -11,11 +11,15 @@ from collections.abc import Awaitable, Callable
 
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, ConversationHandler
 
+from bot.context import Services
+from bot.http import MediaStore
 from bot.i18n import Translator
 from handlers import link
 from handlers.common import REMOVE_KEYBOARD, Turn, callback_parts, inline, parse_id, turn
+from models import accounts
 from models import healthbook as hb
 from models import validators as v
+from models.tables import Account
 
 Reask = Callable[[Turn], Awaitable[object]]
 DELETE_CONFIRM_SECONDS = 600
@@ -115,7 +119,9 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
             turn_.toast(turn_.t("error.button.stale"), alert=True)
             return None
         if turn_.account is not None:
+            erased = await accounts.person_of(turn_.session, turn_.account)
             await hb.erase_account(turn_.session, turn_.account)
+            forget(turn_.services, erased)
         turn_.close_with = turn_.t("delete.done")
         turn_.say(turn_.t("delete.done_more"), REMOVE_KEYBOARD)
         return ConversationHandler.END
@@ -130,6 +136,20 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
         CallbackQueryHandler(delete_answer, pattern=r"^acct:"),
         *link.handlers(conversation, again),
     ]
+
+
+def forget(services: Services, erased: list[Account]) -> None:
+    """What this process holds in memory about erased accounts' chats: their last choices
+    (the cache over ``chat_offers``), their files' links (Zalo's media store: 404 from now on)
+    and a /link code waiting for their "yes". Done before the commit: if the erasure failed,
+    nothing is lost that matters (the choices are read again, a link or a code asked again)."""
+    for account in erased:
+        chat = (account.channel, account.external_id)  # a private chat's id is its person's
+        services.offers.forget(*chat)
+        media = getattr(services.channels.get(account.channel), "media", None)
+        if isinstance(media, MediaStore):
+            media.drop(chat)
+        services.pending_links.drop(account.id)
 
 
 MESSAGE_LIMIT = 4000  # Telegram takes 4096 characters per message; a margin for safety

@@ -10,7 +10,9 @@ import aiohttp
 import pytest
 
 from bot.http import SECRET_HEADER, HttpServer, MediaStore
-from tests.conftest import MonotonicClock
+from models import healthbook as hb
+from models.campaigns import sample_book
+from tests.conftest import MonotonicClock, ZaloHarness
 from tests.flows import TR
 
 
@@ -96,3 +98,29 @@ async def test_webhook_refuses_json_nested_too_deep_in_one_line(
         assert accepted == [{}]
     finally:
         await hook.stop()
+
+
+async def test_after_delete_a_chats_links_are_404_and_others_stay(zbot: ZaloHarness) -> None:
+    async def with_book(chat_id: str) -> None:
+        async with zbot.session() as s, s.begin():
+            account = await hb.ensure_account(s, "zalo", chat_id, "vi")
+            s.add(sample_book(account.id, id_number=None))
+
+    async def link(chat: Any) -> str:
+        await chat.send("/mydata")
+        text = next(x for x in reversed(chat.texts) if "/media/" in x)
+        return next(w for w in text.split() if "/media/" in w)
+
+    leaving, staying = zbot.user(), zbot.user()
+    await with_book(leaving.user.id)
+    await with_book(staying.user.id)
+    gone, kept = await link(leaving), await link(staying)
+    await leaving.send("/delete")
+    await leaving.press(t("button.delete_yes"))
+    async with zbot.session() as s:
+        assert await hb.find_account(s, "zalo", leaving.user.id) is None
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gone) as resp:
+            assert resp.status == 404
+        async with http.get(kept) as resp:
+            assert resp.status == 200

@@ -780,3 +780,32 @@ async def test_the_question_expires_with_the_code(bot: Harness) -> None:
     await b.press(t("vi", "link.button.confirm"))
     assert b.callback_answers[-1] == t("vi", "link.confirm_stale")
     assert (await _primary(bot, a))[0] != (await _primary(bot, b))[0]
+
+
+async def test_on_zalo_the_question_is_answered_by_number_and_delete_forgets_the_chats(
+    both: Both,
+) -> None:
+    tg, zl = both.telegram, both.zalo
+    a = tg.user()
+    await a.send("/link")
+    code = _code(a.last_text)
+    z = zl.user()
+    async with zl.session() as s, s.begin():  # a health book kept on Zalo
+        account = await hb.ensure_account(s, "zalo", z.user.id, "vi")
+        s.add(sample_book(account.id, id_number=None))
+    await z.send(f"/link {code}")
+    maker = f"Telegram …{str(a.user.id)[-4:]}"
+    assert t("vi", "link.confirm", account=maker) in (z.last_text or "")
+    assert f"1. {t('vi', 'link.button.confirm')}" in (z.last_text or "")
+    await z.send("1")
+    assert t("vi", "link.done", account=maker) in (z.last_text or "")
+    unlink = t("vi", "link.button.unlink", account=f"Zalo …{z.user.id[-4:]}")
+    assert a.buttons == [unlink]  # the undo, offered to the code's maker
+    # /delete on Zalo erases both accounts; what the process remembered of their chats goes
+    await z.send("/delete")
+    await z.press(t("vi", "button.delete_yes"))
+    async with tg.session() as s:
+        offer = await tg.services.offers.load(s, "telegram", str(a.user.id))
+        assert offer.choices == ()
+    await a.send("1")  # the undo's number no longer names anything
+    assert a.last_text == t("vi", "idle.hint")
