@@ -17,7 +17,7 @@ update, read from each process's own CPU time (/proc/<pid>/stat) over the wave, 
 compare what the bots cost, whatever the driver manages.
 
     python -m bench.health_book [--residents 500] [--database sqlite|postgresql] [--quick]
-                                [--channel both|telegram|zalo]
+                                [--channel both|telegram|zalo] [--zalo-mode polling|webhook]
 """
 
 from __future__ import annotations
