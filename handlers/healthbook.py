@@ -39,6 +39,7 @@ from models.errors import DomainError, InvalidAnswer
 from models.tables import Draft, HealthBook
 
 NAME = "healthbook"
+OUTSIDE = r"^/appointments(@\w+)?(\s|$)"  # answered outside the conversation, which goes on
 PRIVATE = filters.ChatType.PRIVATE
 NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
 MAX_CHOICES = 8
@@ -756,8 +757,10 @@ def _conversation(states: dict[object, list[BaseHandler]]) -> ConversationHandle
             CommandHandler("start", resume, filters=PRIVATE),
             CommandHandler("profile", profile_midway),
             *acct.conversation_fallbacks(NAME, reask=_reask),
-            MessageHandler(filters.COMMAND, unknown_command),
-            CallbackQueryHandler(stale_button),
+            # /appointments and a held place's Take / Decline belong to booking (handlers
+            # outside this conversation): a place offered mid-way is taken without leaving it
+            MessageHandler(filters.COMMAND & ~filters.Regex(OUTSIDE), unknown_command),
+            CallbackQueryHandler(stale_button, pattern=r"^(?!wl:)"),
             MessageHandler(filters.UpdateType.MESSAGE & ~filters.TEXT, not_text),
         ],
         name=NAME,

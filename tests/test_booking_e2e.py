@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import func, select
 
 from bot.standin.zalo import ZaloChatDriver, numbered_options
@@ -443,12 +442,6 @@ async def test_leave_the_waitlist_from_appointments(chat_sample: ChatHarness) ->
     assert person.last_text == t("vi", "appointments.none")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the health book's conversation (here a /profile edit) takes every button press "
-    "as stale and /appointments as an unknown command (handlers/healthbook.py fallbacks), "
-    "so a place offered mid-edit is out of reach until the edit ends",
-)
 async def test_held_place_taken_in_the_middle_of_a_health_book_edit(
     chat_sample: ChatHarness,
 ) -> None:
