@@ -10,7 +10,7 @@ import re
 import pytest
 from sqlalchemy import delete, select
 
-from bot.demo import _loop
+from bot.demo import TelegramDemoChat, _loop
 from bot.standin import ChatDriver
 from models import booking as bk
 from models import lookups as lk
@@ -100,12 +100,12 @@ async def test_demo_numbers_every_live_message_so_book_can_be_finished(sample: H
             number_of(t("vi", "book.button_confirm")),
         ],
     )
-    await _loop(person, read_line=script, out=out)
+    await _loop(TelegramDemoChat(person, out), read_line=script, out=out)
     output = out.getvalue()
-    # the site list's buttons are numbered under it, and the location keyboard after them
+    # the site list's buttons are numbered under it, and the location button after them
     sites = output[output.index(t("vi", "book.ask_site", days=14)) :]
     assert re.search(r"\[1\] Trạm Y tế phường Sa Pa", sites)
-    assert re.search(r"\[\d+\] 📍 .*\(keyboard\)", sites)
+    assert re.search(r"\[📍 .*\] +here: /location", sites)  # with the demo's command for it
     assert "PHIẾU HẸN TIÊM CHỦNG" in output
     async with sample.session() as session:
         assert await session.scalar(select(Booking.status)) == "booked"
@@ -115,7 +115,7 @@ async def test_demo_number_of_a_closed_button_is_typed_text(bot: Harness) -> Non
     person = bot.user()
     out = io.StringIO()
     # "1" agrees; the consent buttons are then gone, so the next "1" is a (bad) name
-    await _loop(person, read_line=Script(out, ["/start", "1", "1"]), out=out)
+    await _loop(TelegramDemoChat(person, out), read_line=Script(out, ["/start", "1", "1"]), out=out)
     assert t("vi", "error.name.chars") in out.getvalue()
 
 
@@ -125,7 +125,7 @@ async def test_demo_commune_choice_by_number(bot: Harness) -> None:
     out = io.StringIO()
     lines = ["Lò Văn Páo", "15/3/1990", "1", "010090001234", number_of("không có điện thoại")]
     lines += ["1", "hmong", "1", number_of("Không thuộc"), "1", "bao", number_of("Bảo Hà")]
-    await _loop(person, read_line=Script(out, lines), out=out)
+    await _loop(TelegramDemoChat(person, out), read_line=Script(out, lines), out=out)
     output = out.getvalue()
     assert t("vi", "ask.address_line").split("\n")[0] in output
     async with bot.session() as session:
