@@ -513,3 +513,37 @@ async def test_many_people_at_once_each_answered_in_order(zbot: ZaloHarness) -> 
         assert texts[1].endswith(HINT) and t("vi", "ask.full_name") in texts[-1], texts
     async with zbot.session() as session:
         assert await session.scalar(select(func.count()).select_from(InboxEvent)) == 0
+
+
+async def test_a_batch_the_inbox_refuses_is_kept_event_by_event(
+    zbot: ZaloHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One event the database cannot take must not cost the others of its batch."""
+    from bot.channels.zalo import ZaloPoller
+
+    poller = ZaloPoller(zbot.app, api=None)  # type: ignore[arg-type]  # writing only
+    kept: list[object] = []
+
+    class Receiver:
+        async def accept_many(self, events: list[object]) -> None:
+            if any(e == "bad" for e in events):
+                raise RuntimeError("refused")
+            kept.extend(events)
+
+    poller.receiver = Receiver()  # type: ignore[assignment]
+    poller._fetched.put_nowait("a")
+    poller._fetched.put_nowait("bad")
+    poller._fetched.put_nowait("b")
+    poller._fetched.put_nowait(poller_stop())
+    with caplog.at_level(logging.ERROR, logger="bot.channels.zalo"):
+        await poller._write_loop()
+    assert kept == ["a", "b"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "a Zalo event could not be kept, so it was not handled: RuntimeError"
+    ]
+
+
+def poller_stop() -> object:
+    from bot.channels import zalo
+
+    return zalo._STOP

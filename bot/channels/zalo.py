@@ -797,9 +797,24 @@ class ZaloPoller:
                 continue
             try:
                 await self.receiver.accept_many(events)
-            except Exception as exc:  # the database: these events are lost, say so once
-                log.error("%d Zalo events could not be kept, so they were not handled: %s",
-                          len(events), type(exc).__name__)
+            except Exception:  # one bad event, or the database away for a moment: one by one
+                for event in events:
+                    await self.keep_one(event)
+
+    async def keep_one(self, event: object, *, tries: int = 3, wait: float = 0.2) -> bool:
+        """Write one event to the inbox and queue it, trying again after a short wait; whether
+        it was kept. Only an event that cannot be kept at all is lost, with one log line."""
+        for attempt in range(1, tries + 1):
+            try:
+                await self.receiver.accept_many([event])
+                return True
+            except Exception as exc:
+                if attempt == tries:
+                    log.error("a Zalo event could not be kept, so it was not handled: %s",
+                              type(exc).__name__)
+                    return False
+                await asyncio.sleep(wait * attempt)
+        return False
 
 
 _STOP = object()
