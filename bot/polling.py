@@ -25,7 +25,6 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from telegram import Update
 from telegram._utils.types import JSONDict
@@ -35,7 +34,6 @@ from telegram.request import BaseRequest
 from bot.context import HBApplication
 from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
-from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +296,7 @@ def _seconds(value: float | dt.timedelta) -> float:
     return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
 
 
-async def _stop(app: HBApplication, poller: Poller) -> None:
+async def stop_polling(app: HBApplication, poller: Poller) -> None:
     """Stop polling, handle what was fetched, confirm it, and free everything: the HTTP
     sessions (even when ``getMe`` never worked), the conversations' last state, the database
     pool."""
@@ -312,50 +310,3 @@ async def _stop(app: HBApplication, poller: Poller) -> None:
     await app.bot.shutdown()
     if app.post_shutdown is not None:
         await app.post_shutdown(app)
-
-
-async def _serve(app: HBApplication, settings: Settings, where: str) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
-
-    def lost(exc: TelegramError) -> None:  # polled again, waiting up to 30 s
-        log.warning("lost the Telegram Bot API at %s: %s (retrying)", where, exc)
-
-    poller = Poller(app, timeout=settings.telegram.poll_timeout, on_lost=lost)
-
-    try:
-        try:
-            if not await retrying(app.initialize, where, stop):  # getMe
-                log.info("stopped before the bot could start")
-                return 0
-            if app.post_init is not None:
-                try:
-                    await app.post_init(app)
-                except NetworkError as exc:  # the command menu: set again at the next start
-                    log.warning("could not set the bot's command menu: %s", exc)
-            if not await retrying(poller.start, where, stop):  # deletes any webhook
-                log.info("stopped before the bot could start")
-                return 0
-        except BadToken:
-            log.error("the Telegram Bot API at %s refused the bot token: check [telegram] token",
-                      where)
-            return 2
-        await app.start()
-        log.info("connected to the Telegram Bot API at %s; polling for updates", where)
-        await stop.wait()
-        log.info("stopping")
-        return 0
-    finally:
-        for sig in SIGNALS:
-            loop.remove_signal_handler(sig)
-        await _stop(app, poller)
-
-
-def serve(app: HBApplication, settings: Settings) -> int:
-    """Connect (with retries), then poll until SIGINT or SIGTERM; the process's exit status.
-    What PTB's ``run_polling`` does, with the retries, and one line per failed poll where it
-    logs a traceback each time."""
-    where = urlsplit(settings.telegram.base_url).netloc or settings.telegram.base_url
-    return asyncio.run(_serve(app, settings, where))

@@ -22,7 +22,7 @@ from bot.channels.zalo_api import ZaloApi, ZaloError, ZaloNetworkError
 from bot.context import HBApplication, Services
 from bot.http import WEBHOOK_PATH, HttpServer, MediaStore
 from bot.polling import SIGNALS, BadToken, Poller, retry_until, retrying
-from bot.polling import _stop as stop_telegram
+from bot.polling import stop_polling as stop_telegram
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
