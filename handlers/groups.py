@@ -12,11 +12,12 @@ import datetime as dt
 import logging
 from collections import OrderedDict
 
-from telegram import Bot, ChatMemberUpdated, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Bot, ChatMemberUpdated, Update
 from telegram.constants import ChatMemberStatus, MessageEntityType
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, BaseHandler, TypeHandler
 
+from bot.channels.telegram import url_button
 from bot.context import HBContext
 from handlers.common import is_private, translator_for
 
@@ -108,7 +109,6 @@ class GroupGuard:
         t = translator_for(context.services, None, update)
         username = bot_username(context.bot)
         markup = None
-        if username:
-            button = InlineKeyboardButton(t("group.button.private"), url=f"https://t.me/{username}")
-            markup = InlineKeyboardMarkup([[button]])
+        if username and context.services.channel == "telegram":  # a link to the private chat
+            markup = url_button(t("group.button.private"), f"https://t.me/{username}")
         await context.bot.send_message(chat_id, t("group.private_only"), reply_markup=markup)

@@ -61,6 +61,11 @@ def render_markup(markup: Markup) -> TelegramMarkup:
     return None
 
 
+def url_button(label: str, url: str) -> InlineKeyboardMarkup:
+    """One button that opens ``url`` (the group guard's link to the bot's private chat)."""
+    return InlineKeyboardMarkup([[InlineKeyboardButton(label, url=url)]])
+
+
 class TelegramChannel(Channel):
     """Replies through python-telegram-bot's ``Bot``."""
 
