@@ -592,24 +592,37 @@ def sample_data(
 
 @staff_app.command("add")
 def staff_add(
-    telegram_id: Annotated[
-        int, typer.Option("--telegram-id", help="the person's Telegram id", metavar="ID")
-    ],
     site: Annotated[str, typer.Option("--site", help="site code", metavar="CODE")],
+    telegram_id: Annotated[
+        str | None,
+        typer.Option("--telegram-id", help="the person's Telegram id (a number)", metavar="ID"),
+    ] = None,
+    zalo_id: Annotated[
+        str | None,
+        typer.Option("--zalo-id", help="the person's Zalo id (letters and digits)", metavar="ID"),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Let a Telegram user check people in at a site. They also record doses there (role
-    site_staff)."""
-    from models.checkin import grant_staff
-    from models.healthbook import ensure_account
+    """Let a Telegram or Zalo user check people in at a site. They also record doses there
+    (role site_staff). Give exactly one of --telegram-id and --zalo-id."""
+    from models.checkin import grant_staff_to, staff_external_id
+
+    if (telegram_id is None) == (zalo_id is None):
+        raise typer.BadParameter("give exactly one of --telegram-id and --zalo-id")
+    channel, raw = ("telegram", telegram_id) if telegram_id is not None else ("zalo", zalo_id)
+    assert raw is not None
+    option = f"--{channel}-id"
+    try:
+        external_id = staff_external_id(channel, raw)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
     async def work(session: AsyncSession) -> str:
-        account = await ensure_account(session, "telegram", str(telegram_id))
-        await grant_staff(session, account, site)
+        account = await grant_staff_to(session, channel, external_id, site)
         return account.role
 
     role = _with_database(config, work)
-    typer.echo(f"telegram user {telegram_id} is now {role} at {site}")
+    typer.echo(f"{channel} user {external_id} is now {role} at {site}")
 
 
 @staff_app.command("list")

@@ -4,6 +4,7 @@ given or why none was."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -14,6 +15,7 @@ from models import validators as v
 from models.booking import find_booking_by_code, load_booking
 from models.eligibility import DoseWindow, eligible_doses, screening_group
 from models.errors import DomainError
+from models.healthbook import ensure_account
 from models.lookups import get_site
 from models.places import open_transaction, set_loaded
 from models.tables import BOOKING_ACTIVE, Account, Booking, HealthBook, Site, StaffSite, Vaccination
@@ -22,6 +24,11 @@ from models.timeutil import local_date, to_utc
 STAFF_ROLES = frozenset({"site_staff", "admin"})
 
 _MAX_LOT_LEN = 32
+#: a Telegram user id: a positive integer of at most 52 significant bits (the Bot API's word)
+_TELEGRAM_ID = re.compile(r"[1-9][0-9]{0,15}")
+_TELEGRAM_ID_MAX = 2**52 - 1
+#: a Zalo user id: a string of letters and digits (``6ede9afa66b88fe6d6a9``)
+_ZALO_ID = re.compile(r"[0-9A-Za-z]{1,64}")
 _MAX_REASON_LEN = 500
 
 
@@ -60,6 +67,34 @@ async def grant_staff(session: AsyncSession, account: Account, site: Site | str 
         session.add(link)
     await session.flush()
     return link
+
+
+def staff_external_id(channel: str, raw: str) -> str:
+    """The id of a messenger account as given by an operator, strictly checked: on Telegram a
+    positive integer (ASCII digits, no sign or spaces, at most 2**52 - 1), on Zalo 1 to 64
+    letters and digits. Raises ``ValueError`` naming what is wrong (never the id itself)."""
+    if channel == "telegram":
+        if not (_TELEGRAM_ID.fullmatch(raw) and raw.isascii() and int(raw) <= _TELEGRAM_ID_MAX):
+            raise ValueError("a Telegram id is a positive whole number")
+        return raw
+    if channel == "zalo":
+        if not (_ZALO_ID.fullmatch(raw) and raw.isascii()):
+            raise ValueError("a Zalo id is 1 to 64 letters and digits")
+        return raw
+    raise ValueError(f"unknown channel {channel!r}")
+
+
+async def grant_staff_to(
+    session: AsyncSession, channel: str, external_id: str, site: Site | str | int
+) -> Account:
+    """Make the account ``(channel, external_id)`` site staff at ``site`` (the account is
+    created if the person never wrote yet; the id is checked with :func:`staff_external_id`,
+    the site with :func:`~models.lookups.get_site`, before anything is written)."""
+    external_id = staff_external_id(channel, external_id)
+    site = await get_site(session, site)
+    account = await ensure_account(session, channel, external_id)
+    await grant_staff(session, account, site)
+    return account
 
 
 async def check_in(session: AsyncSession, staff: Account, code: str, now: dt.datetime) -> CheckIn:

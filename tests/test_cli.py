@@ -572,3 +572,83 @@ def test_sites_import_hints_at_the_file_format(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert result.stderr.startswith(f"error: {name}:\n  {said}"), result.stderr
     assert _count(tmp_path / "healthbook.db", "sites") == 0
+
+
+# --- healthbook staff add: a Telegram or a Zalo account --------------------------------------
+
+
+def test_staff_add_for_telegram_and_zalo(tmp_path: Path) -> None:
+    assert healthbook("sample-data", "--today", "2026-11-25", cwd=tmp_path).returncode == 0
+    database = tmp_path / "healthbook.db"
+    result = healthbook("staff", "add", "--telegram-id", "5", "--site", "LC-BVDK", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "telegram user 5 is now site_staff at LC-BVDK"
+    zid = "6ede9afa66b88fe6d6a9"
+    result = healthbook("staff", "add", "--zalo-id", zid, "--site", "LC-BVDK", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"zalo user {zid} is now site_staff at LC-BVDK"
+    # a Zalo id that reads as a number is a Zalo account, not the Telegram one of that number
+    result = healthbook("staff", "add", "--zalo-id", "5", "--site", "LC-BVNL", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # again: idempotent
+    result = healthbook("staff", "add", "--zalo-id", zid, "--site", "LC-BVDK", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(
+        database,
+        "SELECT a.channel, a.external_id, a.role, s.code FROM accounts a"
+        " JOIN staff_sites ss ON ss.account_id = a.id JOIN sites s ON s.id = ss.site_id"
+        " ORDER BY a.channel, a.external_id",
+    )
+    assert rows == [
+        ("telegram", "5", "site_staff", "LC-BVDK"),
+        ("zalo", "5", "site_staff", "LC-BVNL"),
+        ("zalo", zid, "site_staff", "LC-BVDK"),
+    ]
+    listed = healthbook("staff", "list", cwd=tmp_path)
+    assert f"zalo:{zid}" in listed.stdout and "telegram:5" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ((), "exactly one of --telegram-id and --zalo-id"),
+        (("--telegram-id", "5", "--zalo-id", "abc"), "exactly one of --telegram-id and --zalo-id"),
+        (("--telegram-id", "0"), "a Telegram id is a positive whole number"),
+        (("--telegram-id", "-5"), "a Telegram id is a positive whole number"),
+        (("--telegram-id", "+5"), "a Telegram id is a positive whole number"),
+        (("--telegram-id", " 5"), "a Telegram id is a positive whole number"),
+        (("--telegram-id", "05"), "a Telegram id is a positive whole number"),
+        (("--telegram-id", "²"), "a Telegram id is a positive whole number"),
+        (("--telegram-id", "١٢"), "a Telegram id is a positive whole number"),
+        (("--telegram-id", "abc"), "a Telegram id is a positive whole number"),
+        (("--telegram-id", str(2**52)), "a Telegram id is a positive whole number"),
+        (("--telegram-id", "9" * 40), "a Telegram id is a positive whole number"),
+        (("--zalo-id", ""), "a Zalo id is 1 to 64 letters and digits"),
+        (("--zalo-id", "a" * 65), "a Zalo id is 1 to 64 letters and digits"),
+        (("--zalo-id", "abc def"), "a Zalo id is 1 to 64 letters and digits"),
+        (("--zalo-id", "abc;drop"), "a Zalo id is 1 to 64 letters and digits"),
+        (("--zalo-id", "abc\n"), "a Zalo id is 1 to 64 letters and digits"),
+        (("--zalo-id", "ñandú"), "a Zalo id is 1 to 64 letters and digits"),
+        (("--zalo-id", "ａｂｃ"), "a Zalo id is 1 to 64 letters and digits"),
+    ],
+)
+def test_staff_add_refuses_bad_ids(tmp_path: Path, args: tuple[str, ...], said: str) -> None:
+    result = healthbook("staff", "add", *args, "--site", "LC-BVDK", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert said in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert not (tmp_path / "healthbook.db").exists()  # refused before the database is opened
+
+
+def test_staff_external_id_is_strict() -> None:
+    from models.checkin import staff_external_id
+
+    assert staff_external_id("telegram", "123456789") == "123456789"
+    assert staff_external_id("telegram", str(2**52 - 1)) == str(2**52 - 1)
+    assert staff_external_id("zalo", "6ede9afa66b88fe6d6a9") == "6ede9afa66b88fe6d6a9"
+    assert staff_external_id("zalo", "Z" * 64) == "Z" * 64
+    bad = [("telegram", "1.5"), ("telegram", "1e3"), ("zalo", "a-b"), ("zalo", "a_b")]
+    for channel, raw in bad:
+        with pytest.raises(ValueError):
+            staff_external_id(channel, raw)
+    with pytest.raises(ValueError, match="unknown channel"):
+        staff_external_id("sms", "5")
