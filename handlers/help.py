@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from handlers import account, healthbook, link
+from handlers import account, healthbook, link, site
 from handlers.common import Turn, turn
 from models.accounts import normalize_code
 
@@ -12,9 +12,11 @@ from models.accounts import normalize_code
 @turn()
 async def fallback_text(turn_: Turn) -> None:
     """Any message outside a conversation: say how to begin (a /link code typed alone is
-    used as one)."""
+    used as one; a booking code typed alone by site staff checks that person in)."""
     if normalize_code(turn_.text) is not None:
         await link.redeem(turn_, turn_.text)
+        return
+    if await site.checkin_typed(turn_):  # site staff typing a booking code alone
         return
     if turn_.update.message is not None and turn_.update.message.text:
         offer = await turn_.services.offers.load(turn_.session, turn_.channel, str(turn_.chat_id))

@@ -1,8 +1,9 @@
 """The vaccination site and the certificate: /checkin (staff), /certificate, /verify.
 
-Site staff check a person in by their booking code (typed after /checkin, or the ticket's QR,
-a ``/start checkin-CODE`` deep link), see who they are and what they declared, then record the
-dose (vaccine button, lot number typed) or why it was not given. The person is told at once.
+Site staff check a person in by their booking code (typed after /checkin or alone, or the
+ticket's QR: a ``/start checkin-CODE`` deep link on Telegram, the code itself elsewhere), see
+who they are and what they declared, then record the dose (vaccine button, lot number typed)
+or why it was not given. The person is told at once.
 
 Callback data carries the booking id and the chosen vaccine (``st:v:<booking>:<vaccine>``); it
 may be forged, so role and site are checked again on every press, and the domain checks them
@@ -227,6 +228,26 @@ async def show_checkin(turn_: Turn, code: str) -> object:
         return ConversationHandler.END
     turn_.say(_card(turn_, found), _card_buttons(turn_, found.booking.id))
     return Stage.CARD
+
+
+def looks_like_code(text: str) -> bool:
+    """Whether a typed message is a booking code alone (any case, spaces or dashes): what the
+    ticket's QR holds on Zalo, which has no deep links."""
+    try:
+        bk.normalize_code(text)
+    except DomainError:
+        return False
+    return True
+
+
+async def checkin_typed(turn_: Turn) -> bool:
+    """A booking code typed alone by site staff, outside the check-in: check it in, as
+    ``/checkin CODE`` does. False (nothing said) when the sender is not staff or the text is
+    not a code, so that the caller answers as it would anyway."""
+    if not (_is_staff(turn_.account) and looks_like_code(turn_.text)):
+        return False
+    await show_checkin(turn_, turn_.text)
+    return True
 
 
 async def checkin_from_deeplink(turn_: Turn, code: str) -> None:
@@ -467,7 +488,10 @@ async def _not_vaccinated(turn_: Turn, booking_id: str, reason: str) -> object:
 
 @turn(NAME)
 async def use_buttons(turn_: Turn) -> object:
-    """Typing where a button is expected: the choices again."""
+    """Typing where a button is expected: the choices again; a booking code typed alone (the
+    next person in the queue, from the ticket's QR on Zalo) checks that one in instead."""
+    if _is_staff(turn_.account) and looks_like_code(turn_.text):
+        return await show_checkin(turn_, turn_.text)
     await turn_.say_again_with_choices(turn_.t("site.use_buttons"))
     return None
 
