@@ -681,3 +681,29 @@ async def test_resident_on_zalo_staff_on_telegram(both: Both) -> None:
     assert (anyone.last_text or "").startswith(
         t("vi", "certificate.valid", initials="NVA", birth_year=1950)
     )
+
+
+async def test_a_ticket_booked_on_zalo_is_checked_in_from_its_qr(both: Both) -> None:
+    """The whole way on Zalo's side: /book gives a ticket whose QR (fetched by URL) holds the
+    booking code itself; staff on Telegram send that code on the day and see the card."""
+    from tests.test_booking_e2e import book_first_place, younger_person
+
+    tg, zl = both.telegram, both.zalo
+    person = await younger_person(zl)
+    await book_first_place(person)
+    async with zl.session() as session:
+        booking = await session.scalar(select(Booking).where(Booking.status == "booked"))
+        assert booking is not None
+        slot = await session.get(Session, booking.session_id)
+        assert slot is not None
+        site = await session.get(Site, slot.site_id)
+        assert site is not None
+    photo = next(m for m in person.messages if "photo" in m)
+    assert await qr_bytes(zl, photo) == qr_png(booking.code)  # the code, no deep link
+    staff = await add_staff(tg, site.code)
+    # on the session's day, at 8:00 in Lào Cai
+    zl.clock.current = dt.datetime.combine(slot.date, dt.time(1, 0), tzinfo=dt.UTC)
+    await staff.send(booking.code)
+    card = staff.last_text or ""
+    assert "Lò Văn Páo" in card and booking.code in card and site.name in card
+    assert (await booking_row(tg, booking.id)).status == "checked_in"
