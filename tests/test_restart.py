@@ -162,7 +162,9 @@ def external_id(api: StandIn, uid: int) -> str:
 def api_user(api: StandIn, uid: int) -> Person:
     if isinstance(api, ZaloApiStandIn):
         return ZaloChatDriver(api, ZaloUser(id=external_id(api, uid)), press_by="alternate")
-    return ChatDriver(api, TgUser(id=uid, first_name="P", language_code="vi"))
+    # a bot in another process: no idle() to wait on, so wait for a quiet moment (an answer of
+    # several messages, e.g. the welcome then the consent, takes longer on PostgreSQL)
+    return ChatDriver(api, TgUser(id=uid, first_name="P", language_code="vi"), settle=0.4)
 
 
 CRASH_UPDATE = 10_000  # the update id the bot dies on (the stand-in numbers the others below it)
