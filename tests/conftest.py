@@ -392,3 +392,64 @@ async def chat_sample(chat_bot: ChatHarness) -> ChatHarness:
     async with chat_bot.session() as session, session.begin():
         await load_sample_data(session, chat_bot.services.today())
     return chat_bot
+
+
+# ---------------------------------------------------------------- both channels, one process
+
+
+@dataclass
+class Both:
+    """Telegram and Zalo served by one process over shared services."""
+
+    telegram: Harness
+    zalo: ZaloHarness
+
+
+@pytest.fixture
+async def both(api: BotApiStandIn, zapi: ZaloApiStandIn, db_url: str) -> AsyncIterator[Both]:
+    """Telegram and Zalo served by one process over shared services, as ``healthbook run``
+    does with both tokens: a message from a turn on one may go out on the other."""
+    from bot.app import build_services
+
+    clock, media_clock = FakeClock(), MonotonicClock()
+    settings = load_settings(
+        None,
+        telegram={
+            "token": TOKEN,
+            "base_url": api.base_url,
+            "base_file_url": api.base_file_url,
+            "poll_timeout": 1,
+        },
+        zalo={"token": zapi.token, "base_url": zapi.url, "poll_timeout": 1},
+        database={"url": db_url},
+    )
+    services = build_services(settings, clock=clock)
+    tg = build_application(settings, services=services, rate_limit=False, jobs=False)
+    await prepare_database(tg)
+    await tg.initialize()
+    tg.bot_data["poller"] = poller = Poller(tg, timeout=1)
+    await poller.start()
+    await tg.start()
+    media = MediaStore("http://127.0.0.1", ttl=600, clock=media_clock)
+    http = HttpServer("127.0.0.1", 0, media=media)
+    await http.start()
+    media.public_url = http.url
+    zalo_api = ZaloApi(zapi.token, zapi.url)
+    za = build_zalo_application(settings, services=services, api=zalo_api, media=media)
+    await za.initialize()
+    za.bot_data["zalo_poller"] = zpoller = ZaloPoller(za, zalo_api, 1)
+    await zpoller.start()
+    await za.start()
+    try:
+        yield Both(Harness(api, tg, clock), ZaloHarness(zapi, za, clock, http, media_clock))
+    finally:
+        await stop_zalo_app(za, http)
+        await stop_app(tg)
+
+
+@pytest.fixture
+async def both_sample(both: Both) -> Both:
+    """Both channels, with the shipped sample campaigns, sites and sessions."""
+    async with both.telegram.session() as session, session.begin():
+        await load_sample_data(session, both.telegram.services.today())
+    return both

@@ -15,16 +15,9 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.app import build_application, build_services, prepare_database
-from bot.channels.zalo import ZaloPoller, build_zalo_application
-from bot.channels.zalo_api import ZaloApi
 from bot.db import create_engine, downgrade, session_factory, transaction, upgrade
-from bot.http import HttpServer, MediaStore
 from bot.link_guard import Attempt, CodeGuesses, PendingLinks
-from bot.polling import Poller
-from bot.settings import load_settings
-from bot.standin import BotApiStandIn, ChatDriver
-from bot.standin.zalo import ZaloApiStandIn
+from bot.standin import ChatDriver
 from models import accounts as acc
 from models import booking as bk
 from models import healthbook as hb
@@ -33,13 +26,8 @@ from models.campaigns import load_sample_data, sample_book
 from models.errors import DomainError
 from models.tables import Account, Consent, Draft, HealthBook, LinkCode
 from tests.conftest import (
-    TOKEN,
-    FakeClock,
+    Both,
     Harness,
-    MonotonicClock,
-    ZaloHarness,
-    stop_app,
-    stop_zalo_app,
 )
 from tests.flows import complete, t
 from tests.test_site_e2e import AZ, CAMPAIGN, HOSPITAL, Scene, _slot, add_staff, date, record
@@ -477,54 +465,6 @@ async def test_a_dose_notice_goes_to_the_messenger_used_last(sample: Harness) ->
 
 
 # ---------------------------------------------------------------- Telegram and Zalo, one process
-
-
-@dataclass
-class Both:
-    telegram: Harness
-    zalo: ZaloHarness
-
-
-@pytest.fixture
-async def both(api: BotApiStandIn, zapi: ZaloApiStandIn, db_url: str) -> AsyncIterator[Both]:
-    """Telegram and Zalo served by one process over shared services, as ``healthbook run``
-    does with both tokens: a message from a turn on one may go out on the other."""
-    clock, media_clock = FakeClock(), MonotonicClock()
-    settings = load_settings(
-        None,
-        telegram={
-            "token": TOKEN,
-            "base_url": api.base_url,
-            "base_file_url": api.base_file_url,
-            "poll_timeout": 1,
-        },
-        zalo={"token": zapi.token, "base_url": zapi.url, "poll_timeout": 1},
-        database={"url": db_url},
-    )
-    services = build_services(settings, clock=clock)
-    tg = build_application(settings, services=services, rate_limit=False, jobs=False)
-    await prepare_database(tg)
-    await tg.initialize()
-    poller = Poller(tg, timeout=1)
-    tg.bot_data["poller"] = poller
-    await poller.start()
-    await tg.start()
-    media = MediaStore("http://127.0.0.1", ttl=600, clock=media_clock)
-    http = HttpServer("127.0.0.1", 0, media=media)
-    await http.start()
-    media.public_url = http.url
-    zalo_api = ZaloApi(zapi.token, zapi.url)
-    za = build_zalo_application(settings, services=services, api=zalo_api, media=media)
-    await za.initialize()
-    zpoller = ZaloPoller(za, zalo_api, 1)
-    za.bot_data["zalo_poller"] = zpoller
-    await zpoller.start()
-    await za.start()
-    try:
-        yield Both(Harness(api, tg, clock), ZaloHarness(zapi, za, clock, http, media_clock))
-    finally:
-        await stop_zalo_app(za, http)
-        await stop_app(tg)
 
 
 async def test_telegram_and_zalo_are_one_person(both: Both) -> None:

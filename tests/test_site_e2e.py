@@ -7,33 +7,22 @@ scenario mixes the channels: the resident on Zalo, the staff on Telegram, one pr
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from bot.app import build_application, build_services, prepare_database
-from bot.channels.zalo import ZaloPoller, build_zalo_application
-from bot.channels.zalo_api import ZaloApi
-from bot.http import HttpServer, MediaStore
-from bot.polling import Poller
-from bot.settings import load_settings
-from bot.standin import BotApiStandIn
-from bot.standin.zalo import ZaloApiStandIn, ZaloChatDriver
+from bot.standin.zalo import ZaloChatDriver
 from models import booking as bk
 from models import checkin as ci
 from models import healthbook as hb
-from models.campaigns import load_sample_data, sample_book
+from models.campaigns import sample_book
 from models.qr import qr_png
 from models.tables import Account, Booking, Session, Site, Vaccination
 from tests.conftest import (
-    TOKEN,
+    Both,
     ChatHarness,
-    FakeClock,
-    Harness,
-    MonotonicClock,
     ZaloHarness,
     start_app,
     start_zalo_app,
@@ -387,9 +376,7 @@ async def test_record_dose_end_to_end(bot: ChatHarness) -> None:
         )
     else:  # the vaccine's number typed again: no longer a choice on offer, not a lot either
         await s.staff.send("1")
-        recorded = t(
-            "vi", "site.dose_recorded", name="Nguyễn Văn An", dose=1, vaccine=AZ, lot="1"
-        )
+        recorded = t("vi", "site.dose_recorded", name="Nguyễn Văn An", dose=1, vaccine=AZ, lot="1")
         assert recorded not in s.staff.texts
     await s.staff.send(f"/checkin {s.code}")  # checking in a vaccinated person again: refused
     assert "Nguyễn Văn An" not in (s.staff.last_answer or "")
@@ -521,16 +508,13 @@ async def test_certificate_qr_verifies_and_a_tampered_one_does_not(bot: ChatHarn
         + "\n"
         + t("vi", "certificate.issued", date=date("vi", dt.date(2026, 11, 25)))
     )
-    assert (
-        t(
-            "vi",
-            "certificate.verified_dose",
-            date=date("vi", dt.date(2026, 11, 25)),
-            vaccine=AZ,
-            dose=1,
-        )
-        in (anyone.last_text or "")
-    )
+    assert t(
+        "vi",
+        "certificate.verified_dose",
+        date=date("vi", dt.date(2026, 11, 25)),
+        vaccine=AZ,
+        dose=1,
+    ) in (anyone.last_text or "")
     prefix, kid, body, tag = payload.split(".")
     tampered = f"{prefix}.{kid}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{tag}"
     await anyone.send(f"/verify {tampered}")
@@ -565,17 +549,14 @@ async def test_english_end_to_end(bot: ChatHarness) -> None:
         "en", "site.dose_recorded", name="Nguyễn Văn An", dose=1, vaccine=AZ, lot="EN-42"
     )
     today = dt.date(2026, 11, 25)
-    assert (
-        t(
-            "en",
-            "site.notify_next",
-            bot.channel,
-            dose=2,
-            earliest=date("en", today + dt.timedelta(56)),
-            latest=date("en", today + dt.timedelta(84)),
-        )
-        in (s.person.last_text or "")
-    )
+    assert t(
+        "en",
+        "site.notify_next",
+        bot.channel,
+        dose=2,
+        earliest=date("en", today + dt.timedelta(56)),
+        latest=date("en", today + dt.timedelta(84)),
+    ) in (s.person.last_text or "")
     await s.person.send("/certificate")
     payload = s.person.last_text
     await s.person.send(f"/verify {payload}")
@@ -592,59 +573,10 @@ async def test_english_end_to_end(bot: ChatHarness) -> None:
 # ---------------------------------------------------------------- both channels, one process
 
 
-@dataclass
-class Both:
-    telegram: Harness
-    zalo: ZaloHarness
-
-
-@pytest.fixture
-async def both(db_url: str) -> AsyncIterator[Both]:
-    """Telegram and Zalo served by one process over shared services (``healthbook run`` with
-    both tokens), with the sample data."""
-    clock, media_clock = FakeClock(), MonotonicClock()
-    async with BotApiStandIn() as api, ZaloApiStandIn() as zapi:
-        settings = load_settings(
-            None,
-            telegram={
-                "token": TOKEN,
-                "base_url": api.base_url,
-                "base_file_url": api.base_file_url,
-                "poll_timeout": 1,
-            },
-            zalo={"token": zapi.token, "base_url": zapi.url, "poll_timeout": 1},
-            database={"url": db_url},
-        )
-        services = build_services(settings, clock=clock)
-        tg = build_application(settings, services=services, rate_limit=False, jobs=False)
-        await prepare_database(tg)
-        await tg.initialize()
-        tg.bot_data["poller"] = poller = Poller(tg, timeout=1)
-        await poller.start()
-        await tg.start()
-        media = MediaStore("http://127.0.0.1", ttl=600, clock=media_clock)
-        http = HttpServer("127.0.0.1", 0, media=media)
-        await http.start()
-        media.public_url = http.url
-        zalo_api = ZaloApi(zapi.token, zapi.url)
-        za = build_zalo_application(settings, services=services, api=zalo_api, media=media)
-        await za.initialize()
-        za.bot_data["zalo_poller"] = zpoller = ZaloPoller(za, zalo_api, 1)
-        await zpoller.start()
-        await za.start()
-        try:
-            async with services.sessions() as session, session.begin():
-                await load_sample_data(session, services.today())
-            yield Both(Harness(api, tg, clock), ZaloHarness(zapi, za, clock, http, media_clock))
-        finally:
-            await stop_zalo_app(za, http)
-            await stop_app(tg)
-
-
-async def test_resident_on_zalo_staff_on_telegram(both: Both) -> None:
+async def test_resident_on_zalo_staff_on_telegram(both_sample: Both) -> None:
     """The ticket booked on Zalo holds the code; Telegram staff type it, record the dose, and
     the resident is told on Zalo, in Zalo's words; the certificate's QR comes by URL."""
-    tg, zl = both.telegram, both.zalo
+    tg, zl = both_sample.telegram, both_sample.zalo
     person = zl.user()
     await complete(person)
     booking_id, code = await book_today(zl, person)
@@ -683,12 +615,12 @@ async def test_resident_on_zalo_staff_on_telegram(both: Both) -> None:
     )
 
 
-async def test_a_ticket_booked_on_zalo_is_checked_in_from_its_qr(both: Both) -> None:
+async def test_a_ticket_booked_on_zalo_is_checked_in_from_its_qr(both_sample: Both) -> None:
     """The whole way on Zalo's side: /book gives a ticket whose QR (fetched by URL) holds the
     booking code itself; staff on Telegram send that code on the day and see the card."""
     from tests.test_booking_e2e import book_first_place, younger_person
 
-    tg, zl = both.telegram, both.zalo
+    tg, zl = both_sample.telegram, both_sample.zalo
     person = await younger_person(zl)
     await book_first_place(person)
     async with zl.session() as session:
