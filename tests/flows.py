@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import aiohttp
 
@@ -24,6 +25,12 @@ GOOD = {
 
 
 Person = ChatDriver | ZaloChatDriver
+
+
+class Harnessed(Protocol):
+    """What :func:`resident` needs of a harness (Telegram's or Zalo's)."""
+
+    def user(self, uid: int | None = None, lang: str | None = "vi", name: str = "An") -> Person: ...
 
 
 def channel_of(person: Person) -> str:
@@ -137,3 +144,43 @@ async def complete(person: Person, lang: str = "vi") -> None:
     await answer_screening(person, lang)
     await person.press(t(lang, "button.save"))
     assert t(lang, "saved.new") in person.last_text
+
+
+async def resident(
+    chat_bot: Harnessed,
+    uid_digits: str,
+    *,
+    born: str = "15/3/1990",
+    province: str | None = None,
+    ward: str = "sa pa",
+    answers: dict[str, str] | None = None,
+    lang: str = "vi",
+) -> Person:
+    """A saved health book; ``province`` typed (else Lào Cai pressed), screening answered "no"
+    except the items in ``answers`` (code → ``button.yes`` / ``button.unknown``)."""
+    person = chat_bot.user(lang=lang)
+    await agree(person, lang)
+    await person.send("Lò Văn Páo")
+    await person.send(born)
+    await person.press(t(lang, "gender.male"))
+    await person.send(f"0100{born[-2:]}{uid_digits}")
+    await person.send(t(lang, "button.no_phone"))
+    await person.press(t(lang, "button.skip"))
+    await person.send("hmong")
+    await person.press(t(lang, "occupation.farmer"))
+    await person.press(t(lang, "priority.none"))
+    if province is None:
+        await person.press("Lào Cai")
+    else:
+        await person.send(province)
+    await person.send(ward)
+    await person.press(t(lang, "button.skip"))
+    for item in v.screening_items():
+        if item.applies(gender="male", age=None):
+            await person.press(t(lang, (answers or {}).get(item.code, "button.no")))
+    for detail in ("allergies", "chronic_conditions"):  # asked after a "yes" only
+        if t(lang, f"ask.{detail}") in person.last_text:
+            await person.press(t(lang, "button.not_sure"))
+    await person.press(t(lang, "button.save"))
+    assert t(lang, "saved.new") in person.last_text
+    return person

@@ -10,13 +10,12 @@ import re
 import pytest
 from sqlalchemy import select
 
-from bot.standin import ChatDriver
 from models import booking as bk
 from models import validators as v
 from models.campaigns import create_sessions
 from models.tables import Booking, Site
 from tests.conftest import ChatHarness
-from tests.flows import agree, question, t
+from tests.flows import question, resident, t
 
 # wording and ordering checks: on Zalo they run on SQLite only (the suite's time; Telegram runs
 # them on both databases, and nothing in them differs between databases on Zalo)
@@ -24,46 +23,6 @@ pytestmark = pytest.mark.zalo_sqlite_only
 
 TODAY = dt.date(2026, 11, 25)  # the harness clock
 SA_PA = "Trạm Y tế phường Sa Pa"
-
-
-async def resident(
-    chat_bot: ChatHarness,
-    uid_digits: str,
-    *,
-    born: str = "15/3/1990",
-    province: str | None = None,
-    ward: str = "sa pa",
-    answers: dict[str, str] | None = None,
-    lang: str = "vi",
-) -> ChatDriver:
-    """A saved health book; ``province`` typed (else Lào Cai pressed), screening answered "no"
-    except the items in ``answers`` (code → ``button.yes`` / ``button.unknown``)."""
-    person = chat_bot.user(lang=lang)
-    await agree(person, lang)
-    await person.send("Lò Văn Páo")
-    await person.send(born)
-    await person.press(t(lang, "gender.male"))
-    await person.send(f"0100{born[-2:]}{uid_digits}")
-    await person.send(t(lang, "button.no_phone"))
-    await person.press(t(lang, "button.skip"))
-    await person.send("hmong")
-    await person.press(t(lang, "occupation.farmer"))
-    await person.press(t(lang, "priority.none"))
-    if province is None:
-        await person.press("Lào Cai")
-    else:
-        await person.send(province)
-    await person.send(ward)
-    await person.press(t(lang, "button.skip"))
-    for item in v.screening_items():
-        if item.applies(gender="male", age=None):
-            await person.press(t(lang, (answers or {}).get(item.code, "button.no")))
-    for detail in ("allergies", "chronic_conditions"):  # asked after a "yes" only
-        if t(lang, f"ask.{detail}") in person.last_text:
-            await person.press(t(lang, "button.not_sure"))
-    await person.press(t(lang, "button.save"))
-    assert t(lang, "saved.new") in person.last_text
-    return person
 
 
 async def site_names(chat_bot: ChatHarness) -> dict[str, Site]:

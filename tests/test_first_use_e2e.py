@@ -17,45 +17,10 @@ from models import lookups as lk
 from models import validators as v
 from models.tables import Booking, Draft, Session
 from tests.conftest import ChatHarness, Harness
-from tests.flows import agree, question, t
+from tests.flows import agree, question, resident, t
 
 TODAY = dt.date(2026, 11, 25)  # the harness clock
 SA_PA = "Trạm Y tế phường Sa Pa"
-
-
-async def resident(
-    chat_bot: ChatHarness,
-    uid_digits: str,
-    *,
-    born: str = "15/3/1990",
-    ward: str = "sa pa",
-    yes: tuple[str, ...] = (),
-    lang: str = "vi",
-) -> ChatDriver:
-    """A saved health book, answering "yes" to the screening items in ``yes``."""
-    person = chat_bot.user(lang=lang)
-    await agree(person, lang)
-    await person.send("Lò Văn Páo")
-    await person.send(born)
-    await person.press(t(lang, "gender.male"))
-    await person.send(f"0100{born[-2:]}{uid_digits}")  # Lào Cai, a man born in the 1900s
-    await person.send(t(lang, "button.no_phone"))
-    await person.press(t(lang, "button.skip"))
-    await person.send("hmong")
-    await person.press(t(lang, "occupation.farmer"))
-    await person.press(t(lang, "priority.none"))
-    await person.press("Lào Cai")
-    await person.send(ward)
-    await person.press(t(lang, "button.skip"))
-    for item in v.screening_items():
-        if item.applies(gender="male", age=None):
-            await person.press(t(lang, "button.yes" if item.code in yes else "button.no"))
-    for detail in ("allergies", "chronic_conditions"):  # asked after a "yes" only
-        if t(lang, f"ask.{detail}") in person.last_text:
-            await person.press(t(lang, "button.not_sure"))
-    await person.press(t(lang, "button.save"))
-    assert t(lang, "saved.new") in person.last_text
-    return person
 
 
 # ---------------------------------------------------------------- the demo
@@ -287,7 +252,7 @@ async def test_near_me_distances_use_a_decimal_comma(chat_sample: ChatHarness) -
 
 
 async def test_refer_group_is_told_hospital_but_sees_nearer_sites(chat_sample: ChatHarness) -> None:
-    person = await resident(chat_sample, "006789", yes=("immunodeficiency",))
+    person = await resident(chat_sample, "006789", answers={"immunodeficiency": "button.yes"})
     await person.send("/book")
     await person.press("COVID-19")
     reasons = "• " + t("vi", "screening_short.immunodeficiency")
