@@ -16,11 +16,23 @@ from bot.app import engine_of
 from bot.logs import describe, format_exception, mask, setup_logging
 from bot.settings import load_settings
 from bot.standin import BotApiStandIn, ChatDriver, group_chat, my_chat_member
+from bot.standin.zalo import ZaloApiStandIn, ZaloChatDriver
 from handlers.common import Turn, turn
 from models import validators as v
 from models.tables import Account, ConversationState, Draft, HealthBook
-from tests.conftest import TOKEN, FakeClock, Harness, start_app, stop_app
-from tests.flows import agree, complete, t
+from tests.conftest import (
+    TOKEN,
+    FakeClock,
+    Harness,
+    MonotonicClock,
+    ZaloHarness,
+    make_zalo_settings,
+    start_app,
+    start_zalo_app,
+    stop_app,
+    stop_zalo_app,
+)
+from tests.flows import agree, channel_of, complete, t
 
 # --- masking ---------------------------------------------------------------------------------
 
@@ -166,14 +178,16 @@ def on_statement(bot: Harness, prefix: str, action: Any) -> Any:
     return lambda: event.remove(sync_engine, "before_cursor_execute", before)
 
 
-async def fill_in(person: ChatDriver, data: dict[str, str], *, female: bool) -> None:
+async def fill_in(
+    person: ChatDriver | ZaloChatDriver, data: dict[str, str], *, female: bool
+) -> None:
     """The health book up to its review, every answer typed where typing is allowed."""
     await agree(person)
     await person.send(data["full_name"])
     await person.send(data["date_of_birth"])
     await person.press(t("vi", "gender.female" if female else "gender.male"))
     await person.send(data["id_number"])
-    assert t("vi", "ask.phone") in person.last_text
+    assert t("vi", "ask.phone", channel_of(person)) in person.last_text
     await person.send(data["phone"])
     assert t("vi", "ask.bhyt") in person.last_text
     if "bhyt" in data:
@@ -248,6 +262,31 @@ async def test_nothing_personal_is_logged_at_debug(
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", logged, re.M)  # timestamps intact
     leaked = sorted(s for s in spellings(PAO, DINH, MY) if s.casefold() in logged.casefold())
     assert not leaked, leaked
+
+
+async def test_nothing_personal_is_logged_at_debug_on_zalo(
+    zapi: ZaloApiStandIn, db_url: str, log_output: io.StringIO
+) -> None:
+    """The same on Zalo: its events, inbox, typed answers, media links and /mydata file."""
+    settings = make_zalo_settings(db_url, zapi)
+    settings.database.echo = True
+    clock = FakeClock()
+    app, http = await start_zalo_app(settings, clock)
+    try:
+        bot = ZaloHarness(zapi, app, clock, http, MonotonicClock())
+        pao = bot.user(name=PAO["full_name"])
+        await fill_in(pao, PAO, female=True)
+        await pao.press(t("vi", "button.save"))
+        assert t("vi", "saved.new") in pao.last_text
+        await pao.send("/mydata")
+        await pao.send("/profile")
+    finally:
+        await stop_zalo_app(app, http)
+    logged = log_output.getvalue()
+    assert "INSERT INTO inbox" in logged  # SQL echo was on, the events went through the inbox
+    leaked = sorted(s for s in spellings(PAO) if s.casefold() in logged.casefold())
+    assert not leaked, leaked
+    assert pao.user.id not in logged  # nor the person's Zalo id
 
 
 # --- group chats -----------------------------------------------------------------------------
