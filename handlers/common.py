@@ -47,7 +47,6 @@ from models.tables import Account
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Outgoing = Reply  # what a turn queues: a channel-neutral message
 __all__ = ["REMOVE_KEYBOARD", "Address", "KeyButton", "Keyboard", "Markup", "Options", "Reply"]
 
 # Test-only fault injection (tests/test_restart.py): ``before_commit:<update key>`` or
@@ -66,7 +65,7 @@ class Turn:
     session: AsyncSession
     account: Account | None
     t: Translator
-    outbox: list[Outgoing] = field(default_factory=list)
+    outbox: list[Reply] = field(default_factory=list)
     toast_text: str | None = None
     toast_alert: bool = False
     close_with: str | None = None  # text to put on the pressed message, its buttons removed
@@ -113,24 +112,24 @@ class Turn:
 
     def say(self, text: str, markup: Markup = None) -> None:
         """Queue a message."""
-        self.outbox.append(Outgoing(text=text, markup=markup))
+        self.outbox.append(Reply(text=text, markup=markup))
 
     def send_document(self, data: bytes, filename: str, caption: str | None = None) -> None:
         """Queue a file."""
-        self.outbox.append(Outgoing(text=caption, document=(data, filename)))
+        self.outbox.append(Reply(text=caption, document=(data, filename)))
 
     def send_photo(self, data: bytes, caption: str | None = None, markup: Markup = None) -> None:
         """Queue a picture."""
-        self.outbox.append(Outgoing(text=caption, photo=data, markup=markup))
+        self.outbox.append(Reply(text=caption, photo=data, markup=markup))
 
     def send_location(self, lat: float, lon: float) -> None:
         """Queue a map pin."""
-        self.outbox.append(Outgoing(location=(lat, lon)))
+        self.outbox.append(Reply(location=(lat, lon)))
 
     def notify(self, to: Address, text: str, markup: Markup = None) -> None:
         """Queue a message to another person's chat, on their channel (sent after the commit,
         like the rest)."""
-        self.outbox.append(Outgoing(text=text, markup=markup, to=to))
+        self.outbox.append(Reply(text=text, markup=markup, to=to))
 
     async def say_again_with_choices(self, text: str) -> None:
         """Say ``text`` with the choices this chat was last offered, numbered the same: what an
