@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -170,6 +171,62 @@ class BotSettings(_Section):
         return value
 
 
+def _clock_time(value: str) -> str:
+    hour, sep, minute = value.partition(":")
+    if not (sep and hour.isdigit() and minute.isdigit() and len(minute) == 2
+            and int(hour) < 24 and int(minute) < 60):
+        raise ValueError("must be a time of day as HH:MM, e.g. 21:00")
+    return f"{int(hour):02d}:{minute}"
+
+
+class RemindersSettings(_Section):
+    """``[reminders]``: quiet hours (local time, ``bot.timezone``) hold every message but
+    same-day appointment reminders until they end."""
+
+    quiet_start: str = "21:00"
+    quiet_end: str = "07:00"
+
+    @field_validator("quiet_start", "quiet_end")
+    @classmethod
+    def _times(cls, value: str) -> str:
+        return _clock_time(value)
+
+    @property
+    def quiet(self) -> tuple[dt.time, dt.time]:
+        """Quiet hours as times of day (start, end); equal times: no quiet hours."""
+        return tuple(dt.time.fromisoformat(v) for v in (self.quiet_start, self.quiet_end))  # type: ignore[return-value]
+
+
+class DispatchSettings(_Section):
+    """``[dispatch]``: the dispatcher that sends reminders, offers and broadcasts."""
+
+    # run it inside ``healthbook run`` (false when ``healthbook dispatch`` runs apart)
+    in_bot: bool = True
+    # messages per second per channel, for the whole bot (Telegram allows about 30)
+    telegram_rate: float = Field(default=25.0, gt=0, le=1000)
+    zalo_rate: float = Field(default=10.0, gt=0, le=1000)
+    # at least this many seconds between two messages to one chat
+    per_chat_seconds: float = Field(default=1.0, ge=0, le=60)
+    batch_size: int = Field(default=100, ge=1, le=5000)
+    # seconds between looks for due messages when none was due
+    poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    # a claim older than this is a crashed dispatcher's: the message is taken again
+    claim_timeout_seconds: int = Field(default=300, ge=10, le=86_400)
+    # network errors and 5xx: tries before a message is marked failed, and the first wait
+    # between tries (doubled each time, as RapidPro's Courier does)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_minutes: float = Field(default=5.0, gt=0, le=24 * 60)
+
+
+class GuideSettings(_Section):
+    """``[guide]``: links shown by the /help guide (the official app: VNeID carries the
+    electronic health book)."""
+
+    app_android: str = "https://play.google.com/store/apps/details?id=com.vnid"
+    app_ios: str = "https://apps.apple.com/vn/app/vneid/id1582750588"
+    app_name: str = "VNeID"
+
+
 class SecuritySettings(_Section):
     """``[security]``: secrets that are not the bot token."""
 
@@ -219,6 +276,9 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     bot: BotSettings = BotSettings()
     security: SecuritySettings = SecuritySettings()
+    reminders: RemindersSettings = RemindersSettings()
+    dispatch: DispatchSettings = DispatchSettings()
+    guide: GuideSettings = GuideSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

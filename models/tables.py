@@ -98,6 +98,9 @@ class Account(Base):
     )
     link_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     link_failed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # the messenger refused a message to this chat (blocked the bot): nothing more is sent to it
+    # until the person writes to the bot again
+    unreachable_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     consents: Mapped[list[Consent]] = relationship(
         back_populates="account", cascade="all, delete-orphan", passive_deletes=True
@@ -487,3 +490,118 @@ class InboxEvent(Base):
     chat_id: Mapped[str] = mapped_column(String(64), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ReminderRule(Base):
+    """When a kind of reminder is sent, as data (like RapidPro's campaign events): ``offset``
+    ``unit``s after (or, negative, before) its anchor (the appointment, the day a dose is due,
+    the moment a health book was left unfinished…), at ``delivery_time`` local time when set
+    (else at the exact moment). ``quiet_ok``: may go out in quiet hours (same-day appointment
+    reminders); ``texts``: a text per language replacing the catalogue's ``reminder.KIND``.
+    Editing a rule re-plans the pending reminders of its kind (``healthbook reminders set``)."""
+
+    __tablename__ = "reminder_rules"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    anchor: Mapped[str] = mapped_column(String(32))
+    offset: Mapped[int] = mapped_column(Integer)
+    unit: Mapped[str] = mapped_column(String(8))  # minutes | hours | days
+    delivery_time: Mapped[dt.time | None] = mapped_column(Time)
+    quiet_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    texts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+_OUTBOX_OPEN_SQL = "status IN ('pending', 'claimed')"
+
+
+class OutboxMessage(Base):
+    """One message to send (a reminder, a waitlist offer, a broadcast's copy, an after-care
+    check-in): the row is the schedule, so a restart loses none. Its text is rendered when it
+    is sent, in the recipient's language, to the messenger they use then.
+
+    status: pending → claimed (a dispatcher is sending it since ``claimed_at``) → sent | failed
+    (``error`` says why, never with personal data); pending → cancelled (its appointment was
+    cancelled, the person erased their data…). A claim older than the dispatcher's timeout is
+    taken again: only a message in flight at a crash can go twice."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "ix_outbox_due",
+            "due_at",
+            sqlite_where=text(_OUTBOX_OPEN_SQL),
+            postgresql_where=text(_OUTBOX_OPEN_SQL),
+        ),
+        Index("ix_outbox_booking", "booking_id", "status"),
+        Index("ix_outbox_broadcast", "broadcast_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    # who receives it: whoever holds the health book's account (a relative, a volunteer…)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    health_book_id: Mapped[int | None] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE")
+    )
+    booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id", ondelete="CASCADE"))
+    broadcast_id: Mapped[int | None] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE")
+    )
+    ref_id: Mapped[int | None] = mapped_column(Integer)  # a waitlist entry, a campaign…
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # planned from: the rule's offset and delivery time applied to this (re-planned on a change)
+    anchor_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    quiet_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    # at most one message per key (a kind planned once per booking, dose, person…)
+    dedupe: Mapped[str | None] = mapped_column(String(96), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(40))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Broadcast(Base):
+    """A text an admin sent to an audience (everyone, a commune, a site's day, those due for a
+    dose); its copies are outbox rows. The admin's progress message is updated as they go."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    audience: Mapped[str] = mapped_column(String(16))  # everyone | commune | site_day | due
+    audience_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(12), default="sending")  # sending | done
+    # where its progress is shown (the admin's chat and message), when it was last shown
+    progress_channel: Mapped[str | None] = mapped_column(String(16))
+    progress_chat: Mapped[str | None] = mapped_column(String(64))
+    progress_message: Mapped[str | None] = mapped_column(String(64))
+    progress_shown: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Reaction(Base):
+    """How someone felt the day after a dose (fine, mild, serious), as they answered the
+    after-care check-in; shown to the staff of the site that gave it."""
+
+    __tablename__ = "reactions"
+    __table_args__ = (Index("ix_reactions_site", "site_id", "reported_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id", ondelete="CASCADE"))
+    health_book_id: Mapped[int] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE"), index=True
+    )
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="SET NULL"))
+    dose: Mapped[int | None] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(12))  # fine | mild | serious
+    reported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

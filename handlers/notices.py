@@ -1,0 +1,69 @@
+"""What each kind of outbox message says (:mod:`models.outbox`): a renderer per kind, called by
+the dispatcher (:mod:`bot.dispatch`) when the message is sent, in the recipient's language and
+with their messenger's variants of the catalogue. A renderer returns the :class:`Reply` (text
+and options), or None when the message no longer applies (the dose was booked meanwhile…): it
+is then dropped, not sent."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.channels.base import Reply
+from bot.context import Services
+from bot.i18n import Translator
+from models import healthbook as hb
+from models.addresses import Address
+from models.tables import Account, OutboxMessage
+
+
+@dataclass
+class Notice:
+    """One outbox message about to be sent, with what its renderer needs."""
+
+    session: AsyncSession
+    services: Services
+    message: OutboxMessage
+    account: Account  # the recipient (the account holding the health book)
+    to: Address  # where it goes: the messenger they use
+    t: Translator  # their language, their messenger's wording
+
+
+Renderer = Callable[[Notice], Awaitable[Reply | None]]
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renders(*kinds: str) -> Callable[[Renderer], Renderer]:
+    """Register the renderer of some kinds of message."""
+
+    def register(fn: Renderer) -> Renderer:
+        for kind in kinds:
+            if kind in RENDERERS:
+                raise ValueError(f"two renderers for {kind}")
+            RENDERERS[kind] = fn
+        return fn
+
+    return register
+
+
+async def render(session: AsyncSession, services: Services, message: OutboxMessage) -> Reply | None:
+    """The message as its recipient will read it, addressed to their messenger; None when it
+    should not be sent (no renderer, no account any more, or the renderer says it no longer
+    applies)."""
+    renderer = RENDERERS.get(message.kind)
+    account = await session.get(Account, message.account_id)
+    if renderer is None or account is None:
+        return None
+    to = await hb.reply_address(session, account)
+    t = services.translations.get(account.locale or services.settings.bot.default_locale,
+                                  to.channel)
+    reply = await renderer(Notice(session, services, message, account, to, t))
+    if reply is None:
+        return None
+    reply.to = to
+    return reply
+
+
+__all__ = ["RENDERERS", "Notice", "Renderer", "render", "renders"]
