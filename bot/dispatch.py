@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from bot.channels.base import Reply
 from bot.context import Services
 from handlers.common import offer_notices
-from handlers.notices import render
+from handlers.notices import after_pass, render
 from models.tables import OutboxMessage
 from models.timeutil import to_utc
 
@@ -46,6 +46,7 @@ async def drain(services: Services, *, limit: int = 10_000) -> Sent:
             )
         )
         out: list[tuple[int, Reply]] = []
+        broadcasts = {m.broadcast_id for m in due if m.broadcast_id is not None}
         offered = []
         for message in due:
             reply = await render(session, services, message)
@@ -78,6 +79,8 @@ async def drain(services: Services, *, limit: int = 10_000) -> Sent:
             stats.sent += 1
         else:
             stats.failed += 1
+    if broadcasts:
+        await after_pass(services, broadcasts)
     return stats
 
 

@@ -6,6 +6,7 @@ is then dropped, not sent."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from bot.i18n import Translator
 from models import healthbook as hb
 from models.addresses import Address
 from models.tables import Account, OutboxMessage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +36,19 @@ class Notice:
 
 Renderer = Callable[[Notice], Awaitable[Reply | None]]
 RENDERERS: dict[str, Renderer] = {}
+#: called by the dispatcher after each batch with the broadcasts whose copies it sent or failed
+#: (a broadcast's progress message is updated there)
+PassHook = Callable[[Services, set[int]], Awaitable[None]]
+AFTER_PASS: list[PassHook] = []
+
+
+async def after_pass(services: Services, broadcast_ids: set[int]) -> None:
+    """Run the after-batch hooks (each one's failure logged, never the dispatcher's)."""
+    for hook in AFTER_PASS:
+        try:
+            await hook(services, broadcast_ids)
+        except Exception as exc:
+            log.warning("after-batch hook %s failed: %s", hook.__name__, type(exc).__name__)
 
 
 def renders(*kinds: str) -> Callable[[Renderer], Renderer]:
@@ -66,4 +82,4 @@ async def render(session: AsyncSession, services: Services, message: OutboxMessa
     return reply
 
 
-__all__ = ["RENDERERS", "Notice", "Renderer", "render", "renders"]
+__all__ = ["AFTER_PASS", "RENDERERS", "Notice", "Renderer", "after_pass", "render", "renders"]
