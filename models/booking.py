@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
+from models import reminders as rm
 from models import validators as v
 from models.eligibility import check_eligibility, eligible_doses
 from models.errors import DomainError
@@ -265,6 +266,7 @@ async def offer_sites(
             Session.site_id.in_(ids),
             Session.campaign_id == _ref_id(campaign),
             Session.date >= from_date,
+            Session.cancelled_at.is_(None),
         )
         .group_by(Session.site_id)
     )
@@ -300,6 +302,7 @@ async def open_days(
             Session.date >= from_date,
             Session.date < from_date + dt.timedelta(days=days),
             Session.booked < Session.capacity,
+            Session.cancelled_at.is_(None),
         )
         .group_by(Session.date)
         .order_by(Session.date)
@@ -318,6 +321,7 @@ async def has_sessions(
             Session.site_id == _ref_id(site),
             Session.campaign_id == _ref_id(campaign),
             Session.date >= from_date,
+            Session.cancelled_at.is_(None),
         )
         .limit(1)
     )
@@ -327,7 +331,8 @@ async def has_sessions(
 async def sessions_on(
     session: AsyncSession, site: Site | int, date: dt.date, campaign: Campaign | int
 ) -> list[Session]:
-    """The sessions of a site on a date for a campaign, by start time (full ones included)."""
+    """The sessions of a site on a date for a campaign, by start time (full ones included,
+    cancelled ones not)."""
     return list(
         (
             await session.scalars(
@@ -336,6 +341,7 @@ async def sessions_on(
                     Session.site_id == _ref_id(site),
                     Session.campaign_id == _ref_id(campaign),
                     Session.date == date,
+                    Session.cancelled_at.is_(None),
                 )
                 .order_by(Session.start_time)
             )
@@ -391,7 +397,7 @@ async def check_booking(
             .where(Session.id == session_id)
         )
     ).first()
-    if row is None:
+    if row is None or row[0].cancelled_at is not None:  # a cancelled session is gone for booking
         raise DomainError("booking.session_not_found")
     slot, site, served = row
     if isinstance(campaign, str):
@@ -411,8 +417,10 @@ async def insert_booking(
     *,
     take_place: bool,
     before: Callable[[], Awaitable[None]] | None = None,
+    timing: rm.Timing | None = None,
 ) -> Booking:
-    """Take the place (unless already held) and insert the booking inside one SAVEPOINT.
+    """Take the place (unless already held) and insert the booking inside one SAVEPOINT; with
+    ``timing``, its reminders are planned (the evening before, the morning of).
 
     The partial unique index refuses a second active booking for the same dose; its
     IntegrityError rolls the savepoint back — the place too — and the caller's transaction
@@ -447,6 +455,8 @@ async def insert_booking(
         if booked is not None:
             mirror_booked(session, plan.slot.id, booked)
         set_loaded(booking, session=plan.slot, campaign=plan.campaign, health_book=plan.book)
+        if timing is not None:
+            await rm.plan_appointment(session, booking, plan.slot, timing)
         return booking
     raise RuntimeError("no free booking code after several attempts")
 
@@ -458,12 +468,14 @@ async def book(
     campaign: Campaign | str | int,
     dose: int | None,
     today: dt.date,
+    *,
+    timing: rm.Timing | None = None,
 ) -> Booking:
     """Book a place for the health book in the session: ``booking.full`` when none is left,
     ``booking.duplicate`` when this person already holds an active booking for the dose
-    (``dose`` None: the next one due)."""
+    (``dose`` None: the next one due). With ``timing``, its reminders are planned."""
     plan = await check_booking(session, book_id, session_id, campaign, dose, today)
-    return await insert_booking(session, plan, take_place=True)
+    return await insert_booking(session, plan, take_place=True, timing=timing)
 
 
 async def load_booking(session: AsyncSession, ref: Booking | str | int) -> Booking:
@@ -540,6 +552,7 @@ async def cancel(
         status = await session.scalar(select(Booking.status).where(Booking.id == booking.id))
         raise DomainError("booking.not_active", status=status)
     await free_and_mirror(session, booking.session_id)
+    await rm.cancel_appointment(session, booking.id, "cancelled")
     set_loaded(booking, status="cancelled", cancelled_at=when)
     return booking
 
@@ -551,9 +564,11 @@ async def reschedule(
     *,
     owner: Account | HealthBook,
     today: dt.date,
+    timing: rm.Timing | None = None,
 ) -> Booking:
     """Move a booking to another session: the new place is taken and the old one freed in one
-    SAVEPOINT; if the new session is full nothing changes (``booking.full``)."""
+    SAVEPOINT; if the new session is full nothing changes (``booking.full``). Its pending
+    reminders are cancelled and, with ``timing``, planned for the new time."""
     booking = await load_booking(session, booking_ref)
     if not may_act_for(owner, booking.health_book):
         raise DomainError("booking.not_yours")
@@ -594,6 +609,7 @@ async def reschedule(
     if freed is not None:
         mirror_booked(session, old_id, freed)
     set_loaded(booking, session_id=new_session_id, session=plan.slot)
+    await rm.replan_appointment(session, booking, plan.slot, timing)
     return booking
 
 
@@ -607,6 +623,7 @@ async def expire_bookings(session: AsyncSession, today: dt.date) -> int:
         .values(status="expired")
         .execution_options(synchronize_session=False)
     )
+    await rm.cancel_expired(session)
     return int(result.rowcount or 0)
 
 
@@ -631,6 +648,7 @@ async def release_book(session: AsyncSession, book_id: int, now: dt.datetime) ->
         )
         if result.rowcount == 1:
             await free_and_mirror(session, session_id)
+            await rm.cancel_appointment(session, booking_id, "cancelled")
             freed += 1
     entries = (
         await session.execute(

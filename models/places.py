@@ -52,12 +52,17 @@ async def claim_place(session: AsyncSession, session_id: int) -> int | None:
     if no place was free at that instant.
 
     The returned row stands for ``rowcount == 1``: the WHERE is evaluated by the database on the
-    row it has locked, so two writers can never both see the last place free. Callers inside a
-    SAVEPOINT mirror the value on loaded objects only once it is released.
+    row it has locked, so two writers can never both see the last place free (nor take one in a
+    session cancelled meanwhile). Callers inside a SAVEPOINT mirror the value on loaded objects
+    only once it is released.
     """
     result = await session.execute(
         update(Session)
-        .where(Session.id == session_id, Session.booked < Session.capacity)
+        .where(
+            Session.id == session_id,
+            Session.booked < Session.capacity,
+            Session.cancelled_at.is_(None),  # a cancelled session has no place to take
+        )
         .values(booked=Session.booked + 1)
         .returning(Session.booked)
         .execution_options(synchronize_session=False)

@@ -305,6 +305,9 @@ class Session(Base):
     end_time: Mapped[dt.time] = mapped_column(Time)
     capacity: Mapped[int] = mapped_column(Integer)
     booked: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # cancelled by an admin (``healthbook sessions cancel``): no place in it can be taken
+    cancelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    cancel_reason: Mapped[str | None] = mapped_column(String(200))
 
     site: Mapped[Site] = relationship(lazy="raise")
     campaign: Mapped[Campaign] = relationship(lazy="raise")

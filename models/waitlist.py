@@ -98,7 +98,7 @@ async def offer_freed_place(
     """Offer a free place of the session to the first person waiting for it, and hold the
     place for them until the offer expires; returns the entry (to message them) or None."""
     slot = await session.get(Session, session_id)
-    if slot is None or slot.date < local_date(now):
+    if slot is None or slot.cancelled_at is not None or slot.date < local_date(now):
         return None
     already = exists().where(
         Booking.health_book_id == WaitlistEntry.health_book_id,

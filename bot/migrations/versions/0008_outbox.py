@@ -36,6 +36,9 @@ DEFAULT_RULES = [
 def upgrade() -> None:
     with op.batch_alter_table("accounts") as batch:
         batch.add_column(sa.Column("unreachable_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("sessions") as batch:  # healthbook sessions cancel
+        batch.add_column(sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("cancel_reason", sa.String(length=200), nullable=True))
 
     rules = op.create_table(
         "reminder_rules",
@@ -181,5 +184,8 @@ def downgrade() -> None:
     op.drop_table("outbox")
     op.drop_table("broadcasts")
     op.drop_table("reminder_rules")
+    with op.batch_alter_table("sessions") as batch:
+        batch.drop_column("cancel_reason")
+        batch.drop_column("cancelled_at")
     with op.batch_alter_table("accounts") as batch:
         batch.drop_column("unreachable_at")
