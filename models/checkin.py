@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models import reminders as rm
 from models import validators as v
 from models.booking import find_booking_by_code, load_booking
 from models.eligibility import DoseWindow, eligible_doses, screening_group
@@ -148,9 +149,12 @@ async def record_dose(
     vaccine_code: str,
     lot: str,
     given_at: dt.datetime,
+    *,
+    timing: rm.Timing | None = None,
 ) -> DoseWindow | None:
     """Record the dose given to a person checked in today; returns the window of their next
-    dose, if the schedule has one."""
+    dose, if the schedule has one. The appointment's pending reminders are cancelled; with
+    ``timing``, the next dose's reminders are planned (due, and due again)."""
     booking = await load_booking(session, booking_ref)
     await require_site_staff(session, staff, booking.session.site_id)
     require_checked_in_today(booking, given_at, "vaccination.not_checked_in")
@@ -191,7 +195,19 @@ async def record_dose(
     except IntegrityError:  # this dose is already on record (entered by hand, say)
         raise DomainError("vaccination.duplicate", dose=booking.dose) from None
     set_loaded(booking, status="vaccinated", outcome_at=when, outcome_by=staff.id)
-    return await eligible_doses(session, booking.health_book, campaign, local_date(given_at))
+    await rm.cancel_appointment(session, booking.id, "vaccinated")
+    window = await eligible_doses(session, booking.health_book, campaign, local_date(given_at))
+    if window is not None and timing is not None:
+        await rm.plan_dose_due(
+            session,
+            booking.health_book,
+            campaign.id,
+            window.dose,
+            window.earliest,
+            timing,
+            latest=window.latest,
+        )
+    return window
 
 
 async def record_not_vaccinated(
@@ -218,6 +234,7 @@ async def record_not_vaccinated(
     )
     if result.rowcount != 1:
         raise DomainError("checkin.not_active", status=booking.status)
+    await rm.cancel_appointment(session, booking.id, "not vaccinated")
     set_loaded(
         booking, status="not_vaccinated", outcome_reason=why, outcome_at=when, outcome_by=staff.id
     )

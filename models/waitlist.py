@@ -16,6 +16,7 @@ from models.booking import (
     has_active_booking,
     insert_booking,
 )
+from models import reminders as rm
 from models.eligibility import check_eligibility, eligible_doses
 from models.errors import DomainError
 from models.lookups import book_or_error, get_campaign, get_site, may_act_for
@@ -94,9 +95,15 @@ async def offer_freed_place(
     session_id: int,
     now: dt.datetime,
     hold_minutes: int = DEFAULT_HOLD_MINUTES,
+    *,
+    timing: rm.Timing | None = None,
 ) -> WaitlistEntry | None:
     """Offer a free place of the session to the first person waiting for it, and hold the
-    place for them until the offer expires; returns the entry (to message them) or None."""
+    place for them until the offer expires; returns the entry or None.
+
+    With ``timing`` the offer's message is planned (a ``waitlist_offer`` outbox row) and the
+    hold runs from when it can be delivered: an offer made in the quiet hours is held from
+    their end, not lost overnight."""
     slot = await session.get(Session, session_id)
     if slot is None or slot.cancelled_at is not None or slot.date < local_date(now):
         return None
@@ -142,6 +149,10 @@ async def offer_freed_place(
         return None
     mirror_booked(session, slot.id, booked)
     when = to_utc(now)
+    deliver = when
+    expires = when + dt.timedelta(minutes=hold_minutes)
+    if timing is not None:
+        deliver, expires = await rm.offer_times(session, timing, hold_minutes)
     for entry_id in candidates:
         # claimed conditionally: two workers offering at once never pick the same person
         claimed = await session.execute(
@@ -150,13 +161,16 @@ async def offer_freed_place(
             .values(
                 status="offered",
                 offered_at=when,
-                offer_expires_at=when + dt.timedelta(minutes=hold_minutes),
+                offer_expires_at=expires,
                 held_session_id=slot.id,
             )
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount == 1:
-            return await session.get(WaitlistEntry, entry_id, populate_existing=True)
+            entry = await session.get(WaitlistEntry, entry_id, populate_existing=True)
+            if entry is not None and timing is not None:
+                await rm.plan_offer(session, entry, deliver, timing)
+            return entry
     await free_and_mirror(session, slot.id)
     return None
 
@@ -174,9 +188,15 @@ async def _owned_entry(
 
 
 async def accept_offer(
-    session: AsyncSession, entry_id: int, owner: Account | HealthBook, now: dt.datetime
+    session: AsyncSession,
+    entry_id: int,
+    owner: Account | HealthBook,
+    now: dt.datetime,
+    *,
+    timing: rm.Timing | None = None,
 ) -> Booking:
-    """Turn a held place into a booking, unless the offer has expired."""
+    """Turn a held place into a booking, unless the offer has expired (with ``timing``, the
+    booking's reminders are planned)."""
     entry, book_ = await _owned_entry(session, entry_id, owner)
     if entry.status != "offered":
         raise DomainError("waitlist.not_offered", status=entry.status)
@@ -208,7 +228,7 @@ async def accept_offer(
         if result.rowcount != 1:
             raise DomainError("waitlist.offer_expired")
 
-    booking = await insert_booking(session, plan, take_place=False, before=claim)
+    booking = await insert_booking(session, plan, take_place=False, before=claim, timing=timing)
     await session.execute(
         update(WaitlistEntry)
         .where(WaitlistEntry.id == entry.id)
@@ -242,10 +262,15 @@ async def leave_waitlist(
 
 
 async def expire_offers(
-    session: AsyncSession, now: dt.datetime, hold_minutes: int = DEFAULT_HOLD_MINUTES
+    session: AsyncSession,
+    now: dt.datetime,
+    hold_minutes: int = DEFAULT_HOLD_MINUTES,
+    *,
+    timing: rm.Timing | None = None,
 ) -> list[WaitlistEntry]:
-    """Release the places held by expired offers and offer each to the next person waiting;
-    returns the new offers (to message). Run it periodically: the rows are the schedule."""
+    """Release the places held by expired offers and offer each to the next person waiting
+    (with ``timing``, their messages planned); returns the new offers. Run it periodically:
+    the rows are the schedule."""
     when = to_utc(now)
     expired = (
         await session.execute(
@@ -269,7 +294,7 @@ async def expire_offers(
         if result.rowcount != 1 or held is None:
             continue  # accepted or released meanwhile
         await free_and_mirror(session, held)
-        offer = await offer_freed_place(session, held, now, hold_minutes)
+        offer = await offer_freed_place(session, held, now, hold_minutes, timing=timing)
         if offer is not None:
             offers.append(offer)
     return offers
