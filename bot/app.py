@@ -28,7 +28,7 @@ from bot.polling import UpdatesRequest
 from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
 from bot.settings import Settings
-from handlers import booking, healthbook, site
+from handlers import booking, healthbook, reminders, site
 from handlers import help as help_handlers
 from handlers.common import is_private, translator_for
 from handlers.groups import GroupGuard
@@ -199,7 +199,12 @@ def build_application(
     app.add_handler(site.build())
     app.add_handler(booking.build())
     app.add_handler(healthbook.build())
-    for handler in [*site.handlers(), *booking.handlers(), *help_handlers.handlers()]:
+    for handler in [
+        *site.handlers(),
+        *booking.handlers(),
+        *reminders.handlers(),
+        *help_handlers.handlers(),
+    ]:
         app.add_handler(handler)
     if jobs and app.job_queue is not None:  # waitlist offers nobody took move on to the next one
         app.job_queue.run_repeating(
@@ -207,6 +212,9 @@ def build_application(
         )
         app.job_queue.run_repeating(
             booking.expire_bookings_job, interval=3600, first=60, name="missed-bookings"
+        )
+        app.job_queue.run_repeating(  # health books left unfinished: their one reminder
+            reminders.unfinished_job, interval=60, first=45, name="unfinished-reminders"
         )
         app.job_queue.run_repeating(
             forget_handled_updates_job, interval=3600, first=90, name="handled-updates"

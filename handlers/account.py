@@ -310,6 +310,17 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
             for x in data["staff_sites"]
         ],
     )
+    section(
+        "mydata.reminders",
+        [
+            t(
+                "mydata.reminder_item",
+                kind=_name(r["kind"], t) if r["kind"]["name"] else t("reminder.kind.other"),
+                when=r["due_at"],
+            )
+            for r in data.get("reminders", [])
+        ],
+    )
     if data["staff_records"]:
         blocks.append(t("mydata.staff_records", count=data["staff_records"]))
     if data["booking_draft"] is not None:
@@ -335,6 +346,7 @@ def delete_confirmation(t: Translator, held: hb.Holdings) -> str:
         ("delete.item.staff_sites", held.staff_sites),
         ("delete.item.staff_records", held.staff_records),
         ("delete.item.linked", held.linked_accounts),
+        ("delete.item.reminders", held.reminders),
     ]
     lines = [t(key, count=count) for key, count in items if count]
     return "\n".join([t("delete.confirm"), *lines, t("delete.item.account"), "", t("delete.final")])

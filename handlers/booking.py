@@ -31,18 +31,16 @@ from bot.context import HBContext, Services
 from bot.i18n import Translator
 from handlers.common import (
     REMOVE_KEYBOARD,
-    Address,
     Keyboard,
     KeyButton,
     Options,
-    Reply,
     Turn,
     callback_ids,
     callback_parts,
     inline,
-    offer_notices,
     parse_id,
     render_error,
+    timing,
     turn,
 )
 from models import booking as bk
@@ -133,6 +131,28 @@ async def start_booking(turn_: Turn) -> object:
         inline([[(campaign_name(turn_.t, c), f"bk:c:{c.id}")] for c in campaigns]),
     )
     return BookStep.CAMPAIGN
+
+
+@turn(NAME)
+async def book_dose(turn_: Turn) -> object:
+    """"Book dose N" in a reminder (``bk:go:CAMPAIGN``): the booking of that campaign, as
+    /book would start it after choosing the campaign."""
+    ids = callback_ids(turn_.update, "bk:go", 1)
+    book = await _own_book(turn_)
+    if ids is None:
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    if book is None:
+        turn_.say(turn_.t("book.need_health_book"))
+        return ConversationHandler.END
+    campaigns = await active_campaigns(turn_.session, turn_.services.today())
+    campaign = next((c for c in campaigns if c.id == ids[0]), None)
+    if campaign is None:  # forged, or the campaign is over
+        turn_.toast(turn_.t("error.button.stale"))
+        return None
+    if book.province_code not in await bk.site_provinces(turn_.session):
+        return await no_site_in_province(turn_, book)
+    return await choose_campaign(turn_, book, campaign)
 
 
 @turn(NAME)
@@ -513,7 +533,13 @@ async def confirmed(turn_: Turn) -> object:
     t = turn_.t
     try:
         booking = await bk.book(
-            turn_.session, book.id, session_id, campaign_id, None, turn_.services.today()
+            turn_.session,
+            book.id,
+            session_id,
+            campaign_id,
+            None,
+            turn_.services.today(),
+            timing=timing(turn_.services),
         )
     except DomainError as err:
         turn_.say(render_error(t, err))
@@ -808,6 +834,7 @@ async def appointment_button(turn_: Turn) -> None:
                 new_session,
                 owner=turn_.account,
                 today=turn_.services.today(),
+                timing=timing(turn_.services),
             )
         except DomainError as err:
             turn_.say(render_error(t, err))
@@ -869,47 +896,16 @@ async def offer_new_times(turn_: Turn, booking: Booking, day: dt.date) -> None:
 
 
 async def offer_to_waitlist(turn_: Turn, session_id: int) -> None:
-    """A place was freed: offer it to the first person waiting, by message, with a button."""
-    entry = await wl.offer_freed_place(
+    """A place was freed: offer it to the first person waiting. The offer's message (Take /
+    Decline) is an outbox row planned in this transaction, sent by the dispatcher
+    (``waitlist_offer``, rendered in handlers/reminders.py)."""
+    await wl.offer_freed_place(
         turn_.session,
         session_id,
         turn_.services.clock(),
         turn_.services.settings.bot.waitlist_hold_minutes,
+        timing=timing(turn_.services),
     )
-    if entry is not None:
-        await notify_offer(turn_, entry)
-
-
-async def notify_offer(turn_: Turn, entry: Any) -> None:
-    """Message a waitlisted person about a place held for them."""
-    message = await offer_message(turn_.session, turn_.services, entry)
-    if message is not None:
-        turn_.notify(*message)
-
-
-async def offer_message(
-    session: Any, services: Services, entry: Any
-) -> tuple[Address, str, Options] | None:
-    """The offer of a held place, in the person's language, with Take / Decline buttons, to
-    the messenger they use."""
-    book = await session.get(HealthBook, entry.health_book_id)
-    account = await session.get(Account, book.account_id) if book is not None else None
-    if account is None or entry.held_session_id is None:
-        return None
-    to = await hb.reply_address(session, account)
-    t = services.translations.get(account.locale, to.channel)
-    slot = await session.get(Session, entry.held_session_id)
-    if slot is None:
-        return None
-    site = await lk.get_site(session, slot.site_id)
-    text = t(
-        "waitlist.offer",
-        site=site.name,
-        day=t.date(slot.date),
-        hours=_hours(slot),
-        until=_local_time(services, entry.offer_expires_at),
-    )
-    return to, text, _offer_choices(t, entry)
 
 
 def _offer_choices(t: Translator, entry: WaitlistEntry) -> Options:
@@ -939,23 +935,13 @@ async def expire_offers_job(context: HBContext) -> None:
     The offers live in rows, so a restart loses none; this job only moves them along."""
     services = context.services
     async with services.sessions() as session, session.begin():
-        entries = await wl.expire_offers(
-            session, services.clock(), services.settings.bot.waitlist_hold_minutes
+        # the new offers' messages are outbox rows, sent by the dispatcher
+        await wl.expire_offers(
+            session,
+            services.clock(),
+            services.settings.bot.waitlist_hold_minutes,
+            timing=timing(services),
         )
-        messages = [await offer_message(session, services, e) for e in entries]
-        notices = []
-        offered = []
-        for message in messages:  # a typed number takes the place, as the button does
-            if message is not None:
-                to, text, markup = message
-                notice = Reply(text=text, markup=markup, to=to)
-                offered += await offer_notices(session, services, to, [notice])
-                notices.append(notice)
-    for written in offered:
-        services.offers.written(*written)
-    for notice in notices:
-        assert notice.to is not None
-        await services.channels.send(notice.to.channel, notice.to.chat_id, notice)
 
 
 @turn()
@@ -970,7 +956,11 @@ async def offer_button(turn_: Turn) -> None:
     try:
         if parts[0] == "a":
             booking = await wl.accept_offer(
-                turn_.session, entry_id, turn_.account, turn_.services.clock()
+                turn_.session,
+                entry_id,
+                turn_.account,
+                turn_.services.clock(),
+                timing=timing(turn_.services),
             )
             turn_.close_with = t("waitlist.taken_short")
             await send_ticket(turn_, booking)
@@ -1041,11 +1031,15 @@ def build() -> ConversationHandler:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "If 'per_message=False'", PTBUserWarning)
         return ConversationHandler(
-            entry_points=[CommandHandler("book", start_booking, filters=filters.ChatType.PRIVATE)],
+            entry_points=[
+                CommandHandler("book", start_booking, filters=filters.ChatType.PRIVATE),
+                CallbackQueryHandler(book_dose, pattern=r"^bk:go:"),
+            ],
             states=states,
             fallbacks=[
                 CommandHandler("cancel", cancel_booking),
                 CommandHandler("book", start_booking),
+                CallbackQueryHandler(book_dose, pattern=r"^bk:go:"),
                 CallbackQueryHandler(stale, pattern=r"^bk:"),
                 # stickers, photos…: a word and the same step (commands pass through)
                 MessageHandler(filters.UpdateType.MESSAGE & ~filters.COMMAND, stale),

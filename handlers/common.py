@@ -40,6 +40,7 @@ from bot.i18n import Translator
 from bot.persistence import write_state
 from models import accounts
 from models import healthbook as hb
+from models import reminders as rm
 from models.errors import DomainError
 from models.replays import first_delivery
 from models.tables import Account
@@ -300,6 +301,12 @@ async def deliver(current: Turn) -> None:
             await query.answer()
         return
     await current.services.channels[current.services.channel].deliver(current)
+
+
+def timing(services: Services) -> rm.Timing:
+    """What planning a reminder needs of time: the province's zone (``bot.timezone``), the
+    quiet hours (``[reminders]``) and now."""
+    return rm.Timing(services.tz, services.settings.reminders.quiet, services.clock())
 
 
 def inline(rows: Sequence[Sequence[tuple[str, str]]]) -> Options:

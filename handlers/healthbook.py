@@ -751,16 +751,20 @@ def _conversation(states: dict[object, list[BaseHandler]]) -> ConversationHandle
         entry_points=[
             CommandHandler("start", start, filters=PRIVATE),
             CallbackQueryHandler(profile_edit, pattern=r"^pf:edit$"),
+            # "Continue" in the reminder of a health book left unfinished
+            CallbackQueryHandler(start, pattern=r"^hb:resume$"),
         ],
         states=states,
         fallbacks=[
             CommandHandler("start", resume, filters=PRIVATE),
+            CallbackQueryHandler(resume, pattern=r"^hb:resume$"),
             CommandHandler("profile", profile_midway),
             *acct.conversation_fallbacks(NAME, reask=_reask),
             # /appointments and a held place's Take / Decline belong to booking (handlers
             # outside this conversation): a place offered mid-way is taken without leaving it
             MessageHandler(filters.COMMAND & ~filters.Regex(OUTSIDE), unknown_command),
-            CallbackQueryHandler(stale_button, pattern=r"^(?!wl:)"),
+            # a reminder's "I'll come" too (rm:, handlers/reminders.py)
+            CallbackQueryHandler(stale_button, pattern=r"^(?!wl:|rm:)"),
             MessageHandler(filters.UpdateType.MESSAGE & ~filters.TEXT, not_text),
         ],
         name=NAME,

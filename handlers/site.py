@@ -40,6 +40,7 @@ from handlers.common import (
     inline,
     parse_id,
     render_error,
+    timing,
     turn,
 )
 from models import booking as bk
@@ -350,7 +351,13 @@ async def lot_typed(turn_: Turn) -> object:
         booking = await _staff_booking(turn_, booking_id)
         assert turn_.account is not None
         window = await ci.record_dose(
-            turn_.session, turn_.account, booking.id, vaccine, turn_.text, turn_.services.now()
+            turn_.session,
+            turn_.account,
+            booking.id,
+            vaccine,
+            turn_.text,
+            turn_.services.now(),
+            timing=timing(turn_.services),
         )
     except DomainError as err:
         turn_.say(render_error(t, err))

@@ -32,6 +32,7 @@ from models.tables import (
     Draft,
     HealthBook,
     InboxEvent,
+    OutboxMessage,
     Session,
     Site,
     StaffSite,
@@ -446,6 +447,7 @@ class Holdings:
     staff_sites: int
     staff_records: int  # check-ins and doses recorded as staff, in other people's records
     linked_accounts: int = 0  # the person's accounts on other messengers (/link)
+    reminders: int = 0  # reminders and notices not yet sent (the outbox)
 
 
 async def _book_ids(session: AsyncSession, account: Account) -> list[int]:
@@ -509,7 +511,18 @@ async def holdings(session: AsyncSession, account: Account) -> Holdings:
         linked_accounts=await _count(
             session, select(Account.id).where(Account.linked_to == account.id)
         ),
+        reminders=await _count(
+            session,
+            select(OutboxMessage.id).where(
+                _outbox_of(account, books), OutboxMessage.status == "pending"
+            ),
+        ),
     )
+
+
+def _outbox_of(account: Account, books: list[int]) -> Any:
+    """The outbox rows about a person: sent to their account, or about their health books."""
+    return (OutboxMessage.account_id == account.id) | OutboxMessage.health_book_id.in_(books)
 
 
 def _day(value: dt.date | None) -> str | None:
@@ -691,6 +704,13 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
     linked = await session.scalars(
         select(Account).where(Account.linked_to == account.id).order_by(Account.id)
     )
+    reminders = (
+        await session.scalars(
+            select(OutboxMessage)
+            .where(_outbox_of(account, book_ids), OutboxMessage.status == "pending")
+            .order_by(OutboxMessage.due_at, OutboxMessage.id)
+        )
+    ).all()
 
     def slot(s: Session | None) -> dict[str, Any] | None:
         if s is None:
@@ -801,6 +821,14 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
         "conversations": [
             {"name": c.name, "state": c.state, "updated_at": _moment(c.updated_at)} for c in states
         ],
+        # reminders and notices planned for the person, not yet sent
+        "reminders": [
+            {
+                "kind": _named(r.kind, _by_key(t, "reminder.kind")),
+                "due_at": _moment(r.due_at),
+            }
+            for r in reminders
+        ],
         # what a typed number would choose now (a label may be the person's phone number)
         "offered_choices": [
             {"number": n, "label": label}
@@ -827,6 +855,16 @@ async def erase_account(
     books = await _book_ids(session, account)
     for book_id in books:  # a cascade delete would not give the booked places back
         await release_book(session, book_id, utcnow())
+    await session.execute(  # reminders still to be sent, about them or to them
+        delete(OutboxMessage)
+        .where(
+            _outbox_of(account, books)
+            | OutboxMessage.booking_id.in_(
+                select(Booking.id).where(Booking.health_book_id.in_(books))
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )
     await session.execute(delete(Vaccination).where(Vaccination.health_book_id.in_(books)))
     await session.execute(delete(WaitlistEntry).where(WaitlistEntry.health_book_id.in_(books)))
     await session.execute(delete(Booking).where(Booking.health_book_id.in_(books)))

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import aiohttp
 
+from bot.context import Services
+from bot.dispatch import drain
 from bot.i18n import Translations
 from bot.standin import ChatDriver
 from bot.standin.zalo import ZaloChatDriver
@@ -31,6 +33,19 @@ class Harnessed(Protocol):
     """What :func:`resident` needs of a harness (Telegram's or Zalo's)."""
 
     def user(self, uid: int | None = None, lang: str | None = "vi", name: str = "An") -> Person: ...
+
+
+class Dispatching(Protocol):
+    """A harness whose services the dispatcher can run on (Telegram's or Zalo's)."""
+
+    @property
+    def services(self) -> Services: ...
+
+
+async def send_due(harness: Dispatching) -> None:
+    """Send what the outbox holds due at the harness clock's time (reminders, waitlist
+    offers…), as the bot's dispatcher does: one pass of :func:`bot.dispatch.drain`."""
+    await drain(harness.services)
 
 
 def channel_of(person: Person) -> str:

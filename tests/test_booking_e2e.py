@@ -11,7 +11,7 @@ from models import lookups as lk
 from models import validators as v
 from models.tables import Booking, Session, Site, WaitlistEntry
 from tests.conftest import ChatHarness
-from tests.flows import Person, agree, answer_screening, question, t, told
+from tests.flows import Person, agree, answer_screening, question, send_due, t, told
 
 TODAY = dt.date(2026, 11, 25)  # the harness clock: 2026-11-25 10:00 in Lào Cai
 
@@ -226,6 +226,7 @@ async def test_full_session_waitlist_offer_and_take(chat_sample: ChatHarness) ->
     await first.send("/appointments")
     await first.press(t("vi", "appointments.button_cancel"))
     await first.press(t("vi", "appointments.button_cancel_yes"))
+    await send_due(chat_bot)  # the offer goes through the outbox
     await take(second, offers(chat_bot, second)[-1])
     bookings = await active_bookings(chat_bot)
     assert len(bookings) == 1
@@ -277,10 +278,12 @@ async def test_unanswered_offer_moves_to_the_next_person(chat_sample: ChatHarnes
     await holder.send("/appointments")
     await holder.press(t("vi", "appointments.button_cancel"))
     await holder.press(t("vi", "appointments.button_cancel_yes"))
+    await send_due(chat_bot)  # the offer goes through the outbox
     first_offer = offers(chat_bot, waiting1)
     assert first_offer and not offers(chat_bot, waiting2)
     chat_bot.clock.advance(minutes=61)  # nobody took it within the hold
     await expire_offers_job(_JobContext(chat_bot))  # what the job queue runs every minute
+    await send_due(chat_bot)
     await chat_bot.idle()
     second_offer = offers(chat_bot, waiting2)
     assert second_offer
@@ -375,6 +378,7 @@ async def test_held_place_found_again_in_appointments(chat_sample: ChatHarness) 
     await first.send("/appointments")
     await first.press(t("vi", "appointments.button_cancel"))
     await first.press(t("vi", "appointments.button_cancel_yes"))
+    await send_due(chat_bot)  # the offer goes through the outbox
     [offer] = offers(chat_bot, second)
     assert "/appointments" in offer["text"]
     for word in ("bấm", "nút"):  # neutral: a choice on Telegram and on Zalo alike
@@ -457,6 +461,7 @@ async def test_held_place_taken_in_the_middle_of_a_health_book_edit(
     await first.send("/appointments")
     await first.press(t("vi", "appointments.button_cancel"))
     await first.press(t("vi", "appointments.button_cancel_yes"))
+    await send_due(chat_bot)  # the offer goes through the outbox
     [offer] = offers(chat_bot, second)
     await take(second, offer)  # its own number, after the question's (Zalo); its button
     assert len(await active_bookings(chat_bot)) == 1
