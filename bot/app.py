@@ -12,13 +12,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from telegram import BotCommand, Update
 from telegram.constants import ChatType
-from telegram.ext import AIORateLimiter, Application, ContextTypes, Defaults, ExtBot
+from telegram.ext import Application, ContextTypes, Defaults, ExtBot
 
 from bot.channels import Channel
 from bot.channels import typed as typed_answers
+from bot.channels.typed import Offers
 from bot.channels.choices import Aliases
 from bot.channels.greeting import Known, first_contact
-from bot.channels.telegram import TelegramChannel
+from bot.channels.telegram import TelegramChannel, TurnRateLimiter
 from bot.context import HBApplication, HBContext, Services, load_keyring
 from bot.db import create_engine, session_factory, upgrade
 from bot.i18n import Translations
@@ -101,6 +102,9 @@ def build_services(
         translations=translations,
         keyring=keyring,
         aliases=Aliases.load(translations.catalogs),
+        # a dispatcher in another process writes the choices its messages offer: this one's
+        # cache would not know them, so every chat's choices are read from the database
+        offers=Offers() if settings.dispatch.in_bot else Offers(size=0),
     )
     if clock is not None:
         services.clock = clock
@@ -184,7 +188,7 @@ def build_application(
     if bot is None:
         builder = builder.defaults(Defaults(tzinfo=services.tz))
         if rate_limit:
-            builder = builder.rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=3))
+            builder = builder.rate_limiter(TurnRateLimiter(overall_max_rate=0, max_retries=3))
     app: HBApplication = builder.build()  # type: ignore[assignment]
     app.bot_data["services"] = services
     services.channels[channel] = (

@@ -1,87 +1,544 @@
 """The dispatcher: sends the outbox's due messages (:mod:`models.outbox`) through each
-recipient's channel.
+recipient's channel, at each messenger's pace.
 
-A message is claimed (in a committed transaction) before it is sent and marked sent right
-after; rendering (the text in the recipient's language, to the messenger they use now) and the
-choices it offers (so that a typed number answers it) are written with the claim."""
+One :class:`Dispatcher` per process (``healthbook run`` starts one when ``[dispatch] in_bot``;
+``healthbook dispatch`` runs one alone). It loops:
+
+1. **Claim** a batch (``batch_size``) of due messages, oldest due first, in one transaction:
+   each is marked claimed, rendered (:func:`handlers.notices.render`: the text in the
+   recipient's language, to the messenger they use now; None drops it, *cancelled*), and the
+   choices it offers are written (:func:`handlers.common.offer_notices`) so that a typed number
+   answers it. The next batch is claimed while this one is still being sent, so the messenger
+   never waits for the database; at most two batches are held in memory, whatever is due.
+2. **Send** each through ``services.channels[name].send(chat_id, reply, retry=False)``: at most
+   ``telegram_rate`` / ``zalo_rate`` messages a second per channel, one message per
+   ``per_chat_seconds`` per chat. A 429 pauses that channel for its ``retry_after`` and the
+   message waits its turn again (not an attempt). Network errors and 5xx: tried again after
+   ``retry_minutes``, doubling, until ``max_attempts`` tries, then failed with the reason. A
+   blocked bot (Telegram 403) marks the account unreachable (``accounts.unreachable_at``) and
+   the message failed, ``blocked``: nothing more is sent there until the person writes.
+3. **Mark** what happened, in small commits (every few hundredths of a second). A message
+   counts as unsettled from the moment its send starts until its outcome is committed, and at
+   most ``batch_size`` are unsettled at a time: a crash (kill -9) can send again at most that
+   many messages, when their claims time out (``claim_timeout_seconds``) and another pass
+   takes them. Nothing is lost: a claim is committed before the send.
+
+PostgreSQL: any number of dispatchers (``FOR UPDATE SKIP LOCKED``). SQLite: one dispatcher
+(a second one is warned about at start).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
 import logging
-from dataclasses import dataclass
+import os
+import secrets
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
+from bot.channels import BLOCKED, RATE_LIMITED, REFUSED, TRANSIENT, DeliveryError
 from bot.channels.base import Reply
 from bot.context import Services
 from handlers.common import offer_notices
 from handlers.notices import after_pass, render
-from models.tables import OutboxMessage
+from models import outbox
+from models.addresses import Address
+from models.tables import Account, OutboxMessage
 from models.timeutil import to_utc
 
 log = logging.getLogger(__name__)
 
+#: seconds of sends a channel may catch up at once after falling behind its pace (asyncio's
+#: timers are late by a millisecond or so; never more than this burst above the rate)
+CATCH_UP = 0.05
+#: outcomes are committed at least this often while messages go out (seconds)
+FLUSH_EVERY = 0.05
+#: how long a channel waits after a 429 that names no wait (seconds)
+DEFAULT_PAUSE = 1.0
+
 
 @dataclass
 class Sent:
-    """What a pass of the dispatcher did."""
+    """What a dispatcher did (a pass of :func:`drain`, or so far)."""
 
     sent: int = 0
     failed: int = 0
     dropped: int = 0
+    retried: int = 0  # network errors and 5xx: planned again later
+    throttled: int = 0  # 429s received
+    claimed: int = 0
+
+
+@dataclass(eq=False)
+class _Item:
+    """One claimed message on its way."""
+
+    id: int
+    to: Address
+    reply: Reply
+    attempts: int
+    broadcast_id: int | None
+    claimed: float  # loop time of the claim
+
+
+@dataclass
+class _Outcome:
+    item: _Item
+    reason: str | None  # None: sent
+    description: str = ""
+
+
+class _Pace:
+    """A channel's pace: ``rate`` sends a second, a short catch-up when late, paused after a
+    429."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.slack = max(self.interval, CATCH_UP)
+        self.next = 0.0
+        self.paused_until = 0.0
+
+    def ready_at(self) -> float:
+        """Loop time from which the next send may start."""
+        return max(self.next, self.paused_until)
+
+    def take(self, now: float) -> None:
+        """A send starts now."""
+        self.next = max(self.next, now - self.slack) + self.interval
+
+    def pause(self, now: float, seconds: float) -> None:
+        """Send nothing for ``seconds`` (a 429)."""
+        self.paused_until = max(self.paused_until, now + seconds)
+        self.next = max(self.next, self.paused_until)
+
+
+@dataclass
+class _Lane:
+    """One channel's queue of claimed messages and its pace."""
+
+    name: str
+    pace: _Pace
+    queue: deque[_Item] = field(default_factory=deque)
+    chat_free: dict[str, float] = field(default_factory=dict)  # chat → loop time it may get one
+    blocked: set[str] = field(default_factory=set)  # chats that blocked the bot in this run
+    sending: set[str] = field(default_factory=set)  # chats with a send under way
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+def worker_name() -> str:
+    """Who claims (``outbox.claimed_by``): host, process and a random tag (40 characters at
+    most)."""
+    host = socket.gethostname()[:20]
+    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"[:40]
+
+
+class Dispatcher:
+    """The loop that claims, sends and marks the outbox's due messages (module docstring)."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        worker: str | None = None,
+        pace: bool = True,
+        loop_clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings.dispatch
+        self.worker = worker or worker_name()
+        self.pace = pace  # False (drain): no rate, no per-chat spacing
+        self.stats = Sent()
+        self._loop_clock = loop_clock
+        self._lanes: dict[str, _Lane] = {}
+        self._outcomes: list[_Outcome] = []
+        self._releases: list[_Item] = []
+        self._unsettled = asyncio.Semaphore(self.settings.batch_size)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()  # the database loop: outcomes to write, room to claim
+        self._stop = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._broadcasts: set[int] = set()
+        self._last_hook = 0.0
+        self._claim_again_at = 0.0  # after an empty claim: not before the next poll
+
+    # ---------------------------------------------------------------- running
+
+    def _now(self) -> float:
+        return self._loop_clock() if self._loop_clock else asyncio.get_running_loop().time()
+
+    async def start(self) -> None:
+        """Start the loop as a task (:meth:`stop` ends it)."""
+        if self._task is None:
+            await self._warn_if_not_alone()
+            self._stop.clear()
+            self._task = asyncio.create_task(self.run(), name="healthbook:dispatcher")
+
+    async def stop(self) -> None:
+        """Stop claiming, let the sends under way finish and be marked, give back what was
+        claimed and not sent."""
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            await task
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop runs."""
+        return self._task is not None and not self._task.done()
+
+    async def run(self) -> None:
+        """Claim, send and mark until :meth:`stop` (or, with ``until_idle``, nothing is due)."""
+        await self._loop(until_idle=False)
+
+    async def pass_now(self) -> Sent:
+        """Send everything due now, then return (what :func:`drain` does)."""
+        await self._loop(until_idle=True)
+        return self.stats
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Until the running loop has nothing due left (after waking it to look now)."""
+        self._idle.clear()
+        self._claim_again_at = 0.0
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+
+    async def _loop(self, *, until_idle: bool) -> None:
+        poll = self.settings.poll_seconds
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                did = False
+                if self._outcomes or self._releases:
+                    await self._flush()
+                    did = True
+                if self._room() and self._now() >= self._claim_again_at:
+                    claimed = await self._claim()
+                    if claimed:
+                        did = True
+                    else:
+                        self._claim_again_at = self._now() + poll
+                busy = self._busy()
+                if not busy and not did:
+                    await self._hooks(force=True)
+                    if until_idle and self._now() >= self._claim_again_at - poll:
+                        return
+                    self._idle.set()
+                    await self._sleep(poll)
+                    continue
+                await self._hooks(force=False)
+                if not did:
+                    await self._sleep(FLUSH_EVERY)
+        finally:
+            await self._wind_down()
+
+    def _room(self) -> bool:
+        """Whether another batch may be claimed: less than a batch waits to be sent."""
+        waiting = sum(len(lane.queue) for lane in self._lanes.values())
+        return waiting < self.settings.batch_size and not self._stop.is_set()
+
+    def _busy(self) -> bool:
+        return bool(
+            self._in_flight
+            or self._outcomes
+            or self._releases
+            or any(lane.queue for lane in self._lanes.values())
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    async def _wind_down(self) -> None:
+        """Stopping: no new sends; those under way finish; their outcomes are written and what
+        waits is given back (pending again)."""
+        for lane in self._lanes.values():
+            if lane.task is not None:
+                lane.task.cancel()
+        for lane in self._lanes.values():
+            if lane.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lane.task
+                lane.task = None
+            self._releases.extend(lane.queue)
+            lane.queue.clear()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._flush()
+        await self._hooks(force=True)
+
+    async def _hooks(self, *, force: bool) -> None:
+        """The after-batch hooks (a broadcast's progress), at most once a second while busy."""
+        if not self._broadcasts:
+            return
+        now = self._now()
+        if not force and now - self._last_hook < 1.0:
+            return
+        self._last_hook = now
+        ids, self._broadcasts = self._broadcasts, set()
+        await after_pass(self.services, ids)
+
+    async def _warn_if_not_alone(self) -> None:
+        """On SQLite one dispatcher runs: say so when claims of another look alive."""
+        services = self.services
+        if services.sessions.kw["bind"].dialect.name != "sqlite":
+            return
+        since = to_utc(services.clock()) - dt.timedelta(seconds=self.settings.claim_timeout_seconds)
+        try:
+            async with services.sessions() as session:
+                others = await session.scalar(
+                    select(func.count())
+                    .select_from(OutboxMessage)
+                    .where(
+                        OutboxMessage.status == "claimed",
+                        OutboxMessage.claimed_by != self.worker,
+                        OutboxMessage.claimed_at > since,
+                    )
+                )
+        except Exception as exc:  # no schema yet, say: the loop will say more
+            log.debug("could not look for another dispatcher: %s", type(exc).__name__)
+            return
+        if others:
+            log.warning(
+                "%d outbox messages are claimed by another dispatcher: on SQLite run only one "
+                "(healthbook run with [dispatch] in_bot, or healthbook dispatch)",
+                others,
+            )
+
+    # ---------------------------------------------------------------- the database side
+
+    async def _claim(self) -> int:
+        services = self.services
+        settings = services.settings
+        now = to_utc(services.clock())
+        items: list[_Item] = []
+        offered = []
+        async with services.sessions() as session, session.begin():
+            messages = await outbox.claim(
+                session,
+                now,
+                self.worker,
+                self.settings.batch_size,
+                quiet=settings.reminders.quiet,
+                tz=services.tz,
+                timeout=dt.timedelta(seconds=self.settings.claim_timeout_seconds),
+            )
+            for message in messages:
+                if message.status != "claimed":  # to an unreachable account: failed
+                    self.stats.failed += 1
+                    continue
+                try:
+                    async with session.begin_nested():
+                        reply = await render(session, services, message)
+                        if reply is not None:
+                            assert reply.to is not None
+                            offered += await offer_notices(session, services, reply.to, [reply])
+                except Exception as exc:  # one renderer's bug costs its own message only
+                    log.error("could not render outbox message %s (%s): %s", message.id,
+                              message.kind, type(exc).__name__)
+                    message.status, message.error = "failed", "render error"
+                    self.stats.failed += 1
+                    continue
+                if reply is None:
+                    message.status, message.error = "cancelled", "no longer applies"
+                    self.stats.dropped += 1
+                    continue
+                assert reply.to is not None
+                items.append(
+                    _Item(message.id, reply.to, reply, message.attempts, message.broadcast_id,
+                          self._now())
+                )
+        for written in offered:
+            services.offers.written(*written)
+        self.stats.claimed += len(items)
+        for item in items:
+            lane = self._lane(item.to.channel)
+            lane.queue.append(item)
+            lane.wake.set()
+        return len(messages)
+
+    async def _flush(self) -> None:
+        """Write the outcomes gathered so far (one transaction), then free their places."""
+        outcomes, self._outcomes = self._outcomes, []
+        releases, self._releases = self._releases, []
+        services = self.services
+        now = to_utc(services.clock())
+        settings = self.settings
+        try:
+            async with services.sessions() as session, session.begin():
+                await outbox.mark_sent(
+                    session, [o.item.id for o in outcomes if o.reason is None], now
+                )
+                for o in outcomes:
+                    item = o.item
+                    if o.reason is None:
+                        continue
+                    if o.reason == TRANSIENT:
+                        tries = item.attempts + 1
+                        if tries >= settings.max_attempts:
+                            await outbox.mark_failed(session, item.id, o.description,
+                                                     attempts=tries)
+                        else:
+                            wait = settings.retry_minutes * 2 ** (tries - 1)
+                            await outbox.retry_later(
+                                session, item.id, tries, now + dt.timedelta(minutes=wait),
+                                o.description,
+                            )
+                        continue
+                    if o.reason == BLOCKED:
+                        await session.execute(
+                            update(Account)
+                            .where(
+                                Account.channel == item.to.channel,
+                                Account.external_id == item.to.chat_id,
+                            )
+                            .values(unreachable_at=now)
+                            .execution_options(synchronize_session=False)
+                        )
+                    await outbox.mark_failed(session, item.id, o.reason)
+                await outbox.release(session, [i.id for i in releases], self.worker)
+        except Exception as exc:
+            # the database is away: keep them, try again (the sends stay unsettled meanwhile)
+            log.warning("could not record sent outbox messages: %s", type(exc).__name__)
+            self._outcomes = outcomes + self._outcomes
+            self._releases = releases + self._releases
+            await asyncio.sleep(1.0)
+            return
+        for o in outcomes:
+            self._unsettled.release()
+            if o.item.broadcast_id is not None:
+                self._broadcasts.add(o.item.broadcast_id)
+            if o.reason is None:
+                self.stats.sent += 1
+            elif o.reason == TRANSIENT and o.item.attempts + 1 < settings.max_attempts:
+                self.stats.retried += 1
+            else:
+                self.stats.failed += 1
+
+    # ---------------------------------------------------------------- the messenger side
+
+    def _lane(self, name: str) -> _Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            rate = getattr(self.settings, f"{name}_rate", self.settings.telegram_rate)
+            lane = self._lanes[name] = _Lane(name, _Pace(rate if self.pace else 1e9))
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.create_task(self._send_loop(lane), name=f"healthbook:send:{name}")
+        return lane
+
+    async def _send_loop(self, lane: _Lane) -> None:
+        """Start each waiting message's send when its channel and its chat may have one."""
+        per_chat = self.settings.per_chat_seconds if self.pace else 0.0
+        timeout = self.settings.claim_timeout_seconds * 0.8
+        while True:
+            if not lane.queue:
+                lane.wake.clear()
+                await lane.wake.wait()
+                continue
+            now = self._now()
+            ready = lane.pace.ready_at()
+            if ready > now:
+                await asyncio.sleep(ready - now)
+                continue
+            picked, soonest = None, None
+            for index, item in enumerate(lane.queue):
+                if item.to.chat_id in lane.sending:  # one at a time per chat, in order
+                    continue
+                free = lane.chat_free.get(item.to.chat_id, 0.0)
+                if free <= now:
+                    picked = index
+                    break
+                soonest = free if soonest is None else min(soonest, free)
+                if index >= 4 * self.settings.batch_size:
+                    break
+            if picked is None:
+                lane.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max((soonest or now) - now, 0.001)):
+                        await lane.wake.wait()
+                continue
+            item = lane.queue[picked]
+            del lane.queue[picked]
+            if now - item.claimed > timeout:  # claimed too long ago: another may take it
+                self._releases.append(item)
+                self._wake.set()
+                continue
+            if item.to.chat_id in lane.blocked:
+                await self._unsettled.acquire()
+                self._settle(_Outcome(item, outbox.UNREACHABLE))
+                continue
+            await self._unsettled.acquire()
+            now = self._now()
+            lane.pace.take(now)
+            if per_chat:
+                lane.chat_free[item.to.chat_id] = now + per_chat
+                if len(lane.chat_free) > 8 * self.settings.batch_size:
+                    lane.chat_free = {c: t for c, t in lane.chat_free.items() if t > now}
+            lane.sending.add(item.to.chat_id)
+            task = asyncio.create_task(self._send(lane, item))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _send(self, lane: _Lane, item: _Item) -> None:
+        try:
+            await self._send_one(lane, item)
+        finally:
+            lane.sending.discard(item.to.chat_id)
+            lane.wake.set()
+
+    async def _send_one(self, lane: _Lane, item: _Item) -> None:
+        channel = self.services.channels.get(lane.name)
+        try:
+            if channel is None:
+                raise DeliveryError(f"no {lane.name} channel here", TRANSIENT)
+            await channel.send(item.to.chat_id, item.reply, retry=False)
+        except DeliveryError as exc:
+            if exc.reason == RATE_LIMITED:
+                wait = exc.retry_after if exc.retry_after is not None else DEFAULT_PAUSE
+                lane.pace.pause(self._now(), wait)
+                if self.stats.throttled == 0 or wait >= 5:
+                    log.warning("%s asks to slow down: pausing %g s", lane.name, wait)
+                self.stats.throttled += 1
+                lane.queue.appendleft(item)  # not an attempt: its turn again after the pause
+                lane.wake.set()
+                self._unsettled.release()
+                return
+            if exc.reason == BLOCKED:
+                lane.blocked.add(item.to.chat_id)
+            reason = exc.reason if exc.reason in (BLOCKED, TRANSIENT) else REFUSED
+            self._settle(_Outcome(item, reason, str(exc) or reason))
+            return
+        except Exception as exc:  # a bug in a channel: tried again later, like a network error
+            log.error("sending outbox message %s failed: %s", item.id, type(exc).__name__)
+            self._settle(_Outcome(item, TRANSIENT, type(exc).__name__))
+            return
+        self._settle(_Outcome(item, None))
+
+    def _settle(self, outcome: _Outcome) -> None:
+        self._outcomes.append(outcome)
+        if len(self._outcomes) >= 64:  # else written within FLUSH_EVERY
+            self._wake.set()
 
 
 async def drain(services: Services, *, limit: int = 10_000) -> Sent:
-    """Send every message due now (a test's or a tool's single pass; the running bot uses the
-    dispatcher loop)."""
-    stats = Sent()
-    now = to_utc(services.clock())
-    async with services.sessions() as session, session.begin():
-        due = list(
-            await session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.status == "pending", OutboxMessage.due_at <= now)
-                .order_by(OutboxMessage.due_at, OutboxMessage.id)
-                .limit(limit)
-            )
-        )
-        out: list[tuple[int, Reply]] = []
-        broadcasts = {m.broadcast_id for m in due if m.broadcast_id is not None}
-        offered = []
-        for message in due:
-            reply = await render(session, services, message)
-            message.claimed_at = now
-            if reply is None:
-                message.status = "cancelled"
-                message.error = "no longer applies"
-                stats.dropped += 1
-                continue
-            message.status = "claimed"
-            assert reply.to is not None
-            offered += await offer_notices(session, services, reply.to, [reply])
-            out.append((message.id, reply))
-    for written in offered:
-        services.offers.written(*written)
-    for message_id, reply in out:
-        assert reply.to is not None
-        ok = await services.channels.send(reply.to.channel, reply.to.chat_id, reply)
-        async with services.sessions() as session, session.begin():
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message_id)
-                .values(
-                    status="sent" if ok else "failed",
-                    sent_at=to_utc(services.clock()) if ok else None,
-                    error=None if ok else "refused",
-                )
-            )
-        if ok:
-            stats.sent += 1
-        else:
-            stats.failed += 1
-    if broadcasts:
-        await after_pass(services, broadcasts)
-    return stats
+    """Send every message due now, once, then return (a test's or a tool's single pass; no
+    pacing: the running bot uses :class:`Dispatcher`). ``limit``: no longer used (the pass
+    claims in batches of ``[dispatch] batch_size``)."""
+    del limit
+    dispatcher = Dispatcher(services, pace=False)
+    return await dispatcher.pass_now()
 
 
-__all__ = ["Sent", "drain"]
+__all__ = ["Dispatcher", "Sent", "drain", "worker_name"]

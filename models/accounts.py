@@ -342,7 +342,10 @@ async def _chosen(session: AsyncSession, head: Account) -> Account | None:
 async def note_used(session: AsyncSession, account: Account, head: Account | None = None) -> None:
     """The person wrote on ``account``: their messages go there from now on, unless they chose
     a messenger. Writes only when the messenger changed (no query at all for an account that
-    was never linked)."""
+    was never linked). A person who blocked the bot and writes again can be sent to again
+    (``unreachable_at``, set by the dispatcher, is cleared)."""
+    if account.unreachable_at is not None:
+        account.unreachable_at = None
     if head is None:
         head = await primary(session, account)
     want = None if account.id == head.id else account.id

@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from models.tables import OutboxMessage, ReminderRule
+from models.tables import Account, OutboxMessage, ReminderRule
 from models.timeutil import as_aware, to_utc
 
 UNITS = {"minutes": "minutes", "hours": "hours", "days": "days"}
@@ -125,12 +126,150 @@ async def cancel_pending(
     return result.rowcount or 0  # type: ignore[attr-defined, no-any-return]
 
 
+# --------------------------------------------------------------------------------------------
+# The dispatcher's side (bot/dispatch.py): claim, then sent / later / failed
+# --------------------------------------------------------------------------------------------
+
+#: why a message was not sent (``error``): the account it would go to is marked unreachable
+UNREACHABLE = "unreachable"
+
+
+async def claim(
+    session: AsyncSession,
+    now: dt.datetime,
+    worker: str,
+    limit: int,
+    *,
+    quiet: tuple[dt.time, dt.time],
+    tz: ZoneInfo,
+    timeout: dt.timedelta,  # noqa: ASYNC109 (the claim timeout, a duration in the data)
+) -> list[OutboxMessage]:
+    """Take at most ``limit`` due messages for ``worker``, oldest due first: pending ones, and
+    claimed ones whose claim is older than ``timeout`` (a crashed dispatcher's); during the
+    quiet hours only those that may go then (``quiet_ok``). They are marked claimed (by whom,
+    since when) in the caller's transaction, which should commit before anything is sent.
+
+    On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``: dispatchers running at the
+    same time each take other messages. SQLite has one writer at a time, and one dispatcher.
+
+    A message to a person whose messenger account is marked unreachable (they blocked the bot)
+    is not to be sent: it is marked failed, ``unreachable``, here, and returned with that
+    status (the caller skips it)."""
+    now = to_utc(now)
+    person = aliased(Account)
+    target = aliased(Account)
+    due = and_(
+        OutboxMessage.due_at <= now,
+        or_(
+            OutboxMessage.status == "pending",
+            and_(OutboxMessage.status == "claimed", OutboxMessage.claimed_at < now - timeout),
+        ),
+    )
+    if in_quiet_hours(now, quiet, tz):
+        due = and_(due, OutboxMessage.quiet_ok.is_(True))
+    stmt = (
+        select(OutboxMessage, target.unreachable_at)
+        .join(person, person.id == OutboxMessage.account_id)
+        # where it goes: the account the person chose or used last (models.accounts), else theirs
+        .outerjoin(target, target.id == func.coalesce(person.reply_via, person.id))
+        .where(due)
+        .order_by(OutboxMessage.due_at, OutboxMessage.id)
+        .limit(limit)
+    )
+    if session.bind.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True, of=OutboxMessage)
+    rows = (await session.execute(stmt)).all()
+    taken: list[OutboxMessage] = []
+    for message, unreachable_at in rows:
+        message.claimed_at = now
+        message.claimed_by = worker
+        if unreachable_at is not None:
+            message.status = "failed"
+            message.error = UNREACHABLE
+        else:
+            message.status = "claimed"
+        taken.append(message)
+    await session.flush()
+    return taken
+
+
+async def mark_sent(session: AsyncSession, ids: Iterable[int], now: dt.datetime) -> None:
+    """These messages went out."""
+    ids = list(ids)
+    if ids:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids))
+            .values(status="sent", sent_at=to_utc(now), error=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def retry_later(
+    session: AsyncSession, message_id: int, attempts: int, due_at: dt.datetime, reason: str
+) -> None:
+    """This message failed for now (``attempts`` tries so far): pending again from ``due_at``."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(
+            status="pending",
+            attempts=attempts,
+            due_at=to_utc(due_at),
+            claimed_at=None,
+            claimed_by=None,
+            error=reason[:64],
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def mark_failed(
+    session: AsyncSession, message_id: int, reason: str, *, attempts: int | None = None
+) -> None:
+    """This message will not be sent: ``reason`` (blocked, refused, the last error…)."""
+    values: dict[str, Any] = {"status": "failed", "error": reason[:64]}
+    if attempts is not None:
+        values["attempts"] = attempts
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def release(session: AsyncSession, ids: Iterable[int], worker: str) -> int:
+    """Give back messages ``worker`` claimed and did not send (it is stopping): pending again,
+    for whichever dispatcher comes next; how many."""
+    ids = list(ids)
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(ids),
+            OutboxMessage.status == "claimed",
+            OutboxMessage.claimed_by == worker,
+        )
+        .values(status="pending", claimed_at=None, claimed_by=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined, no-any-return]
+
+
 __all__ = [
+    "UNREACHABLE",
     "after_quiet_hours",
     "cancel_pending",
+    "claim",
     "enqueue",
     "in_quiet_hours",
+    "mark_failed",
+    "mark_sent",
     "planned_at",
+    "release",
+    "retry_later",
     "rule",
     "rules",
 ]

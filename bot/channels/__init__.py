@@ -21,6 +21,16 @@ class Channel(ABC):
     name: str = ""
     #: whether options show as buttons that send their code (Telegram), or as numbered text
     buttons: bool = False
+    #: whether the bot's own messages can be edited later (Telegram); elsewhere :meth:`update`
+    #: sends a new message
+    edits: bool = False
+
+    async def update(self, chat_id: str, message_id: str | None, text: str) -> str | None:
+        """Show ``text`` in place of an earlier message of the bot (a broadcast's progress):
+        edited where the messenger can edit, else sent anew; the id of the message that now
+        shows it (None where messages have no id to edit). Raises :class:`DeliveryError`."""
+        await self.send(chat_id, Reply(text=text))
+        return None
 
     @abstractmethod
     async def deliver(self, current: Turn) -> None:
@@ -28,14 +38,30 @@ class Channel(ABC):
         the pressed button where there was one."""
 
     @abstractmethod
-    async def send(self, chat_id: str, reply: Reply) -> None:
+    async def send(self, chat_id: str, reply: Reply, *, retry: bool = True) -> None:
         """Send one message to a chat, outside any turn (a notification, a reminder); raises
-        :class:`DeliveryError` when the messenger refuses it."""
+        :class:`DeliveryError` when the messenger refuses it. ``retry=False`` (the dispatcher,
+        which paces itself): a rate limit is raised at once instead of waited out here."""
+
+
+#: why a message was not delivered (:attr:`DeliveryError.reason`)
+BLOCKED = "blocked"  # the person blocked the bot: send nothing more until they write
+RATE_LIMITED = "rate_limited"  # too fast: wait ``retry_after`` seconds, then the same again
+TRANSIENT = "transient"  # network error, timeout, 5xx: worth trying again later
+REFUSED = "refused"  # the messenger refuses this message (bad chat, too long…): never again
 
 
 class DeliveryError(Exception):
-    """A message could not be delivered (blocked, unknown chat, network): never carries the
-    text or the chat id."""
+    """A message could not be delivered: ``reason`` (one of :data:`BLOCKED`,
+    :data:`RATE_LIMITED` with ``retry_after`` seconds, :data:`TRANSIENT`, :data:`REFUSED`) and a
+    short description; never carries the text or the chat id."""
+
+    def __init__(
+        self, description: str, reason: str = REFUSED, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class Channels(dict[str, Channel]):
@@ -56,4 +82,12 @@ class Channels(dict[str, Channel]):
         return True
 
 
-__all__ = ["Channel", "Channels", "DeliveryError"]
+__all__ = [
+    "BLOCKED",
+    "RATE_LIMITED",
+    "REFUSED",
+    "TRANSIENT",
+    "Channel",
+    "Channels",
+    "DeliveryError",
+]

@@ -18,9 +18,16 @@ from telegram import (
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
 )
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import AIORateLimiter, ExtBot
 
-from bot.channels import Channel, DeliveryError
+from bot.channels import BLOCKED, RATE_LIMITED, REFUSED, TRANSIENT, Channel, DeliveryError
 from bot.channels.base import Keyboard, Markup, Options, RemoveKeyboard, Reply
 from bot.channels.typed import is_typed
 
@@ -71,9 +78,32 @@ class TelegramChannel(Channel):
 
     name = "telegram"
     buttons = True
+    edits = True
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
+
+    async def update(self, chat_id: str, message_id: str | None, text: str) -> str | None:
+        """Edit the bot's message ``message_id`` to ``text`` (sent anew when there is none, or
+        it can no longer be edited); the id of the message showing it."""
+        target = _private_chat_id(chat_id)
+        if target is None:
+            raise DeliveryError("not a private chat")
+        try:
+            if message_id is not None and message_id.isascii() and message_id.isdigit():
+                try:
+                    await self.bot.edit_message_text(
+                        text, chat_id=target, message_id=int(message_id)
+                    )
+                    return message_id
+                except BadRequest as exc:
+                    if "not modified" in str(exc).lower():
+                        return message_id
+                    log.debug("could not edit a message: %s", exc)  # gone or too old
+            sent = await self.bot.send_message(target, text)
+        except TelegramError as exc:
+            raise DeliveryError(type(exc).__name__) from None
+        return str(sent.message_id)
 
     async def deliver(self, current: Turn) -> None:
         """Answer the pressed button, close its message, then send the queued messages."""
@@ -119,34 +149,77 @@ class TelegramChannel(Channel):
             else:
                 await self._send(chat_id, out)
 
-    async def send(self, chat_id: str, reply: Reply) -> None:
-        """One message to a person's private chat (never a group: those have negative ids)."""
+    async def send(self, chat_id: str, reply: Reply, *, retry: bool = True) -> None:
+        """One message to a person's private chat (never a group: those have negative ids).
+        ``retry=False``: made once, a 429 raised at once (not retried by PTB's rate limiter)."""
         target = _private_chat_id(chat_id)
         if target is None:
-            raise DeliveryError("not a private chat")
+            raise DeliveryError("not a private chat", REFUSED)
         try:
-            await self._send(target, reply)
-        except Forbidden as exc:
-            raise DeliveryError(type(exc).__name__) from None
+            await self._send(target, reply, once=not retry)
         except TelegramError as exc:
-            raise DeliveryError(type(exc).__name__) from None
+            raise delivery_error(exc) from None
 
-    async def _send(self, chat_id: int | str, out: Reply) -> None:
+    async def _send(self, chat_id: int | str, out: Reply, *, once: bool = False) -> None:
         bot = self.bot
         markup = render_markup(out.markup)
+        kw: dict[str, Any] = {}
+        if once and isinstance(bot, ExtBot) and bot.rate_limiter is not None:
+            kw["rate_limit_args"] = ONCE
         if out.location is not None:
-            await bot.send_location(chat_id, *out.location)
+            await bot.send_location(chat_id, *out.location, **kw)
         elif out.document is not None:
             data, name = out.document
             await bot.send_document(
-                chat_id, document=io.BytesIO(data), filename=name, caption=out.text
+                chat_id, document=io.BytesIO(data), filename=name, caption=out.text, **kw
             )
         elif out.photo is not None:
             await bot.send_photo(
-                chat_id, photo=io.BytesIO(out.photo), caption=out.text, reply_markup=markup
+                chat_id, photo=io.BytesIO(out.photo), caption=out.text, reply_markup=markup, **kw
             )
         else:
-            await bot.send_message(chat_id, out.text or "", reply_markup=markup)
+            await bot.send_message(chat_id, out.text or "", reply_markup=markup, **kw)
+
+
+def delivery_error(exc: TelegramError) -> DeliveryError:
+    """What a Bot API error means for a message: blocked (403: blocked, deactivated, never
+    started), rate limited (429, with its ``retry_after``), refused (400: chat not found, bad
+    message) or transient (network, timeouts, 5xx and anything else)."""
+    name = type(exc).__name__
+    if isinstance(exc, Forbidden):
+        return DeliveryError(name, BLOCKED)
+    if isinstance(exc, RetryAfter):
+        wait = exc._retry_after.total_seconds()  # what PTB's own rate limiter reads
+        return DeliveryError(name, RATE_LIMITED, retry_after=wait)
+    if isinstance(exc, BadRequest | ChatMigrated):
+        return DeliveryError(name, REFUSED)
+    return DeliveryError(name, TRANSIENT)  # NetworkError, TimedOut, 5xx, a bad answer
+
+
+#: ``rate_limit_args`` of a call made once: the dispatcher paces itself and pauses on a 429
+ONCE = "once"
+
+
+class TurnRateLimiter(AIORateLimiter):
+    """PTB's rate limiter, which retries a call after a 429 (``max_retries``) for the replies of
+    a turn; a call made with ``rate_limit_args=ONCE`` (the dispatcher's) goes straight through,
+    made once, its 429 raised to the caller. (``AIORateLimiter`` reads ``rate_limit_args`` as
+    a number of retries, and ``0`` as "the default": it cannot say "none".)"""
+
+    async def process_request(  # type: ignore[override]
+        self,
+        callback: Any,
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: Any,
+    ) -> Any:
+        if rate_limit_args == ONCE:
+            return await callback(*args, **kwargs)
+        return await super().process_request(
+            callback, args, kwargs, endpoint, data, rate_limit_args
+        )
 
 
 def _private_chat_id(chat_id: str) -> int | None:
@@ -171,4 +244,4 @@ async def _close(message: Message, text: str) -> None:
         log.debug("could not close a pressed message: %s", exc)
 
 
-__all__ = ["TelegramChannel", "render_markup"]
+__all__ = ["ONCE", "TelegramChannel", "TurnRateLimiter", "delivery_error", "render_markup"]

@@ -46,7 +46,7 @@ from telegram.error import NetworkError
 from telegram.ext import ExtBot
 from telegram.request import BaseRequest, RequestData
 
-from bot.channels import Channel, DeliveryError
+from bot.channels import BLOCKED, RATE_LIMITED, REFUSED, TRANSIENT, Channel, DeliveryError
 from bot.channels.base import Keyboard, Options, Reply
 from bot.channels.zalo_api import ZaloApi, ZaloError, ZaloNetworkError, ZaloRateLimited
 from bot.http import MediaStore
@@ -348,34 +348,39 @@ class ZaloChannel(Channel):
             text, number = render(out, number, t, hint=index == last)
             await self._send(chat_id, out, text, t)
 
-    async def send(self, chat_id: str, reply: Reply) -> None:
+    async def send(self, chat_id: str, reply: Reply, *, retry: bool = True) -> None:
         """One message to a person's chat outside their turn (a notice, a waitlist offer), its
         choices numbered from ``reply.numbered_from``: the sender added them to the chat's open
-        choices (``offer_notices``), so that typing a number answers them."""
+        choices (``offer_notices``), so that typing a number answers them. ``retry=False``: a
+        rate limit is raised at once, not waited out here."""
         target = _chat_id(chat_id)
         if target is None:
-            raise DeliveryError("not a Zalo chat id")
+            raise DeliveryError("not a Zalo chat id", REFUSED)
         reply = dataclasses.replace(reply, to=None)
         t = self.services.translations.get(self.services.settings.bot.default_locale, NAME)
         text, _ = render(reply, reply.numbered_from - 1, t, hint=_last_with_choices([reply]) == 0)
         try:
-            await self._send(target, reply, text, t)
+            await self._send(target, reply, text, t, retries=self.retries if retry else 0)
         except ZaloError as exc:
-            raise DeliveryError(f"Zalo error {exc.code}") from None
+            raise delivery_error(exc) from None
 
-    async def send_text(self, chat_id: str, text: str) -> None:
+    async def send_text(self, chat_id: str, text: str, *, retries: int | None = None) -> None:
         """Plain text, split under Zalo's limit, each piece retried after a rate limit."""
         for piece in split_text(text):
             await with_retries(
                 lambda piece=piece: self.api.send_message(chat_id, piece),  # type: ignore[misc]
-                retries=self.retries,
+                retries=self.retries if retries is None else retries,
                 max_wait=self.max_wait,
             )
 
-    async def _send(self, chat_id: str, out: Reply, text: str | None, t: Translator) -> None:
+    async def _send(
+        self, chat_id: str, out: Reply, text: str | None, t: Translator, *,
+        retries: int | None = None,
+    ) -> None:
+        retries = self.retries if retries is None else retries
         if out.location is not None:
             lat, lon = out.location
-            await self.send_text(chat_id, t("zalo.map", url=map_link(lat, lon)))
+            await self.send_text(chat_id, t("zalo.map", url=map_link(lat, lon)), retries=retries)
             return
         if out.document is not None:
             data, filename = out.document
@@ -392,25 +397,47 @@ class ZaloChannel(Channel):
                     minutes=round(self.media.ttl / 60),
                     until=until.strftime("%H:%M"),
                 )
-            await self.send_text(chat_id, f"{text}\n\n{note}" if text else note)
+            await self.send_text(chat_id, f"{text}\n\n{note}" if text else note, retries=retries)
             return
         if out.photo is not None:
             if self.media is None:
                 note = t("zalo.media_unavailable")
-                await self.send_text(chat_id, f"{text}\n\n{note}" if text else note)
+                await self.send_text(
+                    chat_id, f"{text}\n\n{note}" if text else note, retries=retries
+                )
                 return
             url = self.media.put(out.photo, _image_type(out.photo), owner=(NAME, chat_id))
             caption = text if text and len(text) <= TEXT_LIMIT else None
             await with_retries(
                 lambda: self.api.send_photo(chat_id, url, caption),
-                retries=self.retries,
+                retries=retries,
                 max_wait=self.max_wait,
             )
             if text and caption is None:
-                await self.send_text(chat_id, text)
+                await self.send_text(chat_id, text, retries=retries)
             return
         if text:
-            await self.send_text(chat_id, text)
+            await self.send_text(chat_id, text, retries=retries)
+
+
+#: what Zalo answers a message to someone who blocked the bot: not documented (see
+#: ``shared/ZALO.md``); taken to be 403 Forbidden, as Telegram answers
+BLOCKED_CODES = frozenset({403})
+
+
+def delivery_error(exc: ZaloError) -> DeliveryError:
+    """What a Zalo API error means for a message: rate limited (429 or a spent quota, with its
+    wait), transient (no answer, 5xx, 408), blocked (:data:`BLOCKED_CODES`) or refused."""
+    name = f"Zalo error {exc.code}"
+    if isinstance(exc, ZaloRateLimited):
+        return DeliveryError(name, RATE_LIMITED, retry_after=exc.retry_after)
+    if isinstance(exc, ZaloNetworkError) or exc.code >= 500 or exc.code in (0, 408):
+        return DeliveryError(name, TRANSIENT)
+    if exc.code in BLOCKED_CODES:
+        return DeliveryError(name, BLOCKED)
+    if exc.code in (401, 404):  # the token: nothing wrong with the message
+        return DeliveryError(name, TRANSIENT)
+    return DeliveryError(name, REFUSED)
 
 
 def _choice_lines(out: Reply, number: int, t: Translator) -> tuple[list[str], int, bool]:
@@ -543,7 +570,7 @@ class ZaloBot(ExtBot[None]):
         """Plain text to a Zalo chat (the markup is dropped: Zalo has no buttons)."""
         target = _chat_id(chat_id)
         if target is None:
-            raise DeliveryError("not a Zalo chat id")
+            raise DeliveryError("not a Zalo chat id", REFUSED)
         for piece in split_text(text):
             await with_retries(lambda piece=piece: self.zalo.send_message(target, piece))  # type: ignore[misc]
         return True
@@ -877,6 +904,7 @@ __all__ = [
     "ZaloPoller",
     "ZaloReceiver",
     "build_zalo_application",
+    "delivery_error",
     "map_link",
     "parse_event",
     "render",

@@ -18,6 +18,8 @@ async def _serve(args: argparse.Namespace) -> None:
         keep_calls=not args.no_keep_calls,
         max_calls_per_chat=args.max_calls_per_chat,
         max_messages_per_chat=args.max_messages_per_chat,
+        flood_limit=args.flood_limit,
+        count_received=args.count_received,
     )
     await api.serve_until_signalled(
         lambda: (
@@ -37,6 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-keep-calls", action="store_true", help="keep only per-chat tails")
     parser.add_argument("--max-calls-per-chat", type=int, default=None)
     parser.add_argument("--max-messages-per-chat", type=int, default=None)
+    parser.add_argument(
+        "--flood-limit", type=float, default=None, help="messages a second, 429 above (off)"
+    )
+    parser.add_argument(
+        "--count-received", action="store_true", help="count each chat's texts (duplicates)"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))

@@ -183,19 +183,63 @@ class ApiError(Exception):
         return d
 
 
+#: an injected failure that answers nothing: the connection is dropped (``fail_next`` code 0)
+DROP = 0
+
+
+class FloodControl:
+    """The messenger's flood limit: at most ``limit`` messages in any second (a sliding window
+    of the messages accepted); one more is refused (429) with the seconds until the window has
+    room, rounded up as Telegram does."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.accepted: deque[float] = deque()
+        self.refused = 0
+
+    def admit(self, now: float) -> float | None:
+        """None: accepted now; else the ``retry_after`` to answer."""
+        window = self.accepted
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= self.limit:
+            self.refused += 1
+            return max(1.0, float(int(window[0] + 1.0 - now + 0.999)))
+        window.append(now)
+        return None
+
+
 class StandInServer:
-    """What both stand-ins are made of: an aiohttp server, the recorded calls, waiting for them."""
+    """What both stand-ins are made of: an aiohttp server, the recorded calls, waiting for them.
+
+    For the dispatcher's tests and benchmark, off unless asked: ``flood_limit`` (messages a
+    second, answered 429 above it), per-chat blocking (``block_user``: 403), injected errors
+    and dropped connections (``fail_next``), and ``count_received``: how many times each chat
+    got each text (:meth:`duplicates`)."""
 
     #: the largest request body accepted
     max_body = 20 * 1024 * 1024
+    #: the calls that put a message in a chat (flood control, counts)
+    message_methods: frozenset[str] = frozenset()
 
     def __init__(
-        self, host: str, port: int, *, keep_calls: bool, max_calls_per_chat: int | None
+        self,
+        host: str,
+        port: int,
+        *,
+        keep_calls: bool,
+        max_calls_per_chat: int | None,
+        flood_limit: float | None = None,
+        count_received: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.keep_calls = keep_calls
         self.max_calls_per_chat = max_calls_per_chat
+        self.flood = FloodControl(flood_limit) if flood_limit else None
+        self.count_received = count_received
+        #: chat → text → how many times it was delivered (with ``count_received``)
+        self.received: dict[Any, Counter[str]] = {}
         self.calls: list[Call] = []
         self._chats: dict[Any, ChatLog] = {}
         self._seq = 0
@@ -343,6 +387,29 @@ class StandInServer:
         if failures:
             raise failures.popleft()
 
+    def _flood_checked(self, method: str) -> None:
+        """Refuse a message above the flood limit (429 with ``retry_after``)."""
+        if self.flood is None or method not in self.message_methods:
+            return
+        wait = self.flood.admit(time.monotonic())
+        if wait is not None:
+            raise ApiError(
+                429, f"Too Many Requests: retry after {int(wait)}", {"retry_after": int(wait)}
+            )
+
+    @property
+    def throttled(self) -> int:
+        """Messages refused by the flood limit."""
+        return self.flood.refused if self.flood is not None else 0
+
+    def duplicates(self) -> int:
+        """Messages a chat got more than once (the same text again), with ``count_received``."""
+        return sum(n - 1 for texts in self.received.values() for n in texts.values() if n > 1)
+
+    def delivered(self) -> int:
+        """Messages delivered, with ``count_received``."""
+        return sum(sum(texts.values()) for texts in self.received.values())
+
     def _record(
         self, method: str, params: dict[str, Any], result: Any, chat: Any, error: ApiError | None
     ) -> Call:
@@ -360,6 +427,8 @@ class StandInServer:
         self._method_counts[method] += 1
         if error is not None:
             self._error_count += 1
+        elif self.count_received and chat is not None and method in self.message_methods:
+            self.received.setdefault(chat, Counter())[text_of(params) or ""] += 1
         if self.keep_calls:
             self.calls.append(call)
         if chat is not None:
@@ -368,7 +437,11 @@ class StandInServer:
         return call
 
     @staticmethod
-    def _respond(call: Call) -> web.Response:
+    def _respond(call: Call, request: web.Request | None = None) -> web.Response:
+        if call.error and call.error["error_code"] == DROP and request is not None:
+            if request.transport is not None:  # no answer at all: the connection is cut
+                request.transport.close()
+            raise ConnectionResetError("dropped by the stand-in")
         if call.error:
             return json_response(call.error, int(call.error["error_code"]))
         if call.result is None:  # Zalo's sendChatAction answers a bare {"ok": true}

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.standin.common import (
+    DROP,
     ApiError,
     Call,
     ChatLog,
@@ -182,6 +183,9 @@ class BotApiStandIn(StandInServer):
     """An in-process HTTP server that behaves like the Telegram Bot API for one bot."""
 
     max_body = 60 * 1024 * 1024
+    message_methods = frozenset(
+        {"sendMessage", "sendPhoto", "sendDocument", "sendLocation", "sendVenue"}
+    )
     _chats: dict[int | str, _ChatState]  # type: ignore[assignment]
 
     def __init__(
@@ -196,6 +200,8 @@ class BotApiStandIn(StandInServer):
         max_calls_per_chat: int | None = None,
         max_messages_per_chat: int | None = None,
         strict_chats: bool = False,
+        flood_limit: float | None = None,
+        count_received: bool = False,
     ) -> None:
         self.bot_username = bot_username
         self.bot_id = bot_id
@@ -209,7 +215,14 @@ class BotApiStandIn(StandInServer):
             max_calls_per_chat = 100
         if not keep_calls and max_messages_per_chat is None:
             max_messages_per_chat = 100
-        super().__init__(host, port, keep_calls=keep_calls, max_calls_per_chat=max_calls_per_chat)
+        super().__init__(
+            host,
+            port,
+            keep_calls=keep_calls,
+            max_calls_per_chat=max_calls_per_chat,
+            flood_limit=flood_limit,
+            count_received=count_received,
+        )
         self.max_messages_per_chat = max_messages_per_chat
         self.strict_chats = strict_chats
         self.files: dict[str, TgFile] = {}
@@ -279,7 +292,8 @@ class BotApiStandIn(StandInServer):
         description: str | None = None,
         times: int = 1,
     ) -> None:
-        """Make the next ``times`` calls of ``method`` answer a Telegram error."""
+        """Make the next ``times`` calls of ``method`` answer a Telegram error (``error_code``
+        0: no answer at all, the connection is dropped)."""
         params: dict[str, Any] | None = None
         if description is None:
             description = {
@@ -290,6 +304,7 @@ class BotApiStandIn(StandInServer):
                 409: "Conflict",
                 500: "Internal Server Error",
                 502: "Bad Gateway",
+                DROP: "connection dropped",
             }.get(error_code, "Error")
         if error_code == 429:
             params = {"retry_after": retry_after}
@@ -354,6 +369,9 @@ class BotApiStandIn(StandInServer):
             "chats": len(self._chats),
             "seq": self._seq,
             "kept_calls": len(self.calls),
+            "throttled": self.throttled,
+            "delivered": self.delivered(),
+            "duplicates": self.duplicates(),
         }
 
     # ---------------------------------------------------------------- waiting
@@ -456,6 +474,7 @@ class BotApiStandIn(StandInServer):
             if token and not _TOKEN.match(token):
                 raise ApiError(401, "Unauthorized")
             self._injected(lower)
+            self._flood_checked(canonical)
             handler = self._handlers.get(lower)
             if handler is None:
                 raise ApiError(404, "Not Found")
@@ -513,7 +532,7 @@ class BotApiStandIn(StandInServer):
         except ValueError as exc:
             return json_response(_bad(f"can't parse request: {exc}").answer(), 400)
         call = await self.call(request.match_info["method"], params, request.match_info["token"])
-        return self._respond(call)
+        return self._respond(call, request)
 
     async def _handle_file(self, request: web.Request) -> web.Response:
         f = self._files_by_path.get(request.match_info["path"])

@@ -37,6 +37,7 @@ from aiohttp import web
 
 from bot.channels.choices import fold
 from bot.standin.common import (
+    DROP,
     ApiError,
     Call,
     ChatLog,
@@ -206,6 +207,7 @@ class ZaloApiStandIn(StandInServer):
     """An in-process HTTP server that behaves like the Zalo Bot Platform API for one bot."""
 
     _chats: dict[str, _ZaloChat]  # type: ignore[assignment]
+    message_methods = RESPONSE_METHODS
 
     def __init__(
         self,
@@ -217,6 +219,8 @@ class ZaloApiStandIn(StandInServer):
         account_name: str = "bot.HealthBook",
         keep_calls: bool = True,
         max_calls_per_chat: int | None = None,
+        flood_limit: float | None = None,
+        count_received: bool = False,
     ) -> None:
         if not _TOKEN.match(token):
             raise ValueError("a Zalo bot token is digits, a colon, then letters, digits, - or _")
@@ -225,7 +229,10 @@ class ZaloApiStandIn(StandInServer):
             port,
             keep_calls=keep_calls,
             max_calls_per_chat=max_calls_per_chat if keep_calls else max_calls_per_chat or 100,
+            flood_limit=flood_limit,
+            count_received=count_received,
         )
+        self.blocked: set[str] = set()
         self.token = token
         self.bot: dict[str, Any] = {
             "id": bot_id,
@@ -317,7 +324,8 @@ class ZaloApiStandIn(StandInServer):
     def fail_next(
         self, method: str, code: int = 429, description: str | None = None, *, times: int = 1
     ) -> None:
-        """Make the next ``times`` calls of ``method`` answer error ``code``."""
+        """Make the next ``times`` calls of ``method`` answer error ``code`` (0: no answer at
+        all, the connection is dropped)."""
         if description is None:
             description = {
                 429: "Quota exceeded",
@@ -325,9 +333,18 @@ class ZaloApiStandIn(StandInServer):
                 403: "Forbidden",
                 500: "Internal Server Error",
                 502: "Bad Gateway",
+                DROP: "connection dropped",
             }.get(code, "Bad Request")
         queue = self._failures.setdefault(method, deque())
         queue.extend(ApiError(code, description) for _ in range(times))
+
+    def block_user(self, chat_id: str, blocked: bool = True) -> None:
+        """Simulate a person who blocked the bot: messages to them are refused. What Zalo
+        answers then is not documented (``shared/ZALO.md``): 403 Forbidden, as Telegram."""
+        if blocked:
+            self.blocked.add(chat_id)
+        else:
+            self.blocked.discard(chat_id)
 
     # ---------------------------------------------------------------- inspecting
 
@@ -347,6 +364,9 @@ class ZaloApiStandIn(StandInServer):
             "chats": len(self._chats),
             "deliveries": len(self.deliveries),
             "seq": self._seq,
+            "throttled": self.throttled,
+            "delivered": self.delivered(),
+            "duplicates": self.duplicates(),
         }
 
     # ---------------------------------------------------------------- internals
@@ -370,6 +390,7 @@ class ZaloApiStandIn(StandInServer):
             if handler is None:
                 raise ApiError(404, "Not Found")
             self._injected(method)
+            self._flood_checked(method)
             result = handler(params)
             if asyncio.iscoroutine(result):
                 result = await result
@@ -400,7 +421,7 @@ class ZaloApiStandIn(StandInServer):
         except ValueError:
             return json_response(_bad("Invalid request body").answer(), 400)
         call = await self.call(request.match_info["method"], params, request.match_info["token"])
-        return self._respond(call)
+        return self._respond(call, request)
 
     async def _handle_photo(self, request: web.Request) -> web.Response:
         return web.Response(body=TINY_PNG, content_type="image/png")
@@ -425,6 +446,8 @@ class ZaloApiStandIn(StandInServer):
     def _target(self, params: dict[str, Any]) -> _ZaloChat:
         chat_id = self._string(params, "chat_id")
         assert chat_id is not None
+        if chat_id in self.blocked:
+            raise ApiError(403, "Forbidden: the user has blocked the bot")
         return self._chat(chat_id)
 
     @staticmethod

@@ -1,0 +1,325 @@
+"""The dispatcher (bot/dispatch.py) on the stand-ins: due messages sent once and marked, held
+until due and through the quiet hours, a 429 respected, a blocked bot marked unreachable until
+the person writes, network errors and 5xx tried again with back-off then failed, a kill -9
+mid-batch losing nothing and repeating at most the batch under way, two dispatchers on
+PostgreSQL never sending the same message, a Zalo person answering a message's option by its
+number, and ``healthbook dispatch`` starting and stopping.
+
+The messages are of a test-only kind (``test_note``, its renderer registered with monkeypatch):
+the text carries the message's id, so the stand-in's count of each chat's texts shows any
+message sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from bot.channels.base import Reply
+from bot.channels.typed import Offers
+from bot.dispatch import Dispatcher, drain
+from bot.standin import BotApiStandIn
+from bot.standin.common import FloodControl
+from handlers.common import inline
+from handlers.notices import RENDERERS, Notice
+from models import outbox
+from models.tables import Account, OutboxMessage
+from tests.conftest import PG_URL, TOKEN, Harness, ZaloHarness
+from tests.flows import t
+
+KIND = "test_note"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _note(n: Notice) -> Reply | None:
+    """A test message: its id in the text; options when the params ask for them."""
+    params = n.message.params or {}
+    if params.get("drop"):
+        return None
+    text = f"note {n.message.id}: {params.get('text', '')}"
+    if params.get("language_options"):
+        return Reply(text=text, markup=inline([[("English", "lang:en")], [("Tiếng Việt", "lang:vi")]]))
+    return Reply(text=text)
+
+
+@pytest.fixture(autouse=True)
+def note_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(RENDERERS, KIND, _note)
+
+
+async def add_account(h: Harness | ZaloHarness, chat_id: int | str) -> int:
+    """A person on the harness's channel (no health book needed by the test renderer)."""
+    async with h.session() as session, session.begin():
+        account = Account(channel=h.channel, external_id=str(chat_id), locale="vi")
+        session.add(account)
+        await session.flush()
+        return account.id
+
+
+async def add_notes(
+    h: Harness | ZaloHarness,
+    account_id: int,
+    count: int = 1,
+    *,
+    due_in: dt.timedelta = dt.timedelta(0),
+    quiet_ok: bool = False,
+    **params: Any,
+) -> list[int]:
+    """``count`` test messages to an account, due ``due_in`` from the harness clock's now."""
+    async with h.session() as session, session.begin():
+        rows = [
+            outbox.enqueue(
+                session,
+                kind=KIND,
+                account_id=account_id,
+                due_at=h.clock() + due_in,
+                quiet_ok=quiet_ok,
+                params={"text": f"#{i}", **params},
+            )
+            for i in range(count)
+        ]
+        await session.flush()
+        return [r.id for r in rows]
+
+
+async def statuses(h: Harness | ZaloHarness) -> dict[int, tuple[str, str | None, int]]:
+    """Every message's status, error and attempts, by id."""
+    async with h.session() as session:
+        rows = await session.execute(
+            select(OutboxMessage.id, OutboxMessage.status, OutboxMessage.error,
+                   OutboxMessage.attempts)
+        )
+        return {i: (s, e, a) for i, s, e, a in rows}
+
+
+def notes_to(api: BotApiStandIn, chat_id: int) -> list[str]:
+    """The test messages a Telegram chat got, in order."""
+    return [
+        c.params["text"]
+        for c in api.chat_calls(chat_id)
+        if c.method == "sendMessage" and c.ok and str(c.params.get("text", "")).startswith("note ")
+    ]
+
+
+async def run_until_idle(d: Dispatcher, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    await d.start()
+    try:
+        await d.wait_idle(timeout)
+    finally:
+        await d.stop()
+
+
+# ------------------------------------------------------------------------------- sent once
+
+
+async def test_due_messages_are_sent_once_and_marked_sent(bot: Harness) -> None:
+    a, b = await add_account(bot, 7101), await add_account(bot, 7102)
+    ids = await add_notes(bot, a, 3) + await add_notes(bot, b, 2)
+    later = await add_notes(bot, a, 1, due_in=dt.timedelta(minutes=10))
+    await run_until_idle(Dispatcher(bot.services))
+    assert notes_to(bot.api, 7101) == [f"note {i}: #{n}" for n, i in enumerate(ids[:3])]
+    assert len(notes_to(bot.api, 7102)) == 2
+    st = await statuses(bot)
+    assert all(st[i][0] == "sent" for i in ids)
+    assert st[later[0]][0] == "pending"  # not before it is due
+
+    await drain(bot.services)  # nothing more is due: nothing is sent again
+    assert len(notes_to(bot.api, 7101)) == 3
+    bot.clock.advance(minutes=10)
+    sent = await drain(bot.services)
+    assert sent.sent == 1 and (await statuses(bot))[later[0]][0] == "sent"
+    assert notes_to(bot.api, 7101)[-1] == f"note {later[0]}: #0"
+
+
+async def test_a_message_that_no_longer_applies_is_dropped(bot: Harness) -> None:
+    a = await add_account(bot, 7103)
+    [dropped] = await add_notes(bot, a, drop=True)
+    sent = await drain(bot.services)
+    assert (sent.sent, sent.dropped) == (0, 1)
+    assert (await statuses(bot))[dropped][0] == "cancelled"
+    assert notes_to(bot.api, 7103) == []
+
+
+async def test_one_message_per_chat_per_second_in_order(bot: Harness) -> None:
+    """Three messages to one chat go one at a time, in order, spaced by per_chat_seconds."""
+    bot.services.settings.dispatch.per_chat_seconds = 0.3
+    a = await add_account(bot, 7104)
+    ids = await add_notes(bot, a, 3)
+    await run_until_idle(Dispatcher(bot.services))
+    calls = [c for c in bot.api.chat_calls(7104) if c.method == "sendMessage"]
+    assert [c.params["text"] for c in calls] == [f"note {i}: #{n}" for n, i in enumerate(ids)]
+    gaps = [b.time - a.time for a, b in zip(calls, calls[1:], strict=False)]
+    assert min(gaps) >= 0.25, gaps
+
+
+# ------------------------------------------------------------------------------- quiet hours
+
+
+async def test_held_through_quiet_hours_except_quiet_ok(bot: Harness) -> None:
+    # 22:30 in Hà Nội (UTC+7): quiet hours (21:00-07:00)
+    bot.clock.current = dt.datetime(2026, 11, 25, 15, 30, tzinfo=dt.UTC)
+    a = await add_account(bot, 7201)
+    [held] = await add_notes(bot, a)
+    [urgent] = await add_notes(bot, a, quiet_ok=True)
+    sent = await drain(bot.services)
+    assert sent.sent == 1
+    st = await statuses(bot)
+    assert st[held][0] == "pending" and st[urgent][0] == "sent"
+    bot.clock.current = dt.datetime(2026, 11, 25, 23, 59, tzinfo=dt.UTC)  # 06:59
+    assert (await drain(bot.services)).sent == 0
+    bot.clock.current = dt.datetime(2026, 11, 26, 0, 0, tzinfo=dt.UTC)  # 07:00: over
+    assert (await drain(bot.services)).sent == 1
+    assert notes_to(bot.api, 7201) == [f"note {urgent}: #0", f"note {held}: #0"]
+
+
+# ------------------------------------------------------------------------------- 429
+
+
+async def test_a_429_pauses_the_channel_then_everything_goes(bot: Harness) -> None:
+    """The stand-in's flood limit (5 a second) against a dispatcher allowed 50: a 429 pauses
+    the channel for its retry_after (nothing is sent meanwhile), every message goes once, and
+    only a few 429s are received."""
+    settings = bot.services.settings.dispatch
+    settings.telegram_rate, settings.per_chat_seconds = 50, 0
+    bot.api.flood = FloodControl(5)
+    accounts = [await add_account(bot, 7300 + i) for i in range(12)]
+    ids = [i for a in accounts for i in await add_notes(bot, a)]
+    d = Dispatcher(bot.services)
+    await run_until_idle(d, timeout=30)
+    assert all(s[0] == "sent" for s in (await statuses(bot)).values())
+    sends = sorted(
+        (c for c in bot.api.calls if c.method == "sendMessage"), key=lambda c: c.seq
+    )
+    delivered = [c for c in sends if c.ok]
+    assert len(delivered) == len(ids)
+    refused = [c for c in sends if not c.ok]
+    assert 1 <= len(refused) <= 3 and d.stats.throttled == len(refused)
+    first = refused[0]
+    after = [c for c in sends if c.seq > first.seq]
+    # paused for retry_after (1 s): the next try comes no sooner
+    assert after and after[0].time - first.time >= 0.9
+    assert all(n == 1 for texts in _texts(bot.api).values() for n in texts.values())
+
+
+def _texts(api: Any) -> dict[Any, dict[str, int]]:
+    out: dict[Any, dict[str, int]] = {}
+    for c in api.calls:
+        if c.method == "sendMessage" and c.ok:
+            texts = out.setdefault(c.chat_id, {})
+            texts[c.params["text"]] = texts.get(c.params["text"], 0) + 1
+    return out
+
+
+# ------------------------------------------------------------------------------- 403
+
+
+async def test_a_blocked_bot_marks_the_person_unreachable_until_they_write(bot: Harness) -> None:
+    person = bot.user(7401)
+    async with bot.session() as session:
+        account = await session.get(Account, await add_account(bot, 7401))
+        assert account is not None and account.unreachable_at is None
+    bot.api.block_user(7401)
+    [first, second] = await add_notes(bot, account.id, 2)
+    sent = await drain(bot.services)
+    assert (sent.sent, sent.failed) == (0, 2)
+    st = await statuses(bot)
+    assert st[first][:2] == ("failed", "blocked")
+    assert st[second][:2] in {("failed", "blocked"), ("failed", "unreachable")}
+    async with bot.session() as session:
+        assert (await session.get(Account, account.id)).unreachable_at is not None  # type: ignore[union-attr]
+    [third] = await add_notes(bot, account.id)
+    await drain(bot.services)  # not even tried
+    assert (await statuses(bot))[third][:2] == ("failed", "unreachable")
+    tries = len([c for c in bot.api.chat_calls(7401) if c.method == "sendMessage" and not c.ok])
+
+    bot.api.block_user(7401, False)
+    await person.send("/help")  # they write again
+    async with bot.session() as session:
+        assert (await session.get(Account, account.id)).unreachable_at is None  # type: ignore[union-attr]
+    [fourth] = await add_notes(bot, account.id)
+    assert (await drain(bot.services)).sent == 1
+    assert (await statuses(bot))[fourth][0] == "sent"
+    assert notes_to(bot.api, 7401) == [f"note {fourth}: #0"]
+    assert tries <= 2
+
+
+# ------------------------------------------------------------------------------- 5xx
+
+
+@pytest.mark.parametrize("code", [502, 0], ids=["5xx", "dropped"])
+async def test_network_errors_are_tried_again_with_back_off_then_failed(
+    bot: Harness, code: int
+) -> None:
+    """retry_minutes 5, doubling, max_attempts 3: tried at 0, +5, +15 minutes, then failed
+    with the reason; a later success is sent once."""
+    a = await add_account(bot, 7501)
+    [doomed] = await add_notes(bot, a)
+    bot.api.fail_next("sendMessage", code, times=3)
+    assert (await drain(bot.services)).retried == 1
+    status, error, attempts = (await statuses(bot))[doomed]
+    assert (status, attempts) == ("pending", 1) and error
+    bot.clock.advance(minutes=4)
+    assert (await drain(bot.services)).retried == 0  # not before 5 minutes
+    bot.clock.advance(minutes=1)
+    assert (await drain(bot.services)).retried == 1
+    bot.clock.advance(minutes=9)
+    await drain(bot.services)
+    assert (await statuses(bot))[doomed][2] == 2  # the second wait is 10 minutes
+    bot.clock.advance(minutes=1)
+    sent = await drain(bot.services)
+    assert sent.failed == 1
+    status, error, attempts = (await statuses(bot))[doomed]
+    assert (status, attempts) == ("failed", 3) and error
+    assert notes_to(bot.api, 7501) == []
+
+    [saved] = await add_notes(bot, a)
+    bot.api.fail_next("sendMessage", code)
+    await drain(bot.services)
+    bot.clock.advance(minutes=5)
+    assert (await drain(bot.services)).sent == 1
+    assert notes_to(bot.api, 7501) == [f"note {saved}: #0"]
+    assert (await statuses(bot))[saved][:3] == ("sent", None, 1)
+
+
+# ------------------------------------------------------------------------------- Zalo
+
+
+async def test_a_message_reaches_a_zalo_person_who_answers_by_its_number(zbot: ZaloHarness) -> None:
+    person = zbot.user()
+    async with zbot.session() as session:
+        account = await session.get(Account, await add_account(zbot, person.user.id))
+        assert account is not None
+    [note] = await add_notes(zbot, account.id, language_options=True)
+    assert (await drain(zbot.services)).sent == 1
+    text = zbot.api.messages(person.user.id)[-1]["text"]
+    assert text.startswith(f"note {note}: #0") and "1. English" in text and "2. Tiếng Việt" in text
+    await person.send("1")  # the number the message gave English
+    assert t("en", "language.changed", "zalo") in " ".join(person.texts)
+    async with zbot.session() as session:
+        assert (await session.get(Account, account.id)).locale == "en"  # type: ignore[union-attr]
+
+
+async def test_a_blocked_zalo_person_is_unreachable(zbot: ZaloHarness) -> None:
+    a = await add_account(zbot, "0123456789abcdef7601")
+    zbot.api.block_user("0123456789abcdef7601")
+    [note] = await add_notes(zbot, a)
+    await drain(zbot.services)
+    assert (await statuses(zbot))[note][:2] == ("failed", "blocked")
+
+
+async def test_offers_are_read_fresh_when_the_dispatcher_runs_apart(tmp_path: Path) -> None:
+    from bot.app import build_services
+    from bot.settings import load_settings
+
+    apart = load_settings(None, database={"url": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"},
+                          dispatch={"in_bot": False})
+    inside = load_settings(None, database={"url": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"})
+    assert build_services(apart).offers.size == 0
+    assert build_services(inside).offers.size == Offers().size
