@@ -645,6 +645,140 @@ def staff_list(config: ConfigOpt = None) -> None:
     typer.echo("\n".join(rows) if rows else "no site staff")
 
 
+reminders_app = _group("Reminder rules: when each kind of reminder goes, and its texts.")
+app.add_typer(reminders_app, name="reminders")
+
+
+def _rule_row(rule: Any, pending: int) -> str:
+    at = f"{rule.delivery_time:%H:%M}" if rule.delivery_time is not None else "-"
+    texts = ",".join(sorted(rule.texts or {})) or "-"
+    return (
+        f"{rule.kind:<22} {rule.anchor:<12} {rule.offset:>6} {rule.unit:<8} {at:<6} "
+        f"{'yes' if rule.quiet_ok else 'no':<6} {'yes' if rule.active else 'no':<6} "
+        f"{texts:<8} {pending:>7}"
+    )
+
+
+_RULE_HEADER = (
+    f"{'kind':<22} {'anchor':<12} {'offset':>6} {'unit':<8} {'at':<6} {'quiet':<6} "
+    f"{'active':<6} {'texts':<8} {'pending':>7}"
+)
+
+
+@reminders_app.command("list")
+def reminders_list(config: ConfigOpt = None) -> None:
+    """List the reminder rules: kind, anchor, offset and unit, delivery time (local), whether
+    it may go in quiet hours, active, languages with their own text, reminders pending."""
+    from models import outbox
+    from models import reminders as rm
+
+    async def work(session: AsyncSession) -> list[str]:
+        rules = await outbox.rules(session)
+        pending = await rm.pending_counts(session)
+        return [_rule_row(rules[k], pending.get(k, 0)) for k in sorted(rules)]
+
+    rows = _with_database(config, work)
+    typer.echo("\n".join([_RULE_HEADER, *rows]))
+
+
+def _clock(text: str) -> dt.time | None:
+    """``--at``: HH:MM (24-hour), or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    hour, sep, minute = text.partition(":")
+    if not (sep and hour.isascii() and hour.isdigit() and minute.isascii() and minute.isdigit()
+            and len(hour) <= 2 and len(minute) == 2 and int(hour) < 24 and int(minute) < 60):
+        raise typer.BadParameter(f"{text!r} is not a time HH:MM (or none)", param_hint="--at")
+    return dt.time(int(hour), int(minute))
+
+
+@reminders_app.command("set", cls=_Command)
+def reminders_set(
+    kind: Annotated[str, typer.Argument(help="the kind of reminder (see reminders list)")],
+    offset: Annotated[
+        int | None, typer.Option(help="units from the anchor (negative: before)", metavar="N")
+    ] = None,
+    unit: Annotated[
+        str | None, typer.Option(help="minutes, hours or days", metavar="UNIT")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="local delivery time HH:MM, or none", metavar="HH:MM"),
+    ] = None,
+    quiet_ok: Annotated[
+        bool | None,
+        typer.Option("--quiet-ok/--no-quiet-ok", help="may go during the quiet hours"),
+    ] = None,
+    active: Annotated[bool | None, typer.Option("--on/--off", help="sent or not")] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text",
+            help="LANG=TEXT: this language's own text ({placeholders} as in the catalogue); "
+            "LANG= goes back to the catalogue's",
+            metavar="LANG=TEXT",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Change a reminder rule; the kind's pending reminders are planned again from their
+    anchors (turning it off cancels them)."""
+    from zoneinfo import ZoneInfo
+
+    from bot.i18n import SUPPORTED
+    from models import reminders as rm
+
+    if unit is not None and unit not in ("minutes", "hours", "days"):
+        raise typer.BadParameter(f"{unit!r}: use minutes, hours or days", param_hint="--unit")
+    delivery: dt.time | bool | None = False if at is None else _clock(at)
+    texts: dict[str, str | None] = {}
+    for item in text or []:
+        lang, sep, body = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: write LANG=TEXT", param_hint="--text")
+        lang = lang.strip()
+        try:
+            texts[lang] = rm.check_text(kind, lang, body, SUPPORTED) if body else None
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--text") from None
+    if (offset, unit, quiet_ok, active) == (None, None, None, None) and at is None and not texts:
+        raise typer.BadParameter("nothing to change: give at least one option")
+    settings = _settings(config)
+    tz = ZoneInfo(settings.bot.timezone)
+
+    async def work(session: AsyncSession) -> tuple[Any, int, int, int]:
+        try:
+            rule = await rm.set_rule(
+                session,
+                kind,
+                offset=offset,
+                unit=unit,
+                delivery_time=delivery,
+                quiet_ok=quiet_ok,
+                active=active,
+                texts=texts or None,
+            )
+        except ValueError as exc:
+            raise _Refused(str(exc)) from None
+        timing = rm.Timing(tz, settings.reminders.quiet, dt.datetime.now(dt.UTC))
+        moved, cancelled = await rm.replan_kind(session, kind, timing)
+        pending = (await rm.pending_counts(session)).get(kind, 0)
+        return rule, moved, cancelled, pending
+
+    try:
+        rule, moved, cancelled, pending = _with_database(config, work)
+    except _Refused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(_RULE_HEADER)
+    typer.echo(_rule_row(rule, pending))
+    typer.echo(f"{kind}: {moved} pending reminders re-planned, {cancelled} cancelled")
+
+
+class _Refused(Exception):
+    """A change the domain refused (said in one line, exit status 1)."""
+
+
 def _key_store(config: Path | None) -> KeyStore:
     from bot.context import key_store
 

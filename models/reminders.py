@@ -450,4 +450,89 @@ __all__ = [
     "plan_unfinished",
     "replan_appointment",
     "replan_kind",
+    "set_rule",
 ]
+
+
+# ---------------------------------------------------------------- editing a rule
+
+
+_OFFSET_LIMIT = {"minutes": 60 * 24 * 366, "hours": 24 * 366, "days": 366}
+
+
+def check_text(kind: str, lang: str, text: str, languages: Iterable[str]) -> str:
+    """A rule's own text for a language, checked: a supported language, and only the kind's
+    placeholders, each plain ``{name}`` (raises ValueError saying what is wrong)."""
+    import string
+
+    if lang not in set(languages):
+        raise ValueError(f"unknown language {lang!r} (use one of {', '.join(sorted(languages))})")
+    allowed = PLACEHOLDERS.get(kind, frozenset())
+    try:
+        fields = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"{lang} text: {exc} (write a brace as {{{{ or }}}})") from None
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name not in allowed or spec or conversion:
+            known = ", ".join("{" + p + "}" for p in sorted(allowed)) or "none"
+            raise ValueError(
+                f"{lang} text: unknown placeholder {{{name}}} (this kind has: {known})"
+            )
+    if not text.strip():
+        raise ValueError(f"{lang} text is empty")
+    return text
+
+
+async def set_rule(
+    session: AsyncSession,
+    kind: str,
+    *,
+    offset: int | None = None,
+    unit: str | None = None,
+    delivery_time: dt.time | bool | None = False,
+    quiet_ok: bool | None = None,
+    active: bool | None = None,
+    texts: dict[str, str | None] | None = None,
+) -> ReminderRule:
+    """Change a rule (``delivery_time`` False: unchanged, None: no delivery time; a text None:
+    back to the catalogue's). Raises ValueError naming what is refused."""
+    rule = await outbox.rule(session, kind)
+    if rule is None:
+        kinds = ", ".join(sorted((await outbox.rules(session)).keys()))
+        raise ValueError(f"unknown kind {kind!r} (kinds: {kinds})")
+    new_unit = unit if unit is not None else rule.unit
+    if new_unit not in outbox.UNITS:
+        raise ValueError(f"unit must be one of {', '.join(outbox.UNITS)}")
+    new_offset = offset if offset is not None else rule.offset
+    if abs(new_offset) > _OFFSET_LIMIT[new_unit]:
+        raise ValueError(f"offset must be within ±{_OFFSET_LIMIT[new_unit]} {new_unit}")
+    if new_offset < 0 and rule.anchor != "appointment":
+        raise ValueError(f"a negative offset only makes sense before an appointment ({kind} "
+                         f"is counted from {rule.anchor})")
+    if kind == WAITLIST_OFFER:
+        # the held place waits for the person: the offer must reach them
+        if active is False:
+            raise ValueError("waitlist_offer cannot be turned off: it is how a held place "
+                             "reaches the person")
+        if delivery_time not in (False, None):
+            raise ValueError("waitlist_offer goes when the place is free: no delivery time")
+    rule.unit, rule.offset = new_unit, new_offset
+    if delivery_time is not False:
+        rule.delivery_time = delivery_time  # type: ignore[assignment]
+    if quiet_ok is not None:
+        rule.quiet_ok = quiet_ok
+    if active is not None:
+        rule.active = active
+    if texts:
+        merged = dict(rule.texts or {})
+        for lang, text in texts.items():
+            if text is None:
+                merged.pop(lang, None)
+            else:
+                merged[lang] = text
+        rule.texts = merged  # a new dict: the JSON column sees the change
+    rule.updated_at = dt.datetime.now(dt.UTC)
+    await session.flush()
+    return rule
