@@ -52,6 +52,7 @@ COMMANDS = (
     "link",
     "help",
     "checkin",
+    "reactions",
     "verify",
 )
 

@@ -14,7 +14,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, Conv
 from bot.context import Services
 from bot.http import MediaStore
 from bot.i18n import Translator
-from handlers import link
+from handlers import aftercare, guide, link
 from handlers.common import REMOVE_KEYBOARD, Turn, callback_parts, inline, parse_id, turn
 from models import accounts
 from models import healthbook as hb
@@ -31,12 +31,10 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
 
     @turn(conversation)
     async def help_(turn_: Turn) -> object:
-        """/help: what the bot does and its commands."""
-        s = turn_.services.settings.bot
-        turn_.say(turn_.t("help.text", hotline=s.hotline, emergency=s.emergency))
-        if reask is None:  # the question is not asked again: its choices still stand
-            turn_.keep_offer = True
-        return await again(turn_)
+        """/help: the guide's menu (handlers/guide.py); the conversation under way stays where
+        it is, and the guide's "Continue" asks its question again."""
+        await guide.open_guide(turn_, reask=reask is not None)
+        return None
 
     @turn(conversation)
     async def language(turn_: Turn) -> object:
@@ -135,6 +133,8 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
         CommandHandler("delete", delete),
         CallbackQueryHandler(delete_answer, pattern=r"^acct:"),
         *link.handlers(conversation, again),
+        *guide.handlers(conversation, reask),
+        *aftercare.handlers(conversation, again),
     ]
 
 
@@ -321,6 +321,19 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
             for r in data.get("reminders", [])
         ],
     )
+    section(
+        "mydata.reactions",
+        [
+            t(
+                "mydata.reaction_item",
+                severity=_name(r["severity"], t),
+                dose=r["dose"],
+                site=_name(r["site"], t),
+                when=r["reported_at"],
+            )
+            for r in data.get("reactions", [])
+        ],
+    )
     if data["staff_records"]:
         blocks.append(t("mydata.staff_records", count=data["staff_records"]))
     if data["booking_draft"] is not None:
@@ -347,6 +360,7 @@ def delete_confirmation(t: Translator, held: hb.Holdings) -> str:
         ("delete.item.staff_records", held.staff_records),
         ("delete.item.linked", held.linked_accounts),
         ("delete.item.reminders", held.reminders),
+        ("delete.item.reactions", held.reactions),
     ]
     lines = [t(key, count=count) for key, count in items if count]
     return "\n".join([t("delete.confirm"), *lines, t("delete.item.account"), "", t("delete.final")])

@@ -32,6 +32,7 @@ from telegram.ext import (
 from telegram.warnings import PTBUserWarning
 
 from bot.i18n import Translator
+from handlers import aftercare
 from handlers.common import (
     Address,
     Turn,
@@ -371,6 +372,7 @@ async def lot_typed(turn_: Turn) -> object:
         t("site.dose_recorded", name=book.full_name, dose=booking.dose, vaccine=name, lot=lot)
     )
     await _notify_dose(turn_, book, booking, name, window)
+    await aftercare.after_dose(turn_, booking)  # the advice now, the check-in planned
     return ConversationHandler.END
 
 

@@ -33,6 +33,7 @@ from models.tables import (
     HealthBook,
     InboxEvent,
     OutboxMessage,
+    Reaction,
     Session,
     Site,
     StaffSite,
@@ -448,6 +449,7 @@ class Holdings:
     staff_records: int  # check-ins and doses recorded as staff, in other people's records
     linked_accounts: int = 0  # the person's accounts on other messengers (/link)
     reminders: int = 0  # reminders and notices not yet sent (the outbox)
+    reactions: int = 0  # how they felt after a dose (answers to the after-care check-in)
 
 
 async def _book_ids(session: AsyncSession, account: Account) -> list[int]:
@@ -517,7 +519,16 @@ async def holdings(session: AsyncSession, account: Account) -> Holdings:
                 _outbox_of(account, books), OutboxMessage.status == "pending"
             ),
         ),
+        reactions=await _count(
+            session, select(Reaction.id).where(Reaction.health_book_id.in_(books))
+        ),
     )
+
+
+def aside_channel(channel: str) -> str:
+    """Where a chat's choices set aside by /help are kept in ``chat_offers`` (under the chat's
+    id, beside its current choices), to be offered again by the guide's "Continue"."""
+    return f"{channel}~help"
 
 
 def _outbox_of(account: Account, books: list[int]) -> Any:
@@ -701,6 +712,23 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
     ).all()
     counts = await holdings(session, account)
     offer = await session.get(ChatOffer, (account.channel, account.external_id))
+    set_aside = await session.get(
+        ChatOffer, (aside_channel(account.channel), account.external_id)
+    )
+    reactions = (
+        await session.scalars(
+            select(Reaction)
+            .where(Reaction.health_book_id.in_(book_ids))
+            .order_by(Reaction.reported_at, Reaction.id)
+        )
+    ).all()
+    booking_codes = dict(
+        (
+            await session.execute(
+                select(Booking.id, Booking.code).where(Booking.health_book_id.in_(book_ids))
+            )
+        ).all()
+    )
     linked = await session.scalars(
         select(Account).where(Account.linked_to == account.id).order_by(Account.id)
     )
@@ -829,10 +857,26 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
             }
             for r in reminders
         ],
+        # how they felt after a dose, as they answered the after-care check-in
+        "reactions": [
+            {
+                "booking": booking_codes.get(r.booking_id or 0),
+                "dose": r.dose,
+                "site": _site(sites.get(r.site_id or 0)),
+                "severity": _named(r.severity, _by_key(t, "aftercare.severity")),
+                "reported_at": _moment(r.reported_at),
+            }
+            for r in reactions
+        ],
         # what a typed number would choose now (a label may be the person's phone number)
         "offered_choices": [
             {"number": n, "label": label}
             for n, (label, _code) in enumerate(offer.choices if offer is not None else [], 1)
+        ],
+        # the choices set aside while the /help guide is shown (its "Continue" offers them)
+        "set_aside_choices": [
+            {"number": n, "label": label}
+            for n, (label, _code) in enumerate(set_aside.choices if set_aside else [], 1)
         ],
     }
 
@@ -865,6 +909,7 @@ async def erase_account(
         )
         .execution_options(synchronize_session=False)
     )
+    await session.execute(delete(Reaction).where(Reaction.health_book_id.in_(books)))
     await session.execute(delete(Vaccination).where(Vaccination.health_book_id.in_(books)))
     await session.execute(delete(WaitlistEntry).where(WaitlistEntry.health_book_id.in_(books)))
     await session.execute(delete(Booking).where(Booking.health_book_id.in_(books)))
@@ -876,9 +921,10 @@ async def erase_account(
             .execution_options(synchronize_session=False)
         )
     await session.execute(delete(ConversationState).where(_states_of(account)))
-    await session.execute(  # the choices last offered may name a phone number
+    await session.execute(  # the choices last offered (or set aside) may name a phone number
         delete(ChatOffer).where(
-            ChatOffer.channel == account.channel, ChatOffer.chat_id == account.external_id
+            ChatOffer.channel.in_([account.channel, aside_channel(account.channel)]),
+            ChatOffer.chat_id == account.external_id,
         )
     )
     await session.execute(  # their messages still waiting to be handled (Zalo's inbox)

@@ -323,8 +323,10 @@ async def test_odd_input_mid_booking_keeps_the_step(chat_sample: ChatHarness) ->
     await person.press("Sa Pa")
     await person.send_sticker()
     assert question(person.last_text) == t("vi", "book.use_buttons")
-    await person.send("/help")
+    await person.send("/help")  # the guide: its numbers while it is shown
     assert "/book" in person.last_text
+    await person.press(t("vi", "guide.button.continue"))  # the days offered again
+    assert question(person.last_text) == t("vi", "guide.continue")
     await person.press_data("bk:d:1:20990101")  # forged: a day with no session
     await person.press_data("bk:t:1:notanumber")
     await person.press(person.buttons[0])  # the real day buttons still work

@@ -158,6 +158,13 @@ def date(lang: str, day: dt.date) -> str:
     return TR.get(lang).date(day)
 
 
+def advised(person: Person, lang: str) -> bool:
+    """Whether the person's last message is the after-care advice (tests/test_aftercare.py)."""
+    return (person.last_text or "").startswith(
+        t(lang, "aftercare.advice", hotline="1900 9095", emergency="115")
+    )
+
+
 def assert_card(s: Scene, text: str | None) -> None:
     """The check-in card: who (ID masked), what they declared, what they booked."""
     assert text is not None
@@ -347,8 +354,9 @@ async def test_record_dose_end_to_end(bot: ChatHarness) -> None:
     assert vac.booking_id == s.booking_id and vac.recorded_by == await account_id(bot, s.staff)
     assert (await booking_row(bot, s.booking_id)).status == "vaccinated"
     today = dt.date(2026, 11, 25)
-    # AstraZeneca: dose 2 from 56 to 84 days after dose 1
-    assert s.person.last_text == (
+    # AstraZeneca: dose 2 from 56 to 84 days after dose 1; then the after-care advice
+    assert advised(s.person, "vi")
+    assert s.person.texts[-2] == (
         t(
             "vi",
             "site.notify_dose",
@@ -556,7 +564,8 @@ async def test_english_end_to_end(bot: ChatHarness) -> None:
         dose=2,
         earliest=date("en", today + dt.timedelta(56)),
         latest=date("en", today + dt.timedelta(84)),
-    ) in (s.person.last_text or "")
+    ) in s.person.texts[-2]
+    assert advised(s.person, "en")
     await s.person.send("/certificate")
     payload = s.person.last_text
     await s.person.send(f"/verify {payload}")
@@ -589,7 +598,8 @@ async def test_resident_on_zalo_staff_on_telegram(both_sample: Both) -> None:
         "vi", "site.dose_recorded", name="Nguyễn Văn An", dose=1, vaccine=AZ, lot="MX-1"
     )
     today = dt.date(2026, 11, 25)
-    told_person = person.last_text or ""
+    assert advised(person, "vi")
+    told_person = person.texts[-2]
     assert told_person.startswith(
         t(
             "vi",
