@@ -30,6 +30,7 @@ from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
 from bot.settings import Settings
 from handlers import booking, healthbook, reminders, site
+from handlers import broadcast
 from handlers import help as help_handlers
 from handlers.common import is_private, translator_for
 from handlers.groups import GroupGuard
@@ -204,6 +205,7 @@ def build_application(
     app.add_handler(site.build())
     app.add_handler(booking.build())
     app.add_handler(healthbook.build())
+    app.add_handler(broadcast.build())  # after them: mid-way, /broadcast is theirs
     for handler in [
         *site.handlers(),
         *booking.handlers(),

@@ -150,6 +150,30 @@ def run(config: ConfigOpt = None) -> None:
     raise typer.Exit(asyncio.run(serve_async(served, settings)))
 
 
+@app.command()
+def dispatch(config: ConfigOpt = None) -> None:
+    """Send the outbox, without polling. Reminders, waitlist offers and broadcasts, for a bot
+    run with [dispatch] in_bot = false. On SQLite run one dispatcher only; on PostgreSQL any
+    number. SIGINT or SIGTERM stops it."""
+    settings = _settings(config)
+    if settings.telegram.token is None and settings.zalo.token is None:
+        typer.echo(NO_TOKEN, err=True)
+        raise typer.Exit(2)
+    _check_translations(settings)
+    from bot.app import build_services
+    from bot.logs import setup_logging
+    from bot.serve import dispatch_async
+
+    setup_logging(settings.logging.level)
+    _prepare_database(settings)
+    try:
+        services = build_services(settings)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(asyncio.run(dispatch_async(settings, services)))
+
+
 def _prepare_database(settings: Settings) -> None:
     """Upgrade the schema (when ``upgrade_on_start``) and refuse a database the bot cannot serve:
     one that does not answer, or whose commune/ward codes follow another reference release."""

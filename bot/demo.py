@@ -19,11 +19,14 @@ import math
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from bot.settings import Settings
 from bot.standin import BotApiStandIn, Call, ChatDriver, TgUser
 from bot.standin.common import StandInTimeoutError
+
+if TYPE_CHECKING:
+    from bot.dispatch import Dispatcher
 
 DEMO_TOKEN = "1000001:demo-token-no-network"
 DEMO_ZALO_TOKEN = "1000001:demo-zalo-token-no-network"
@@ -317,16 +320,19 @@ async def _loop(
 # ------------------------------------------------------------------ the bot
 
 
-def _idle(app: Any) -> Callable[[], Awaitable[None]]:
-    """Until the application has no update waiting or being handled: all of an answer is
-    shown together, however long its parts take."""
+def _idle(app: Any, dispatcher: Dispatcher | None = None) -> Callable[[], Awaitable[None]]:
+    """Until the application has no update waiting or being handled, and the dispatcher has
+    sent what the answer made due (a waitlist offer…): all of an answer is shown together,
+    however long its parts take."""
 
     async def idle() -> None:
         for _ in range(6000):  # 30 s at most
             processor = app.update_processor
             if app.update_queue.empty() and processor.current_concurrent_updates == 0:
-                return
+                break
             await asyncio.sleep(0.005)
+        if dispatcher is not None:
+            await dispatcher.wait_idle(5.0)
 
     return idle
 
@@ -373,6 +379,7 @@ async def telegram_chat(
 ) -> AsyncIterator[DemoChat]:
     """The bot on the Telegram stand-in, and the demo person's chat with it."""
     from bot.app import build_application, engine_of, prepare_database
+    from bot.dispatch import Dispatcher
     from bot.polling import Poller
     from models.certificates import Keyring
 
@@ -392,11 +399,16 @@ async def telegram_chat(
             poller = Poller(app, timeout=1)
             await poller.start()
             await app.start()
+            dispatcher = Dispatcher(app.bot_data["services"])
+            await dispatcher.start()
             try:
                 user = TgUser(id=TELEGRAM_USER_ID, first_name="Demo", language_code=language)
-                driver = _DemoDriver(api, user, idle=_idle(app), first_update_id=first_update_id)
+                driver = _DemoDriver(
+                    api, user, idle=_idle(app, dispatcher), first_update_id=first_update_id
+                )
                 yield TelegramDemoChat(driver, out)
             finally:
+                await dispatcher.stop()
                 await poller.stop()
                 await app.stop()
                 await poller.confirm()
@@ -432,6 +444,7 @@ async def zalo_chat(
     from bot.app import build_services, engine_of, prepare_database
     from bot.channels.zalo import ZaloPoller, build_zalo_application
     from bot.channels.zalo_api import ZaloApi
+    from bot.dispatch import Dispatcher
     from bot.http import HttpServer, MediaStore
     from bot.standin.zalo import ZaloApiStandIn, ZaloChatDriver, ZaloUser
     from models.certificates import Keyring
@@ -453,7 +466,9 @@ async def zalo_chat(
                 await poller.start()
                 await app.start()
                 receiver = app.bot_data["zalo_receiver"]
-                settled = _idle(app)
+                dispatcher = Dispatcher(app.bot_data["services"])
+                await dispatcher.start()
+                settled = _idle(app, dispatcher)
 
                 async def idle() -> None:
                     await settled()
@@ -463,6 +478,7 @@ async def zalo_chat(
                     user = ZaloUser(id=ZALO_USER_ID, display_name="Demo")
                     yield ZaloDemoChat(ZaloChatDriver(api, user, idle=idle), out)
                 finally:
+                    await dispatcher.stop()
                     await poller.stop()
                     await app.stop()
                     await receiver.idle()

@@ -54,9 +54,10 @@ from models.timeutil import to_utc
 
 log = logging.getLogger(__name__)
 
-#: seconds of sends a channel may catch up at once after falling behind its pace (asyncio's
-#: timers are late by a millisecond or so; never more than this burst above the rate)
-CATCH_UP = 0.05
+#: sends a channel may catch up at once after falling behind its pace (asyncio's timers are
+#: late by a millisecond or so): in any second at most rate + CATCH_UP + 1 start, so a rate
+#: just under a messenger's limit stays under it
+CATCH_UP = 2
 #: outcomes are committed at least this often while messages go out (seconds)
 FLUSH_EVERY = 0.05
 #: how long a channel waits after a 429 that names no wait (seconds)
@@ -100,7 +101,7 @@ class _Pace:
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
-        self.slack = max(self.interval, CATCH_UP)
+        self.slack = CATCH_UP * self.interval
         self.next = 0.0
         self.paused_until = 0.0
 

@@ -7,6 +7,11 @@ the pictures and files sent over Zalo whenever ``[http] public_url`` is set. The
 (database engine, translations, keyring) are built once and shared; the periodic jobs run in one
 application only. SIGINT or SIGTERM stops everything: polling first, then what was queued is
 handled, the inbox cleared, the connections closed.
+
+The dispatcher (:mod:`bot.dispatch`, the outbox's reminders, offers and broadcasts) runs here,
+one for every channel, once the applications have started (``[dispatch] in_bot``), and is the
+first thing stopped; or alone, ``healthbook dispatch`` (:func:`dispatch_async`): the channels
+of every configured token without polling.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from bot.app import build_application, build_services
 from bot.channels.zalo import ZaloPoller, ZaloReceiver, build_zalo_application
 from bot.channels.zalo_api import ZaloApi, ZaloError, ZaloNetworkError
 from bot.context import HBApplication, Services
+from bot.dispatch import Dispatcher
 from bot.http import WEBHOOK_PATH, HttpServer, MediaStore
 from bot.polling import SIGNALS, BadToken, Poller, retry_until, retrying
 from bot.polling import stop_polling as stop_telegram
@@ -74,6 +80,7 @@ class Served:
         self.zalo: HBApplication | None = None
         self.zalo_poller: ZaloPoller | None = None
         self.http: HttpServer | None = None
+        self.dispatcher: Dispatcher | None = None
 
 
 def build(
@@ -83,6 +90,8 @@ def build(
     if services is None:
         services = build_services(settings)
     served = Served()
+    if settings.dispatch.in_bot:
+        served.dispatcher = Dispatcher(services)  # every channel, through services.channels
     if settings.telegram.token is not None:
         served.telegram = build_application(settings, services=services, jobs=True)
     if settings.zalo.token is not None or zalo_api is not None:
@@ -158,11 +167,16 @@ async def start(served: Served, settings: Settings, stop: asyncio.Event) -> int 
             return 2
         await app.start()
         log.info("connected to the Zalo Bot API; %s", mode)
+    if served.dispatcher is not None:
+        await served.dispatcher.start()
     return None
 
 
 async def shutdown(served: Served) -> None:
-    """Stop receiving, handle what was queued, clear the inbox, close everything."""
+    """Stop sending the outbox, stop receiving, handle what was queued, clear the inbox, close
+    everything."""
+    if served.dispatcher is not None:
+        await served.dispatcher.stop()
     if served.zalo_poller is not None:
         await served.zalo_poller.stop()
     if served.http is not None:
@@ -207,4 +221,81 @@ def serve_all(settings: Settings) -> int:
     return asyncio.run(serve_async(served, settings))
 
 
-__all__ = ["Served", "build", "has_channel", "serve_all", "serve_async", "shutdown", "start"]
+async def dispatch_async(
+    settings: Settings, services: Services | None = None, stop: asyncio.Event | None = None
+) -> int:
+    """``healthbook dispatch``: the dispatcher alone, sending through the channel of every
+    configured token (no polling: Telegram through a bare ``ExtBot``, Zalo through
+    :class:`ZaloApi`), until ``stop`` is set, or SIGINT or SIGTERM; the exit status (2: a
+    token refused). Pictures cannot go on Zalo from here (no web server to serve them)."""
+    from telegram.ext import ExtBot
+
+    from bot.channels.telegram import TelegramChannel
+    from bot.channels.zalo import ZaloChannel
+    from bot.polling import BadToken
+    from bot.request import AiohttpRequest
+
+    if services is None:
+        services = build_services(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    closers: list[Callable[[], Awaitable[object]]] = []
+    dispatcher = Dispatcher(services)
+    try:
+        if settings.telegram.token is not None:
+            bot: ExtBot[None] = ExtBot(
+                settings.telegram.token.get_secret_value(),
+                base_url=settings.telegram.base_url,
+                base_file_url=settings.telegram.base_file_url,
+                request=AiohttpRequest(connection_pool_size=64),
+            )
+            where = urlsplit(settings.telegram.base_url).netloc or settings.telegram.base_url
+            try:
+                if not await retrying(bot.initialize, where, stop):
+                    return 0
+            except BadToken:
+                log.error("the Telegram Bot API at %s refused the bot token: check [telegram] "
+                          "token", where)
+                return 2
+            closers.append(bot.shutdown)
+            services.channels["telegram"] = TelegramChannel(bot)
+        if settings.zalo.token is not None:
+            api = ZaloApi(settings.zalo.token.get_secret_value(), settings.zalo.base_url)
+            closers.append(api.close)
+            try:
+                if not await zalo_retrying(api.get_me, stop):
+                    return 0
+            except ZaloBadToken:
+                log.error("the Zalo Bot API refused the bot token: check [zalo] token")
+                return 2
+            services.channels["zalo"] = ZaloChannel(api, services)
+        await dispatcher.start()
+        log.info("dispatcher %s: sending the outbox on %s", dispatcher.worker,
+                 ", ".join(services.channels) or "no channel")
+        await stop.wait()
+        log.info("stopping")
+        return 0
+    finally:
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+        await dispatcher.stop()
+        for close in reversed(closers):
+            try:
+                await close()
+            except Exception as exc:  # closing what may never have opened
+                log.debug("closing: %s", type(exc).__name__)
+        await services.sessions.kw["bind"].dispose()
+
+
+__all__ = [
+    "Served",
+    "build",
+    "dispatch_async",
+    "has_channel",
+    "serve_all",
+    "serve_async",
+    "shutdown",
+    "start",
+]

@@ -18,6 +18,13 @@ async def fallback_text(turn_: Turn) -> None:
         return
     if await site.checkin_typed(turn_):  # site staff typing a booking code alone
         return
+    await idle_answer(turn_)
+
+
+async def idle_answer(turn_: Turn) -> None:
+    """What a message outside any conversation gets (an unknown command too): the last
+    choices again when it names none of them, else how to begin. Also the answer to a
+    command someone may not use (/broadcast), so that it gives away nothing."""
     if turn_.update.message is not None and turn_.update.message.text:
         offer = await turn_.services.offers.load(turn_.session, turn_.channel, str(turn_.chat_id))
         if offer.choices:  # an answer to the last choices that names none of them: them again

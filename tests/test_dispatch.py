@@ -323,3 +323,189 @@ async def test_offers_are_read_fresh_when_the_dispatcher_runs_apart(tmp_path: Pa
     inside = load_settings(None, database={"url": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"})
     assert build_services(apart).offers.size == 0
     assert build_services(inside).offers.size == Offers().size
+
+
+# ------------------------------------------------------------------------------- kill -9
+
+CHILD = """
+import asyncio, sys
+from bot.serve import dispatch_async
+from bot.settings import load_settings
+from handlers.notices import RENDERERS
+from tests.test_dispatch import KIND, _note
+RENDERERS[KIND] = _note
+asyncio.run(dispatch_async(load_settings(sys.argv[1])))
+"""
+
+
+def dispatcher_config(path: Path, api: BotApiStandIn, db_url: str, **dispatch: object) -> Path:
+    lines = "".join(f"{k} = {v}\n" for k, v in dispatch.items())
+    path.write_text(
+        f'[telegram]\ntoken = "{TOKEN}"\nbase_url = "{api.base_url}"\n'
+        f'base_file_url = "{api.base_file_url}"\n[database]\nurl = "{db_url}"\n'
+        # no quiet hours: the child runs on the real clock, whatever time it is
+        f'[dispatch]\n{lines}[reminders]\nquiet_start = "00:00"\nquiet_end = "00:00"\n'
+        '[logging]\nlevel = "WARNING"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_a_dispatcher_killed_mid_batch_loses_nothing(
+    bot: Harness, tmp_path: Path
+) -> None:
+    """A dispatcher in its own process is killed (SIGKILL) while a batch is going out; a
+    dispatcher started after the claims timed out sends the rest: every message arrives, and
+    only messages in flight at the kill (at most the batch) arrive twice."""
+    batch = 20
+    people = [await add_account(bot, 7600 + i) for i in range(30)]
+    # quiet_ok: the test's clock is moved to the real time below, which may be a quiet hour
+    ids = [i for a in people for i in await add_notes(bot, a, 2, quiet_ok=True)]
+    config = dispatcher_config(
+        tmp_path / "config.toml", bot.api, str(bot.services.settings.database.url),
+        batch_size=batch, telegram_rate=20, per_chat_seconds=0,
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(config), env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await bot.api.wait_for_calls(lambda c: c.method == "sendMessage", count=25, timeout=30)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    st = await statuses(bot)
+    assert any(s[0] == "claimed" for s in st.values())  # killed mid-batch
+    assert any(s[0] == "sent" for s in st.values())
+
+    d = Dispatcher(bot.services)
+    await run_until_idle(d)  # the claims are not stale yet: they wait
+    assert any(s[0] == "claimed" for s in (await statuses(bot)).values())
+    # the child claimed on the real clock: the claims time out that long after it
+    timeout = bot.services.settings.dispatch.claim_timeout_seconds
+    bot.clock.current = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout + 1)
+    await drain(bot.services)
+    assert all(s[0] == "sent" for s in (await statuses(bot)).values())
+    got = _texts(bot.api)
+    every = [f"note {i}: #{n % 2}" for n, i in enumerate(ids)]
+    delivered = {text for texts in got.values() for text in texts}
+    assert set(every) <= delivered  # nothing lost
+    twice = sum(n - 1 for texts in got.values() for n in texts.values())
+    assert twice <= batch, twice  # only what was in flight at the kill
+    print(f"kill -9 mid-batch: {twice} of {len(ids)} messages sent twice (batch {batch})")
+
+
+# ------------------------------------------------------------------------------- PostgreSQL
+
+
+async def test_two_dispatchers_on_postgresql_never_send_the_same_message(bot: Harness) -> None:
+    if not str(bot.services.settings.database.url).startswith("postgresql"):
+        pytest.skip("several dispatchers run on PostgreSQL (SKIP LOCKED); SQLite runs one")
+    settings = bot.services.settings.dispatch
+    settings.batch_size, settings.telegram_rate, settings.per_chat_seconds = 10, 1000, 0
+    people = [await add_account(bot, 7700 + i) for i in range(40)]
+    ids = [i for a in people for i in await add_notes(bot, a, 5)]
+    one, two = Dispatcher(bot.services), Dispatcher(bot.services)
+    assert one.worker != two.worker
+    await one.start()
+    await two.start()
+    try:
+        await one.wait_idle(30)
+        await two.wait_idle(30)
+    finally:
+        await one.stop()
+        await two.stop()
+    got = _texts(bot.api)
+    assert sum(len(texts) for texts in got.values()) == len(ids)
+    assert all(n == 1 for texts in got.values() for n in texts.values())
+    assert all(s[0] == "sent" for s in (await statuses(bot)).values())
+    async with bot.session() as session:
+        workers = set(await session.scalars(select(OutboxMessage.claimed_by).distinct()))
+    assert workers == {one.worker, two.worker}  # both took their share
+    assert one.stats.sent + two.stats.sent == len(ids)
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+async def test_healthbook_dispatch_starts_sends_and_stops(bot: Harness, tmp_path: Path) -> None:
+    """``healthbook dispatch --config FILE``: sends what is due (a reminder of a real kind would
+    do the same; this one is the test kind, registered in the child) and exits 0 on SIGTERM;
+    without a token it says how to get one, exit status 2."""
+    a = await add_account(bot, 7801)
+    [note] = await add_notes(bot, a, 1)
+    config = dispatcher_config(tmp_path / "config.toml", bot.api,
+                               str(bot.services.settings.database.url))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD.replace(
+            "asyncio.run(dispatch_async(load_settings(sys.argv[1])))",
+            "from bot.cli import app; app(['dispatch', '--config', sys.argv[1]])",
+        ), str(config), env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await bot.api.wait_for_calls(lambda c: c.method == "sendMessage", timeout=30)
+        for _ in range(100):
+            if (await statuses(bot))[note][0] == "sent":
+                break
+            await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = (await proc.stderr.read()).decode() if proc.stderr else ""
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert notes_to(bot.api, 7801) == [f"note {note}: #0"]
+    assert (await statuses(bot))[note][0] == "sent"
+
+    no_token = tmp_path / "none.toml"
+    no_token.write_text(f'[database]\nurl = "{bot.services.settings.database.url}"\n')
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "dispatch", "--config", str(no_token),
+        env={k: v for k, v in env.items() if not k.startswith("HEALTHBOOK_TELEGRAM")},
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, said = await done.communicate()
+    assert done.returncode == 2 and b"No bot token" in said
+
+
+# ------------------------------------------------------------------------------- the demo
+
+
+@pytest.mark.parametrize("channel", ["telegram", "zalo"])
+async def test_the_demo_shows_what_falls_due(tmp_path: Path, channel: str) -> None:
+    """The terminal demo runs a dispatcher: a message due for the demo person (a reminder, an
+    offer) is shown with the bot's next answer."""
+    import io
+
+    from bot.db import create_engine, session_factory
+    from bot.demo import TELEGRAM_USER_ID, ZALO_USER_ID, telegram_chat, zalo_chat
+    from bot.settings import load_settings
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+    settings = load_settings(None, database={"url": url, "upgrade_on_start": True})
+    out = io.StringIO()
+    chat_of = telegram_chat if channel == "telegram" else zalo_chat
+    async with chat_of(settings, language="vi", sample_data=False, out=out) as chat:
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                chat_id = str(TELEGRAM_USER_ID if channel == "telegram" else ZALO_USER_ID)
+                account = Account(channel=channel, external_id=chat_id, locale="vi")
+                session.add(account)
+                await session.flush()
+                outbox.enqueue(session, kind=KIND, account_id=account.id, quiet_ok=True,
+                               due_at=dt.datetime.now(dt.UTC), params={"text": "demo"})
+        finally:
+            await engine.dispose()
+        await chat.say("/help")
+    assert ": demo" in out.getvalue()
