@@ -587,6 +587,7 @@ def sessions_list(
         return [
             f"{s.date} {s.start_time:%H:%M}-{s.end_time:%H:%M}  {st.code:<20} {c.code:<20}"
             f" {s.booked:>4}/{s.capacity:<4} booked"
+            + ("  cancelled" if s.cancelled_at is not None else "")
             for s, st, c in found
         ]
 
@@ -1016,6 +1017,239 @@ def _missing_sqlite_file(url: str) -> Path | None:
         return None
     path = Path(name)
     return None if path.exists() else path.resolve()
+
+
+# --- admins, broadcasts, cancelling a session -------------------------------------------------
+
+admin_app = _group("Admins of the health department: /broadcast in the chat.")
+broadcast_app = _group("Messages to residents, sent by the bot's dispatcher.")
+app.add_typer(admin_app, name="admin")
+app.add_typer(broadcast_app, name="broadcast")
+
+
+def _account_option(telegram_id: str | None, zalo_id: str | None) -> tuple[str, str]:
+    """The channel and strictly checked id of exactly one of --telegram-id and --zalo-id."""
+    from models.checkin import staff_external_id
+
+    if (telegram_id is None) == (zalo_id is None):
+        raise typer.BadParameter("give exactly one of --telegram-id and --zalo-id")
+    channel, raw = ("telegram", telegram_id) if telegram_id is not None else ("zalo", zalo_id)
+    assert raw is not None
+    try:
+        return channel, staff_external_id(channel, raw)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{channel}-id") from None
+
+
+@admin_app.command("add")
+def admin_add(
+    telegram_id: Annotated[
+        str | None,
+        typer.Option("--telegram-id", help="the person's Telegram id (a number)", metavar="ID"),
+    ] = None,
+    zalo_id: Annotated[
+        str | None,
+        typer.Option("--zalo-id", help="the person's Zalo id (letters and digits)", metavar="ID"),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Make a Telegram or Zalo user an admin (role admin). Admins send /broadcast and act as
+    staff at every site. Give exactly one of --telegram-id and --zalo-id. Idempotent."""
+    from models.roles import grant_admin
+
+    channel, external_id = _account_option(telegram_id, zalo_id)
+
+    async def work(session: AsyncSession) -> str:
+        return (await grant_admin(session, channel, external_id)).role
+
+    role = _with_database(config, work)
+    typer.echo(f"{channel} user {external_id} is now {role}")
+
+
+@admin_app.command("list")
+def admin_list(config: ConfigOpt = None) -> None:
+    """List the admins."""
+    from models.roles import admins
+
+    async def work(session: AsyncSession) -> list[str]:
+        return [f"{a.channel}:{a.external_id}" for a in await admins(session)]
+
+    rows = _with_database(config, work)
+    typer.echo("\n".join(rows) if rows else "no admins")
+
+
+def _text_or_exit(settings: Settings, text: str) -> str:
+    from models.broadcasts import clean_text
+    from models.errors import DomainError
+
+    try:
+        return clean_text(text)
+    except DomainError as exc:
+        typer.echo(f"error: --text: {_render_error(settings, exc)}", err=True)
+        raise typer.Exit(2) from None
+
+
+@broadcast_app.command("send")
+def broadcast_send(
+    text: Annotated[
+        str, typer.Option("--text", help="the message, as people will read it", metavar="TEXT")
+    ],
+    audience: Annotated[
+        str,
+        typer.Option(
+            "--audience",
+            help="everyone, commune:CODE, site:SITECODE:YYYY-MM-DD or due:CAMPAIGN",
+            metavar="WHO",
+        ),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="send without asking")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Send a message to residents. Prints how many will get it and asks before sending
+    (unless --yes). The bot's dispatcher sends the copies (or healthbook dispatch); quiet
+    hours hold them until morning."""
+    from zoneinfo import ZoneInfo
+
+    from models import broadcasts as bc
+
+    settings = _settings(config)
+    body = _text_or_exit(settings, text)
+    tz = ZoneInfo(settings.bot.timezone)
+    today = _local_today(config)
+
+    async def counted(session: AsyncSession) -> int:
+        return await bc.count(session, await bc.parse_audience(session, audience), today, tz)
+
+    count = _with_database(config, counted)
+    typer.echo(f"{count} people will receive it")
+    if count == 0:
+        raise typer.Exit(1)
+    if not yes and not typer.confirm("Send it?", default=False):
+        typer.echo("nothing sent")
+        raise typer.Exit(1)
+
+    async def queue(session: AsyncSession) -> tuple[int, int]:
+        from models.outbox import after_quiet_hours
+        from models.tables import Broadcast
+
+        chosen = await bc.parse_audience(session, audience)
+        now = dt.datetime.now(dt.UTC)
+        draft = Broadcast(text=body, audience=chosen.kind, audience_params=chosen.params(),
+                          total=0, status="draft", progress_shown={})
+        session.add(draft)
+        await session.flush()
+        due = after_quiet_hours(now, settings.reminders.quiet, tz)
+        total = await bc.send(session, draft, today=today, tz=tz, due_at=due)
+        return draft.id, total
+
+    number, total = _with_database(config, queue)
+    typer.echo(
+        f"broadcast {number}: {total} messages queued (the bot sends them; "
+        f"see healthbook broadcast status {number})"
+    )
+
+
+@broadcast_app.command("status", cls=_Command)
+def broadcast_status(
+    number: Annotated[
+        int | None, typer.Argument(help="the broadcast's number (default: the last 20)",
+                                   metavar="ID", min=1, max=2**31 - 1, show_default=False)
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """How far broadcasts have gone: sent / failed / left."""
+    from sqlalchemy import select
+
+    from models import broadcasts as bc
+    from models.errors import DomainError
+    from models.tables import Broadcast
+
+    async def work(session: AsyncSession) -> list[str]:
+        if number is not None:
+            found = await session.get(Broadcast, number)
+            if found is None or found.status == "draft":
+                raise DomainError("broadcast.not_found", broadcast=number)
+            shown = [found]
+        else:
+            shown = list(
+                await session.scalars(
+                    select(Broadcast)
+                    .where(Broadcast.status != "draft")
+                    .order_by(Broadcast.id.desc())
+                    .limit(20)
+                )
+            )
+        lines = []
+        for b in shown:
+            p = await bc.progress(session, b.id)
+            when = b.created_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            where = f"{b.audience} {b.audience_params}" if b.audience_params else b.audience
+            lines.append(
+                f"broadcast {b.id} ({when}, {where}, {b.status}): "
+                f"sent {p.sent} / failed {p.failed} / left {p.left}"
+                + (f" / dropped {p.dropped}" if p.dropped else "")
+            )
+        return lines
+
+    lines = _with_database(config, work)
+    typer.echo("\n".join(lines) if lines else "no broadcasts")
+
+
+@sessions_app.command("cancel")
+def sessions_cancel(
+    session_id: Annotated[
+        int | None,
+        typer.Option("--id", help="the session's id", metavar="N", min=1, max=2**31 - 1),
+    ] = None,
+    site: Annotated[str | None, typer.Option(help="site code", metavar="CODE")] = None,
+    date: Annotated[str | None, typer.Option(help="YYYY-MM-DD", metavar="DATE")] = None,
+    start: Annotated[str | None, typer.Option(help="start time, HH:MM", metavar="HH:MM")] = None,
+    campaign: Annotated[
+        str | None,
+        typer.Option(help="campaign code, when several have a session then", metavar="CODE"),
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="told to the people booked (one line)", metavar="TEXT")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Cancel a session: --id N, or --site, --date and --start (and --campaign when several
+    campaigns have a session then). Its bookings are cancelled, its waitlist released, and
+    each booked person is told by the bot (with Book again)."""
+    from zoneinfo import ZoneInfo
+
+    from models.errors import DomainError
+    from models.sessions_admin import cancel_session, clean_reason, find_session
+
+    if session_id is None and not (site and date and start):
+        raise typer.BadParameter("give --id N, or --site CODE --date YYYY-MM-DD --start HH:MM")
+    if session_id is not None and (site or date or start or campaign):
+        raise typer.BadParameter("give --id, or --site/--date/--start, not both")
+    day = _parse("date (YYYY-MM-DD)", date, dt.date.fromisoformat) if date else None
+    at = _parse("time (HH:MM)", start, dt.time.fromisoformat) if start else None
+    settings = _settings(config)
+    try:
+        why = clean_reason(reason)
+    except DomainError as exc:
+        typer.echo(f"error: --reason: {_render_error(settings, exc)}", err=True)
+        raise typer.Exit(2) from None
+    today = _local_today(config)
+
+    async def work(session: AsyncSession) -> str:
+        slot = await find_session(
+            session, session_id=session_id, site=site, date=day, start=at, campaign=campaign
+        )
+        done = await cancel_session(
+            session, slot, now=dt.datetime.now(ZoneInfo(settings.bot.timezone)), today=today,
+            reason=why,
+        )
+        return (
+            f"session {slot.id} ({slot.date} {slot.start_time:%H:%M}) cancelled: "
+            f"{done.bookings} bookings cancelled, {done.notified} people to be told, "
+            f"{done.waitlist} waitlist entries released"
+        )
+
+    typer.echo(_with_database(config, work))
 
 
 def main() -> None:
