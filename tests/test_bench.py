@@ -118,3 +118,25 @@ def test_a_tiny_zalo_run_end_to_end() -> None:
     assert bot["errors"] == bot["second_wave_errors"] == echo["errors"] == 0
     assert bot["bot_cpu_ms_per_update"] > 0 and echo["bot_cpu_ms_per_update"] > 0
     assert "Zalo: healthbook bot" in done.stdout and "Zalo: echo, ZaloApi" in done.stdout
+
+
+def test_a_tiny_dispatch_run_end_to_end() -> None:
+    """``python -m bench.dispatch`` with 600 messages: every one delivered once through the
+    flood-controlled stand-in, the baseline run, the last line's figures there."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.dispatch", "--messages", "600", "--baseline", "300"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=True,
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["benchmark"] == "dispatch" and figures["messages"] == 600
+    assert figures["delivered"] == 600 and figures["duplicates"] == 0
+    assert figures["dispatcher"]["worker"]["sent"] == 600
+    assert 0 < figures["rate_share"] <= 1.05 and figures["throttled"] >= 0
+    assert figures["peak_rss_mb"] >= figures["idle_rss_mb"] > 0
+    assert figures["cpu_ms_per_message"] > 0
+    assert figures["baseline"]["messages"] == 300
+    assert "healthbook dispatcher" in done.stdout and "bare loop (baseline)" in done.stdout
