@@ -241,8 +241,7 @@ def handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler]
         pending = reask is not None or await aside(turn_) is not None
         if choice == "menu":
             show_menu(turn_, pending)
-        elif choice in PAGES:
-            turn_.ack = _label(turn_, choice)
+        elif choice in PAGES:  # no "✓ label" on top: each page's first line says it
             await show_page(turn_, choice, pending)
         else:
             turn_.toast(turn_.t("error.button.invalid"))
