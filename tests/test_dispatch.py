@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bot.channels.base import Reply
 from bot.channels.typed import Offers
@@ -31,7 +32,7 @@ from handlers.common import inline
 from handlers.notices import RENDERERS, Notice
 from models import outbox
 from models.tables import Account, OutboxMessage
-from tests.conftest import PG_URL, TOKEN, Harness, ZaloHarness
+from tests.conftest import TOKEN, Harness, ZaloHarness
 from tests.flows import t
 
 KIND = "test_note"
@@ -44,8 +45,11 @@ async def _note(n: Notice) -> Reply | None:
     if params.get("drop"):
         return None
     text = f"note {n.message.id}: {params.get('text', '')}"
+    if params.get("vietnamese"):
+        return Reply(text=text, markup=inline([[("Giữ tiếng Việt", "lang:vi")]]))
     if params.get("language_options"):
-        return Reply(text=text, markup=inline([[("English", "lang:en")], [("Tiếng Việt", "lang:vi")]]))
+        rows = [[("English", "lang:en")], [("Tiếng Việt", "lang:vi")]]
+        return Reply(text=text, markup=inline(rows))
     return Reply(text=text)
 
 
@@ -155,7 +159,7 @@ async def test_one_message_per_chat_per_second_in_order(bot: Harness) -> None:
     await run_until_idle(Dispatcher(bot.services))
     calls = [c for c in bot.api.chat_calls(7104) if c.method == "sendMessage"]
     assert [c.params["text"] for c in calls] == [f"note {i}: #{n}" for n, i in enumerate(ids)]
-    gaps = [b.time - a.time for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(calls)]
     assert min(gaps) >= 0.25, gaps
 
 
@@ -312,6 +316,39 @@ async def test_a_blocked_zalo_person_is_unreachable(zbot: ZaloHarness) -> None:
     [note] = await add_notes(zbot, a)
     await drain(zbot.services)
     assert (await statuses(zbot))[note][:2] == ("failed", "blocked")
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["read-fresh", "cached"])
+async def test_a_choice_offered_by_a_dispatcher_apart_answers_a_typed_number(
+    bot: Harness, fresh: bool
+) -> None:
+    """A dispatcher in another process (its own services, its own cache) offers a choice to a
+    chat; the person types its number. A bot that reads chat_offers fresh (``Offers(size=0)``,
+    what ``[dispatch] in_bot = false`` gives) understands it; one that trusts its cache of the
+    choices it offered itself does not."""
+    from bot.app import build_services
+    from bot.channels.telegram import TelegramChannel
+
+    if fresh:
+        bot.services.offers = bot.app.bot_data["services"].offers = Offers(size=0)
+    person = bot.user(7901)
+    account_id = await add_account(bot, 7901)
+    await person.send("/language")  # the bot offers 1. Tiếng Việt, 2. English (and caches it)
+    apart = build_services(bot.services.settings, clock=bot.clock)
+    apart.channels["telegram"] = TelegramChannel(bot.app.bot)
+    try:
+        await add_notes(bot, account_id, vietnamese=True)
+        assert (await drain(apart)).sent == 1  # "Giữ tiếng Việt" joins the chat's choices
+    finally:
+        await apart.sessions.kw["bind"].dispose()
+    # the chat's choices are now 1. English, 2. Giữ tiếng Việt (the note's lang:vi replaces the
+    # menu's): "1" means English; to a bot trusting its cache, "1" is still Tiếng Việt
+    await person.send("1")
+    async with bot.session() as session:
+        locale = (await session.get(Account, account_id)).locale  # type: ignore[union-attr]
+    assert (locale == "en") is fresh
+    if fresh:
+        assert t("en", "language.changed") in " ".join(person.texts)
 
 
 async def test_offers_are_read_fresh_when_the_dispatcher_runs_apart(tmp_path: Path) -> None:
