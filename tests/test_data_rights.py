@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from bot.db import create_engine
 from bot.standin import ChatDriver
 from handlers.account import MESSAGE_LIMIT, pack_messages
+from models import aftercare as ac
 from models import booking as bk
 from models import checkin as ci
 from models import healthbook as hb
@@ -60,7 +61,7 @@ async def _slot(session: Any, site_code: str, campaign: str, day: dt.date) -> Se
 
 async def everything_stored(chat_bot: ChatHarness) -> Person:
     """Through the domain: a health book's second consent, a dose given (Pfizer, at the
-    hospital, today), an upcoming influenza booking, a waitlist entry for dose 2, a booking in
+    hospital, today) and a mild reaction reported after it, an upcoming influenza booking, a waitlist entry for dose 2, a booking in
     progress, and a staff role at another hospital. Through the chat_bot: the health book, an edit
     of it begun (a phone number changed, not saved), and a neighbour checked in at that other
     hospital, the card left open: two conversations under way."""
@@ -81,6 +82,7 @@ async def everything_stored(chat_bot: ChatHarness) -> Person:
         dose1 = await bk.book(session, book.id, covid.id, "covid19_2021", None, TODAY)
         await ci.check_in(session, nurse, dose1.code, now)
         await ci.record_dose(session, nurse, dose1.id, "pfizer", "FP1234", now)
+        await ac.report(session, account, dose1.id, "mild", now)  # the after-care check-in
         flu_booking = await bk.book(session, book.id, flu.id, "influenza_seasonal", None, TODAY)
         hospital = await lk.get_site(session, "LC-BVDK")
         await wl.join_waitlist(session, book.id, "covid19_2021", today=TODAY, site_id=hospital.id)
@@ -193,6 +195,7 @@ async def test_mydata_in_words_and_in_full(chat_sample: ChatHarness) -> None:
         "25/11/2026 10:00",  # when the dose was given, in Lào Cai time
         t("vi", "mydata.draft_edit", count=1) + "\n• " + t("vi", "field.phone") + ": 0987 654 321",
         t("vi", "mydata.booking_draft", campaign=t("vi", "campaign_name.covid19_2021")),
+        t("vi", "mydata.reactions", count=1) + "\n• " + t("vi", "aftercare.severity.mild"),
     ]:
         assert words in text, words
     # names, never codes; the full ID number only in the file; no key left untranslated
@@ -225,6 +228,7 @@ async def test_mydata_in_words_and_in_full(chat_sample: ChatHarness) -> None:
         "staff_sites": len(data["staff_sites"]),
         "conversation_states": len(data["conversations"]),
         "chat_offers": int(bool(data["offered_choices"])),
+        "reactions": len(data["reactions"]),
     }
     in_db = {name: len(rows) for name, rows in (await rows_about(chat_bot, person)).items()}
     assert in_db == {name: n for name, n in in_file.items() if n}
@@ -246,6 +250,7 @@ async def test_delete_names_everything_then_nothing_is_left(chat_sample: ChatHar
         t("vi", "delete.item.consents", count=2),
         t("vi", "delete.item.staff_sites", count=1),
         t("vi", "delete.item.staff_records", count=2),
+        t("vi", "delete.item.reactions", count=1),
         t("vi", "delete.item.account"),
     ]:
         assert line in confirm, line
