@@ -61,10 +61,11 @@ async def _slot(session: Any, site_code: str, campaign: str, day: dt.date) -> Se
 
 async def everything_stored(chat_bot: ChatHarness) -> Person:
     """Through the domain: a health book's second consent, a dose given (Pfizer, at the
-    hospital, today) and a mild reaction reported after it, an upcoming influenza booking, a waitlist entry for dose 2, a booking in
-    progress, and a staff role at another hospital. Through the chat_bot: the health book, an edit
-    of it begun (a phone number changed, not saved), and a neighbour checked in at that other
-    hospital, the card left open: two conversations under way."""
+    hospital, today) and a mild reaction reported after it, an upcoming influenza booking, a
+    waitlist entry for dose 2, a booking in progress, and a staff role at another hospital.
+    Through the chat_bot: the health book, an edit of it begun (a phone number changed, not
+    saved), and a neighbour checked in at that other hospital, the card left open: two
+    conversations under way."""
     chat = chat_bot.user()
     await complete(chat)
     now = chat_bot.clock()
