@@ -464,10 +464,11 @@ class Dispatcher:
                 soonest = free if soonest is None else min(soonest, free)
                 if index >= 4 * self.settings.batch_size:
                     break
-            if picked is None:
+            if picked is None:  # every chat waiting has a send under way, or had one lately
                 lane.wake.clear()
+                wait = None if soonest is None else max(soonest - now, 0.001)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max((soonest or now) - now, 0.001)):
+                    async with asyncio.timeout(wait):  # a send ending wakes it too
                         await lane.wake.wait()
                 continue
             item = lane.queue[picked]
