@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.channels import BLOCKED, RATE_LIMITED, REFUSED, TRANSIENT, DeliveryError
 from bot.channels.base import Reply
 from bot.channels.typed import Offers
 from bot.dispatch import Dispatcher, drain
@@ -546,3 +547,60 @@ async def test_the_demo_shows_what_falls_due(tmp_path: Path, channel: str) -> No
             await engine.dispose()
         await chat.say("/help")
     assert ": demo" in out.getvalue()
+
+
+# ------------------------------------------------------------------------------- the channels
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(429, RATE_LIMITED), (403, BLOCKED), (502, TRANSIENT), (500, TRANSIENT), (0, TRANSIENT),
+     (400, REFUSED)],
+)
+async def test_what_each_messenger_error_means(
+    bot: Harness, zbot: ZaloHarness, code: int, reason: str
+) -> None:
+    """Telegram's and Zalo's answers, as the dispatcher reads them (``retry=False``: made
+    once, nothing waited out inside the channel)."""
+    for h, chat in ((bot, "7951"), (zbot, "0123456789abcdef7951")):
+        channel = h.services.channels[h.channel]
+        if code == 429 and h is bot:
+            bot.api.fail_next("sendMessage", 429, retry_after=7)
+        elif code == 429:
+            zbot.api.fail_next("sendMessage", 429, "Too Many Requests: retry after 7")
+        else:
+            h.api.fail_next("sendMessage", code)
+        before = len([c for c in h.api.calls if c.method == "sendMessage"])
+        with pytest.raises(DeliveryError) as caught:
+            await channel.send(chat, Reply(text="x"), retry=False)
+        assert caught.value.reason == reason, (h.channel, caught.value)
+        if code == 429:
+            assert caught.value.retry_after == 7
+        assert len([c for c in h.api.calls if c.method == "sendMessage"]) == before + 1
+        assert chat not in str(caught.value)
+
+
+async def test_a_429_is_not_retried_inside_ptb_for_the_dispatcher(api: BotApiStandIn) -> None:
+    """The bot's Telegram application retries a 429 itself (PTB's rate limiter,
+    max_retries=3) for a turn's answers; the dispatcher's sends go past it, made once."""
+    from telegram.ext import ExtBot
+
+    from bot.channels.telegram import TelegramChannel, TurnRateLimiter
+
+    tg = ExtBot(TOKEN, base_url=api.base_url, base_file_url=api.base_file_url,
+                rate_limiter=TurnRateLimiter(overall_max_rate=0, max_retries=3))
+    await tg.initialize()
+    try:
+        channel = TelegramChannel(tg)
+        api.fail_next("sendMessage", 429, retry_after=1)
+        with pytest.raises(DeliveryError) as caught:
+            await channel.send("7961", Reply(text="once"), retry=False)
+        assert caught.value.reason == RATE_LIMITED
+        assert len([c for c in api.calls if c.method == "sendMessage"]) == 1
+        api.fail_next("sendMessage", 429, retry_after=1)
+        await channel.send("7961", Reply(text="again"))  # a turn's: PTB waits and retries
+        calls = [c for c in api.calls if c.method == "sendMessage"]
+        assert [c.ok for c in calls] == [False, False, True]
+        assert calls[2].time - calls[1].time >= 1.0
+    finally:
+        await tg.shutdown()
