@@ -471,10 +471,14 @@ async def test_two_dispatchers_on_postgresql_never_send_the_same_message(bot: Ha
 # ------------------------------------------------------------------------------- the command
 
 
-async def test_healthbook_dispatch_starts_sends_and_stops(bot: Harness, tmp_path: Path) -> None:
-    """``healthbook dispatch --config FILE``: sends what is due (a reminder of a real kind would
-    do the same; this one is the test kind, registered in the child) and exits 0 on SIGTERM;
-    without a token it says how to get one, exit status 2."""
+@pytest.mark.parametrize("command", ["dispatch", "run"])
+async def test_healthbook_dispatch_starts_sends_and_stops(
+    bot: Harness, tmp_path: Path, command: str
+) -> None:
+    """``healthbook dispatch --config FILE``, and ``healthbook run`` with its dispatcher inside
+    (``in_bot``, the default): sends what is due (a reminder of a real kind would do the same;
+    this one is the test kind, registered in the child) and exits 0 on SIGTERM; without a
+    token it says how to get one, exit status 2."""
     a = await add_account(bot, 7801)
     [note] = await add_notes(bot, a, 1)
     config = dispatcher_config(tmp_path / "config.toml", bot.api,
@@ -483,7 +487,7 @@ async def test_healthbook_dispatch_starts_sends_and_stops(bot: Harness, tmp_path
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CHILD.replace(
             "asyncio.run(dispatch_async(load_settings(sys.argv[1])))",
-            "from bot.cli import app; app(['dispatch', '--config', sys.argv[1]])",
+            f"from bot.cli import app; app(['{command}', '--config', sys.argv[1]])",
         ), str(config), env=env, cwd=ROOT,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
@@ -508,7 +512,7 @@ async def test_healthbook_dispatch_starts_sends_and_stops(bot: Harness, tmp_path
     no_token = tmp_path / "none.toml"
     no_token.write_text(f'[database]\nurl = "{bot.services.settings.database.url}"\n')
     done = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "dispatch", "--config", str(no_token),
+        sys.executable, "-m", "bot", command, "--config", str(no_token),
         env={k: v for k, v in env.items() if not k.startswith("HEALTHBOOK_TELEGRAM")},
         cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
