@@ -670,7 +670,7 @@ def staff_list(config: ConfigOpt = None) -> None:
     typer.echo("\n".join(rows) if rows else "no site staff")
 
 
-reminders_app = _group("Reminder rules: when each kind of reminder goes, and its texts.")
+reminders_app = _group("Reminder rules: when each kind goes.")
 app.add_typer(reminders_app, name="reminders")
 
 
@@ -692,7 +692,7 @@ _RULE_HEADER = (
 
 @reminders_app.command("list")
 def reminders_list(config: ConfigOpt = None) -> None:
-    """List the reminder rules: kind, anchor, offset and unit, delivery time (local), whether
+    """List the reminder rules. Kind, anchor, offset and unit, delivery time (local), whether
     it may go in quiet hours, active, languages with their own text, reminders pending."""
     from models import outbox
     from models import reminders as rm
@@ -739,14 +739,14 @@ def reminders_set(
         list[str] | None,
         typer.Option(
             "--text",
-            help="LANG=TEXT: this language's own text ({placeholders} as in the catalogue); "
-            "LANG= goes back to the catalogue's",
+            help="this language's own text, with the catalogue's placeholders "
+            "(LANG= goes back to the catalogue's text)",
             metavar="LANG=TEXT",
         ),
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Change a reminder rule; the kind's pending reminders are planned again from their
+    """Change a reminder rule. The kind's pending reminders are planned again from their
     anchors (turning it off cancels them)."""
     from zoneinfo import ZoneInfo
 
