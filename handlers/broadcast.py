@@ -350,10 +350,11 @@ def parse_day(text: str, today: dt.date) -> dt.date | None:
     """A day as people type it: ``30/11`` (this year, or the next when that day is more than
     half a year gone), ``30/11/2026``, ``2026-11-30``."""
     text = text.strip()
-    try:
-        return dt.date.fromisoformat(text) if len(text) == 10 and text[4] == "-" else None
-    except ValueError:
-        pass
+    if len(text) == 10 and text[4] == "-":
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            return None
     match = _DAY.match(text)
     if match is None:
         return None

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.dispatch import drain
 from bot.standin.zalo import ZaloChatDriver
+from handlers.booking import campaign_name
 from handlers.notices import after_pass
 from models import booking as bk
 from models import broadcasts as bc
@@ -31,7 +33,6 @@ from models.tables import (
     Booking,
     Broadcast,
     Campaign,
-    Consent,
     HealthBook,
     OutboxMessage,
     Session,
@@ -39,8 +40,7 @@ from models.tables import (
     Vaccination,
     WaitlistEntry,
 )
-from tests.conftest import ChatHarness
-from handlers.booking import campaign_name
+from tests.conftest import ChatHarness, Harness
 from tests.flows import TR, Person, agree, t
 
 CAMPAIGN = "covid19_2021"
@@ -88,13 +88,16 @@ async def with_book(h: ChatHarness, person: Person, ward: int, *, books: int = 1
     return ids
 
 
-async def slot(session, site: str, day: dt.date) -> Session:  # type: ignore[no-untyped-def]
-    return await session.scalar(  # type: ignore[no-any-return]
+async def slot(session: AsyncSession, site: str, day: dt.date) -> Session:
+    """The campaign's session at a site on a day (the sample data's 07:30 one)."""
+    found = await session.scalar(
         select(Session)
         .join(Site, Site.id == Session.site_id)
         .join(Campaign, Campaign.id == Session.campaign_id)
         .where(Site.code == site, Session.date == day, Campaign.code == CAMPAIGN)
     )
+    assert found is not None
+    return found
 
 
 async def book_at(h: ChatHarness, book_id: int, site: str, day: dt.date) -> Booking:
@@ -225,7 +228,7 @@ async def test_each_audience_gets_it_exactly_once(h: ChatHarness) -> None:
              f"{town_.day1:%d/%m}"],
             {"a"},
         ),
-        (["📅 Người đã hẹn tiêm tại một điểm, một ngày", HOSPITAL, f"{town_.day2:%d/%m}"], {"d"}),
+        (["📅 Người đã hẹn tiêm tại một điểm, một ngày", HOSPITAL, str(town_.day2)], {"d"}),
         (["💉 Người đến hạn tiêm mũi tiếp", await covid_label(h)], {"b"}),
     ]
     for n, (choose, audience) in enumerate(cases, 1):
@@ -506,10 +509,9 @@ def test_cli_broadcast_send_status_and_sessions_cancel(tmp_path: Path) -> None:
     or forged one is a clear error; how many were told."""
     import contextlib
     import sqlite3
+    from zoneinfo import ZoneInfo
 
     from tests.test_cli import healthbook
-
-    from zoneinfo import ZoneInfo
 
     today = dt.datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     day = str(weekday_after(today, 1))
@@ -581,3 +583,41 @@ def test_cli_broadcast_send_status_and_sessions_cancel(tmp_path: Path) -> None:
     listed = healthbook("sessions", "list", "--site", "LC-BVDK", "--date", day, cwd=tmp_path)
     assert "cancelled" in listed.stdout
 
+
+
+async def test_telegram_typed_confirm_sends_a_progress_message(sample: Harness) -> None:
+    """Send typed as its number on Telegram: no pressed message to edit, so the first progress
+    is a new message, and that one is edited from then on."""
+    h = sample
+    admin, person = h.user(), h.user()
+    await make_admin(h, admin)
+    await with_book(h, person, BACHA)
+    await admin.send("/broadcast")
+    await admin.send(TEXT)
+    await admin.press("🏘 Người dân một xã/phường")
+    await admin.send("bac ha")
+    await admin.send("1")  # ✅ Gửi, typed
+    async with h.session() as session:
+        b = await session.scalar(select(Broadcast))
+        assert b is not None and b.status == "sending" and b.progress_message is None
+    before = len(admin.messages)
+    await drain(h.services)
+    assert got(person) == 1
+    assert len(admin.messages) == before + 1
+    assert admin.last_text == t("vi", "broadcast.progress_done", number=b.id, sent=1, failed=0,
+                                left=0)
+    async with h.session() as session:
+        b = await session.get(Broadcast, b.id)
+        assert b is not None and b.status == "done" and b.progress_message is not None
+
+
+def test_days_as_typed() -> None:
+    from handlers.broadcast import parse_day
+
+    today = dt.date(2026, 11, 25)
+    assert parse_day("30/11", today) == dt.date(2026, 11, 30)
+    assert parse_day("3-1", today) == dt.date(2027, 1, 3)  # January: next year's
+    assert parse_day("30/11/2026", today) == dt.date(2026, 11, 30)
+    assert parse_day("2026-12-01", today) == dt.date(2026, 12, 1)
+    for bad in ("31/11", "hôm nay", "2026-13-01", "1/2/3", ""):
+        assert parse_day(bad, today) is None, bad
