@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from handlers.common import timing
 from models import booking as bk
+from models import checkin as ci
 from models import lookups as lk
 from models import reminders as rm
 from models import waitlist as wl
@@ -296,3 +297,46 @@ async def test_reminders_go_to_whoever_holds_the_health_book(sample: Harness) ->
     booking_id = await book(sample, book_id, THURSDAY)
     found = await rows(sample, booking_id=booking_id)
     assert {(r.account_id, r.health_book_id) for r in found} == {(account_id, book_id)}
+
+
+async def test_a_dose_given_or_not_and_a_missed_booking_cancel_the_reminders(
+    sample: Harness,
+) -> None:
+    sample.clock.current = local(sample, dt.date(2026, 11, 25), 5)  # before today's session
+    _, given = await person(sample, 11)
+    _, refused = await person(sample, 12)
+    _, missed = await person(sample, 13)
+    today = [await book(sample, b, dt.date(2026, 11, 25)) for b in (given, refused)]
+    later = await book(sample, missed, THURSDAY)
+    for booking_id in today:  # only the morning one: the evening before is past
+        [row] = await rows(sample, booking_id=booking_id)
+        assert (row.kind, row.status) == ("appointment_morning", "pending")
+    sample.clock.current = local(sample, dt.date(2026, 11, 25), 7, 40)
+    async with sample.session() as s, s.begin():
+        nurse = Account(channel="telegram", external_id="8080", role="admin", locale="vi")
+        s.add(nurse)
+        await s.flush()
+        for booking_id in today:
+            code = (await bk.load_booking(s, booking_id)).code
+            await ci.check_in(s, nurse, code, sample.clock())
+        await ci.record_dose(s, nurse, today[0], "pfizer", "FP1", sample.clock(),
+                             timing=timing(sample.services))
+        await ci.record_not_vaccinated(s, nurse, today[1], "Sốt", sample.clock())
+    assert [(r.status, r.error) for r in await rows(sample, booking_id=today[0])] == [
+        ("cancelled", "vaccinated")
+    ]
+    assert [(r.status, r.error) for r in await rows(sample, booking_id=today[1])] == [
+        ("cancelled", "not vaccinated")
+    ]
+    # the next dose: due on its first day at 08:00, and again a week later
+    dose = {r.kind: r for r in await rows(sample, health_book_id=given) if r.booking_id is None}
+    assert due(dose["dose_due"]) == local(sample, dt.date(2026, 12, 16), 8)
+    assert due(dose["dose_due_again"]) == local(sample, dt.date(2026, 12, 23), 8)
+    assert dose["dose_due"].params["dose"] == 2
+    # Thursday's booking never checked in: missed on Friday, its reminders cancelled
+    sample.clock.current = local(sample, dt.date(2026, 11, 27), 9)
+    async with sample.session() as s, s.begin():
+        assert await bk.expire_bookings(s, sample.services.today()) == 1
+    assert {(r.status, r.error) for r in await rows(sample, booking_id=later)} == {
+        ("cancelled", "missed")
+    }
