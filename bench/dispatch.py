@@ -268,11 +268,16 @@ async def run_dispatcher(
             start = time.perf_counter()
             proc.stdin.write("go\n")
             proc.stdin.flush()
-            left, sent = messages, 0
-            while left:
+            # watched at the stand-in (a count over the outbox would cost the bot's CPU)
+            while (await stats(http, control))["delivered"] - before["delivered"] < messages:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
-                left, sent = await open_count(url)
             seconds = time.perf_counter() - start
+            left, sent = messages, 0
+            for _ in range(300):  # then every one marked sent (the last commits follow)
+                left, sent = await open_count(url)
+                if not left:
+                    break
+                await asyncio.sleep(0.1)
             cpu = cpu_seconds(proc.pid) - cpu0
             peak_kb = sampler.finish()
             after = await stats(http, control)

@@ -54,10 +54,11 @@ from models.timeutil import to_utc
 
 log = logging.getLogger(__name__)
 
-#: sends a channel may catch up at once after falling behind its pace (asyncio's timers are
-#: late by a millisecond or so): in any second at most rate + CATCH_UP + 1 start, so a rate
-#: just under a messenger's limit stays under it
-CATCH_UP = 2
+#: a channel's pace is a sliding window, as messengers count (Telegram: about 30 messages in
+#: any second): at most ``rate`` sends start in any window of a second, so sends the event loop
+#: was too busy to start on time are caught up at once; but never faster than this many times
+#: the rate, so that a catch-up is not a burst the messenger would refuse
+CATCH_UP = 2.0
 #: outcomes are committed at least this often while messages go out (seconds)
 FLUSH_EVERY = 0.05
 #: how long a channel waits after a 429 that names no wait (seconds)
@@ -96,27 +97,33 @@ class _Outcome:
 
 
 class _Pace:
-    """A channel's pace: ``rate`` sends a second, a short catch-up when late, paused after a
-    429."""
+    """A channel's pace: at most ``rate`` sends started in any window of one second (of
+    ``1/rate`` seconds when the rate is below one a second), at most :data:`CATCH_UP` times
+    the rate at any moment, and nothing while paused after a 429."""
 
     def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self.slack = CATCH_UP * self.interval
-        self.next = 0.0
+        self.window = max(1.0, 1.0 / rate)
+        self.capacity = max(1, int(rate * self.window))
+        self.gap = 1.0 / (rate * CATCH_UP)
+        self.starts: deque[float] = deque(maxlen=self.capacity)
         self.paused_until = 0.0
 
     def ready_at(self) -> float:
         """Loop time from which the next send may start."""
-        return max(self.next, self.paused_until)
+        ready = self.paused_until
+        if self.starts:
+            ready = max(ready, self.starts[-1] + self.gap)
+            if len(self.starts) == self.capacity:
+                ready = max(ready, self.starts[0] + self.window)
+        return ready
 
     def take(self, now: float) -> None:
         """A send starts now."""
-        self.next = max(self.next, now - self.slack) + self.interval
+        self.starts.append(now)
 
     def pause(self, now: float, seconds: float) -> None:
         """Send nothing for ``seconds`` (a 429)."""
         self.paused_until = max(self.paused_until, now + seconds)
-        self.next = max(self.next, self.paused_until)
 
 
 @dataclass

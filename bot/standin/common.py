@@ -240,6 +240,8 @@ class StandInServer:
         self.count_received = count_received
         #: chat → text → how many times it was delivered (with ``count_received``)
         self.received: dict[Any, Counter[str]] = {}
+        self._delivered = 0
+        self._duplicates = 0
         self.calls: list[Call] = []
         self._chats: dict[Any, ChatLog] = {}
         self._seq = 0
@@ -404,11 +406,11 @@ class StandInServer:
 
     def duplicates(self) -> int:
         """Messages a chat got more than once (the same text again), with ``count_received``."""
-        return sum(n - 1 for texts in self.received.values() for n in texts.values() if n > 1)
+        return self._duplicates
 
     def delivered(self) -> int:
         """Messages delivered, with ``count_received``."""
-        return sum(sum(texts.values()) for texts in self.received.values())
+        return self._delivered
 
     def _record(
         self, method: str, params: dict[str, Any], result: Any, chat: Any, error: ApiError | None
@@ -428,7 +430,11 @@ class StandInServer:
         if error is not None:
             self._error_count += 1
         elif self.count_received and chat is not None and method in self.message_methods:
-            self.received.setdefault(chat, Counter())[text_of(params) or ""] += 1
+            texts = self.received.setdefault(chat, Counter())
+            text = text_of(params) or ""
+            self._duplicates += texts[text] > 0
+            self._delivered += 1
+            texts[text] += 1
         if self.keep_calls:
             self.calls.append(call)
         if chat is not None:
