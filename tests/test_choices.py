@@ -32,7 +32,8 @@ with ALIASES_PATH.open("rb") as _fh:
 # Every label a question offers, per language: the keys the handlers put on buttons.
 LABEL_PREFIXES = (
     "button.", "gender.", "occupation.", "priority.", "book.button_", "appointments.button_",
-    "waitlist.button_", "site.button.", "site.reason.", "campaign_name.",
+    "waitlist.button_", "site.button.", "site.reason.", "campaign_name.", "guide.button.",
+    "aftercare.button.",
 )
 
 

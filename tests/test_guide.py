@@ -60,6 +60,8 @@ async def test_every_page_by_its_option_and_by_its_number(chat_sample: ChatHarne
         await person.send(str(number))  # the typed number, on either messenger
         assert (person.last_text or "") == shown, page
         await person.send("/help")
+    await person.send("sau tiem")  # words for a page, accents not needed
+    assert page_text("after") in (person.last_text or "")
     # an old menu's option still opens its page (the guide keeps no state)
     if bot.channel == "telegram":
         await person.press_data("gd:after")
