@@ -158,6 +158,8 @@ class Draft(Base):
     """Answers given so far, written as each is accepted, so nothing typed is lost."""
 
     __tablename__ = "drafts"
+    # health books left unfinished are found by it, every minute (models/reminders.py)
+    __table_args__ = (Index("ix_drafts_updated_at", "updated_at"),)
 
     account_id: Mapped[int] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True

@@ -171,9 +171,12 @@ def upgrade() -> None:
         op.f("ix_reactions_health_book_id"), "reactions", ["health_book_id"], unique=False
     )
     op.create_index("ix_reactions_site", "reactions", ["site_id", "reported_at"], unique=False)
+    # health books left unfinished are found by their draft's last change (every minute)
+    op.create_index("ix_drafts_updated_at", "drafts", ["updated_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_drafts_updated_at", table_name="drafts")
     op.drop_index("ix_reactions_site", table_name="reactions")
     op.drop_index(op.f("ix_reactions_health_book_id"), table_name="reactions")
     op.drop_table("reactions")
