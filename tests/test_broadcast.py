@@ -263,8 +263,8 @@ async def test_cancel_at_the_confirm_step_sends_nothing(h: ChatHarness) -> None:
 
 
 async def test_text_limits_and_typed_answers(h: ChatHarness) -> None:
-    """Too long or empty: said, with the limit, and asked again; a commune that matches none
-    or several is said or offered as choices."""
+    """Too long: said, with the limit, and asked again; a commune that matches none is said,
+    several are offered as choices; an audience of nobody offers the audiences again."""
     admin = h.user()
     await make_admin(h, admin)
     await admin.send("/broadcast")
@@ -276,6 +276,13 @@ async def test_text_limits_and_typed_answers(h: ChatHarness) -> None:
     await admin.press("🏘 Người dân một xã/phường")
     await admin.send("qqqqzzz")
     assert "qqqqzzz" in (admin.last_answer or "")
+    await admin.send("nghia")  # Nghĩa Đô, Nghĩa Lộ, Nghĩa Tâm: a choice
+    assert t("vi", "broadcast.choose_commune") in (admin.last_answer or "")
+    assert {"Xã Nghĩa Đô", "Phường Nghĩa Lộ", "Xã Nghĩa Tâm"} <= set(admin.buttons)
+    await admin.press("Phường Nghĩa Lộ")
+    assert t("vi", "broadcast.nobody", audience="người dân Phường Nghĩa Lộ") in (
+        admin.last_answer or ""
+    )
     await admin.send("/cancel")
     assert t("vi", "broadcast.cancelled") in (admin.last_answer or "")
 
