@@ -9,6 +9,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models import reminders as rm
 from models.booking import (
     BookingPlan,
     check_booking,
@@ -16,7 +17,6 @@ from models.booking import (
     has_active_booking,
     insert_booking,
 )
-from models import reminders as rm
 from models.eligibility import check_eligibility, eligible_doses
 from models.errors import DomainError
 from models.lookups import book_or_error, get_campaign, get_site, may_act_for
