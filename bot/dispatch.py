@@ -89,6 +89,10 @@ class _Item:
     claimed: float  # loop time of the claim
 
 
+class _RenderFailed(Exception):
+    """A renderer raised while a batch was rendered without savepoints."""
+
+
 @dataclass
 class _Outcome:
     item: _Item
@@ -328,11 +332,22 @@ class Dispatcher:
     # ---------------------------------------------------------------- the database side
 
     async def _claim(self) -> int:
+        """Claim and render a batch; how many messages it took. Rendered without savepoints
+        (each costs two round trips); a renderer's error rolls the batch back, and the batch
+        is claimed again with one savepoint per message, so that it costs its own message
+        only."""
+        try:
+            return await self._claim_batch(savepoints=False)
+        except _RenderFailed:
+            return await self._claim_batch(savepoints=True)
+
+    async def _claim_batch(self, *, savepoints: bool) -> int:
         services = self.services
         settings = services.settings
         now = to_utc(services.clock())
         items: list[_Item] = []
         offered = []
+        failed = dropped = 0
         async with services.sessions() as session, session.begin():
             messages = await outbox.claim(
                 session,
@@ -345,10 +360,12 @@ class Dispatcher:
             )
             for message in messages:
                 if message.status != "claimed":  # to an unreachable account: failed
-                    self.stats.failed += 1
+                    failed += 1
                     continue
                 try:
-                    async with session.begin_nested():
+                    async with (
+                        session.begin_nested() if savepoints else contextlib.nullcontext()
+                    ):
                         reply = await render(session, services, message)
                         if reply is not None:
                             assert reply.to is not None
@@ -356,12 +373,14 @@ class Dispatcher:
                 except Exception as exc:  # one renderer's bug costs its own message only
                     log.error("could not render outbox message %s (%s): %s", message.id,
                               message.kind, type(exc).__name__)
+                    if not savepoints:
+                        raise _RenderFailed from None
                     message.status, message.error = "failed", "render error"
-                    self.stats.failed += 1
+                    failed += 1
                     continue
                 if reply is None:
                     message.status, message.error = "cancelled", "no longer applies"
-                    self.stats.dropped += 1
+                    dropped += 1
                     continue
                 assert reply.to is not None
                 items.append(
@@ -370,6 +389,8 @@ class Dispatcher:
                 )
         for written in offered:
             services.offers.written(*written)
+        self.stats.failed += failed
+        self.stats.dropped += dropped
         self.stats.claimed += len(items)
         for item in items:
             lane = self._lane(item.to.channel)

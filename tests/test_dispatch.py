@@ -45,6 +45,8 @@ async def _note(n: Notice) -> Reply | None:
     params = n.message.params or {}
     if params.get("drop"):
         return None
+    if params.get("boom"):
+        raise RuntimeError("a renderer's bug")
     text = f"note {n.message.id}: {params.get('text', '')}"
     if params.get("vietnamese"):
         return Reply(text=text, markup=inline([[("Giữ tiếng Việt", "lang:vi")]]))
@@ -150,6 +152,18 @@ async def test_a_message_that_no_longer_applies_is_dropped(bot: Harness) -> None
     assert (sent.sent, sent.dropped) == (0, 1)
     assert (await statuses(bot))[dropped][0] == "cancelled"
     assert notes_to(bot.api, 7103) == []
+
+
+async def test_a_renderer_that_fails_costs_its_own_message_only(bot: Harness) -> None:
+    a = await add_account(bot, 7105)
+    first = await add_notes(bot, a)
+    [boom] = await add_notes(bot, a, boom=True)
+    last = await add_notes(bot, a)
+    sent = await drain(bot.services)
+    assert (sent.sent, sent.failed) == (2, 1)
+    st = await statuses(bot)
+    assert st[boom][:2] == ("failed", "render error")
+    assert notes_to(bot.api, 7105) == [f"note {first[0]}: #0", f"note {last[0]}: #0"]
 
 
 async def test_one_message_per_chat_per_second_in_order(bot: Harness) -> None:
