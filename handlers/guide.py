@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import delete, select
 from telegram.ext import BaseHandler, CallbackQueryHandler
 
-from bot.channels.base import Keyboard, Markup, Offer, Options
+from bot.channels.base import Choice, Keyboard, Markup, Offer, Options
 from handlers.common import Turn, callback_parts, inline, turn
 from models import booking as bk
 from models import healthbook as hb
@@ -164,10 +164,15 @@ async def set_aside(turn_: Turn) -> None:
     own choices are not kept: /help from within the guide keeps what was set aside)."""
     services = turn_.services
     current = await services.offers.load(turn_.session, turn_.channel, str(turn_.chat_id))
-    if current.choices and all(
-        (c.code or "").startswith(f"{PREFIX}:") for c in current.choices
-    ):
-        return
+    guide = [c for c in current.choices if (c.code or "").startswith(f"{PREFIX}:")]
+    if guide:  # /help from within the guide: what was set aside stays, and what joined it
+        joined = [c for c in current.choices if c not in guide]  # a notice's choices
+        if not joined:
+            return
+        before = list((await aside(turn_) or Offer()).choices)
+        codes = {c.code for c in joined}
+        both = [c for c in before if c.code is None or c.code not in codes] + joined
+        current = Offer(tuple(Choice(n, c.label, c.code) for n, c in enumerate(both, 1)))
     channel, chat = _aside_key(turn_)
     await turn_.session.execute(
         delete(ChatOffer).where(ChatOffer.channel == channel, ChatOffer.chat_id == chat)

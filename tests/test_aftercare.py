@@ -423,3 +423,29 @@ async def test_english_checkin_on_either_messenger(bot: ChatHarness) -> None:
     if isinstance(s.person, ZaloChatDriver):  # the choices as a numbered list there
         assert f"3. {t('en', 'aftercare.button.serious')}" in s.person.texts[-2]
     assert channel_of(s.person) == bot.channel
+
+
+async def test_a_checkin_arriving_while_the_guide_is_shown(bot: ChatHarness) -> None:
+    """The check-in joins the guide's choices, numbered after them; /help again sets it aside
+    and "Continue" offers it again; answered by its number."""
+    s = await vaccinated(bot)
+    await s.person.send("/help")
+    pages = len(s.person.buttons)
+    bot.clock.current = THURSDAY_9
+    await send_due(bot)
+    await idle(bot)
+    assert question(s.person.last_text).startswith(checkin_text())
+    if isinstance(s.person, ZaloChatDriver):  # numbered after the guide's own
+        assert f"{pages + 3}. {t('vi', 'aftercare.button.serious')}" in (s.person.last_text or "")
+    await s.person.send("/help")
+    await s.person.press(t("vi", "guide.button.continue"))
+    assert question(s.person.last_text) == t("vi", "guide.continue")
+    assert s.person.buttons == [
+        t("vi", "aftercare.button.fine"),
+        t("vi", "aftercare.button.mild"),
+        t("vi", "aftercare.button.serious"),
+    ]
+    await s.person.send("3")
+    assert t("vi", "aftercare.serious", **NUMBERS) in (s.person.last_text or "")
+    [reaction] = await reactions(bot)
+    assert reaction.severity == "serious"
