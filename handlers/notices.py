@@ -79,6 +79,7 @@ async def render(session: AsyncSession, services: Services, message: OutboxMessa
     if reply is None:
         return None
     reply.to = to
+    reply.locale = account.locale or services.settings.bot.default_locale
     return reply
 
 

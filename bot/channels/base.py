@@ -92,6 +92,7 @@ class Reply:
     location: tuple[float, float] | None = None
     to: Address | None = None  # another person's chat (e.g. a waitlist offer); None: this chat
     numbered_from: int = 1  # a notice's first number: its choices join the chat's open ones
+    locale: str | None = None  # a notice's recipient's language (the channel's own words)
 
 
 @dataclass(frozen=True)

@@ -357,7 +357,8 @@ class ZaloChannel(Channel):
         if target is None:
             raise DeliveryError("not a Zalo chat id", REFUSED)
         reply = dataclasses.replace(reply, to=None)
-        t = self.services.translations.get(self.services.settings.bot.default_locale, NAME)
+        locale = reply.locale or self.services.settings.bot.default_locale
+        t = self.services.translations.get(locale, NAME)
         text, _ = render(reply, reply.numbered_from - 1, t, hint=_last_with_choices([reply]) == 0)
         try:
             await self._send(target, reply, text, t, retries=self.retries if retry else 0)
