@@ -58,7 +58,14 @@ log = logging.getLogger(__name__)
 #: any second): at most ``rate`` sends start in any window of a second, so sends the event loop
 #: was too busy to start on time are caught up at once; but never faster than this many times
 #: the rate, so that a catch-up is not a burst the messenger would refuse
-CATCH_UP = 2.0
+CATCH_UP = 1.5
+#: after a 429 the channel also slows down a little (its own rate times this, down to
+#: SLOWEST): the messenger counts arrivals, which network and CPU delays bunch up, so a rate
+#: just under its limit can still go over it; every RECOVER seconds without a 429 it speeds up
+#: again by a step, back to the configured rate
+SLOWER = 0.97
+SLOWEST = 0.8
+RECOVER = 30.0
 #: outcomes are committed at least this often while messages go out (seconds)
 FLUSH_EVERY = 0.05
 #: how long a channel waits after a 429 that names no wait (seconds)
@@ -103,7 +110,8 @@ class _Outcome:
 class _Pace:
     """A channel's pace: at most ``rate`` sends started in any window of one second (of
     ``1/rate`` seconds when the rate is below one a second), at most :data:`CATCH_UP` times
-    the rate at any moment, and nothing while paused after a 429."""
+    the rate at any moment, nothing while paused after a 429, and a little slower for a while
+    after one (:data:`SLOWER`)."""
 
     def __init__(self, rate: float) -> None:
         self.window = max(1.0, 1.0 / rate)
@@ -111,22 +119,32 @@ class _Pace:
         self.gap = 1.0 / (rate * CATCH_UP)
         self.starts: deque[float] = deque(maxlen=self.capacity)
         self.paused_until = 0.0
+        self.factor = 1.0  # share of the rate used now
+        self.changed = 0.0  # loop time of the last slow-down or recovery step
 
     def ready_at(self) -> float:
         """Loop time from which the next send may start."""
         ready = self.paused_until
         if self.starts:
-            ready = max(ready, self.starts[-1] + self.gap)
-            if len(self.starts) == self.capacity:
-                ready = max(ready, self.starts[0] + self.window)
+            ready = max(ready, self.starts[-1] + self.gap / self.factor)
+            allowed = max(1, int(self.capacity * self.factor))
+            if len(self.starts) >= allowed:
+                ready = max(ready, self.starts[-allowed] + self.window)
         return ready
 
     def take(self, now: float) -> None:
         """A send starts now."""
         self.starts.append(now)
+        if self.factor < 1.0 and now - self.changed >= RECOVER:
+            self.factor = min(1.0, self.factor + (1.0 - SLOWER))
+            self.changed = now
 
     def pause(self, now: float, seconds: float) -> None:
-        """Send nothing for ``seconds`` (a 429)."""
+        """Send nothing for ``seconds``, then a little slower (a 429; the 429s of sends that
+        were on their way with it slow it down once)."""
+        if now >= self.paused_until:
+            self.factor = max(SLOWEST, self.factor * SLOWER)
+            self.changed = now
         self.paused_until = max(self.paused_until, now + seconds)
 
 

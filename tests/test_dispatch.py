@@ -622,3 +622,23 @@ async def test_a_429_is_not_retried_inside_ptb_for_the_dispatcher(api: BotApiSta
         assert calls[2].time - calls[1].time >= 1.0
     finally:
         await tg.shutdown()
+
+
+def test_a_channel_s_pace() -> None:
+    """At most ``rate`` starts in any second, at most 1.5 times the rate at any moment; a 429
+    pauses it and slows it by 3 % once (the sends on their way with it do not slow it more);
+    30 s without a 429 speed it up again."""
+    from bot.dispatch import RECOVER, _Pace
+
+    pace = _Pace(10)
+    now = 100.0
+    for _ in range(10):
+        now = max(now, pace.ready_at())
+        pace.take(now)
+    assert pace.starts[1] - pace.starts[0] == pytest.approx(1 / 15)  # catching up: 1.5 × rate
+    assert pace.ready_at() == pytest.approx(pace.starts[0] + 1.0)  # 10 in the last second
+    pace.pause(now, 2.0)
+    pace.pause(now + 0.01, 2.0)
+    assert pace.factor == pytest.approx(0.97) and pace.ready_at() >= now + 2.0
+    pace.take(now + RECOVER + 1)
+    assert pace.factor == 1.0
