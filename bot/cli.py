@@ -394,7 +394,7 @@ def _render_error(settings: Settings, err: DomainError) -> str:
     from handlers.common import render_error
 
     t = Translations(default=settings.bot.default_locale).get(None)
-    template = t(err.key)
+    template = t.messages.get(err.key) or t.fallback.get(err.key) or err.key  # unfilled
     unshown = [str(v) for k, v in err.params.items() if "{" + k + "}" not in template]
     return render_error(t, err) + (f" ({', '.join(unshown)})" if unshown else "")
 
