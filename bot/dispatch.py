@@ -253,7 +253,11 @@ class Dispatcher:
                     await self._flush()
                     did = True
                 if self._room() and self._now() >= self._claim_again_at:
-                    claimed = await self._claim()
+                    try:
+                        claimed = await self._claim()
+                    except Exception as exc:  # the database is away: look again next poll
+                        log.warning("could not claim outbox messages: %s", type(exc).__name__)
+                        claimed = 0
                     if claimed:
                         did = True
                     else:
