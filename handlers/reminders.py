@@ -83,6 +83,8 @@ async def appointment(n: Notice) -> Reply | None:
     slot = await n.session.get(Session, booking.session_id)
     if slot is None or slot.cancelled_at is not None:
         return None
+    if slot.date < n.services.today():  # sent late (a dispatcher was down): no longer true
+        return None
     site = await lk.get_site(n.session, slot.site_id)
     campaign = await lk.get_campaign(n.session, booking.campaign_id)
     t = n.t
