@@ -25,6 +25,7 @@ from models.tables import (
     Account,
     Booking,
     BookingDraft,
+    Broadcast,
     Campaign,
     ChatOffer,
     Consent,
@@ -936,6 +937,12 @@ async def erase_account(
     session.info.get("drafts", {})[account.id] = None
     await session.execute(delete(BookingDraft).where(BookingDraft.account_id == account.id))
     await session.execute(delete(StaffSite).where(StaffSite.account_id == account.id))
+    await session.execute(  # an admin's broadcasts stay, not where their progress was shown
+        update(Broadcast)
+        .where(Broadcast.created_by == account.id)
+        .values(progress_channel=None, progress_chat=None, progress_message=None)
+        .execution_options(synchronize_session=False)
+    )
     await session.execute(delete(HealthBook).where(HealthBook.account_id == account.id))
     await session.execute(delete(Consent).where(Consent.account_id == account.id))
     await session.execute(delete(Account).where(Account.id == account.id))
