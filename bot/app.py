@@ -16,10 +16,10 @@ from telegram.ext import Application, ContextTypes, Defaults, ExtBot
 
 from bot.channels import Channel
 from bot.channels import typed as typed_answers
-from bot.channels.typed import Offers
 from bot.channels.choices import Aliases
 from bot.channels.greeting import Known, first_contact
 from bot.channels.telegram import TelegramChannel, TurnRateLimiter
+from bot.channels.typed import Offers
 from bot.context import HBApplication, HBContext, Services, load_keyring
 from bot.db import create_engine, session_factory, upgrade
 from bot.i18n import Translations
@@ -29,8 +29,7 @@ from bot.polling import UpdatesRequest
 from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
 from bot.settings import Settings
-from handlers import booking, healthbook, reminders, site
-from handlers import broadcast
+from handlers import booking, broadcast, healthbook, reminders, site
 from handlers import help as help_handlers
 from handlers.common import is_private, translator_for
 from handlers.groups import GroupGuard
