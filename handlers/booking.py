@@ -809,8 +809,11 @@ async def appointment_button(turn_: Turn) -> None:
                 ]
             ),
         )
-    elif action == "k":
-        turn_.close_with = t("appointments.kept")
+    elif action == "k":  # an old confirmation's "keep" after a cancel: not "kept"
+        turn_.close_with = (
+            t("appointments.kept") if booking.status == "booked"
+            else render_error(t, DomainError("booking.not_active", status=booking.status))
+        )
     elif action == "xx":
         try:
             await bk.cancel(turn_.session, booking, turn_.account, now=turn_.services.clock())
