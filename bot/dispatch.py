@@ -41,9 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import BLOCKED, RATE_LIMITED, REFUSED, TRANSIENT, DeliveryError
-from bot.channels.base import Reply
+from bot.channels.base import Choice, Offer, Reply, choices_of
 from bot.context import Services
 from handlers.common import offer_notices
 from handlers.notices import after_pass, render
@@ -68,6 +69,9 @@ SLOWEST = 0.8
 RECOVER = 30.0
 #: outcomes are committed at least this often while messages go out (seconds)
 FLUSH_EVERY = 0.05
+#: the code left in a chat's offer in place of a choice whose message did not go out (answered
+#: as a stale button)
+WITHDRAWN = "gone"
 #: how long a channel waits after a 429 that names no wait (seconds)
 DEFAULT_PAUSE = 1.0
 
@@ -460,6 +464,8 @@ class Dispatcher:
                         )
                     await outbox.mark_failed(session, item.id, o.reason)
                 await outbox.release(session, [i.id for i in releases], self.worker)
+                unsent = [o.item for o in outcomes if o.reason is not None] + releases
+                withdrawn = await self._withdraw(session, unsent)
         except Exception as exc:
             # the database is away: keep them, try again (the sends stay unsettled meanwhile)
             log.warning("could not record sent outbox messages: %s", type(exc).__name__)
@@ -467,6 +473,8 @@ class Dispatcher:
             self._releases = releases + self._releases
             await asyncio.sleep(1.0)
             return
+        for written in withdrawn:
+            services.offers.written(*written)
         for o in outcomes:
             self._unsettled.release()
             if o.item.broadcast_id is not None:
@@ -477,6 +485,31 @@ class Dispatcher:
                 self.stats.retried += 1
             else:
                 self.stats.failed += 1
+
+    async def _withdraw(
+        self, session: AsyncSession, items: list[_Item]
+    ) -> list[tuple[str, str, Offer]]:
+        """The choices of messages that did not go out (failed, tried again later, given
+        back) were written to their chats' offers when claimed: take them back, so that a typed
+        number never answers a choice the chat was not shown. Trailing ones are dropped; one
+        followed by choices the chat did get keeps its number but answers as a stale button."""
+        written: list[tuple[str, str, Offer]] = []
+        offers = self.services.offers
+        for item in items:
+            codes = {code for _label, code in choices_of(item.reply) if code is not None}
+            if not codes:
+                continue
+            where = (item.to.channel, item.to.chat_id)
+            current = await offers.load(session, *where)
+            choices = list(current.choices)
+            while choices and choices[-1].code in codes:
+                choices.pop()
+            offer = Offer(tuple(
+                Choice(c.number, c.label, WITHDRAWN) if c.code in codes else c for c in choices
+            ))
+            if offer != current and await offers.write(session, *where, offer):
+                written.append((*where, offer))
+        return written
 
     # ---------------------------------------------------------------- the messenger side
 
