@@ -195,13 +195,16 @@ def handlers(conversation: str | None, reask: Reask) -> list[BaseHandler]:
             turn_.say(t("site.staff_only"))
             return await reask(turn_)
         services = turn_.services
-        found = await ac.recent_reports(turn_.session, account, services.clock())
+        found = await ac.recent_reports(
+            turn_.session, account, services.clock(), limit=SHOWN_REPORTS
+        )
         if not found:
             turn_.say(t("aftercare.reports_none", days=ac.RECENT_DAYS))
             return await reask(turn_)
-        lines = [t("aftercare.reports_title", days=ac.RECENT_DAYS, count=len(found))]
+        total = await ac.count_reports(turn_.session, account, services.clock())
+        lines = [t("aftercare.reports_title", days=ac.RECENT_DAYS, count=total)]
         site = None
-        for seen in found[:SHOWN_REPORTS]:
+        for seen in found:
             if seen.site != site:
                 site = seen.site
                 lines += ["", f"🏥 {site}"]
@@ -217,8 +220,8 @@ def handlers(conversation: str | None, reask: Reask) -> list[BaseHandler]:
                     severity=t(f"aftercare.severity.{reaction.severity}"),
                 )
             )
-        if len(found) > SHOWN_REPORTS:
-            lines += ["", t("aftercare.reports_more", count=len(found) - SHOWN_REPORTS)]
+        if total > len(found):
+            lines += ["", t("aftercare.reports_more", count=total - len(found))]
         turn_.say("\n".join(lines))
         return await reask(turn_)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import outbox
@@ -192,31 +192,53 @@ class SeenReport:
     site: str
 
 
+def _recent(staff: Account, now: dt.datetime, days: int) -> list[ColumnElement[bool]]:
+    """Which reports a staff member sees: the last ``days`` days, at their sites (an admin's:
+    every site)."""
+    where = [Reaction.reported_at >= to_utc(now) - dt.timedelta(days=days)]
+    if staff.role != "admin":
+        mine = select(StaffSite.site_id).where(StaffSite.account_id == staff.id)
+        where.append(Reaction.site_id.in_(mine))
+    return where
+
+
 async def recent_reports(
-    session: AsyncSession, staff: Account, now: dt.datetime, days: int = RECENT_DAYS
+    session: AsyncSession,
+    staff: Account,
+    now: dt.datetime,
+    days: int = RECENT_DAYS,
+    *,
+    limit: int | None = None,
 ) -> list[SeenReport]:
     """The reports of the last ``days`` days at the staff's sites (an admin's: every site),
-    by site, serious first, newest first."""
-    since = to_utc(now) - dt.timedelta(days=days)
+    by site, serious first, newest first; the first ``limit`` only, sorted and cut by the
+    database (a province's week of answers is never loaded)."""
+    rank = case(RANK, value=Reaction.severity, else_=0)
     stmt = (
         select(Reaction, Booking.code, Site.name)
         .join(Booking, Booking.id == Reaction.booking_id)
         .join(Site, Site.id == Reaction.site_id)
-        .where(Reaction.reported_at >= since)
+        .where(*_recent(staff, now, days))
+        .order_by(Site.name, rank.desc(), Reaction.reported_at.desc(), Reaction.id.desc())
     )
-    if staff.role != "admin":
-        mine = select(StaffSite.site_id).where(StaffSite.account_id == staff.id)
-        stmt = stmt.where(Reaction.site_id.in_(mine))
+    if limit is not None:
+        stmt = stmt.limit(limit)
     rows = (await session.execute(stmt)).all()
-    found = [SeenReport(reaction, code, site) for reaction, code, site in rows]
-    found.sort(
-        key=lambda r: (
-            r.site,
-            -RANK.get(r.reaction.severity, 0),
-            -as_aware(r.reaction.reported_at).timestamp(),
-        )
+    return [SeenReport(reaction, code, site) for reaction, code, site in rows]
+
+
+async def count_reports(
+    session: AsyncSession, staff: Account, now: dt.datetime, days: int = RECENT_DAYS
+) -> int:
+    """How many reports :func:`recent_reports` would list without a limit."""
+    stmt = (
+        select(func.count())
+        .select_from(Reaction)
+        .join(Booking, Booking.id == Reaction.booking_id)
+        .join(Site, Site.id == Reaction.site_id)
+        .where(*_recent(staff, now, days))
     )
-    return found
+    return int(await session.scalar(stmt) or 0)
 
 
 __all__ = [
@@ -229,6 +251,7 @@ __all__ = [
     "Reported",
     "SeenReport",
     "alert_staff",
+    "count_reports",
     "dose_of",
     "plan_checkin",
     "reaction_of",
