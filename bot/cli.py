@@ -798,6 +798,20 @@ def reminders_set(
     typer.echo(_RULE_HEADER)
     typer.echo(_rule_row(rule, pending))
     typer.echo(f"{kind}: {moved} pending reminders re-planned, {cancelled} cancelled")
+    if rule.delivery_time is not None and not rule.quiet_ok and rule.active:
+        from models.outbox import after_quiet_hours
+
+        start, end = settings.reminders.quiet
+        at_local = dt.datetime.combine(dt.date(2000, 1, 3), rule.delivery_time, tzinfo=tz)
+        held = after_quiet_hours(at_local, settings.reminders.quiet, tz).astimezone(tz)
+        if held != at_local:
+            typer.echo(
+                f"warning: {rule.delivery_time:%H:%M} is in the quiet hours "
+                f"({start:%H:%M}–{end:%H:%M}): these reminders are held until {held:%H:%M}"
+                + (" the next morning" if held.date() != at_local.date() else "")
+                + " (--quiet-ok lets them go)",
+                err=True,
+            )
 
 
 class _Refused(Exception):

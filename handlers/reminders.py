@@ -31,6 +31,7 @@ from models.tables import (
     Campaign,
     Draft,
     HealthBook,
+    OutboxMessage,
     Session,
     Vaccination,
     WaitlistEntry,
@@ -85,12 +86,13 @@ async def appointment(n: Notice) -> Reply | None:
         return None
     if slot.date < n.services.today():  # sent late (a dispatcher was down): no longer true
         return None
+    days = (slot.date - n.services.today()).days
+    if n.message.kind != "appointment_morning" and days == 0 and await _morning_done(n, booking):
+        return None  # held to the appointment's day: the morning one says it (one, not two)
     site = await lk.get_site(n.session, slot.site_id)
     campaign = await lk.get_campaign(n.session, booking.campaign_id)
     t = n.t
-    text = await text_of(
-        n,
-        n.message.kind,
+    params: dict[str, Any] = dict(
         site=site.name,
         address=site.address,
         day=t.date(slot.date),
@@ -99,6 +101,13 @@ async def appointment(n: Notice) -> Reply | None:
         campaign=bkh.campaign_name(t, campaign),
         dose=booking.dose,
     )
+    # worded by the day it is sent, not by its kind (a reminder held by quiet hours, a rule
+    # set to other days): today, tomorrow, or on the date
+    wording = WORDING.get(days)
+    if wording is not None:
+        text = await text_of(n, wording, **params)
+    else:
+        text = t("reminder.appointment_ahead", **params)
     return Reply(
         text=text,
         markup=inline(
@@ -109,6 +118,25 @@ async def appointment(n: Notice) -> Reply | None:
             ]
         ),
     )
+
+
+#: the appointment reminder whose words fit a send date that many days before the appointment
+WORDING = {0: "appointment_morning", 1: "appointment_eve"}
+
+
+async def _morning_done(n: Notice, booking: Booking) -> bool:
+    """Whether the booking's morning reminder was sent, or goes now with this one."""
+    now = to_utc(n.services.clock())
+    found = await n.session.scalar(
+        select(OutboxMessage.id).where(
+            OutboxMessage.booking_id == booking.id,
+            OutboxMessage.kind == "appointment_morning",
+            OutboxMessage.id != n.message.id,
+            (OutboxMessage.status == "sent")
+            | (OutboxMessage.status.in_(outbox.OPEN) & (OutboxMessage.due_at <= now)),
+        ).limit(1)
+    )
+    return found is not None
 
 
 @turn()

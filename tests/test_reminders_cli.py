@@ -108,3 +108,16 @@ async def test_reminders_list_and_set(tmp_path: Path) -> None:
     code, out, _ = await asyncio.to_thread(run, "list")
     eve = next(line for line in out.splitlines() if line.startswith("appointment_eve"))
     assert eve.split()[5:] == ["no", "no", "vi", "0"]  # quiet, active, texts, pending
+
+
+def test_reminders_set_warns_of_a_time_in_the_quiet_hours(tmp_path: Path) -> None:
+    """Accepted (an admin may want it), but said: the reminders wait until the quiet hours end."""
+    result = healthbook("reminders", "set", "appointment_eve", "--at", "21:30", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "21:30 is in the quiet hours (21:00–07:00)" in result.stderr
+    assert "held until 07:00 the next morning" in result.stderr
+    assert "21:30" in result.stdout.splitlines()[1]
+    # out of the quiet hours, or allowed in them: nothing to warn of
+    for args in (("--at", "20:00"), ("--at", "22:00", "--quiet-ok")):
+        result = healthbook("reminders", "set", "appointment_eve", *args, cwd=tmp_path)
+        assert result.returncode == 0 and "warning" not in result.stderr, result.stderr

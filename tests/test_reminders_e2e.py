@@ -211,20 +211,79 @@ async def test_reminders_set_replans_what_is_pending(chat_sample: ChatHarness) -
 
 
 async def test_quiet_hours_hold_a_reminder_until_morning(chat_sample: ChatHarness) -> None:
+    """The evening one set at 22:00 waits for 07:00, on the appointment's own day: it then
+    says "today", not "tomorrow" (the morning one is off here, else it would say it)."""
     h = chat_sample
     async with h.session() as session, session.begin():
         await rm.set_rule(session, "appointment_eve", delivery_time=dt.time(22, 0))
+        await rm.set_rule(session, "appointment_morning", active=False)
     person = await younger_person(h, "505050")
     await book_first_place(person)
     advance_to(h, local(h, WEDNESDAY, 23))
     await send_due(h)
-    assert received(h, person, eve_marker()) == []
+    assert received(h, person, "⏰") == []
     advance_to(h, local(h, THURSDAY, 6, 59))
     await send_due(h)
-    assert received(h, person, eve_marker()) == []
+    assert received(h, person, "⏰") == []
     h.clock.advance(minutes=1)
     await send_due(h)
-    assert len(received(h, person, eve_marker())) == 1
+    [held] = received(h, person, "⏰")
+    assert held["text"].startswith(morning_marker())  # "⏰ Hôm nay, Thứ Năm, 26/11/2026"
+    assert "26/11/2026" in held["text"] and eve_marker() not in held["text"]
+
+
+async def test_a_held_evening_reminder_after_the_morning_one_is_not_sent(
+    chat_sample: ChatHarness,
+) -> None:
+    """Evening one at 21:30, held to 07:00; the morning one went at 06:30: one reminder, not
+    a second that says "tomorrow" on the day."""
+    h = chat_sample
+    async with h.session() as session, session.begin():
+        await rm.set_rule(session, "appointment_eve", delivery_time=dt.time(21, 30))
+    person = await younger_person(h, "505051")
+    await book_first_place(person)
+    advance_to(h, local(h, THURSDAY, 6, 30))
+    await send_due(h)
+    assert len(received(h, person, morning_marker())) == 1
+    advance_to(h, local(h, THURSDAY, 7))
+    await send_due(h)
+    assert len(received(h, person, "⏰")) == 1
+    assert received(h, person, eve_marker()) == []
+    kinds = {row.kind: row.status for row in await outbox_rows(h)}
+    assert kinds["appointment_eve"] == "cancelled" and kinds["appointment_morning"] == "sent"
+
+
+async def test_a_held_evening_reminder_due_with_the_morning_one_is_not_sent(
+    chat_sample: ChatHarness,
+) -> None:
+    """The morning one moved to 07:00, the evening one held to 07:00: both due at once, one goes."""
+    h = chat_sample
+    async with h.session() as session, session.begin():
+        await rm.set_rule(session, "appointment_eve", delivery_time=dt.time(22, 0))
+        await rm.set_rule(session, "appointment_morning", delivery_time=dt.time(7, 0))
+    person = await younger_person(h, "505052")
+    await book_first_place(person)
+    advance_to(h, local(h, THURSDAY, 7))
+    await send_due(h)
+    [one] = received(h, person, "⏰")
+    assert one["text"].startswith(morning_marker())
+
+
+async def test_a_morning_rule_moved_to_the_day_before_says_tomorrow(
+    chat_sample: ChatHarness,
+) -> None:
+    """Words follow the day it is sent: the "morning" rule set to 18:00 the day before says
+    "tomorrow"."""
+    h = chat_sample
+    async with h.session() as session, session.begin():
+        await rm.set_rule(session, "appointment_eve", active=False)
+        await rm.set_rule(session, "appointment_morning", offset=-1, delivery_time=dt.time(18))
+    person = await younger_person(h, "505053")
+    await book_first_place(person)
+    advance_to(h, local(h, WEDNESDAY, 18))
+    await send_due(h)
+    [one] = received(h, person, "⏰")
+    assert one["text"].startswith(eve_marker()) and "26/11/2026" in one["text"]
 
 
 async def _record_first_dose(h: ChatHarness, person: Person) -> int:
