@@ -75,7 +75,7 @@ async def after_dose(turn_: Turn, booking: Booking) -> None:
     text = t("aftercare.advice", **numbers(turn_))
     if planned is not None:
         text += "\n\n" + t("aftercare.will_ask", when=_local(t, planned.due_at, services.tz))
-    turn_.notify(to, text)
+    turn_.notify(to, text, locale=t.locale)
 
 
 # ---------------------------------------------------------------- the check-in

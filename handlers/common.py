@@ -127,10 +127,14 @@ class Turn:
         """Queue a map pin."""
         self.outbox.append(Reply(location=(lat, lon)))
 
-    def notify(self, to: Address, text: str, markup: Markup = None) -> None:
+    def notify(
+        self, to: Address, text: str, markup: Markup = None, *, locale: str | None = None
+    ) -> None:
         """Queue a message to another person's chat, on their channel (sent after the commit,
-        like the rest)."""
-        self.outbox.append(Reply(text=text, markup=markup, to=to))
+        like the rest). ``locale``: the reader's language, for the channel's own words (on Zalo
+        the line that says how to answer numbered choices); give it whenever the text is in
+        theirs."""
+        self.outbox.append(Reply(text=text, markup=markup, to=to, locale=locale))
 
     async def say_again_with_choices(self, text: str) -> None:
         """Say ``text`` with the choices this chat was last offered, numbered the same: what an

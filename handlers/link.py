@@ -191,6 +191,7 @@ def _joined(turn_: Turn, own: Account, linked: accounts.Linked, *, close: bool) 
                 ]
             ]
         ),
+        locale=theirs.locale,
     )
 
 

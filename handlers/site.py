@@ -411,7 +411,7 @@ async def _notify_dose(
             text += "\n\n" + t(
                 "site.notify_next_open", dose=window.dose, earliest=t.date(window.earliest)
             )
-    turn_.notify(to, text)
+    turn_.notify(to, text, locale=t.locale)
 
 
 # ---------------------------------------------------------------- not vaccinated
@@ -488,7 +488,7 @@ async def _not_vaccinated(turn_: Turn, booking_id: str, reason: str) -> object:
     person = await _person(turn_, book)
     if person is not None:
         to, pt = person
-        turn_.notify(to, pt("site.notify_not_vaccinated", reason=reason.strip()))
+        turn_.notify(to, pt("site.notify_not_vaccinated", reason=reason.strip()), locale=pt.locale)
     return ConversationHandler.END
 
 

@@ -749,3 +749,25 @@ async def test_on_zalo_the_question_is_answered_by_number_and_delete_forgets_the
         assert offer.choices == ()
     await a.send("1")  # the undo's number no longer names anything
     assert a.last_text == t("vi", "idle.hint")
+
+
+async def test_the_link_notice_on_zalo_says_how_to_answer_in_its_readers_language(
+    both: Both,
+) -> None:
+    """The notice to the code's maker (with its Unlink choice) is in their language, and so is
+    Zalo's line under its numbered choices (it was the bot's default language)."""
+    tg, zl = both.telegram, both.zalo
+    z = zl.user(name="An")
+    await z.send("/link")
+    code = _code(z.last_text)
+    a = tg.user(name="An")
+    await a.send("/link")
+    async with tg.session() as s, s.begin():
+        for account in (await s.scalars(select(Account))).all():
+            account.locale = "en"
+    await a.send(f"/link {code}")
+    await zl.idle()
+    notice = z.last_text or ""
+    assert notice.startswith(t("en", "link.notice", account=f"Telegram …{str(a.user.id)[-4:]}"))
+    assert notice.endswith(t("en", "choice.hint", "zalo"))
+    assert t("vi", "choice.hint", "zalo") not in notice
