@@ -11,9 +11,11 @@ one outbox row per recipient with one INSERT … SELECT (:mod:`models.broadcasts
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 import warnings
+import zlib
 from enum import StrEnum
 
 from sqlalchemy import func, select
@@ -422,7 +424,7 @@ async def confirm(turn_: Turn, draft: Broadcast, audience: bc.Audience) -> objec
         t("broadcast.confirm", count=count, audience=words, preview=preview),
         inline(
             [
-                [(t("broadcast.button_send"), f"bc:ok:{draft.id}")],
+                [(t("broadcast.button_send"), f"bc:ok:{draft.id}:{audience_mark(draft)}")],
                 [(t("broadcast.button_cancel"), f"bc:no:{draft.id}")],
             ]
         ),
@@ -430,16 +432,31 @@ async def confirm(turn_: Turn, draft: Broadcast, audience: bc.Audience) -> objec
     return Step.CONFIRM
 
 
+def audience_mark(draft: Broadcast) -> int:
+    """A short fingerprint of a draft's audience, carried by its Send: a confirmation's Send
+    sends to the audience that confirmation showed, or to nobody."""
+    params = json.dumps(draft.audience_params or {}, sort_keys=True)
+    return zlib.crc32(f"{draft.audience}|{params}".encode()) & 0x7FFFFFFF
+
+
 @turn(NAME)
 async def confirmed(turn_: Turn) -> object:
     """Send: one outbox row per recipient (the dispatcher sends them), and the progress
     message (on Telegram the pressed message itself, edited as the copies go)."""
     admin = _admin(turn_)
-    ids = callback_ids(turn_.update, "bc:ok", 1)
+    ids = callback_ids(turn_.update, "bc:ok", 2)
     if admin is None:
         return await _not_admin(turn_)
     draft = await turn_.session.get(Broadcast, ids[0]) if ids is not None else None
-    if draft is None or draft.created_by != admin.id or draft.status != "draft":
+    if (
+        draft is None
+        or ids is None
+        or draft.created_by != admin.id
+        or draft.status != "draft"
+        # the Send of an earlier confirmation, shown for another audience: sending it would
+        # reach people its message did not name
+        or ids[1] != audience_mark(draft)
+    ):
         turn_.toast(turn_.t("error.button.stale"))
         return None
     services = turn_.services

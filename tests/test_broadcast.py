@@ -628,3 +628,37 @@ def test_days_as_typed() -> None:
     assert parse_day("2026-12-01", today) == dt.date(2026, 12, 1)
     for bad in ("31/11", "hôm nay", "2026-13-01", "1/2/3", ""):
         assert parse_day(bad, today) is None, bad
+
+
+async def test_an_earlier_confirmations_send_does_not_reach_a_later_audience(
+    sample: Harness,
+) -> None:
+    """Send on the confirmation shown for one audience, pressed after another audience was
+    chosen, sends nothing: it is out of date (it would have reached people it did not name)."""
+    h = sample
+    admin, sapa, bacha = h.user(), h.user(), h.user()
+    await make_admin(h, admin)
+    await with_book(h, sapa, SAPA)
+    await with_book(h, bacha, BACHA)
+    await admin.send("/broadcast")
+    await admin.send(TEXT)
+    await admin.press("🏘 Người dân một xã/phường")
+    await admin.send("sa pa")
+    first = admin._keyboard_message()
+    assert first is not None
+    send_sapa = next(
+        b["callback_data"]
+        for row in first["reply_markup"]["inline_keyboard"]
+        for b in row
+        if b["text"] == t("vi", "broadcast.button_send")
+    )
+    await admin.press_data("bc:a:everyone", message=first)  # another audience, from its list
+    assert "2 " in (admin.last_answer or "")
+    await admin.press_data(send_sapa, message=first)  # the first confirmation's Send
+    await drain(h.services)
+    assert got(sapa) == 0 and got(bacha) == 0
+    async with h.session() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+    await admin.press(t("vi", "broadcast.button_send"))  # the current one sends to everyone
+    await drain(h.services)
+    assert got(sapa) == 1 and got(bacha) == 1
