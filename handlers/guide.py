@@ -14,16 +14,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from telegram import Update
 from telegram.ext import BaseHandler, CallbackQueryHandler
 
+from bot.channels import typed
 from bot.channels.base import Choice, Keyboard, Markup, Offer, Options
-from handlers.common import Turn, callback_parts, inline, turn
+from bot.channels.choices import fold
+from handlers.common import Turn, callback_parts, inline, translator_for, turn
 from models import booking as bk
 from models import healthbook as hb
 from models import validators as v
 from models.tables import ChatOffer, Session, utcnow
+
+if TYPE_CHECKING:
+    from bot.context import Services
 
 Reask = Callable[[Turn], Awaitable[object]]
 PAGES = ("app", "bring", "before", "after", "faq", "sites", "hotlines", "commands")
@@ -38,7 +46,11 @@ PREFIX = "gd"
 def _params(turn_: Turn) -> dict[str, str]:
     """What the pages name: the official app and its links, the hotline, the emergency
     number (all from settings)."""
-    settings = turn_.services.settings
+    return _settings_params(turn_.services)
+
+
+def _settings_params(services: Services) -> dict[str, str]:
+    settings = services.settings
     return {
         "app": settings.guide.app_name,
         "android": settings.guide.app_android,
@@ -150,6 +162,32 @@ def _province(code: int) -> str:
         return v.province_name(code)
     except KeyError:
         return str(code)
+
+
+@typed.fallback
+async def typed_page(
+    session: AsyncSession, services: Services, update: Update, offer: Offer
+) -> Offer | None:
+    """On a guide page (it offers only "Menu" and "Continue"), the menu's pages, so that a
+    page's words ("sau tiêm") or its number in the menu open it from there too. Not a number
+    while a question is pending ("Continue" shown): that may be its answer."""
+    codes = {c.code for c in offer.choices}
+    if f"{PREFIX}:menu" not in codes:
+        return None
+    message = update.message
+    if f"{PREFIX}:back" in codes and message is not None and fold(message.text or "").isdigit():
+        return None
+    account = None
+    if update.effective_user is not None:
+        account = await hb.find_account(session, services.channel, str(update.effective_user.id))
+    t = translator_for(services, account, update)
+    params = _settings_params(services)
+    return Offer(
+        tuple(
+            Choice(n, t(f"guide.button.{page}", **params), f"{PREFIX}:{page}")
+            for n, page in enumerate(PAGES, 1)
+        )
+    )
 
 
 # ---------------------------------------------------------------- the choices set aside

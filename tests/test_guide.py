@@ -218,3 +218,38 @@ async def test_delete_erases_what_help_set_aside(chat_sample: ChatHarness) -> No
     async with bot.session() as session:
         n = await session.scalar(select(func.count()).select_from(ChatOffer))
     assert n == 0
+
+
+async def test_pages_by_their_words_from_the_menu_and_from_any_page(
+    chat_sample: ChatHarness,
+) -> None:
+    """A page offers only "Menu": another page's words (with or without accents) or its
+    number in the menu still open it; from the menu too ("hỏi đáp", "cac lenh")."""
+    person = chat_sample.user()
+    for text, page in [("hỏi đáp", "faq"), ("cac lenh", "commands"), ("sau tiem", "after")]:
+        await person.send("/help")
+        await person.send(text)
+        assert page_text(page) in (person.last_text or ""), text
+    await person.send("/help")
+    await person.send("4")  # after vaccination
+    assert page_text("after") in (person.last_text or "")
+    for text, page in [("sau tiêm", "after"), ("hỏi đáp", "faq"), ("đường dây nóng", "hotlines"),
+                       ("truoc tiem", "before"), ("cac lenh", "commands"), ("3", "before")]:
+        await person.send(text)  # on a page: Menu only
+        assert page_text(page) in (person.last_text or ""), text
+        assert person.buttons == [t("vi", "guide.button.menu")]
+
+
+async def test_on_a_page_mid_health_book_a_typed_answer_still_answers(
+    chat_bot: ChatHarness,
+) -> None:
+    """Pages by their words from a page, while a question waits; its answer still answers it."""
+    person = chat_bot.user()
+    await agree(person)
+    await person.send("/help")
+    await person.send("4")
+    await person.send("hỏi đáp")  # another page, by its words
+    assert page_text("faq") in (person.last_text or "")
+    assert person.buttons == [t("vi", "guide.button.menu"), t("vi", "guide.button.continue")]
+    await person.send("Lò Thị Mai")  # the name asked before /help
+    assert question(person.last_text) == t("vi", "ask.date_of_birth")

@@ -12,6 +12,7 @@ check a pressed button: a stale or forged code is refused the same way.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
@@ -30,6 +31,18 @@ if TYPE_CHECKING:
 
 TYPED = "typed:"
 _MISSING = Offer(())
+
+#: More choices a typed text may name when it names none of the chat's offer: given the
+#: session, the services, the update and that offer, an offer of choices not shown but meant
+#: to be reachable by their words (the guide's pages from any guide page), or None.
+Fallback = Callable[[AsyncSession, "Services", Update, Offer], Awaitable[Offer | None]]
+FALLBACKS: list[Fallback] = []
+
+
+def fallback(hook: Fallback) -> Fallback:
+    """Register a :data:`Fallback` (a decorator, used at import)."""
+    FALLBACKS.append(hook)
+    return hook
 
 
 def is_typed(query: CallbackQuery) -> bool:
@@ -151,9 +164,14 @@ async def resolve(update: Update, services: Services, bot: Bot) -> Update:
     chat = str(update.message.chat.id)
     async with services.sessions() as session:
         offer = await services.offers.load(session, services.channel, chat)
-    if not offer.choices:
-        return update
-    choice = match(text, offer, services.aliases)
+        if not offer.choices:
+            return update
+        choice = match(text, offer, services.aliases)
+        for hook in FALLBACKS if choice is None else ():
+            more = await hook(session, services, update, offer)
+            choice = match(text, more, services.aliases) if more else None
+            if choice is not None:
+                break
     if choice is None:
         return update
     return as_choice(update, choice, bot)
