@@ -169,6 +169,13 @@ async def start(served: Served, settings: Settings, stop: asyncio.Event) -> int 
         log.info("connected to the Zalo Bot API; %s", mode)
     if served.dispatcher is not None:
         await served.dispatcher.start()
+        pace = settings.dispatch
+        log.info("dispatcher %s runs in this process ([dispatch] in_bot): sending the outbox "
+                 "at up to %g messages/s on Telegram, %g/s on Zalo", served.dispatcher.worker,
+                 pace.telegram_rate, pace.zalo_rate)
+    else:
+        log.info("the dispatcher is off in this process ([dispatch] in_bot = false): run "
+                 "`healthbook dispatch` to send reminders, offers and broadcasts")
     return None
 
 

@@ -642,3 +642,29 @@ def test_a_channel_s_pace() -> None:
     assert pace.factor == pytest.approx(0.97) and pace.ready_at() >= now + 2.0
     pace.take(now + RECOVER + 1)
     assert pace.factor == 1.0
+
+
+async def test_healthbook_run_says_whether_its_dispatcher_runs(
+    bot: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``healthbook run`` logs one line: the dispatcher runs inside it (and at what pace), or
+    it is off here and ``healthbook dispatch`` must run."""
+    import logging
+
+    from bot import serve
+
+    settings = bot.services.settings
+    stop = asyncio.Event()
+    with caplog.at_level(logging.INFO, logger="bot.serve"):
+        served = serve.Served()
+        served.dispatcher = Dispatcher(bot.services)
+        try:
+            assert await serve.start(served, settings, stop) is None
+        finally:
+            await served.dispatcher.stop()
+        assert await serve.start(serve.Served(), settings, stop) is None  # in_bot = false
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.serve"]
+    [on] = [line for line in said if "runs in this process" in line]
+    assert "25 messages/s on Telegram, 10/s on Zalo" in on
+    [off] = [line for line in said if "in_bot = false" in line]
+    assert "healthbook dispatch" in off
