@@ -1225,11 +1225,14 @@ def sessions_cancel(
     reason: Annotated[
         str | None, typer.Option(help="told to the people booked (one line)", metavar="TEXT")
     ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="cancel without asking")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Cancel a session: --id N, or --site, --date and --start (and --campaign when several
-    campaigns have a session then). Its bookings are cancelled, its waitlist released, and
-    each booked person is told by the bot (with Book again)."""
+    campaigns have a session then). Prints how many bookings it cancels and asks first
+    (unless --yes); a session already over or cancelled is refused. Its bookings are
+    cancelled, its waitlist released, and each booked person is told by the bot (with Book
+    again)."""
     from zoneinfo import ZoneInfo
 
     from models.errors import DomainError
@@ -1247,15 +1250,46 @@ def sessions_cancel(
     except DomainError as exc:
         typer.echo(f"error: --reason: {_render_error(settings, exc)}", err=True)
         raise typer.Exit(2) from None
+    tz = ZoneInfo(settings.bot.timezone)
     today = _local_today(config)
 
-    async def work(session: AsyncSession) -> str:
-        slot = await find_session(
-            session, session_id=session_id, site=site, date=day, start=at, campaign=campaign
+    async def still_open(session: AsyncSession, number: int | None) -> Any:
+        """The session, refused when cancelled already or over (its day past, or today and
+        its end time passed: nobody can come any more)."""
+        from sqlalchemy import func, select
+
+        from models.tables import BOOKING_ACTIVE, Booking
+
+        slot = await find_session(  # by id once asked: the one that was shown
+            session, session_id=number, site=site, date=day, start=at, campaign=campaign
         )
+        if slot.cancelled_at is not None:
+            raise DomainError("session.already_cancelled", date=slot.date)
+        now = dt.datetime.now(tz)
+        if slot.date < now.date() or (slot.date == now.date() and slot.end_time <= now.time()):
+            raise DomainError("session.past", date=slot.date)
+        booked = await session.scalar(
+            select(func.count()).select_from(Booking).where(
+                Booking.session_id == slot.id, Booking.status.in_(BOOKING_ACTIVE)
+            )
+        )
+        return slot, int(booked or 0)
+
+    async def asked(session: AsyncSession) -> tuple[int, str, int]:
+        slot, booked = await still_open(session, session_id)
+        what = f"session {slot.id} ({slot.date} {slot.start_time:%H:%M}–{slot.end_time:%H:%M})"
+        return slot.id, what, booked
+
+    number, what, booked = _with_database(config, asked)
+    typer.echo(f"{what}: {booked} bookings will be cancelled and their people told")
+    if not yes and not typer.confirm("Cancel this session?", default=False):
+        typer.echo("nothing changed")
+        raise typer.Exit(1)
+
+    async def work(session: AsyncSession) -> str:
+        slot, _ = await still_open(session, number)
         done = await cancel_session(
-            session, slot, now=dt.datetime.now(ZoneInfo(settings.bot.timezone)), today=today,
-            reason=why,
+            session, slot, now=dt.datetime.now(tz), today=today, reason=why,
         )
         return (
             f"session {slot.id} ({slot.date} {slot.start_time:%H:%M}) cancelled: "

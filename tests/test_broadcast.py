@@ -578,7 +578,7 @@ def test_cli_broadcast_send_status_and_sessions_cancel(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
     ok = healthbook(
         "sessions", "cancel", "--site", "LC-BVDK", "--date", day, "--start", "07:30",
-        "--campaign", CAMPAIGN, "--reason", "Hết vắc xin", cwd=tmp_path,
+        "--campaign", CAMPAIGN, "--reason", "Hết vắc xin", "--yes", cwd=tmp_path,
     )
     assert ok.returncode == 0, ok.stderr
     assert "0 bookings cancelled, 0 people to be told" in ok.stdout, ok.stdout
@@ -589,6 +589,66 @@ def test_cli_broadcast_send_status_and_sessions_cancel(tmp_path: Path) -> None:
     assert again.returncode == 1 and "error:" in again.stderr
     listed = healthbook("sessions", "list", "--site", "LC-BVDK", "--date", day, cwd=tmp_path)
     assert "cancelled" in listed.stdout
+
+
+def test_cli_sessions_cancel_asks_first_and_refuses_a_session_over(tmp_path: Path) -> None:
+    """How many bookings it cancels, then "Cancel this session? [y/N]" (unless --yes): no
+    changes nothing. A session whose day is past, or today's once its end time passed, is
+    refused with a clear line, and nothing changes."""
+    import contextlib
+    import sqlite3
+    from zoneinfo import ZoneInfo
+
+    from tests.test_cli import healthbook
+
+    now = dt.datetime.now(ZoneInfo("Asia/Ho_Chi_Minh"))
+    today = now.date()
+    day = str(weekday_after(today, 1))
+    assert healthbook("sample-data", "--today", str(today), cwd=tmp_path).returncode == 0
+    database = tmp_path / "healthbook.db"
+
+    def cancelled() -> list[tuple[int, str | None]]:
+        with contextlib.closing(sqlite3.connect(database)) as conn:
+            return list(conn.execute("SELECT id, cancelled_at FROM sessions "
+                                     "WHERE cancelled_at IS NOT NULL"))
+
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        [(first, site_id, campaign_id)] = conn.execute(
+            "SELECT s.id, s.site_id, s.campaign_id FROM sessions s JOIN sites ON sites.id = "
+            "s.site_id JOIN campaigns c ON c.id = s.campaign_id WHERE sites.code = 'LC-BVDK' "
+            "AND c.code = ? AND s.date = ? AND s.start_time LIKE '07:30%'", (CAMPAIGN, day),
+        ).fetchall()
+        past = conn.execute(
+            "INSERT INTO sessions (site_id, campaign_id, date, start_time, end_time, capacity, "
+            "booked) VALUES (?, ?, ?, '07:30:00.000000', '11:30:00.000000', 10, 0)",
+            (site_id, campaign_id, str(today - dt.timedelta(days=1))),
+        ).lastrowid
+        ended = conn.execute(
+            "INSERT INTO sessions (site_id, campaign_id, date, start_time, end_time, capacity, "
+            "booked) VALUES (?, ?, ?, '00:00:00.000000', '00:01:00.000000', 10, 0)",
+            (site_id, campaign_id, str(today)),
+        ).lastrowid
+        conn.commit()
+    spec = ("sessions", "cancel", "--id", str(first))
+    no = healthbook(*spec, cwd=tmp_path, stdin="n\n")
+    assert no.returncode == 1, no.stderr
+    assert f"session {first} ({day} 07:30–11:30): 0 bookings will be cancelled" in no.stdout
+    assert "Cancel this session? [y/N]" in no.stdout and "nothing changed" in no.stdout
+    assert cancelled() == []
+    yes = healthbook(*spec, cwd=tmp_path, stdin="y\n")
+    assert yes.returncode == 0 and "cancelled: 0 bookings cancelled" in yes.stdout, yes.stderr
+    assert [row[0] for row in cancelled()] == [first]
+    over = [(past, f"{today - dt.timedelta(days=1):%d/%m/%Y}")]
+    if now.time() >= dt.time(0, 2):  # today's 00:00–00:01 session is over (a minute's margin)
+        over.append((ended, f"{today:%d/%m/%Y}"))
+    for number, date in over:
+        refused = healthbook("sessions", "cancel", "--id", str(number), "--yes", cwd=tmp_path)
+        assert refused.returncode == 1 and "đã qua" in refused.stderr, refused.stderr
+        assert date in refused.stderr and "Traceback" not in refused.stderr
+    again = healthbook(*spec, cwd=tmp_path, stdin="y\n")
+    assert again.returncode == 1 and "đã hủy rồi" in again.stderr, again.stderr
+    assert "Cancel this session?" not in again.stdout  # refused before asking
+    assert [row[0] for row in cancelled()] == [first]
 
 
 
