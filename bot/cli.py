@@ -1131,12 +1131,20 @@ def broadcast_send(
     tz = ZoneInfo(settings.bot.timezone)
     today = _local_today(config)
 
-    async def counted(session: AsyncSession) -> int:
-        return await bc.count(session, await bc.parse_audience(session, audience), today, tz)
+    async def counted(session: AsyncSession) -> tuple[int, str]:
+        chosen = await bc.parse_audience(session, audience)
+        return await bc.count(session, chosen, today, tz), chosen.kind
 
-    count = _with_database(config, counted)
+    count, kind = _with_database(config, counted)
     typer.echo(f"{count} people will receive it")
     if count == 0:
+        why = {
+            "everyone": "no one has agreed to the bot's terms yet",
+            "commune": "no one who agreed to the bot's terms has a health book in this commune",
+            "site_day": "no one is booked at this site on that day",
+            "due": "no one is due for this campaign's next dose without a booking",
+        }.get(kind, "no one is in this audience")
+        typer.echo(f"nothing sent: {why}", err=True)
         raise typer.Exit(1)
     if not yes and not typer.confirm("Send it?", default=False):
         typer.echo("nothing sent")
@@ -1171,12 +1179,18 @@ def broadcast_status(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """How far broadcasts have gone: sent / failed / left."""
+    """How far broadcasts have gone: sent / failed / left (created at local time,
+    bot.timezone)."""
+    from zoneinfo import ZoneInfo
+
     from sqlalchemy import select
 
     from models import broadcasts as bc
     from models.errors import DomainError
     from models.tables import Broadcast
+    from models.timeutil import as_aware
+
+    tz = ZoneInfo(_settings(config).bot.timezone)
 
     async def work(session: AsyncSession) -> list[str]:
         if number is not None:
@@ -1196,7 +1210,7 @@ def broadcast_status(
         lines = []
         for b in shown:
             p = await bc.progress(session, b.id)
-            when = b.created_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            when = f"{as_aware(b.created_at).astimezone(tz):%Y-%m-%d %H:%M}"
             where = f"{b.audience} {b.audience_params}" if b.audience_params else b.audience
             lines.append(
                 f"broadcast {b.id} ({when}, {where}, {b.status}): "

@@ -8,6 +8,7 @@ sessions cancel (the booked people told, places and reminders right)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -523,6 +524,14 @@ def test_cli_broadcast_send_status_and_sessions_cancel(tmp_path: Path) -> None:
     today = dt.datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     day = str(weekday_after(today, 1))
     assert healthbook("sample-data", "--today", str(today), cwd=tmp_path).returncode == 0
+    spec = ("broadcast", "send", "--text", "Xin chào", "--audience")
+    # nobody to send to: said, and why; nothing queued
+    nobody = healthbook(*spec, "everyone", "--yes", cwd=tmp_path)  # no one agreed yet
+    assert nobody.returncode == 1 and "0 people will receive it" in nobody.stdout
+    assert "nothing sent: no one has agreed to the bot's terms yet" in nobody.stderr
+    nobody = healthbook(*spec, f"site:LC-BVDK:{day}", "--yes", cwd=tmp_path)
+    assert nobody.returncode == 1
+    assert "nothing sent: no one is booked at this site on that day" in nobody.stderr
     database = tmp_path / "healthbook.db"
     with contextlib.closing(sqlite3.connect(database)) as conn:
         conn.execute(
@@ -535,7 +544,6 @@ def test_cli_broadcast_send_status_and_sessions_cancel(tmp_path: Path) -> None:
             "(901, 'v', '2026-11-25'), (902, 'v', '2026-11-25')"
         )
         conn.commit()
-    spec = ("broadcast", "send", "--text", "Xin chào", "--audience")
     no = healthbook(*spec, "everyone", cwd=tmp_path, stdin="n\n")
     assert no.returncode == 1 and "2 people" in no.stdout, (no.stdout, no.stderr)
     sent = healthbook(*spec, "everyone", "--yes", cwd=tmp_path)
@@ -547,6 +555,12 @@ def test_cli_broadcast_send_status_and_sessions_cancel(tmp_path: Path) -> None:
     status = healthbook("broadcast", "status", "1", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "sent 0 / failed 0 / left 2" in status.stdout
+    # created at local time (bot.timezone), as sessions list shows times, not UTC
+    shown = re.search(r"broadcast 1 \((\d{4}-\d\d-\d\d \d\d:\d\d), everyone", status.stdout)
+    assert shown is not None and "UTC" not in status.stdout, status.stdout
+    created = dt.datetime.strptime(shown.group(1), "%Y-%m-%d %H:%M").replace(
+        tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert abs(created - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
     listed = healthbook("broadcast", "status", cwd=tmp_path)
     assert "sent 0 / failed 0 / left 2" in listed.stdout
     for bad, said in [
