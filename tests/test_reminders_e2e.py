@@ -338,6 +338,9 @@ async def test_next_dose_due_then_booked_drops_the_second_reminder(
     await send_due(h)
     [reminder] = received(h, person, marker)
     assert "16/12/2026" in reminder["text"]
+    # the campaign on a line of its own: no "mũi 2 (Tiêm vắc xin phòng COVID-19 (2021))"
+    assert "mũi 2.\nTiêm vắc xin phòng COVID-19 (2021)\n" in reminder["text"]
+    assert "(Tiêm" not in reminder["text"]
     # "Book dose 2": the booking of that campaign, at the sites
     await answer(person, reminder, t("vi", "reminder.button_book_dose", dose=2))
     assert any(t("vi", "book.ask_site", days=14) in x for x in person.texts[-3:])
