@@ -15,7 +15,7 @@ Domain only: no messenger types, and the caller owns the transaction."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -93,6 +93,33 @@ def _stamp(at: dt.datetime) -> str:
     return f"{to_utc(as_aware(at)):%Y%m%d%H%M}"
 
 
+async def _put_kinds(
+    session: AsyncSession,
+    kinds: Sequence[str],
+    anchor: dt.datetime,
+    timing: Timing,
+    dedupe: Callable[[str], str],
+    *,
+    account_id: int,
+    not_after: dt.datetime | None = None,
+    **fields: Any,
+) -> list[OutboxMessage]:
+    """:func:`_put` for each of ``kinds`` that has a rule, from one anchor; the rows planned."""
+    rules = await outbox.rules(session)
+    planned = []
+    for kind in kinds:
+        rule = rules.get(kind)
+        if rule is None:
+            continue
+        row = await _put(
+            session, rule, anchor, timing, dedupe=dedupe(kind), account_id=account_id,
+            not_after=not_after, **fields,
+        )
+        if row is not None:
+            planned.append(row)
+    return planned
+
+
 async def _put(
     session: AsyncSession,
     rule: ReminderRule,
@@ -147,26 +174,17 @@ async def plan_appointment(
     if account_id is None:
         return []
     start = appointment_start(slot, timing.tz)
-    rules = await outbox.rules(session)
-    planned = []
-    for kind in APPOINTMENT:
-        rule = rules.get(kind)
-        if rule is None:
-            continue
-        row = await _put(
-            session,
-            rule,
-            start,
-            timing,
-            dedupe=_key(kind, booking.id, _stamp(start)),
-            account_id=account_id,
-            not_after=start,
-            health_book_id=booking.health_book_id,
-            booking_id=booking.id,
-        )
-        if row is not None:
-            planned.append(row)
-    return planned
+    return await _put_kinds(
+        session,
+        APPOINTMENT,
+        start,
+        timing,
+        lambda kind: _key(kind, booking.id, _stamp(start)),
+        account_id=account_id,
+        not_after=start,
+        health_book_id=booking.health_book_id,
+        booking_id=booking.id,
+    )
 
 
 async def cancel_appointment(session: AsyncSession, booking_id: int, reason: str) -> int:
@@ -215,32 +233,22 @@ async def plan_dose_due(
 ) -> list[OutboxMessage]:
     """"Dose N is due" on the first day it may be given, and again N days later (its renderer
     drops it when the dose was booked or given meanwhile)."""
-    anchor = local_midnight(earliest, timing.tz)
-    rules = await outbox.rules(session)
-    planned = []
-    for kind in DOSE_DUE:
-        rule = rules.get(kind)
-        if rule is None:
-            continue
-        row = await _put(
-            session,
-            rule,
-            anchor,
-            timing,
-            dedupe=_key(kind, book.id, campaign_id, dose),
-            account_id=book.account_id,
-            health_book_id=book.id,
-            ref_id=campaign_id,
-            params={
-                "campaign_id": campaign_id,
-                "dose": dose,
-                "earliest": earliest.isoformat(),
-                "latest": latest.isoformat() if latest else None,
-            },
-        )
-        if row is not None:
-            planned.append(row)
-    return planned
+    return await _put_kinds(
+        session,
+        DOSE_DUE,
+        local_midnight(earliest, timing.tz),
+        timing,
+        lambda kind: _key(kind, book.id, campaign_id, dose),
+        account_id=book.account_id,
+        health_book_id=book.id,
+        ref_id=campaign_id,
+        params={
+            "campaign_id": campaign_id,
+            "dose": dose,
+            "earliest": earliest.isoformat(),
+            "latest": latest.isoformat() if latest else None,
+        },
+    )
 
 
 # ---------------------------------------------------------------- waitlist offers
