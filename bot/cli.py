@@ -128,20 +128,29 @@ def _check_translations(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
-@app.command()
-def run(config: ConfigOpt = None) -> None:
-    """Run the bot (needs a token). Every messenger with a token (Telegram, Zalo or both) is
-    served by this one process; it waits for the network if it is down."""
+def _served_settings(config: Path | None) -> Settings:
+    """What ``run`` and ``dispatch`` need before they start: settings with a token (else exit
+    2), complete catalogues, logging, and the database migrated (before the bot reads its
+    conversations)."""
     settings = _settings(config)
     if settings.telegram.token is None and settings.zalo.token is None:
         typer.echo(NO_TOKEN, err=True)
         raise typer.Exit(2)
     _check_translations(settings)
     from bot.logs import setup_logging
-    from bot.serve import build, serve_async
 
     setup_logging(settings.logging.level)
-    _prepare_database(settings)  # before the bot reads its conversations
+    _prepare_database(settings)
+    return settings
+
+
+@app.command()
+def run(config: ConfigOpt = None) -> None:
+    """Run the bot (needs a token). Every messenger with a token (Telegram, Zalo or both) is
+    served by this one process; it waits for the network if it is down."""
+    settings = _served_settings(config)
+    from bot.serve import build, serve_async
+
     try:
         served = build(settings)
     except ConfigError as exc:  # an unusable certificate key, say
@@ -155,17 +164,10 @@ def dispatch(config: ConfigOpt = None) -> None:
     """Send the outbox, without polling. Reminders, waitlist offers and broadcasts, for a bot
     run with [dispatch] in_bot = false. On SQLite run one dispatcher only; on PostgreSQL any
     number. SIGINT or SIGTERM stops it."""
-    settings = _settings(config)
-    if settings.telegram.token is None and settings.zalo.token is None:
-        typer.echo(NO_TOKEN, err=True)
-        raise typer.Exit(2)
-    _check_translations(settings)
+    settings = _served_settings(config)
     from bot.app import build_services
-    from bot.logs import setup_logging
     from bot.serve import dispatch_async
 
-    setup_logging(settings.logging.level)
-    _prepare_database(settings)
     try:
         services = build_services(settings)
     except ConfigError as exc:

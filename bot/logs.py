@@ -163,6 +163,7 @@ QUIET_LOGGERS: dict[str, int] = {
     "asyncpg": logging.INFO,
     "apscheduler": logging.WARNING,  # a line per job run
     "sqlalchemy": logging.WARNING,
+    "alembic.runtime.plugins": logging.WARNING,  # "setup plugin …": a line per plugin
 }
 #: Loggers some setting may raise to INFO (``[database] echo``), never to DEBUG (result rows).
 _NEVER_DEBUG = ("sqlalchemy.engine", "sqlalchemy.engine.Engine", "sqlalchemy.pool")
