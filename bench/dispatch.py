@@ -232,6 +232,13 @@ async def baseline(control: str, count: int, rate: float) -> dict[str, Any]:
             task.add_done_callback(pending.discard)
         seconds = loop.time() - start
         after = await stats(http, control)
+    return rates(sent, seconds, before, after)
+
+
+def rates(
+    sent: int, seconds: float, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, Any]:
+    """What a sender achieved against the stand-in's limit, from its counts before and after."""
     achieved = sent / seconds
     return {
         "messages": sent,
@@ -286,14 +293,8 @@ async def run_dispatcher(
         worker = json.loads(out.strip().splitlines()[-1])
     finally:
         stop(proc)
-    achieved = sent / seconds
     return {
-        "messages": sent,
-        "seconds": round(seconds, 2),
-        "per_s": round(achieved, 1),
-        "rate_share": round(achieved / LIMIT, 3),
-        "throttled": after["throttled"] - before["throttled"],
-        "duplicates": after["duplicates"] - before["duplicates"],
+        **rates(sent, seconds, before, after),
         "delivered": after["delivered"] - before["delivered"],
         "cpu_ms_per_message": round(1000 * cpu / max(sent, 1), 3),
         "cpu_share": round(cpu / seconds, 2),
