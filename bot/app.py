@@ -29,7 +29,7 @@ from bot.polling import UpdatesRequest
 from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
 from bot.settings import Settings
-from handlers import booking, broadcast, healthbook, reminders, site
+from handlers import assist, audit, booking, broadcast, family, healthbook, invites, reminders, site
 from handlers import help as help_handlers
 from handlers.common import is_private, translator_for
 from handlers.groups import GroupGuard
@@ -209,6 +209,10 @@ def build_application(
         *site.handlers(),
         *booking.handlers(),
         *reminders.handlers(),
+        *invites.handlers(),
+        *family.handlers(),
+        *assist.handlers(),
+        *audit.handlers(),
         *help_handlers.handlers(),
     ]:
         app.add_handler(handler)

@@ -135,7 +135,7 @@ async def start_booking(turn_: Turn) -> object:
 
 @turn(NAME)
 async def book_dose(turn_: Turn) -> object:
-    """"Book dose N" in a reminder (``bk:go:CAMPAIGN``): the booking of that campaign, as
+    """ "Book dose N" in a reminder (``bk:go:CAMPAIGN``): the booking of that campaign, as
     /book would start it after choosing the campaign."""
     ids = callback_ids(turn_.update, "bk:go", 1)
     book = await _own_book(turn_)
@@ -811,7 +811,8 @@ async def appointment_button(turn_: Turn) -> None:
         )
     elif action == "k":  # an old confirmation's "keep" after a cancel: not "kept"
         turn_.close_with = (
-            t("appointments.kept") if booking.status == "booked"
+            t("appointments.kept")
+            if booking.status == "booked"
             else render_error(t, DomainError("booking.not_active", status=booking.status))
         )
     elif action == "xx":

@@ -627,10 +627,11 @@ async def render_session_cancelled(n: Notice) -> Reply | None:
 
 
 def progress_text(t: Translator, broadcast: Broadcast, p: bc.Progress) -> str:
-    """"Sent X · Failed Y · Left Z", or the final counts."""
+    """ "Sent X · Failed Y · Left Z", or the final counts."""
     key = "broadcast.progress" if p.left else "broadcast.progress_done"
-    return t(key, number=broadcast.id, total=broadcast.total, sent=p.sent, failed=p.failed,
-             left=p.left)
+    return t(
+        key, number=broadcast.id, total=broadcast.total, sent=p.sent, failed=p.failed, left=p.left
+    )
 
 
 def _due_to_show(broadcast: Broadcast, p: bc.Progress, now: dt.datetime, edits: bool) -> bool:
@@ -685,8 +686,7 @@ async def show_progress(services: Services, broadcast_ids: set[int]) -> None:
             broadcast.progress_shown = shown
             admin = await session.get(Account, broadcast.created_by)
             locale = admin.locale if admin is not None else None
-            t = services.translations.get(locale or services.settings.bot.default_locale,
-                                          where[0])
+            t = services.translations.get(locale or services.settings.bot.default_locale, where[0])
             text = progress_text(t, broadcast, p)
             message_id = broadcast.progress_message
         try:

@@ -298,8 +298,9 @@ async def deliver(current: Turn) -> None:
     if not is_private(current.update):
         # Whatever a turn produces is personal: it never goes to a group or a channel, even if
         # some handler let such an update through (handlers/groups.py answers there instead).
-        log.warning("a reply to a non-private chat was withheld (update %s)",
-                    current.update.update_id)
+        log.warning(
+            "a reply to a non-private chat was withheld (update %s)", current.update.update_id
+        )
         query = current.update.callback_query
         if query is not None and current.services.channel == "telegram":
             await query.answer()

@@ -39,9 +39,7 @@ def _added(change: ChatMemberUpdated | None) -> bool:
     """The bot has just joined (or been made admin of) the chat."""
     if change is None:
         return False
-    return (
-        change.new_chat_member.status in _IN and change.old_chat_member.status not in _IN
-    )
+    return change.new_chat_member.status in _IN and change.old_chat_member.status not in _IN
 
 
 def addressed_to_bot(update: Update, username: str | None) -> bool:

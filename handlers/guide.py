@@ -71,9 +71,7 @@ def _continue_row(turn_: Turn, pending: bool) -> list[list[tuple[str, str]]]:
 def show_menu(turn_: Turn, pending: bool) -> None:
     """The menu: one numbered option per page, and "Continue" when a question is pending."""
     rows = [[(_label(turn_, page), f"{PREFIX}:{page}")] for page in PAGES]
-    turn_.say(
-        turn_.t("guide.menu", **_params(turn_)), inline(rows + _continue_row(turn_, pending))
-    )
+    turn_.say(turn_.t("guide.menu", **_params(turn_)), inline(rows + _continue_row(turn_, pending)))
 
 
 async def show_page(turn_: Turn, page: str, pending: bool) -> None:

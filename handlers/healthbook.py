@@ -8,7 +8,10 @@ explanation with an example, and the same question again.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from telegram.ext import (
@@ -71,6 +74,53 @@ class Step(StrEnum):
 FREE_TEXT = frozenset({Step.ADDRESS_LINE, Step.ALLERGIES, Step.CHRONIC_CONDITIONS})
 
 
+@dataclass
+class SubjectHooks:
+    """How the conversation differs when the book is someone else's (``drafts.subject``:
+    ``relative``, handlers/family.py; ``assisted``, handlers/assist.py). Each hook may be None.
+
+    - ``ask(turn, draft, step)``: queue ``step``'s question its own way; True when it did.
+    - ``text(turn, draft, step, text)``: handle a typed answer its own way (a volunteer's quick
+      entry); the new state, or None to let the usual parsing take it.
+    - ``button(turn, draft, step, parts)``: the same for a button of ``hb:STEP:…``.
+    - ``saved(turn, book, created)``: what to say once the book is saved (instead of the
+      resident's "saved" message).
+    """
+
+    ask: Callable[[Turn, Draft, Step], Awaitable[bool]] | None = None
+    text: Callable[[Turn, Draft, Step, str], Awaitable[object | None]] | None = None
+    button: Callable[[Turn, Draft, Step, list[str]], Awaitable[object | None]] | None = None
+    saved: Callable[[Turn, HealthBook, bool], Awaitable[None]] | None = None
+
+
+#: per draft subject; filled by the modules of :data:`ENTRY_MODULES` when they are imported
+HOOKS: dict[str, SubjectHooks] = {}
+#: modules whose ``entries()`` handlers start or continue another person's book: entry points of
+#: this conversation and fallbacks inside it (so a volunteer can start the next resident mid-way)
+ENTRY_MODULES = ("handlers.family", "handlers.assist")
+
+
+def _hooks(draft: Draft | None) -> SubjectHooks:
+    if draft is None or draft.subject == "self":
+        return _NO_HOOKS
+    return HOOKS.get(draft.subject, _NO_HOOKS)
+
+
+_NO_HOOKS = SubjectHooks()
+
+
+def subject_line(turn_: Turn, draft: Draft | None) -> str:
+    """Whose book a question is about, atop it, when it is not the person's own."""
+    if draft is None or draft.subject == "self":
+        return ""
+    t = turn_.t
+    name = (draft.answers or {}).get("full_name")
+    if draft.subject == "relative":
+        relation = t(f"relation.{draft.relation or 'other'}")
+        return t("subject.relative", relation=relation, name=name or "…") + "\n"
+    return t("subject.assisted", name=name or t("subject.new_resident")) + "\n"
+
+
 # ---------------------------------------------------------------- asking
 
 
@@ -87,9 +137,12 @@ async def ask(turn_: Turn, draft: Draft | None, step: Step | str) -> Step:
         )
         return step
     assert draft is not None
+    hooks = _hooks(draft)
+    if hooks.ask is not None and await hooks.ask(turn_, draft, step):
+        return step
     if step is Step.REVIEW:
         turn_.say(
-            t("review.title") + "\n\n" + summary(turn_, draft.answers),
+            subject_line(turn_, draft) + t("review.title") + "\n\n" + summary(turn_, draft.answers),
             review_keyboard(turn_, draft.answers),
         )
         return step
@@ -146,7 +199,7 @@ async def ask(turn_: Turn, draft: Draft | None, step: Step | str) -> Step:
     elif step is Step.ALLERGIES or step is Step.CHRONIC_CONDITIONS:
         # asked only after a "yes" or "don't know" in the declaration: which ones?
         markup = inline([[(t("button.not_sure"), f"hb:{step}:unknown")]])
-    turn_.say(text or t(f"ask.{step}"), markup)  # type: ignore[arg-type]
+    turn_.say(subject_line(turn_, draft) + (text or t(f"ask.{step}")), markup)  # type: ignore[arg-type]
     return step
 
 
@@ -237,7 +290,9 @@ async def start(turn_: Turn) -> object:
     session, account = turn_.session, turn_.account
     if account is not None:
         draft = await hb.get_draft(session, account)
-        if draft is not None and await hb.latest_consent(session, account):
+        if draft is not None and (
+            draft.subject != "self" or await hb.latest_consent(session, account)
+        ):
             turn_.say(turn_.t("resume.welcome_back"))
             return await ask_next(turn_, draft)
         if await hb.own_book(session, account):
@@ -288,6 +343,11 @@ def answer_text(step: Step):
             return await lost_draft(turn_)
         if hb.next_field(draft) != step:  # the database knows better than a stale state
             return await ask_next(turn_, draft)
+        hooks = _hooks(draft)
+        if hooks.text is not None:
+            handled = await hooks.text(turn_, draft, step, turn_.text)
+            if handled is not None:
+                return handled
         try:
             turn_.ack = await accept_text(turn_, draft, step, turn_.text)
         except InvalidAnswer as err:
@@ -452,6 +512,11 @@ def answer_button(step: Step):
             return await lost_draft(turn_)
         if parts is None or hb.next_field(draft) != step:
             return await stale_button_in(turn_, step, draft)
+        hooks = _hooks(draft)
+        if hooks.button is not None:
+            handled = await hooks.button(turn_, draft, step, parts)
+            if handled is not None:
+                return handled
         item = hb.next_screening_item(draft) if step is Step.SCREENING else None
         question = screening_question(turn_, draft, item) if item is not None else ""
         try:
@@ -563,9 +628,10 @@ async def review_button(turn_: Turn) -> object:
         return None
     assert turn_.account is not None
     updating = draft.book_id is not None
+    hooks = _hooks(draft)
     try:
         async with turn_.session.begin_nested():
-            await hb.save_book(
+            book = await hb.save_book(
                 turn_.session, turn_.account, draft, turn_.services.settings.bot.consent_version
             )
     except InvalidAnswer as err:
@@ -581,7 +647,10 @@ async def review_button(turn_: Turn) -> object:
             return await ask_next(turn_, draft)
         return ConversationHandler.END
     turn_.close_with = t("review.saved_short")
-    turn_.say(t("saved.updated" if updating else "saved.new"))
+    if hooks.saved is not None:
+        await hooks.saved(turn_, book, not updating)
+    else:
+        turn_.say(t("saved.updated" if updating else "saved.new"))
     return ConversationHandler.END
 
 
@@ -746,9 +815,18 @@ def build() -> ConversationHandler:
         return _conversation(states)
 
 
+def _entries() -> list[BaseHandler]:
+    handlers: list[BaseHandler] = []
+    for name in ENTRY_MODULES:
+        handlers.extend(importlib.import_module(name).entries())
+    return handlers
+
+
 def _conversation(states: dict[object, list[BaseHandler]]) -> ConversationHandler:
+    entries = _entries()
     return ConversationHandler(
         entry_points=[
+            *entries,
             CommandHandler("start", start, filters=PRIVATE),
             CallbackQueryHandler(profile_edit, pattern=r"^pf:edit$"),
             # "Continue" in the reminder of a health book left unfinished
@@ -759,6 +837,7 @@ def _conversation(states: dict[object, list[BaseHandler]]) -> ConversationHandle
             CommandHandler("start", resume, filters=PRIVATE),
             CallbackQueryHandler(resume, pattern=r"^hb:resume$"),
             CommandHandler("profile", profile_midway),
+            *entries,
             *acct.conversation_fallbacks(NAME, reask=_reask),
             # /appointments and a held place's Take / Decline belong to booking (handlers
             # outside this conversation): a place offered mid-way is taken without leaving it

@@ -45,8 +45,6 @@ def handlers() -> list[BaseHandler]:
         CommandHandler("profile", healthbook.profile),
         *account.standalone(),
         # private chats only: a group gets no catch-all reply (handlers/groups.py)
-        MessageHandler(
-            filters.ChatType.PRIVATE & ~filters.UpdateType.EDITED, fallback_text
-        ),
+        MessageHandler(filters.ChatType.PRIVATE & ~filters.UpdateType.EDITED, fallback_text),
         CallbackQueryHandler(fallback_button),
     ]

@@ -73,8 +73,9 @@ async def render(session: AsyncSession, services: Services, message: OutboxMessa
     if renderer is None or account is None:
         return None
     to = await hb.reply_address(session, account)
-    t = services.translations.get(account.locale or services.settings.bot.default_locale,
-                                  to.channel)
+    t = services.translations.get(
+        account.locale or services.settings.bot.default_locale, to.channel
+    )
     reply = await renderer(Notice(session, services, message, account, to, t))
     if reply is None:
         return None

@@ -60,8 +60,9 @@ async def text_of(n: Notice, kind: str, **params: Any) -> str:
         try:
             return str(own).format(**params)
         except (KeyError, IndexError, ValueError):  # a text set around the CLI's checks
-            log.warning("the %s rule's %s text does not fit: the catalogue's is used",
-                        kind, n.t.locale)
+            log.warning(
+                "the %s rule's %s text does not fit: the catalogue's is used", kind, n.t.locale
+            )
     return n.t(CATALOGUE[kind], **params)
 
 
@@ -128,20 +129,22 @@ async def _morning_done(n: Notice, booking: Booking) -> bool:
     """Whether the booking's morning reminder was sent, or goes now with this one."""
     now = to_utc(n.services.clock())
     found = await n.session.scalar(
-        select(OutboxMessage.id).where(
+        select(OutboxMessage.id)
+        .where(
             OutboxMessage.booking_id == booking.id,
             OutboxMessage.kind == "appointment_morning",
             OutboxMessage.id != n.message.id,
             (OutboxMessage.status == "sent")
             | (OutboxMessage.status.in_(outbox.OPEN) & (OutboxMessage.due_at <= now)),
-        ).limit(1)
+        )
+        .limit(1)
     )
     return found is not None
 
 
 @turn()
 async def reminder_button(turn_: Turn) -> None:
-    """"I'll come" (``rm:ok:BOOKING``): a short thanks, the reminder's options closed. Only the
+    """ "I'll come" (``rm:ok:BOOKING``): a short thanks, the reminder's options closed. Only the
     booking's holder may answer; a forged or old id gets the usual refusal."""
     parts = callback_parts(turn_.update, "rm") or []
     t = turn_.t
@@ -151,8 +154,9 @@ async def reminder_button(turn_: Turn) -> None:
         turn_.toast(t("booking.not_yours"), alert=True)
         return
     if booking.status != "booked":
-        turn_.toast(render_error(t, DomainError("booking.not_active", status=booking.status)),
-                    alert=True)
+        turn_.toast(
+            render_error(t, DomainError("booking.not_active", status=booking.status)), alert=True
+        )
         return
     turn_.close_with = t("reminder.coming_thanks")
 
@@ -195,11 +199,13 @@ async def dose_due(n: Notice) -> Reply | None:
     if campaign.ends_on is not None and campaign.ends_on < today:
         return None
     given = await n.session.scalar(
-        select(Vaccination.id).where(
+        select(Vaccination.id)
+        .where(
             Vaccination.health_book_id == book.id,
             Vaccination.campaign_id == campaign.id,
             Vaccination.dose >= dose,
-        ).limit(1)
+        )
+        .limit(1)
     )
     if given is not None or await bk.has_active_booking(n.session, book.id, campaign.id, dose):
         return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import outbox
+from models import custody, outbox
 from models.checkin import STAFF_ROLES
 from models.errors import DomainError
 from models.reminders import Timing, due_at
@@ -55,9 +55,7 @@ async def plan_checkin(
     due = due_at(rule, given_at, timing)
     if due < to_utc(timing.now):
         return None
-    book_account = await session.scalar(
-        select(HealthBook.account_id).where(HealthBook.id == booking.health_book_id)
-    )
+    book_account = await custody.recipient_of(session, booking.health_book_id)
     if book_account is None:
         return None
     return outbox.enqueue(

@@ -23,6 +23,7 @@ from models.schemas import HealthBookIn, validate_book
 from models.tables import (
     BOOKING_ACTIVE,
     Account,
+    Assist,
     Booking,
     BookingDraft,
     Broadcast,
@@ -34,6 +35,7 @@ from models.tables import (
     HealthBook,
     InboxEvent,
     OutboxMessage,
+    ParkedDraft,
     Reaction,
     Session,
     Site,
@@ -163,17 +165,103 @@ async def get_draft(session: AsyncSession, account: Account) -> Draft | None:
 
 
 async def start_draft(
-    session: AsyncSession, account: Account, book: HealthBook | None = None
+    session: AsyncSession,
+    account: Account,
+    book: HealthBook | None = None,
+    *,
+    subject: str = "self",
+    relation: str | None = None,
+    consent: dict[str, Any] | None = None,
+    answers: dict[str, Any] | None = None,
 ) -> Draft:
-    """A new draft: empty, or a copy of a saved book to edit field by field."""
+    """A new draft: empty, or a copy of a saved book to edit field by field. ``subject``: whose
+    book it is (``self``, ``relative`` with its ``relation``, ``assisted``: see
+    :mod:`models.custody`); ``consent``: how consent was given for it (``kind``, ``version``,
+    ``at``…); ``answers``: answers known already (a volunteer's commune, a quick entry). The
+    draft in progress, if it is another person's and has answers, is parked first
+    (:func:`park_draft`), never lost."""
     draft = await get_draft(session, account)
+    if draft is not None and draft.answers and draft.book_id is None and (
+        draft.subject != subject or draft.relation != relation or subject != "self"
+    ):
+        await park_draft(session, account)
+        draft = None
     if draft is None:
         draft = Draft(account_id=account.id)
         session.add(draft)
         session.info.setdefault("drafts", {})[account.id] = draft
     draft.book_id = book.id if book else None
-    draft.answers = answers_of_book(book) if book else {}
+    draft.answers = answers_of_book(book) if book else dict(answers or {})
     draft.editing = None
+    if book is not None:
+        subject = "self" if book.relation == "self" and book.account_id == account.id else (
+            "relative" if book.account_id == account.id else "assisted"
+        )
+        relation = book.relation if subject == "relative" else None
+    draft.subject = subject
+    draft.relation = relation
+    draft.consent = dict(consent or {})
+    await session.flush()
+    return draft
+
+
+async def park_draft(session: AsyncSession, account: Account) -> ParkedDraft | None:
+    """Set the draft in progress aside (as a :class:`ParkedDraft`) so another can begin."""
+    draft = await get_draft(session, account)
+    if draft is None:
+        return None
+    parked = ParkedDraft(
+        account_id=account.id,
+        book_id=draft.book_id,
+        subject=draft.subject,
+        relation=draft.relation,
+        consent=dict(draft.consent or {}),
+        answers=dict(draft.answers or {}),
+        editing=draft.editing,
+        updated_at=draft.updated_at or utcnow(),
+    )
+    session.add(parked)
+    await session.delete(draft)
+    session.info.get("drafts", {}).pop(account.id, None)
+    await session.flush()
+    return parked
+
+
+async def parked_drafts(session: AsyncSession, account: Account) -> list[ParkedDraft]:
+    """The account's parked drafts, most recent first."""
+    rows = await session.scalars(
+        select(ParkedDraft)
+        .where(ParkedDraft.account_id == account.id)
+        .order_by(ParkedDraft.updated_at.desc(), ParkedDraft.id.desc())
+    )
+    return list(rows)
+
+
+async def resume_parked(session: AsyncSession, account: Account, parked_id: int) -> Draft | None:
+    """Make a parked draft of this account the draft in progress again (the current one is
+    parked in its place); None when there is no such parked draft of theirs (ids may be forged)."""
+    parked = await session.get(ParkedDraft, parked_id)
+    if parked is None or parked.account_id != account.id:
+        return None
+    current = await get_draft(session, account)
+    if current is not None and current.answers:
+        await park_draft(session, account)
+    elif current is not None:
+        await session.delete(current)
+        session.info.get("drafts", {}).pop(account.id, None)
+        await session.flush()
+    draft = Draft(
+        account_id=account.id,
+        book_id=parked.book_id,
+        subject=parked.subject,
+        relation=parked.relation,
+        consent=dict(parked.consent or {}),
+        answers=dict(parked.answers or {}),
+        editing=parked.editing,
+    )
+    session.add(draft)
+    session.info.setdefault("drafts", {})[account.id] = draft
+    await session.delete(parked)
     await session.flush()
     return draft
 
@@ -368,14 +456,28 @@ async def id_taken(session: AsyncSession, number: str, *, except_book: int | Non
     return (await session.scalar(stmt.limit(1))) is not None
 
 
+async def id_holder(session: AsyncSession, number: str) -> HealthBook | None:
+    """The health book holding this ID number, if any (to say where it is registered)."""
+    return await session.scalar(select(HealthBook).where(HealthBook.id_number == number).limit(1))
+
+
 async def save_book(
     session: AsyncSession, account: Account, draft: Draft, consent_version: str
 ) -> HealthBook:
-    """Validate the whole draft and write it as the account's health book; the draft is removed.
+    """Validate the whole draft and write it as the health book it is for; the draft is removed.
+
+    Whose book: the account's own (``subject`` ``self``), a relative's it holds (``relative``),
+    or a resident a volunteer registers (``assisted``: no holder account, the volunteer recorded
+    in ``assists``; the commune must be one of theirs). An edit of an existing book is allowed
+    only to whoever may act on it (:func:`models.custody.access`). Anything done for another
+    person is written to the audit log, with the names of the fields that changed.
 
     Raises :class:`InvalidAnswer` with ``field`` set when an answer no longer holds (the caller
-    asks that question again), :class:`DomainError` when the ID number belongs to another book.
+    asks that question again), :class:`DomainError` when the ID number belongs to another book
+    or the book is not the account's to write.
     """
+    from models import audit, custody  # they import this module
+
     answers = dict(draft.answers or {})
     _settle(answers)
     data, field, error = validate_book(answers)
@@ -384,19 +486,51 @@ async def save_book(
         error.params.setdefault("field", field)
         raise error
     book = await session.get(HealthBook, draft.book_id) if draft.book_id else None
-    if book is not None and book.account_id != account.id:
-        raise DomainError("error.not_yours")
+    capacity: str = draft.subject if draft.subject in custody.SUBJECTS else "self"
+    if book is not None:
+        found = await custody.access(session, account, book)
+        if found is None:
+            raise DomainError("error.not_yours")
+        capacity = found.capacity
+    elif capacity == "assisted":
+        capacity = "volunteer"
+        if data.ward not in await custody.volunteer_wards(session, account):
+            raise InvalidAnswer("error.ward.not_yours", field="ward")
     number = data.id_number.number if data.id_number else None
     if number and await id_taken(session, number, except_book=book.id if book else None):
         raise DomainError("error.id.duplicate")
-    if book is None:
+    if book is None and capacity == "self":
         book = await own_book(session, account)
+    before = answers_of_book(book) if book is not None else None
+    created = book is None
     if book is None:
-        book = HealthBook(account_id=account.id, relation="self")
+        consent = dict(draft.consent or {})
+        book = HealthBook(
+            account_id=None if capacity == "volunteer" else account.id,
+            relation={"self": "self", "volunteer": custody.ASSISTED}.get(
+                capacity, draft.relation or "other"
+            ),
+            registered_by=None if capacity == "self" else account.id,
+            consent_kind=consent.get("kind", "own") if capacity != "self" else "own",
+            consent_by=None if capacity == "self" else account.id,
+            consent_at=utcnow() if capacity != "self" else None,
+        )
         session.add(book)
     _fill(book, data, consent_version)
     await session.delete(draft)
     session.info.get("drafts", {}).pop(account.id, None)
+    await session.flush()
+    if capacity == "volunteer" and created:
+        session.add(Assist(health_book_id=book.id, account_id=account.id, via="registered"))
+    if capacity != "self":
+        role = "volunteer" if capacity == "volunteer" else "relative"
+        if created:
+            await audit.record(session, account, book, "created", role=role)
+        else:
+            assert before is not None
+            changed = audit.changed_fields(before, answers_of_book(book))
+            if changed:
+                await audit.record(session, account, book, "edited", role=role, fields=changed)
     await session.flush()
     return book
 

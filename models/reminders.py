@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import outbox
+from models import custody, outbox
 from models.tables import (
     Booking,
     Draft,
@@ -168,9 +168,7 @@ async def plan_appointment(
 ) -> list[OutboxMessage]:
     """The reminders of a booking (the evening before, the morning of), to whoever holds the
     health book's account."""
-    account_id = await session.scalar(
-        select(HealthBook.account_id).where(HealthBook.id == booking.health_book_id)
-    )
+    account_id = await custody.recipient_of(session, booking.health_book_id)
     if account_id is None:
         return []
     start = appointment_start(slot, timing.tz)
@@ -233,13 +231,16 @@ async def plan_dose_due(
 ) -> list[OutboxMessage]:
     """"Dose N is due" on the first day it may be given, and again N days later (its renderer
     drops it when the dose was booked or given meanwhile)."""
+    recipient = await custody.recipient_id(session, book)
+    if recipient is None:
+        return []
     return await _put_kinds(
         session,
         DOSE_DUE,
         local_midnight(earliest, timing.tz),
         timing,
         lambda kind: _key(kind, book.id, campaign_id, dose),
-        account_id=book.account_id,
+        account_id=recipient,
         health_book_id=book.id,
         ref_id=campaign_id,
         params={
@@ -272,9 +273,7 @@ async def plan_offer(
 ) -> OutboxMessage | None:
     """The message offering a held place (its renderer drops it once the offer is over)."""
     rule = await outbox.rule(session, WAITLIST_OFFER)
-    account_id = await session.scalar(
-        select(HealthBook.account_id).where(HealthBook.id == entry.health_book_id)
-    )
+    account_id = await custody.recipient_of(session, entry.health_book_id)
     if rule is None or not rule.active or account_id is None:
         return None
     offered = entry.offered_at or timing.now

@@ -101,6 +101,9 @@ class Account(Base):
     # the messenger refused a message to this chat (blocked the bot): nothing more is sent to it
     # until the person writes to the bot again
     unreachable_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # an admin suspended this account's volunteer and staff rights (``healthbook volunteers
+    # suspend``): it acts as a resident until resumed
+    suspended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     consents: Mapped[list[Consent]] = relationship(
         back_populates="account", cascade="all, delete-orphan", passive_deletes=True
@@ -123,16 +126,30 @@ class Consent(Base):
 
 
 class HealthBook(Base):
-    """A saved electronic health book (Sổ sức khỏe điện tử) of one person."""
+    """A saved electronic health book (Sổ sức khỏe điện tử) of one person.
+
+    ``account_id`` is the account that holds it: the person's own (``relation`` ``self``), or the
+    relative's who registered them (``father``, ``mother``, ``spouse``, ``child``, ``other``);
+    None for a resident a volunteer registered who has no account (``relation`` ``assisted``; the
+    volunteers helping them are in ``assists``). ``consent_kind`` says whose consent the data
+    was collected on: ``own``, ``relative`` (the holder confirmed the relative agreed),
+    ``guardian`` (a parent or legal guardian, for a child), ``verbal`` (given aloud to the
+    volunteer ``consent_by``, after they read the text out), at ``consent_at``."""
 
     __tablename__ = "health_books"
     __table_args__ = (Index("ix_health_books_ward", "province_code", "ward_code"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(
+    account_id: Mapped[int | None] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
     relation: Mapped[str] = mapped_column(String(16), default="self")
+    registered_by: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
+    consent_kind: Mapped[str] = mapped_column(String(16), default="own", server_default="own")
+    consent_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    consent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     full_name: Mapped[str] = mapped_column(String(80))
     date_of_birth: Mapped[dt.date] = mapped_column(Date)
     gender: Mapped[str] = mapped_column(String(8))
@@ -167,6 +184,12 @@ class Draft(Base):
     book_id: Mapped[int | None] = mapped_column(ForeignKey("health_books.id", ondelete="CASCADE"))
     answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     editing: Mapped[str | None] = mapped_column(String(32))
+    # whose book this draft is: ``self``, ``relative`` (``relation`` says who), ``assisted``
+    # (a volunteer registering a resident); ``consent``: how consent was given for it (kind,
+    # version, when, and for a child the guardian's confirmation), see models/custody.py
+    subject: Mapped[str] = mapped_column(String(12), default="self", server_default="self")
+    relation: Mapped[str | None] = mapped_column(String(16))
+    consent: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # No longer written: updates delivered again are recognised by handled_updates now (the
     # column stays for the databases that have it).
     last_update_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -457,6 +480,11 @@ class BookingDraft(Base):
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     dose: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # whose place is being booked: a relative's or an assisted resident's book (access checked
+    # again on every step, models/custody.py); None: the person's own
+    health_book_id: Mapped[int | None] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE")
+    )
 
 
 class ReferenceData(Base):
@@ -610,3 +638,116 @@ class Reaction(Base):
     dose: Mapped[int | None] = mapped_column(Integer)
     severity: Mapped[str] = mapped_column(String(12))  # fine | mild | serious
     reported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- assisted registration: roles by invitation, volunteers, families, the audit trail --------
+
+
+class Invite(Base):
+    """An invite code an admin made (``/invite``, ``healthbook invite create``): sent with
+    ``/join CODE`` it gives that role, bound to ``ward_codes`` (volunteers) or ``site_id``
+    (site staff). Only its hash is kept; it has ``uses_left`` uses until ``expires_at``."""
+
+    __tablename__ = "invites"
+    __table_args__ = (CheckConstraint("role IN ('volunteer', 'site_staff')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    province_code: Mapped[int | None] = mapped_column(Integer)
+    ward_codes: Mapped[list[int]] = mapped_column(JsonType, default=list)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    uses_left: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class VolunteerWard(Base):
+    """A commune (ward) a volunteer works in: they register and help residents there only."""
+
+    __tablename__ = "volunteer_wards"
+    __table_args__ = (Index("ix_volunteer_wards_ward", "province_code", "ward_code"),)
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    ward_code: Mapped[int] = mapped_column(Integer, primary_key=True)
+    province_code: Mapped[int] = mapped_column(Integer)
+    invite_id: Mapped[int | None] = mapped_column(ForeignKey("invites.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Assist(Base):
+    """A volunteer helping a resident: they registered them (``registered``), or the book's
+    holder accepted their request (``linked``). Gives access only while the volunteer is active
+    and the resident lives in one of their communes (models/custody.py)."""
+
+    __tablename__ = "assists"
+
+    health_book_id: Mapped[int] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    via: Mapped[str] = mapped_column(String(12), default="registered")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HandoverCode(Base):
+    """A one-time code an account holder made so that a relative (or a resident a volunteer
+    registered) takes over their own health book with ``/join CODE``. Only its hash is kept."""
+
+    __tablename__ = "handover_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    health_book_id: Mapped[int] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE"), index=True
+    )
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """Something done for another person: who (``actor_id``, in which role), for whom
+    (``health_book_id``; no foreign key, so the entry outlives a deleted book), when, what
+    (``action``), and which fields changed (their names, never their values). The book's
+    commune is kept for the admins' filters."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_book", "health_book_id", "at"),
+        Index("ix_audit_log_actor", "actor_id", "at"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    actor_role: Mapped[str] = mapped_column(String(16))  # volunteer | relative | site_staff | admin
+    health_book_id: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(24))
+    fields: Mapped[list[str]] = mapped_column(JsonType, default=list)
+    ward_code: Mapped[int | None] = mapped_column(Integer)
+
+
+class ParkedDraft(Base):
+    """A registration left unfinished while its author started another (a volunteer between
+    two residents, a parent between two children): put back with "continue", never lost."""
+
+    __tablename__ = "parked_drafts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    book_id: Mapped[int | None] = mapped_column(ForeignKey("health_books.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(12))
+    relation: Mapped[str | None] = mapped_column(String(16))
+    consent: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    editing: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
