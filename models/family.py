@@ -1,0 +1,391 @@
+"""Families: the relatives an account holder registers, their consent, and hand-over.
+
+A resident (the *holder*) registers relatives under their own account (``health_books.relation``
+``father|mother|spouse|child|other``); the holder confirms the relative agreed (``consent_kind``
+``relative``) or, for a child, that they are the child's parent or legal guardian (``guardian``,
+Law 91/2025 on personal data protection). A relative who later uses the bot takes over their own
+book with a one-time **hand-over code** the holder (or a volunteer helping a resident) made:
+``/join CODE``. Afterwards the book is theirs alone.
+
+No messenger here: the handlers (handlers/family.py) and tests call these functions. The caller
+owns the transaction. Every action is written to the audit log (:mod:`models.audit`): field
+names only, never values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import audit, custody
+from models import healthbook as hb
+from models import validators as v
+from models.booking import release_book
+from models.errors import DomainError
+from models.tables import (
+    Account,
+    Assist,
+    Booking,
+    BookingDraft,
+    Draft,
+    HandoverCode,
+    HealthBook,
+    OutboxMessage,
+    ParkedDraft,
+    Reaction,
+    Vaccination,
+    WaitlistEntry,
+)
+
+#: how long a hand-over code can be used
+HANDOVER_LIFE = dt.timedelta(hours=48)
+#: letters and digits nobody confuses when reading a code aloud (no 0/O, 1/I/L)
+_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+_PREFIX = "GD"  # gia đình: tells a hand-over code from an invite code at a glance
+_BODY = 8
+_CODE = re.compile(rf"^{_PREFIX}[{_ALPHABET}]{{{_BODY}}}$")
+#: under this age a relative's data needs a parent's or legal guardian's consent
+ADULT_AGE = 18
+#: a claim's reference in a button: enough of the code's hash to be as unguessable as the code
+REF_LEN = 40
+
+
+def normalize_handover(text: str) -> str | None:
+    """The code in ``text`` (``gd-ab3k 7pqr`` → ``GDAB3K7PQR``), or None when it is not one."""
+    compact = re.sub(r"[\s\-.]", "", text or "").upper()
+    return compact if _CODE.match(compact) else None
+
+
+def format_handover(code: str) -> str:
+    """``GDAB3K7PQR`` → ``GD-AB3K-7PQR`` (easier to read aloud and type)."""
+    return f"{code[:2]}-{code[2:6]}-{code[6:]}"
+
+
+def _hash(code: str) -> str:
+    return hashlib.sha256(f"healthbook-handover:{code}".encode()).hexdigest()
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def is_minor(date_of_birth: dt.date | str | None, today: dt.date) -> bool | None:
+    """Whether a person born then is under :data:`ADULT_AGE` today (None: not known yet)."""
+    if date_of_birth is None:
+        return None
+    if isinstance(date_of_birth, str):
+        try:
+            date_of_birth = dt.date.fromisoformat(date_of_birth)
+        except ValueError:
+            return None
+    return v.age_on(date_of_birth, today) < ADULT_AGE
+
+
+def consent_for(kind: str, version: str, now: dt.datetime) -> dict[str, Any]:
+    """What the holder confirmed, as kept in ``drafts.consent`` (``save_book`` copies ``kind``
+    to the book's ``consent_kind``): ``relative`` (the adult relative agreed to the terms of
+    ``version``) or ``guardian`` (the holder is the child's parent or legal guardian)."""
+    if kind not in ("relative", "guardian"):
+        raise ValueError(f"unknown consent kind {kind!r}")
+    confirmed = "relative_agreed" if kind == "relative" else "parent_or_guardian"
+    return {"kind": kind, "version": version, "at": _utc(now).isoformat(), "confirmed": confirmed}
+
+
+# ---------------------------------------------------------------- who is who in a family
+
+
+def _same_person(book: HealthBook, name: str, dob: str, number: str | None) -> bool:
+    """Whether ``book`` is the person described: the same ID number; or, when either has no ID
+    number, the same name (without accents) and date of birth."""
+    if number and book.id_number:
+        return number == book.id_number
+    return v.fold(book.full_name) == v.fold(name) and book.date_of_birth.isoformat() == dob
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a relative cannot be registered as answered: a message key and its parameters."""
+
+    key: str
+    params: dict[str, Any]
+
+
+async def relative_problem(
+    session: AsyncSession, account: Account, answers: dict[str, Any], book_id: int | None = None
+) -> Problem | None:
+    """Whether the relative described by ``answers`` (name, date of birth, ID number) can be
+    registered under ``account``: not the holder themselves, not a relative already in this
+    family, not the person whose account holds the holder's own book (a loop), not an ID
+    number registered elsewhere. ``book_id``: the book being edited (it is not a duplicate of
+    itself). None when all is well."""
+    name, dob = answers.get("full_name"), answers.get("date_of_birth")
+    ident = answers.get("id_number")
+    number = ident.get("number") if isinstance(ident, dict) else None
+    if not name or not dob:
+        return None
+    held = [b for b in await custody.held_books(session, account) if b.id != book_id]
+    own = next((b for b in held if b.relation == "self"), None)
+    if own is not None and _same_person(own, name, dob, number):
+        return Problem("family.error.self", {})
+    for book in held:
+        if book.relation != "self" and _same_person(book, name, dob, number):
+            relation = book.relation if book.relation in custody.RELATIONS else "other"
+            return Problem("family.error.twice", {"relation": relation, "name": book.full_name})
+    if own is not None:
+        # the holder's own person, registered by someone else too: that someone is no relative
+        # to register here (they hold the holder already: a loop)
+        holders = await session.scalars(
+            select(HealthBook.account_id).where(
+                HealthBook.relation != "self",
+                HealthBook.account_id.is_not(None),
+                HealthBook.account_id != account.id,
+                HealthBook.full_name == own.full_name,
+                HealthBook.date_of_birth == own.date_of_birth,
+            )
+        )
+        for holder_id in set(holders):
+            theirs = await session.scalar(
+                select(HealthBook).where(
+                    HealthBook.account_id == holder_id, HealthBook.relation == "self"
+                )
+            )
+            if theirs is not None and _same_person(theirs, name, dob, number):
+                return Problem("family.error.loop", {})
+    if number:
+        found = await hb.id_holder(session, number)
+        if found is not None and found.id != book_id:
+            return Problem(
+                "family.error.id_elsewhere",
+                {"ward": v.ward_name(found.ward_code), "date": found.created_at.date()},
+            )
+    return None
+
+
+# ---------------------------------------------------------------- removing a relative
+
+
+async def remove_relative(
+    session: AsyncSession, actor: Account | None, book_id: int, now: dt.datetime
+) -> str:
+    """Erase a relative's book the actor holds (with its bookings, their places given back,
+    waitlist entries, vaccination records, reminders, drafts and hand-over codes); returns the
+    name it had, for the reply. ``access.denied`` for anything but a relative's book the actor
+    holds. Audited ``deleted`` (role ``relative``)."""
+    found = await custody.require_book(session, actor, book_id)
+    if found.capacity != "relative":
+        raise DomainError("access.denied")
+    assert actor is not None
+    book = found.book
+    name = book.full_name
+    await release_book(session, book.id, now)
+    bookings = select(Booking.id).where(Booking.health_book_id == book.id)
+    await session.execute(
+        delete(OutboxMessage)
+        .where((OutboxMessage.health_book_id == book.id) | OutboxMessage.booking_id.in_(bookings))
+        .execution_options(synchronize_session=False)
+    )
+    for table in (Reaction, Vaccination, WaitlistEntry, Booking, BookingDraft, Assist):
+        await session.execute(
+            delete(table)
+            .where(table.health_book_id == book.id)
+            .execution_options(synchronize_session=False)
+        )
+    draft = await hb.get_draft(session, actor)  # an edit of it in progress
+    if draft is not None and draft.book_id == book.id:
+        await session.delete(draft)
+        session.info.setdefault("drafts", {})[actor.id] = None
+    await session.execute(
+        delete(ParkedDraft)
+        .where(ParkedDraft.book_id == book.id)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(delete(HandoverCode).where(HandoverCode.health_book_id == book.id))
+    await audit.record(session, actor, book, "deleted", role="relative")
+    await session.delete(book)
+    await session.flush()
+    return name
+
+
+# ---------------------------------------------------------------- hand-over
+
+
+async def create_handover(
+    session: AsyncSession, actor: Account | None, book_id: int, now: dt.datetime
+) -> str:
+    """A new one-time code for the person of book ``book_id`` to take their book over with
+    ``/join CODE``: made by its holder (a relative's book) or a volunteer helping the resident.
+    The book's earlier codes, and every expired one, are dropped. Audited ``handover_code``."""
+    found = await custody.require_book(session, actor, book_id)
+    if not found.for_another:
+        raise DomainError("access.denied")  # one's own book is one's own already
+    assert actor is not None
+    await session.execute(
+        delete(HandoverCode).where(
+            (HandoverCode.health_book_id == book_id) | (HandoverCode.expires_at <= now)
+        )
+    )
+    while True:
+        code = _PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_BODY))
+        if await session.get(HandoverCode, _hash(code)) is None:
+            break
+    session.add(
+        HandoverCode(
+            code_hash=_hash(code),
+            health_book_id=book_id,
+            created_by=actor.id,
+            expires_at=now + HANDOVER_LIFE,
+            created_at=now,
+        )
+    )
+    await audit.record(session, actor, found.book, "handover_code", role=found.capacity)
+    await session.flush()
+    return code
+
+
+@dataclass(frozen=True)
+class Offered:
+    """A live hand-over code someone may claim: its row and the book."""
+
+    row: HandoverCode
+    book: HealthBook
+
+    @property
+    def ref(self) -> str:
+        """What a button carries to claim it after the consent (not the code itself)."""
+        return self.row.code_hash[:REF_LEN]
+
+
+async def _row(session: AsyncSession, code: str | None, ref: str | None) -> HandoverCode | None:
+    if code is not None:
+        digits = normalize_handover(code)
+        return await session.get(HandoverCode, _hash(digits)) if digits else None
+    if ref is None or len(ref) != REF_LEN or not re.fullmatch(r"[0-9a-f]+", ref):
+        return None
+    return await session.scalar(
+        select(HandoverCode).where(HandoverCode.code_hash.startswith(ref, autoescape=True))
+    )
+
+
+async def check_handover(
+    session: AsyncSession,
+    account: Account | None,
+    code: str | None,
+    now: dt.datetime,
+    *,
+    ref: str | None = None,
+) -> Offered:
+    """The code (typed, or by its button's ``ref``) ``account`` may claim, or a refusal:
+    ``family.join.unknown`` (no such code, or used up), ``family.join.expired``,
+    ``family.join.own_code`` (its maker, or the current holder, typed it),
+    ``family.join.has_book`` (the person has a health book of their own already)."""
+    row = await _row(session, code, ref)
+    if row is None:
+        raise DomainError("family.join.unknown")
+    if _utc(row.expires_at) <= now:
+        raise DomainError("family.join.expired")
+    book = await session.get(HealthBook, row.health_book_id)
+    if book is None:
+        raise DomainError("family.join.unknown")
+    if account is not None and (account.id == row.created_by or account.id == book.account_id):
+        raise DomainError("family.join.own_code")
+    if account is not None and await hb.own_book(session, account) is not None:
+        raise DomainError("family.join.has_book")
+    return Offered(row, book)
+
+
+@dataclass(frozen=True)
+class HandedOver:
+    """A book taken over: the book, and who held it before (to be told), in what capacity."""
+
+    book: HealthBook
+    previous: Account | None
+    capacity: str  # relative | volunteer
+
+
+async def claim_handover(
+    session: AsyncSession,
+    account: Account,
+    code: str | None,
+    now: dt.datetime,
+    *,
+    ref: str | None = None,
+) -> HandedOver:
+    """Make the book of the code ``account``'s own: its holder now (``relation`` ``self``,
+    ``consent_kind`` ``own``, on the terms the person agreed to last), the code and the book's
+    other codes used up, volunteers' help ended, the former holder's drafts of it dropped, and
+    the reminders still to be sent about it re-addressed to the new holder. The person must
+    have given their own consent first (``family.join.consent``). Audited ``handed_over``
+    (the code's maker, in their capacity)."""
+    offered = await check_handover(session, account, code, now, ref=ref)
+    consent = await hb.latest_consent(session, account)
+    if consent is None:
+        raise DomainError("family.join.consent")
+    book, row = offered.book, offered.row
+    maker = await session.get(Account, row.created_by) if row.created_by is not None else None
+    previous = await session.get(Account, book.account_id) if book.account_id else None
+    capacity = (
+        "relative"
+        if previous is not None and maker is not None and (previous.id == maker.id)
+        else "volunteer"
+    )
+    if previous is None and maker is not None:
+        previous = maker  # a resident a volunteer registered: the volunteer is told
+    book.account_id = account.id
+    book.relation = "self"
+    book.consent_kind = "own"
+    book.consent_by = None
+    book.consent_at = _utc(now)
+    book.consent_version = consent.version
+    await session.execute(delete(HandoverCode).where(HandoverCode.health_book_id == book.id))
+    await session.execute(delete(Assist).where(Assist.health_book_id == book.id))
+    for table in (Draft, ParkedDraft):  # the former holder's edits of it in progress
+        await session.execute(
+            delete(table)
+            .where(table.book_id == book.id, table.account_id != account.id)
+            .execution_options(synchronize_session=False)
+        )
+    await session.execute(
+        delete(BookingDraft)
+        .where(BookingDraft.health_book_id == book.id, BookingDraft.account_id != account.id)
+        .execution_options(synchronize_session=False)
+    )
+    if previous is not None:
+        session.info.get("drafts", {}).pop(previous.id, None)
+    bookings = select(Booking.id).where(Booking.health_book_id == book.id)
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            (OutboxMessage.health_book_id == book.id) | OutboxMessage.booking_id.in_(bookings),
+            OutboxMessage.status == "pending",
+        )
+        .values(account_id=account.id)
+        .execution_options(synchronize_session=False)
+    )
+    await audit.record(session, maker, book, "handed_over", role=capacity)
+    await session.flush()
+    return HandedOver(book, previous, capacity)
+
+
+__all__ = [
+    "ADULT_AGE",
+    "HANDOVER_LIFE",
+    "HandedOver",
+    "Offered",
+    "Problem",
+    "check_handover",
+    "claim_handover",
+    "consent_for",
+    "create_handover",
+    "format_handover",
+    "is_minor",
+    "normalize_handover",
+    "relative_problem",
+    "remove_relative",
+]
