@@ -37,6 +37,7 @@ from models import healthbook as hb
 from models.certificates import Keyring
 from models.reference_codes import require_current
 from models.replays import forget_handled
+from models.roles import grant_listed
 
 log = logging.getLogger(__name__)
 COMMANDS = (
@@ -199,6 +200,9 @@ def build_application(
     app.bot_data["updates_request"] = updates_request
     # before anything: groups and channels get one "talk to me privately" and reach no further
     app.add_handler(GroupGuard().handler(), group=-1)
+    # /assist's menu, buttons and search: ahead of the conversations, so that they work in the
+    # middle of a registration (it passes on whatever is not its own; groups go on to the guard)
+    app.add_handler(assist.build(), group=-2)
     # first match wins: the staff check-in (it takes /start checkin-CODE), booking, health book;
     # then the commands that work anywhere, and last the catch-alls of help.py
     app.add_handler(site.build())
@@ -241,6 +245,10 @@ async def prepare_database(app: HBApplication) -> None:
         await upgrade(engine_of(app))
     async with engine_of(app).connect() as conn:
         await conn.run_sync(require_current)
+    services = app.bot_data["services"]
+    if services.settings.roles.admins:  # [roles] admins: admins from the start
+        async with services.sessions() as session, session.begin():
+            await grant_listed(session, services.settings.roles.admins)
 
 
 async def forget_handled_updates_job(context: HBContext) -> None:

@@ -141,6 +141,11 @@ def _served_settings(config: Path | None) -> Settings:
 
     setup_logging(settings.logging.level)
     _prepare_database(settings)
+    if settings.roles.admins:  # [roles] admins: admins from the start
+        from models.roles import grant_listed
+
+        admins = settings.roles.admins
+        _with_database(config, lambda session: grant_listed(session, admins), upgrade_schema=False)
     return settings
 
 

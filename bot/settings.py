@@ -263,6 +263,29 @@ class LoggingSettings(_Section):
         return value
 
 
+class RolesSettings(_Section):
+    """``[roles]``: who is an admin, by messenger account (``telegram:123``, ``zalo:abc``):
+    made admins when the bot starts, and honoured at once by the admins' commands."""
+
+    admins: list[str] = Field(default_factory=list)
+
+    @field_validator("admins")
+    @classmethod
+    def _accounts(cls, value: list[str]) -> list[str]:
+        from models.checkin import staff_external_id
+
+        checked = []
+        for item in value:
+            channel, sep, raw = item.strip().partition(":")
+            if not sep or channel not in ("telegram", "zalo"):
+                raise ValueError('each admin is "telegram:ID" or "zalo:ID"')
+            try:
+                checked.append(f"{channel}:{staff_external_id(channel, raw.strip())}")
+            except ValueError as exc:
+                raise ValueError(f"{channel} admin: {exc}") from None
+        return list(dict.fromkeys(checked))
+
+
 class Settings(BaseSettings):
     """All settings; the TOML file is read first, then ``HEALTHBOOK_SECTION__KEY`` variables."""
 
@@ -280,6 +303,7 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = DispatchSettings()
     guide: GuideSettings = GuideSettings()
     logging: LoggingSettings = LoggingSettings()
+    roles: RolesSettings = RolesSettings()
 
     @classmethod
     def settings_customise_sources(

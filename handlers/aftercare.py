@@ -191,7 +191,7 @@ def handlers(conversation: str | None, reask: Reask) -> list[BaseHandler]:
     async def reactions(turn_: Turn) -> object:
         """/reactions (site staff): the reports of the last days at their sites."""
         t, account = turn_.t, turn_.account
-        if account is None or account.role not in STAFF_ROLES:
+        if account is None or account.role not in STAFF_ROLES or account.suspended_at:
             turn_.say(t("site.staff_only"))
             return await reask(turn_)
         services = turn_.services

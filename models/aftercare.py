@@ -172,7 +172,10 @@ async def alert_staff(session: AsyncSession, reaction: Reaction, now: dt.datetim
 
 
 async def staff_sees(session: AsyncSession, staff: Account, site_id: int | None) -> bool:
-    """Whether a staff account sees a site's reports (admins see every site's)."""
+    """Whether a staff account sees a site's reports (admins see every site's; a suspended
+    account none)."""
+    if staff.suspended_at is not None:
+        return False
     if staff.role == "admin":
         return True
     if staff.role not in STAFF_ROLES or site_id is None:
