@@ -1,15 +1,809 @@
-"""(being built: issue 9)"""
+"""/assist: commune volunteers register residents on their behalf (consent read aloud and given
+verbally), by quick entry or one question at a time, find them again, follow their progress, and
+ask the holder of a book registered already to let them help.
+
+The questions themselves are the health-book conversation's (handlers/healthbook.py): this
+module starts an ``assisted`` draft from its entry handlers (:func:`entries`) and changes how
+some questions are asked and answered through :data:`healthbook.HOOKS` (quick entry at the name,
+no "share my phone" button, the volunteer's communes only, the health declaration as one
+checklist). The menu, the search and the residents' list are a small conversation of their own
+(:func:`build`), looked at before the others (a negative handler group, see bot/app.py) so that
+its buttons and its typed search work in the middle of a registration; any other update leaves
+its search state and goes on to the other handlers.
+
+Every id in callback data is checked through :func:`models.custody.require_book`; anyone but an
+active volunteer gets the same short notice, and nothing changes.
+"""
 
 from __future__ import annotations
 
-from telegram.ext import BaseHandler
+import functools
+import importlib
+import warnings
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from telegram import Update
+from telegram.ext import (
+    ApplicationHandlerStop,
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
+from telegram.warnings import PTBUserWarning
+
+from bot.context import HBContext
+from bot.persistence import write_state
+from handlers import healthbook
+from handlers.common import (
+    Turn,
+    callback_ids,
+    callback_parts,
+    chunk,
+    inline,
+    is_private,
+    parse_id,
+    render_error,
+    turn,
+)
+from handlers.healthbook import Step, SubjectHooks, subject_line
+from models import assist as ma
+from models import custody
+from models import healthbook as hb
+from models import validators as v
+from models.errors import DomainError, InvalidAnswer
+from models.tables import Account, Draft, HealthBook, VolunteerWard
+from models.timeutil import as_aware
+
+NAME = "assist"
+PRIVATE = filters.ChatType.PRIVATE
+NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
+#: the assist buttons that start or continue a health book: the health-book conversation's
+STARTS = r"^as:(agree$|r:|e:)"
+OURS = r"^as:(?!agree$|r:|e:)"
+MAX_FOUND = 8
+
+
+class AssistStep(StrEnum):
+    """States of the /assist conversation (the menu and the lists need none)."""
+
+    FIND = "find"
+
+
+# ---------------------------------------------------------------- who may
+
+
+async def _volunteer(turn_: Turn) -> Account | None:
+    """The sender when they are an active volunteer; else the notice is queued, None."""
+    account = turn_.account
+    if account is not None and await custody.is_volunteer(turn_.session, account):
+        return account
+    turn_.toast(turn_.t("assist.only_volunteers_short"))
+    turn_.say(turn_.t("assist.only_volunteers"))
+    return None
+
+
+def _denied(turn_: Turn) -> None:
+    turn_.toast(turn_.t("access.denied"))
+    turn_.say(turn_.t("access.denied"))
+
+
+# ---------------------------------------------------------------- the menu
+
+
+async def _unfinished(turn_: Turn, volunteer: Account) -> tuple[Draft | None, list[Any]]:
+    """The volunteer's registration in progress (when it is a resident's) and the parked ones."""
+    draft = await hb.get_draft(turn_.session, volunteer)
+    current = draft if draft is not None and draft.subject == "assisted" else None
+    parked = [
+        p for p in await hb.parked_drafts(turn_.session, volunteer) if p.subject == "assisted"
+    ]
+    return current, parked
+
+
+async def show_menu(turn_: Turn, volunteer: Account) -> None:
+    """What a volunteer can do, and where."""
+    t = turn_.t
+    wards = await custody.volunteer_wards(turn_.session, volunteer)
+    current, parked = await _unfinished(turn_, volunteer)
+    rows = [
+        [(t("assist.button.new"), "as:new")],
+        [(t("assist.button.find"), "as:find"), (t("assist.button.mine"), "as:m:0")],
+    ]
+    unfinished = len(parked) + (1 if current is not None else 0)
+    if unfinished:
+        rows.append([(t("assist.button.unfinished", count=unfinished), "as:p")])
+    communes = ", ".join(v.ward_name(w) for w in wards)
+    turn_.say(t("assist.menu", communes=communes), inline(rows))
+
+
+async def menu(turn_: Turn) -> object:
+    """/assist (or Menu): the volunteer's menu; anyone else: what it is and how to join."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is not None:
+        await show_menu(turn_, volunteer)
+    return ConversationHandler.END
+
+
+async def new_resident(turn_: Turn) -> object:
+    """New resident: the consent text to read out, then their agreement."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is None:
+        return ConversationHandler.END
+    t = turn_.t
+    turn_.say(
+        t("assist.consent", version=turn_.services.settings.bot.consent_version),
+        inline([[(t("assist.button.agreed"), "as:agree")], [(t("assist.button.menu"), "as:menu")]]),
+    )
+    return ConversationHandler.END
+
+
+@turn(healthbook.NAME)
+async def consent_given(turn_: Turn) -> object:
+    """ "I read it out and they agree": an assisted draft, with the volunteer's commune."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is None:
+        return None
+    session = turn_.session
+    rows = list(
+        await session.scalars(
+            select(VolunteerWard)
+            .where(VolunteerWard.account_id == volunteer.id)
+            .order_by(VolunteerWard.ward_code)
+        )
+    )
+    answers: dict[str, Any] = {}
+    if len({r.province_code for r in rows}) == 1:
+        answers["province"] = rows[0].province_code
+        if len(rows) == 1:
+            answers["ward"] = rows[0].ward_code
+    now = turn_.services.clock()
+    consent = {
+        "kind": "verbal",
+        "version": turn_.services.settings.bot.consent_version,
+        "at": now.isoformat(),
+        "by": volunteer.id,
+    }
+    draft = await hb.start_draft(
+        session, volunteer, subject="assisted", consent=consent, answers=answers
+    )
+    turn_.close_with = turn_.t("assist.consent_recorded")
+    return await healthbook.ask_next(turn_, draft)
+
+
+@turn(healthbook.NAME)
+async def resume_parked(turn_: Turn) -> object:
+    """An unfinished registration, continued where it was left."""
+    volunteer = await _volunteer(turn_)
+    ids = callback_ids(turn_.update, "as:r", 1)
+    if volunteer is None:
+        return None
+    draft = await hb.resume_parked(turn_.session, volunteer, ids[0]) if ids else None
+    if draft is None or draft.subject != "assisted":
+        turn_.toast(turn_.t("error.button.stale"))
+        turn_.say(turn_.t("assist.gone"))
+        return None
+    turn_.say(turn_.t("resume.welcome_back"))
+    return await healthbook.ask_next(turn_, draft)
+
+
+@turn(healthbook.NAME)
+async def edit_resident(turn_: Turn) -> object:
+    """Edit: the resident's book as the review, each field editable."""
+    volunteer = await _volunteer(turn_)
+    ids = callback_ids(turn_.update, "as:e", 1)
+    if volunteer is None:
+        return None
+    try:
+        if ids is None:
+            raise DomainError("access.denied")
+        found = await custody.require_book(turn_.session, volunteer, ids[0])
+    except DomainError:
+        _denied(turn_)
+        return None
+    draft = await hb.start_draft(turn_.session, volunteer, found.book)
+    return await healthbook.ask(turn_, draft, Step.REVIEW)
+
+
+# ---------------------------------------------------------------- find, open, my residents
+
+
+async def find_prompt(turn_: Turn) -> object:
+    """Find: what to type."""
+    if await _volunteer(turn_) is None:
+        return ConversationHandler.END
+    turn_.say(turn_.t("assist.find.ask"))
+    return AssistStep.FIND
+
+
+@turn(NAME)
+async def find_text(turn_: Turn) -> object:
+    """The name (accents optional), ID number or date of birth typed after Find."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is None:
+        return ConversationHandler.END
+    t = turn_.t
+    query = turn_.text.strip()
+    if not query or len(query) > 60:
+        turn_.say(t("assist.find.none") + "\n\n" + t("assist.find.ask"))
+        return AssistStep.FIND
+    found = await ma.find(turn_.session, volunteer, query, turn_.services.today())
+    if not found:
+        turn_.say(t("assist.find.none") + "\n\n" + t("assist.find.ask"))
+        return AssistStep.FIND
+    text = t("assist.find.found", count=len(found))
+    if len(found) > MAX_FOUND:
+        text += "\n" + t("assist.find.more", count=len(found) - MAX_FOUND)
+    rows = [[(_label(b), f"as:o:{b.id}")] for b in found[:MAX_FOUND]]
+    turn_.say(text, inline(rows))
+    return ConversationHandler.END
+
+
+def _label(book: HealthBook) -> str:
+    return f"{book.full_name} · {book.date_of_birth:%d/%m/%Y}"
+
+
+async def open_resident(turn_: Turn) -> object:
+    """One resident: their book (ID masked) and what can be done for them."""
+    volunteer = await _volunteer(turn_)
+    ids = callback_ids(turn_.update, "as:o", 1)
+    if volunteer is None:
+        return ConversationHandler.END
+    try:
+        if ids is None:
+            raise DomainError("access.denied")
+        book = (await custody.require_book(turn_.session, volunteer, ids[0])).book
+    except DomainError:
+        _denied(turn_)
+        return ConversationHandler.END
+    t = turn_.t
+    status = (await ma.statuses(turn_.session, [book.id]))[book.id]
+    rows = [
+        [
+            (t("assist.button.edit"), f"as:e:{book.id}"),
+            (t("assist.button.book"), f"bk:for:{book.id}"),
+        ],
+        [(t("assist.button.ticket"), f"bk:ticket:{book.id}")],
+    ]
+    if _handover() is not None:
+        rows[1].append((t("assist.button.handover"), f"as:h:{book.id}"))
+    rows.append([(t("assist.button.menu"), "as:menu")])
+    turn_.say(
+        t("assist.resident", status=t(f"assist.status.{status}"))
+        + "\n\n"
+        + healthbook.summary(turn_, hb.answers_of_book(book)),
+        inline(rows),
+    )
+    return ConversationHandler.END
+
+
+def _handover() -> Callable[..., Awaitable[Any]] | None:
+    """The family module's hand-over code maker, when it is there."""
+    try:  # the family helper's module (issue 9): used when it is there
+        family = importlib.import_module("models.family")
+    except ImportError:
+        return None
+    return getattr(family, "create_handover", None)
+
+
+async def hand_over(turn_: Turn) -> object:
+    """Hand over: a one-time code the resident sends with /join to take over their own book."""
+    volunteer = await _volunteer(turn_)
+    ids = callback_ids(turn_.update, "as:h", 1)
+    make = _handover()
+    if volunteer is None:
+        return ConversationHandler.END
+    try:
+        if ids is None or make is None:
+            raise DomainError("access.denied")
+        book = (await custody.require_book(turn_.session, volunteer, ids[0])).book
+        code = await make(turn_.session, volunteer, book)
+    except DomainError as err:
+        turn_.say(render_error(turn_.t, err))
+        return ConversationHandler.END
+    turn_.say(turn_.t("assist.handover", code=str(code)))
+    return ConversationHandler.END
+
+
+async def my_residents(turn_: Turn) -> object:
+    """My residents: registered, booked, vaccinated, then a page of them with their status."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is None:
+        return ConversationHandler.END
+    ids = callback_ids(turn_.update, "as:m", 1)
+    page = ids[0] if ids else 0
+    t = turn_.t
+    books = await ma.residents(turn_.session, volunteer)
+    states = await ma.statuses(turn_.session, [b.id for b in books])
+    values = list(states.values())
+    current, parked = await _unfinished(turn_, volunteer)
+    unfinished = len(parked) + (1 if current is not None else 0)
+    pages = max(1, -(-len(books) // ma.PAGE))
+    page = min(page, pages - 1)
+    shown = books[page * ma.PAGE : (page + 1) * ma.PAGE]
+    text = t(
+        "assist.progress",
+        registered=len(books),
+        booked=values.count("booked"),
+        vaccinated=values.count("vaccinated"),
+        unfinished=unfinished,
+    )
+    if not books:
+        text += "\n\n" + t("assist.mine.none")
+    elif pages > 1:
+        text += "\n" + t("assist.mine.page", page=page + 1, pages=pages)
+    rows = [[(f"{t(f'assist.icon.{states[b.id]}')} {_label(b)}", f"as:o:{b.id}")] for b in shown]
+    nav = []
+    if page > 0:
+        nav.append((t("assist.button.previous"), f"as:m:{page - 1}"))
+    if page + 1 < pages:
+        nav.append((t("assist.button.next_page"), f"as:m:{page + 1}"))
+    if nav:
+        rows.append(nav)
+    if unfinished:
+        rows.append([(t("assist.button.unfinished", count=unfinished), "as:p")])
+    rows.append([(t("assist.button.menu"), "as:menu")])
+    turn_.say(text, inline(rows))
+    return ConversationHandler.END
+
+
+async def unfinished(turn_: Turn) -> object:
+    """Unfinished: the registration in progress and those set aside, to continue."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is None:
+        return ConversationHandler.END
+    t = turn_.t
+    current, parked = await _unfinished(turn_, volunteer)
+    rows = []
+    if current is not None:
+        rows.append([(t("assist.button.continue", name=_draft_name(turn_, current.answers)),
+                      "hb:resume")])  # fmt: skip
+    for p in parked[: 2 * MAX_FOUND]:
+        rows.append([(_draft_name(turn_, p.answers), f"as:r:{p.id}")])
+    if not rows:
+        turn_.say(t("assist.unfinished.none"), inline([[(t("assist.button.menu"), "as:menu")]]))
+        return ConversationHandler.END
+    rows.append([(t("assist.button.menu"), "as:menu")])
+    turn_.say(t("assist.unfinished", count=len(rows) - 1), inline(rows))
+    return ConversationHandler.END
+
+
+def _draft_name(turn_: Turn, answers: dict[str, Any] | None) -> str:
+    name = (answers or {}).get("full_name")
+    return str(name) if name else turn_.t("subject.new_resident")
+
+
+# ---------------------------------------------------------------- the holder's answer
+
+
+async def link_answer(turn_: Turn) -> object:
+    """The holder of a book answers a volunteer's link request: Accept or Decline."""
+    t = turn_.t
+    accept = (turn_.update.callback_query.data or "").startswith("as:la:")  # type: ignore[union-attr]
+    ids = callback_ids(turn_.update, "as:la" if accept else "as:ld", 2)
+    account = turn_.account
+    try:
+        if ids is None or account is None:
+            raise DomainError("access.denied")
+        book_id, volunteer_id = ids
+        if accept:
+            book, volunteer = await ma.accept_link(turn_.session, account, book_id, volunteer_id)
+        else:
+            found = await custody.require_book(turn_.session, account, book_id)
+            if found.capacity not in ("self", "relative"):
+                raise DomainError("access.denied")
+            book, volunteer = found.book, await turn_.session.get(Account, volunteer_id)
+    except DomainError as err:
+        turn_.toast(t(err.key))
+        turn_.say(t(err.key))
+        return ConversationHandler.END
+    turn_.close_with = t("assist.link.accepted" if accept else "assist.link.declined")
+    if volunteer is not None:
+        theirs = turn_.services.translations.get(volunteer.locale, volunteer.channel)
+        markup = inline([[(theirs("assist.button.open"), f"as:o:{book.id}")]]) if accept else None
+        turn_.notify(
+            await hb.reply_address(turn_.session, volunteer),
+            theirs(
+                "assist.link.accepted_volunteer" if accept else "assist.link.declined_volunteer",
+                name=book.full_name,
+            ),
+            markup,
+            locale=volunteer.locale,
+        )
+    return ConversationHandler.END
+
+
+# ---------------------------------------------------------------- routing of as: buttons
+
+ROUTES: dict[str, Callable[[Turn], Awaitable[object]]] = {
+    "menu": menu,
+    "new": new_resident,
+    "find": find_prompt,
+    "m": my_residents,
+    "p": unfinished,
+    "o": open_resident,
+    "h": hand_over,
+    "la": link_answer,
+    "ld": link_answer,
+}
+
+
+@turn(NAME)
+async def on_button(turn_: Turn) -> object:
+    """Any of the assist buttons (ids in them forged-checked by each)."""
+    parts = callback_parts(turn_.update, "as") or [""]
+    route = ROUTES.get(parts[0])
+    if route is None:
+        turn_.toast(turn_.t("error.button.stale"))
+        return ConversationHandler.END
+    return await route(turn_)
+
+
+@turn(NAME)
+async def on_command(turn_: Turn) -> object:
+    """/assist."""
+    return await menu(turn_)
+
+
+def stopping(fn: Callable[[Update, HBContext], Awaitable[object]]):  # type: ignore[no-untyped-def]
+    """Handled here: no other handler group sees the update (a private chat's only)."""
+
+    @functools.wraps(fn)
+    async def handler(update: Update, context: HBContext) -> object:
+        if not is_private(update):
+            return None  # groups: GroupGuard says what it says
+        raise ApplicationHandlerStop(await fn(update, context))
+
+    return handler
+
+
+async def leave_search(update: Update, context: HBContext) -> object:
+    """Anything else while the search waits for a text: the search is over, and the update
+    goes on to the other handlers as if it had not been here."""
+    if update.effective_chat is not None and update.effective_user is not None:
+        services = context.services
+        key = (update.effective_chat.id, update.effective_user.id)
+        async with services.sessions() as session, session.begin():
+            await write_state(session, NAME, key, None, services.channel)
+        services.written_states.written(NAME, key, None)
+    return ConversationHandler.END
+
+
+def build() -> ConversationHandler:
+    """The /assist conversation: the menu and its buttons, and the search's typed text."""
+    command = CommandHandler("assist", stopping(on_command), filters=PRIVATE)
+    buttons = CallbackQueryHandler(stopping(on_button), pattern=OURS)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "If 'per_message=False'", PTBUserWarning)
+        return ConversationHandler(
+            entry_points=[command, buttons],
+            states={
+                AssistStep.FIND: [MessageHandler(NEW_TEXT & PRIVATE, stopping(find_text))],
+            },
+            fallbacks=[
+                command,
+                buttons,
+                MessageHandler(filters.ALL, leave_search),
+                CallbackQueryHandler(leave_search),
+            ],
+            name=NAME,
+            persistent=True,
+            allow_reentry=True,
+        )
+
+
+# ---------------------------------------------------------------- the health book's hooks
+
+
+async def _wards_in(turn_: Turn, draft: Draft) -> list[int]:
+    """The volunteer's communes in the draft's province."""
+    assert turn_.account is not None
+    wards = await custody.volunteer_wards(turn_.session, turn_.account)
+    province = (draft.answers or {}).get("province")
+    return [w for w in wards if province is not None and v.ward_in_province(w, int(province))]
+
+
+def _checklist_mode(draft: Draft) -> bool:
+    """Whether the declaration is asked as one checklist: nothing of it answered yet."""
+    given = (draft.answers or {}).get("screening") or {}
+    return not any(item.code in given for item in hb.screening_asked(draft.answers or {}))
+
+
+async def ask(turn_: Turn, draft: Draft, step: Step) -> bool:
+    """The questions a volunteer is asked differently."""
+    t = turn_.t
+    head = subject_line(turn_, draft)
+    if step is Step.FULL_NAME:
+        turn_.say(head + t("assist.ask.full_name"))
+        return True
+    if step is Step.PHONE:
+        turn_.say(
+            head + t("assist.ask.phone"),
+            inline([[(t("assist.button.no_phone"), "hb:phone:none")]]),
+        )
+        return True
+    if step is Step.WARD:
+        wards = await _wards_in(turn_, draft)
+        if not wards:
+            turn_.say(head + t("error.ward.not_yours"))
+            return False
+        turn_.say(
+            head + t("assist.ask.ward"),
+            inline(chunk([(v.ward_name(w), f"hb:ward:{w}") for w in wards], 2)),
+        )
+        return True
+    if step is Step.SCREENING and _checklist_mode(draft):
+        items = hb.screening_asked(draft.answers or {})
+        lines = "\n".join(f"{n}. {t(f'screening.{i.code}')}" for n, i in enumerate(items, 1))
+        turn_.say(head + t("assist.ask.screening", items=lines))
+        return True
+    return False
+
+
+def _no_word(turn_: Turn, text: str, label_key: str) -> bool:
+    folded = v.fold(text)
+    return folded in ma.NO_ID_WORDS or folded == v.fold(turn_.t(label_key))
+
+
+async def hook_text(turn_: Turn, draft: Draft, step: Step, text: str) -> object | None:
+    """A volunteer's typed answers: the quick entry, the checklist, "no phone", "no ID"."""
+    if step is Step.FULL_NAME:
+        return await quick_entry(turn_, draft, text)
+    if step is Step.ID_NUMBER:
+        return await typed_id(turn_, draft, text)
+    if step is Step.PHONE and _no_word(turn_, text, "assist.button.no_phone"):
+        hb.set_answer(draft, step, None)
+        turn_.ack = turn_.t("assist.button.no_phone")
+        return await healthbook.ask_next(turn_, draft)
+    if step is Step.SCREENING and _checklist_mode(draft):
+        return await checklist(turn_, draft, text)
+    if step is Step.WARD:
+        wards = await _wards_in(turn_, draft)
+        wanted = v.fold(text)
+        matches = [w for w in wards if wanted and wanted in v.fold(v.ward_name(w))]
+        if len(matches) == 1:
+            hb.set_answer(draft, step, matches[0])
+            turn_.ack = v.ward_name(matches[0])
+            return await healthbook.ask_next(turn_, draft)
+        turn_.say(turn_.t("error.ward.not_yours"))
+        return await healthbook.ask(turn_, draft, step)
+    return None
+
+
+async def quick_entry(turn_: Turn, draft: Draft, text: str) -> object | None:
+    """Name, date of birth, gender and ID in one line: checked, stored, shown to confirm."""
+    t = turn_.t
+    if draft.editing:  # the name alone, asked again from the review
+        return None
+    try:
+        entry = ma.parse_quick(text, turn_.services.today())
+    except ma.QuickEntryError as err:
+        lines = []
+        if err.missing:
+            lines.append(
+                t("assist.quick.missing", parts=", ".join(t(f"field.{p}") for p in err.missing))
+            )
+        for part, bad in err.wrong:
+            lines.append(f"• {t(f'field.{part}')}: {t(bad.key, **bad.params)}")
+        if err.unknown:
+            shown = ", ".join(f"«{v.clean_text(u, max_len=30, required=False) or ''}»"
+                              for u in err.unknown[:3])  # fmt: skip
+            lines.append(t("assist.quick.unknown", parts=shown))
+        turn_.say("\n".join(lines) + "\n\n" + t("assist.quick.example"))
+        return await healthbook.ask(turn_, draft, Step.FULL_NAME)
+    if entry is None:
+        return None  # a name: the usual answer
+    if entry.id_number is not None and await _duplicate(
+        turn_, draft, entry.id_number.number, Step.FULL_NAME
+    ):
+        return await healthbook.ask(turn_, draft, Step.FULL_NAME)
+    answers = entry.answers()
+    for field_name in ("full_name", "date_of_birth", "gender", "phone", "ethnicity", "id_number"):
+        if field_name in answers:
+            hb.set_answer(draft, field_name, answers[field_name])
+    draft.consent = {**(draft.consent or {}), "quick": sorted(answers)}
+    following = hb.next_field(draft) or "review"
+    shown = "\n".join(
+        f"• {t(f'field.{f}')}: {healthbook.render_value(turn_, f, draft.answers.get(f))}"
+        for f in hb.FIELDS
+        if f in answers
+    )
+    turn_.say(
+        subject_line(turn_, draft) + t("assist.quick.check", lines=shown),
+        inline(
+            [
+                [
+                    (t("assist.button.correct"), f"hb:{following}:qe:ok"),
+                    (t("assist.button.fix"), f"hb:{following}:qe:fix"),
+                ]
+            ]
+        ),
+    )
+    return Step(following)
+
+
+async def typed_id(turn_: Turn, draft: Draft, text: str) -> object | None:
+    """The ID step: "không" is no ID; a number registered already is refused (link offered)."""
+    if v.fold(text) in ma.NO_ID_WORDS:
+        hb.set_answer(draft, Step.ID_NUMBER, None)
+        turn_.ack = turn_.t("button.no_id")
+        return await healthbook.ask_next(turn_, draft)
+    dob, gender = hb.draft_dob(draft), hb.draft_gender(draft)
+    if dob is None or gender is None:
+        return None
+    try:
+        number = v.parse_id_number(text, dob, gender).number
+    except InvalidAnswer:
+        return None  # the usual message, the same question
+    if await _duplicate(turn_, draft, number, Step.ID_NUMBER):
+        return await healthbook.ask(turn_, draft, Step.ID_NUMBER)
+    return None
+
+
+async def _duplicate(turn_: Turn, draft: Draft, number: str, step: Step) -> bool:
+    """Whether the number is another book's: then say where and since when (nothing more),
+    refuse it, and offer a link request to its holder (queued); nothing is stored."""
+    t = turn_.t
+    holder = await hb.id_holder(turn_.session, number)
+    if holder is None or holder.id == draft.book_id:
+        return False
+    when = as_aware(holder.created_at).astimezone(turn_.services.tz).date()
+    text = t("assist.dup", commune=v.ward_name(holder.ward_code), date=when.strftime("%d/%m/%Y"))
+    draft.consent = {**(draft.consent or {}), "link_book": holder.id}
+    if holder.account_id is None:
+        turn_.say(text + "\n" + t("assist.dup.no_holder"))
+    else:
+        turn_.say(
+            text + "\n" + t("assist.dup.offer"),
+            inline([[(t("assist.button.link"), f"hb:{step}:link")]]),
+        )
+    return True
+
+
+async def checklist(turn_: Turn, draft: Draft, text: str) -> object:
+    """The declaration as one answer: the numbers that apply ("3 7"), "?5" for don't know,
+    "0" for none; each item stored on its own."""
+    items = hb.screening_asked(draft.answers or {})
+    tokens = text.replace(",", " ").replace(";", " ").split()
+    yes: set[int] = set()
+    unknown: set[int] = set()
+    ok = bool(tokens)
+    if tokens and [v.fold(x) for x in tokens] in (["0"], ["khong"], ["ko"], ["none"], ["no"]):
+        tokens = []
+    for token in tokens:
+        target = unknown if token.startswith("?") else yes
+        n = parse_id(token.lstrip("?"))
+        if n is None or n > len(items):
+            ok = False
+            break
+        target.add(n)
+    if not ok or yes & unknown:
+        turn_.say(turn_.t("assist.screening.invalid", count=len(items)))
+        return await healthbook.ask(turn_, draft, Step.SCREENING)
+    for n, item in enumerate(items, 1):
+        answer = v.Answer.YES if n in yes else v.Answer.UNKNOWN if n in unknown else v.Answer.NO
+        hb.set_screening_answer(draft, item.code, answer)
+    flagged = sorted(yes | unknown)
+    turn_.ack = turn_.t(
+        "assist.screening.echo",
+        items=", ".join(("?" if n in unknown else "") + str(n) for n in flagged) or "0",
+    )
+    return await healthbook.ask_next(turn_, draft)
+
+
+async def hook_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> object | None:
+    """A volunteer's buttons on the questions: quick entry's Correct / Fix, no phone, their
+    communes, the link request."""
+    t = turn_.t
+    if parts[:1] == ["qe"] and len(parts) == 2:
+        if parts[1] == "fix":
+            for field_name in (draft.consent or {}).get("quick", ()):
+                if field_name in hb.FIELDS:
+                    hb.forget_answer(draft, field_name)
+            turn_.close_with = t("assist.quick.fixing")
+            return await healthbook.ask(turn_, draft, Step.FULL_NAME)
+        turn_.close_with = t("assist.quick.confirmed")
+        return await healthbook.ask_next(turn_, draft)
+    if parts == ["link"] and step in (Step.FULL_NAME, Step.ID_NUMBER):
+        return await link_request(turn_, draft)
+    if step is Step.PHONE and parts == ["none"]:
+        hb.set_answer(draft, step, None)
+        turn_.ack = t("assist.button.no_phone")
+        return await healthbook.ask_next(turn_, draft)
+    if step is Step.WARD:
+        code = parse_id(parts[0]) if len(parts) == 1 else None
+        if code is None or code not in await _wards_in(turn_, draft):
+            turn_.toast(t("error.ward.not_yours"))
+            return await healthbook.ask(turn_, draft, step)
+        return None  # one of theirs: the usual handling
+    return None
+
+
+async def link_request(turn_: Turn, draft: Draft) -> object:
+    """Send the holder of the book with that ID a request to let this volunteer help; the
+    registration, a duplicate, is dropped."""
+    t = turn_.t
+    volunteer = turn_.account
+    book_id = (draft.consent or {}).get("link_book")
+    book = await turn_.session.get(HealthBook, book_id) if isinstance(book_id, int) else None
+    if volunteer is None or book is None:
+        turn_.toast(t("error.button.stale"))
+        return await healthbook.ask_next(turn_, draft)
+    try:
+        holder = await ma.request_link(turn_.session, volunteer, book)
+    except DomainError as err:
+        turn_.say(t(err.key))
+        return await healthbook.ask_next(turn_, draft)
+    theirs = turn_.services.translations.get(holder.locale, holder.channel)
+    turn_.notify(
+        await hb.reply_address(turn_.session, holder),
+        theirs("assist.link.ask", commune=v.ward_name(book.ward_code), name=book.full_name),
+        inline(
+            [
+                [
+                    (theirs("assist.button.accept"), f"as:la:{book.id}:{volunteer.id}"),
+                    (theirs("assist.button.decline"), f"as:ld:{book.id}:{volunteer.id}"),
+                ]
+            ]
+        ),
+        locale=holder.locale,
+    )
+    await turn_.session.delete(draft)
+    turn_.session.info.get("drafts", {}).pop(volunteer.id, None)
+    turn_.close_with = t("assist.link.sent_short")
+    turn_.say(
+        t("assist.link.sent"),
+        inline([[(t("assist.button.next"), "as:new"), (t("assist.button.menu"), "as:menu")]]),
+    )
+    return ConversationHandler.END
+
+
+async def saved(turn_: Turn, book: HealthBook, created: bool) -> None:
+    """Saved: whose, where, and the next things to do for them."""
+    t = turn_.t
+    turn_.say(
+        t(
+            "assist.saved" if created else "assist.updated",
+            name=book.full_name,
+            commune=v.ward_name(book.ward_code),
+        ),
+        inline(
+            [
+                [
+                    (t("assist.button.book"), f"bk:for:{book.id}"),
+                    (t("assist.button.ticket"), f"bk:ticket:{book.id}"),
+                ],
+                [(t("assist.button.next"), "as:new")],
+            ]
+        ),
+    )
+
+
+healthbook.HOOKS["assisted"] = SubjectHooks(
+    ask=ask, text=hook_text, button=hook_button, saved=saved
+)
+
+
+# ---------------------------------------------------------------- wiring
 
 
 def entries() -> list[BaseHandler]:
     """Handlers that start or continue a health book in the health-book conversation."""
-    return []
+    return [
+        CallbackQueryHandler(consent_given, pattern=r"^as:agree$"),
+        CallbackQueryHandler(resume_parked, pattern=r"^as:r:"),
+        CallbackQueryHandler(edit_resident, pattern=r"^as:e:"),
+    ]
 
 
 def handlers() -> list[BaseHandler]:
-    """Top-level handlers."""
+    """Top-level handlers (the /assist conversation is :func:`build`, in a group of its own)."""
     return []
+
+
+__all__ = ["NAME", "AssistStep", "build", "entries", "handlers"]
