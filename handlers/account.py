@@ -334,8 +334,25 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
             for r in data.get("reactions", [])
         ],
     )
+    section(  # who acted on their records for them: by role and commune (the audit trail)
+        "mydata.acted_on",
+        [
+            t(
+                "mydata.acted_on_item",
+                when=e["at"],
+                action=_name(e["action"], t),
+                book=e["health_book"],
+                role=_name(e["by"]["role"], t),
+                commune=e["by"]["commune"] or "—",
+                fields=", ".join(e["fields"]) or "—",
+            )
+            for e in data.get("acted_on_records", [])
+        ],
+    )
     if data["staff_records"]:
         blocks.append(t("mydata.staff_records", count=data["staff_records"]))
+    if data.get("acted_for_others"):
+        blocks.append(t("mydata.acted_for_others", count=data["acted_for_others"]))
     if data["booking_draft"] is not None:
         blocks.append(
             t("mydata.booking_draft", campaign=_name(data["booking_draft"]["campaign"], t))

@@ -38,12 +38,14 @@ from handlers.common import (
     callback_ids,
     callback_parts,
     inline,
+    is_private,
     parse_id,
     render_error,
     timing,
     turn,
 )
 from models import booking as bk
+from models import custody, records
 from models import eligibility as elig
 from models import healthbook as hb
 from models import lookups as lk
@@ -91,17 +93,48 @@ def _hours(slot: Session) -> str:
     return f"{slot.start_time:%H:%M}–{slot.end_time:%H:%M}"
 
 
-async def _own_book(turn_: Turn) -> HealthBook | None:
+async def _subject_book(turn_: Turn) -> HealthBook | None:
+    """The book being booked for: the one the booking draft names (a relative's, or a resident
+    the sender helps), its access checked again on every step (models/custody.py); else the
+    sender's own. None when there is none, or the sender may no longer act on it."""
     if turn_.account is None:
         return None
+    draft = await turn_.session.get(BookingDraft, turn_.account.id)
+    if draft is not None and draft.health_book_id is not None:
+        book = await turn_.session.get(HealthBook, draft.health_book_id)
+        found = await custody.access(turn_.session, turn_.account, book) if book else None
+        return found.book if found is not None else None
     return await hb.own_book(turn_.session, turn_.account)
 
 
+async def _set_subject(turn_: Turn, book: HealthBook) -> None:
+    """Remember whose place is being booked (None in the draft: the sender's own)."""
+    assert turn_.account is not None
+    other = records.is_other(book, turn_.account)
+    draft = await turn_.session.get(BookingDraft, turn_.account.id)
+    if draft is None:
+        if not other:
+            return
+        draft = BookingDraft(account_id=turn_.account.id)
+        turn_.session.add(draft)
+    draft.health_book_id = book.id if other else None
+
+
+def whose(turn_: Turn, book: HealthBook) -> str:
+    """ "👤 For: Lò Văn Páo" atop a booking's messages when the book is not the sender's own
+    (the name in a private chat only; elsewhere whose it is, by relation)."""
+    if not records.is_other(book, turn_.account):
+        return ""
+    if is_private(turn_.update):
+        return turn_.t("book.for", name=book.full_name) + "\n"
+    return turn_.t("book.for", name=turn_.t(f"relation.{book.relation}")) + "\n"
+
+
 async def _pressed(turn_: Turn, prefix: str, count: int) -> tuple[HealthBook, list[int]] | None:
-    """The sender's health book and the ids a button carries; a toast when either is missing
-    or malformed (callback data can be forged: the domain re-checks every id)."""
+    """The health book being booked for and the ids a button carries; a toast when either is
+    missing or malformed (callback data can be forged: the domain re-checks every id)."""
     ids = callback_ids(turn_.update, prefix, count)
-    book = await _own_book(turn_)
+    book = await _subject_book(turn_)
     if book is None or ids is None:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
@@ -114,10 +147,41 @@ async def _pressed(turn_: Turn, prefix: str, count: int) -> tuple[HealthBook, li
 @turn(NAME)
 async def start_booking(turn_: Turn) -> object:
     """/book: a saved health book is needed; then the campaign (skipped when there is one)."""
-    book = await _own_book(turn_)
+    book = await hb.own_book(turn_.session, turn_.account) if turn_.account else None
     if book is None:
         turn_.say(turn_.t("book.need_health_book"))
         return ConversationHandler.END
+    return await start_for_book(turn_, book)
+
+
+@turn(NAME)
+async def book_for(turn_: Turn) -> object:
+    """ "Book a place" for a relative or a resident the sender helps (``bk:for:BOOK``, from
+    /family, /assist…): the booking of that book, access checked (the data can be forged)."""
+    ids = callback_ids(turn_.update, "bk:for", 1)
+    if ids is None:
+        turn_.toast(turn_.t("error.button.invalid"))
+        return None
+    return await start_for(turn_, ids[0])
+
+
+async def start_for(turn_: Turn, book_id: int) -> object:
+    """Start the booking of the book ``book_id`` when the sender may act on it (refused
+    otherwise, nothing changed); returns the booking conversation's state (call it from a
+    handler of this conversation, ``@turn(booking.NAME)``)."""
+    try:
+        found = await custody.require_book(turn_.session, turn_.account, book_id)
+    except DomainError as err:
+        turn_.toast(render_error(turn_.t, err), alert=True)
+        if not turn_.update.callback_query:
+            turn_.say(render_error(turn_.t, err))
+        return ConversationHandler.END
+    return await start_for_book(turn_, found.book)
+
+
+async def start_for_book(turn_: Turn, book: HealthBook) -> object:
+    """The booking of a book the sender may act on: the campaign (skipped when there is one)."""
+    await _set_subject(turn_, book)
     campaigns = await active_campaigns(turn_.session, turn_.services.today())
     if not campaigns:
         turn_.say(turn_.t("book.no_campaign"))
@@ -127,7 +191,7 @@ async def start_booking(turn_: Turn) -> object:
     if len(campaigns) == 1:
         return await choose_campaign(turn_, book, campaigns[0])
     turn_.say(
-        turn_.t("book.ask_campaign"),
+        whose(turn_, book) + turn_.t("book.ask_campaign"),
         inline([[(campaign_name(turn_.t, c), f"bk:c:{c.id}")] for c in campaigns]),
     )
     return BookStep.CAMPAIGN
@@ -135,16 +199,28 @@ async def start_booking(turn_: Turn) -> object:
 
 @turn(NAME)
 async def book_dose(turn_: Turn) -> object:
-    """ "Book dose N" in a reminder (``bk:go:CAMPAIGN``): the booking of that campaign, as
-    /book would start it after choosing the campaign."""
-    ids = callback_ids(turn_.update, "bk:go", 1)
-    book = await _own_book(turn_)
+    """ "Book dose N" in a reminder (``bk:go:CAMPAIGN``, ``bk:go:CAMPAIGN:BOOK`` for a relative
+    or a resident the sender helps, access checked): the booking of that campaign, as /book
+    would start it after choosing the campaign."""
+    parts = callback_parts(turn_.update, "bk:go") or []
+    ids = callback_ids(turn_.update, "bk:go", len(parts)) if len(parts) in (1, 2) else None
     if ids is None:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
+    if len(ids) == 2:
+        try:
+            book: HealthBook | None = (
+                await custody.require_book(turn_.session, turn_.account, ids[1])
+            ).book
+        except DomainError as err:
+            turn_.toast(render_error(turn_.t, err), alert=True)
+            return None
+    else:
+        book = await hb.own_book(turn_.session, turn_.account) if turn_.account else None
     if book is None:
         turn_.say(turn_.t("book.need_health_book"))
         return ConversationHandler.END
+    await _set_subject(turn_, book)
     campaigns = await active_campaigns(turn_.session, turn_.services.today())
     campaign = next((c for c in campaigns if c.id == ids[0]), None)
     if campaign is None:  # forged, or the campaign is over
@@ -159,7 +235,7 @@ async def book_dose(turn_: Turn) -> object:
 async def campaign_chosen(turn_: Turn) -> object:
     """A campaign button."""
     ids = callback_ids(turn_.update, "bk:c", 1)
-    book = await _own_book(turn_)
+    book = await _subject_book(turn_)
     if book is None or ids is None:
         turn_.toast(turn_.t("error.button.stale"))
         return None
@@ -175,7 +251,7 @@ async def campaign_chosen(turn_: Turn) -> object:
 async def campaign_typed(turn_: Turn) -> object:
     """A campaign's name typed (``covid``, ``cúm``) instead of pressing its button."""
     t = turn_.t
-    book = await _own_book(turn_)
+    book = await _subject_book(turn_)
     if book is None:
         turn_.say(t("book.start_again"))
         return ConversationHandler.END
@@ -263,7 +339,8 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
     held = await bk.active_booking(turn_.session, book, campaign, window.dose)
     if held is not None:  # said now, not at Confirm after choosing a site, a day and a time
         turn_.say(
-            t(
+            whose(turn_, book)
+            + t(
                 "book.already_booked",
                 dose=window.dose,
                 code=held.code,
@@ -273,12 +350,16 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
             )
         )
         return ConversationHandler.END
-    draft = await turn_.session.get(BookingDraft, book.account_id)
+    assert turn_.account is not None
+    draft = await turn_.session.get(BookingDraft, turn_.account.id)
     if draft is None:
-        draft = BookingDraft(account_id=book.account_id)
+        draft = BookingDraft(account_id=turn_.account.id)
         turn_.session.add(draft)
     draft.campaign_id, draft.dose = campaign.id, window.dose
-    lines = [t("book.dose", campaign=campaign_name(t, campaign), dose=window.dose)]
+    draft.health_book_id = book.id if records.is_other(book, turn_.account) else None
+    lines = [
+        whose(turn_, book) + t("book.dose", campaign=campaign_name(t, campaign), dose=window.dose)
+    ]
     if window.earliest > today or window.latest is not None:
         lines.append(
             t(
@@ -369,10 +450,10 @@ async def offer_sites(
 async def _draft_campaign(
     turn_: Turn,
 ) -> tuple[HealthBook, Campaign, v.ScreeningGroup] | None:
-    book = await _own_book(turn_)
-    if book is None:
+    book = await _subject_book(turn_)
+    if book is None or turn_.account is None:
         return None
-    draft = await turn_.session.get(BookingDraft, book.account_id)
+    draft = await turn_.session.get(BookingDraft, turn_.account.id)
     if draft is None or draft.campaign_id is None:
         return None
     campaign = await lk.get_campaign(turn_.session, draft.campaign_id)
@@ -504,7 +585,8 @@ async def time_chosen(turn_: Turn) -> object:
         turn_.say(render_error(t, err))
         return None
     turn_.say(
-        t(
+        whose(turn_, book)
+        + t(
             "book.confirm",
             campaign=campaign_name(t, plan.campaign),
             dose=plan.dose,
@@ -550,9 +632,12 @@ async def confirmed(turn_: Turn) -> object:
                 site = await lk.get_site(turn_.session, slot.site_id)
                 return await offer_days(turn_, book, campaign, site)
         return ConversationHandler.END
+    await records.note(
+        turn_.session, turn_.account, book, "booked", fields=["campaign", "dose", "session"]
+    )
     turn_.close_with = t("book.confirmed_short")
     await send_ticket(turn_, booking)
-    draft = await turn_.session.get(BookingDraft, book.account_id)
+    draft = await turn_.session.get(BookingDraft, turn_.account.id) if turn_.account else None
     if draft is not None:
         await turn_.session.delete(draft)
     return ConversationHandler.END
@@ -569,12 +654,17 @@ async def send_ticket(turn_: Turn, booking: Booking) -> None:
         content = checkin_link(turn_.context.bot.username or "healthbook_bot", booking.code)
     else:  # no deep links elsewhere: the code itself, which staff type at /checkin
         content = booking.code
+    book = await turn_.session.get(HealthBook, booking.health_book_id)
+    name = ""  # a relative's or an assisted resident's ticket says whose it is (to print, show)
+    if book is not None and records.is_other(book, turn_.account) and is_private(turn_.update):
+        name = t("ticket.for", name=book.full_name) + "\n"
     turn_.send_photo(
         qr_png(content),
-        caption=t("ticket.qr_caption", code=booking.code),
+        caption=name + t("ticket.qr_caption", code=booking.code),
     )
     turn_.say(
-        t(
+        name
+        + t(
             "ticket.text",
             code=booking.code,
             campaign=campaign_name(t, campaign),
@@ -589,13 +679,45 @@ async def send_ticket(turn_: Turn, booking: Booking) -> None:
     turn_.send_location(site.lat, site.lon)
 
 
+@turn()
+async def ticket_button(turn_: Turn) -> None:
+    """ "Ticket" (``bk:ticket:BOOK``): the ticket image of the book's upcoming booking, to
+    print or show (a relative's, a resident the sender helps; access checked)."""
+    ids = callback_ids(turn_.update, "bk:ticket", 1)
+    if ids is None:
+        turn_.toast(turn_.t("error.button.invalid"))
+        return
+    await ticket_for(turn_, ids[0])
+
+
+async def ticket_for(turn_: Turn, book_id: int) -> bool:
+    """Send the ticket of the book's upcoming booking(s) when the sender may act on it (the
+    refusal otherwise, nothing sent); False when nothing was sent."""
+    t = turn_.t
+    try:
+        found = await custody.require_book(turn_.session, turn_.account, book_id)
+    except DomainError as err:
+        turn_.toast(render_error(t, err), alert=True)
+        if turn_.update.callback_query is None:
+            turn_.say(render_error(t, err))
+        return False
+    upcoming = await bk.bookings_for(turn_.session, found.book)
+    if not upcoming:
+        turn_.say(whose(turn_, found.book) + t("ticket.none"))
+        return False
+    for booking in upcoming:
+        await send_ticket(turn_, booking)
+    await records.note(turn_.session, turn_.account, found.book, "ticket", found=found)
+    return True
+
+
 @turn(NAME)
 async def waitlist_chosen(turn_: Turn) -> object:
     """Join the waitlist of a full time window (bk:wq) or of a site (bk:w)."""
     data = turn_.update.callback_query.data if turn_.update.callback_query else ""
     key = "bk:wq" if (data or "").startswith("bk:wq:") else "bk:w"
     ids = callback_ids(turn_.update, key, 2)
-    book = await _own_book(turn_)
+    book = await _subject_book(turn_)
     if book is None or ids is None:
         turn_.toast(turn_.t("error.button.invalid"))
         return None
@@ -607,6 +729,7 @@ async def waitlist_chosen(turn_: Turn) -> object:
     except DomainError as err:
         turn_.say(render_error(t, err))
         return None
+    await records.note(turn_.session, turn_.account, book, "waitlisted", fields=["waitlist"])
     turn_.close_with = t("waitlist.joined_short")
     turn_.say(
         t("waitlist.joined", hours=turn_.services.settings.bot.waitlist_hold_minutes),
@@ -639,40 +762,73 @@ async def appointments(turn_: Turn) -> None:
     if not upcoming and not past and not entries:
         turn_.say(t("appointments.none"))
         return
+    # grouped by person: the account's own, then each relative's (named atop their group)
+    books = await custody.held_books(turn_.session, turn_.account)
+    shown = {b.health_book_id for b in upcoming + past} | {e.health_book_id for e in entries}
+    several = len(shown) > 1
+    said: list[tuple[str, Options | None]] = []
+    for book in books:
+        if book.id not in shown:
+            continue
+        group = await _person_appointments(
+            turn_,
+            [b for b in upcoming if b.health_book_id == book.id],
+            [b for b in past if b.health_book_id == book.id],
+            [e for e in entries if e.health_book_id == book.id],
+        )
+        head = whose(turn_, book)
+        if not head and several:
+            head = t("appointments.yours") + "\n"
+        said += [(head + group[0][0], group[0][1]), *group[1:]]
+    if not upcoming and said and said[-1][1] is None:
+        # nothing ahead: say how to book again, under the last list
+        said[-1] = (said[-1][0] + "\n\n" + t("appointments.book_again"), None)
+    for text, markup in said:
+        turn_.say(text, markup)
+
+
+async def _person_appointments(
+    turn_: Turn, upcoming: list[Booking], past: list[Booking], entries: list[WaitlistEntry]
+) -> list[tuple[str, Options | None]]:
+    """One person's messages of /appointments: held places, upcoming bookings with their
+    choices, waitlists, then the past and cancelled lists."""
+    t = turn_.t
+    said: list[tuple[str, Options | None]] = []
     for entry in entries:
         if entry.status == "offered":
-            turn_.say(*await _held_place(turn_, entry))
+            said.append(await _held_place(turn_, entry))
     for booking in upcoming:
         slot = await turn_.session.get(Session, booking.session_id)
         assert slot is not None
         site = await lk.get_site(turn_.session, slot.site_id)
         campaign = await lk.get_campaign(turn_.session, booking.campaign_id)
-        turn_.say(
-            t(
-                "appointments.item",
-                code=booking.code,
-                campaign=campaign_name(t, campaign),
-                dose=booking.dose,
-                site=site.name,
-                day=t.date(slot.date),
-                hours=_hours(slot),
-            ),
-            inline(
-                [
+        said.append(
+            (
+                t(
+                    "appointments.item",
+                    code=booking.code,
+                    campaign=campaign_name(t, campaign),
+                    dose=booking.dose,
+                    site=site.name,
+                    day=t.date(slot.date),
+                    hours=_hours(slot),
+                ),
+                inline(
                     [
-                        (t("appointments.button_reschedule"), f"ap:r:{booking.id}"),
-                        (t("appointments.button_cancel"), f"ap:x:{booking.id}"),
+                        [
+                            (t("appointments.button_reschedule"), f"ap:r:{booking.id}"),
+                            (t("appointments.button_cancel"), f"ap:x:{booking.id}"),
+                        ]
                     ]
-                ]
+                )
+                if booking.status == "booked"
+                else None,
             )
-            if booking.status == "booked"
-            else None,
         )
     for entry in entries:
         if entry.status == "waiting":
-            turn_.say(*await _waiting_place(turn_, entry))
+            said.append(await _waiting_place(turn_, entry))
     # a cancelled booking is listed as cancelled, not as past: its day may be still to come
-    listed: list[str] = []
     for heading, group in (
         ("appointments.past", [b for b in past if b.status != "cancelled"]),
         ("appointments.cancelled_list", [b for b in past if b.status == "cancelled"]),
@@ -691,11 +847,8 @@ async def appointments(turn_: Turn) -> None:
                     status=t(f"status.{booking.status}"),
                 )
             )
-        listed.append(t(heading) + "\n" + "\n".join(lines))
-    if not upcoming and listed:  # nothing ahead: say how to book again, under the last list
-        listed[-1] += "\n\n" + t("appointments.book_again")
-    for text in listed:
-        turn_.say(text)
+        said.append((t(heading) + "\n" + "\n".join(lines), None))
+    return said
 
 
 async def _live_waitlist(
@@ -772,16 +925,20 @@ async def _waiting_place(turn_: Turn, entry: WaitlistEntry) -> tuple[str, Option
     return text, inline([[(t("appointments.button_leave_waitlist"), f"wl:d:{entry.id}")]])
 
 
-async def _my_booking(turn_: Turn, raw: str) -> Booking | None:
-    """A booking of the sender's, by the id in a button (forged ids of others get None)."""
-    booking_id = parse_id(raw)
+async def booking_in_custody(
+    turn_: Turn, booking_id: int | None
+) -> tuple[Booking, custody.Access] | None:
+    """A booking of a book the sender may act on (their own, a relative's they hold, a resident
+    they help: models/custody.py), by the id in a button; None otherwise (forged ids of others,
+    or a book they no longer hold)."""
     if turn_.account is None or booking_id is None:
         return None
     booking = await turn_.session.get(Booking, booking_id)
     if booking is None:
         return None
     book = await turn_.session.get(HealthBook, booking.health_book_id)
-    return booking if book is not None and book.account_id == turn_.account.id else None
+    found = await custody.access(turn_.session, turn_.account, book) if book else None
+    return (booking, found) if found is not None else None
 
 
 @turn()
@@ -789,10 +946,12 @@ async def appointment_button(turn_: Turn) -> None:
     """Cancel (frees the place at once, offered to the waitlist) or reschedule a booking."""
     parts = callback_parts(turn_.update, "ap") or []
     t = turn_.t
-    booking = await _my_booking(turn_, parts[1]) if len(parts) >= 2 else None
-    if booking is None or turn_.account is None:
+    held = await booking_in_custody(turn_, parse_id(parts[1])) if len(parts) >= 2 else None
+    if held is None or turn_.account is None:
         turn_.toast(t("booking.not_yours"), alert=True)
         return
+    booking, found = held
+    book = found.book  # checked: the domain is given the book itself (models/lookups.py)
     action = parts[0]
     if action != "k" and booking.status != "booked":
         # cancelled, missed or done: said at the first press, not after choosing a day and time
@@ -817,11 +976,12 @@ async def appointment_button(turn_: Turn) -> None:
         )
     elif action == "xx":
         try:
-            await bk.cancel(turn_.session, booking, turn_.account, now=turn_.services.clock())
+            await bk.cancel(turn_.session, booking, book, now=turn_.services.clock())
         except DomainError as err:
             turn_.say(render_error(t, err))
             return
-        turn_.close_with = t("appointments.cancelled", code=booking.code)
+        await records.note(turn_.session, turn_.account, book, "cancelled", fields=["status"])
+        turn_.close_with = whose(turn_, book) + t("appointments.cancelled", code=booking.code)
         await offer_to_waitlist(turn_, booking.session_id)
     elif action == "r":
         slot = await turn_.session.get(Session, booking.session_id)
@@ -836,13 +996,14 @@ async def appointment_button(turn_: Turn) -> None:
                 turn_.session,
                 booking,
                 new_session,
-                owner=turn_.account,
+                owner=book,
                 today=turn_.services.today(),
                 timing=timing(turn_.services),
             )
         except DomainError as err:
             turn_.say(render_error(t, err))
             return
+        await records.note(turn_.session, turn_.account, book, "rescheduled", fields=["session"])
         turn_.close_with = t("appointments.rescheduled")
         await send_ticket(turn_, moved)
         await offer_to_waitlist(turn_, old_session)
@@ -957,19 +1118,43 @@ async def offer_button(turn_: Turn) -> None:
     if turn_.account is None or entry_id is None:
         turn_.toast(t("error.button.invalid"))
         return
+    # whose entry: a relative's or a helped resident's too, access checked (the id is forged
+    # easily); the domain is then given the book itself
+    waiting = await turn_.session.get(WaitlistEntry, entry_id)
+    book = await turn_.session.get(HealthBook, waiting.health_book_id) if waiting else None
+    found = await custody.access(turn_.session, turn_.account, book) if book else None
+    owner: Account | HealthBook = found.book if found is not None else turn_.account
     try:
         if parts[0] == "a":
             booking = await wl.accept_offer(
                 turn_.session,
                 entry_id,
-                turn_.account,
+                owner,
                 turn_.services.clock(),
                 timing=timing(turn_.services),
             )
+            if found is not None:
+                await records.note(
+                    turn_.session,
+                    turn_.account,
+                    found.book,
+                    "booked",
+                    fields=["waitlist"],
+                    found=found,
+                )
             turn_.close_with = t("waitlist.taken_short")
             await send_ticket(turn_, booking)
         elif parts[0] == "d":
-            entry = await wl.leave_waitlist(turn_.session, entry_id, turn_.account)
+            entry = await wl.leave_waitlist(turn_.session, entry_id, owner)
+            if found is not None:
+                await records.note(
+                    turn_.session,
+                    turn_.account,
+                    found.book,
+                    "cancelled",
+                    fields=["waitlist"],
+                    found=found,
+                )
             if entry.held_session_id is not None:  # a held place declined: to the next one
                 turn_.close_with = t("waitlist.declined")
                 await offer_to_waitlist(turn_, entry.held_session_id)
@@ -1038,12 +1223,15 @@ def build() -> ConversationHandler:
             entry_points=[
                 CommandHandler("book", start_booking, filters=filters.ChatType.PRIVATE),
                 CallbackQueryHandler(book_dose, pattern=r"^bk:go:"),
+                CallbackQueryHandler(book_for, pattern=r"^bk:for:"),
             ],
             states=states,
             fallbacks=[
                 CommandHandler("cancel", cancel_booking),
                 CommandHandler("book", start_booking),
                 CallbackQueryHandler(book_dose, pattern=r"^bk:go:"),
+                CallbackQueryHandler(book_for, pattern=r"^bk:for:"),
+                CallbackQueryHandler(ticket_button, pattern=r"^bk:ticket:"),
                 CallbackQueryHandler(stale, pattern=r"^bk:"),
                 # stickers, photos…: a word and the same step (commands pass through)
                 MessageHandler(filters.UpdateType.MESSAGE & ~filters.COMMAND, stale),
@@ -1059,4 +1247,5 @@ def handlers() -> list[BaseHandler]:
         CommandHandler("appointments", appointments),
         CallbackQueryHandler(appointment_button, pattern=r"^ap:"),
         CallbackQueryHandler(offer_button, pattern=r"^wl:"),
+        CallbackQueryHandler(ticket_button, pattern=r"^bk:ticket:"),
     ]

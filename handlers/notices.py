@@ -17,7 +17,7 @@ from bot.context import Services
 from bot.i18n import Translator
 from models import healthbook as hb
 from models.addresses import Address
-from models.tables import Account, OutboxMessage
+from models.tables import Account, HealthBook, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,11 @@ async def render(session: AsyncSession, services: Services, message: OutboxMessa
     reply = await renderer(Notice(session, services, message, account, to, t))
     if reply is None:
         return None
+    if message.health_book_id is not None and reply.text:
+        # about a relative's or a helped resident's appointment: say whose (a private chat)
+        book = await session.get(HealthBook, message.health_book_id)
+        if book is not None and (book.account_id != account.id or book.relation != "self"):
+            reply.text = t("notice.for", name=book.full_name) + "\n" + reply.text
     reply.to = to
     reply.locale = account.locale or services.settings.bot.default_locale
     return reply

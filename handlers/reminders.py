@@ -23,7 +23,7 @@ from handlers.common import Turn, callback_parts, inline, parse_id, render_error
 from handlers.notices import Notice, renders
 from models import booking as bk
 from models import lookups as lk
-from models import outbox
+from models import outbox, records
 from models import reminders as rm
 from models.errors import DomainError
 from models.tables import (
@@ -162,14 +162,10 @@ async def reminder_button(turn_: Turn) -> None:
 
 
 async def _my_booking(turn_: Turn, booking_id: int | None) -> Booking | None:
-    """A booking of the sender's (any health book their account holds), else None."""
-    if turn_.account is None or booking_id is None:
-        return None
-    booking = await turn_.session.get(Booking, booking_id)
-    if booking is None:
-        return None
-    book = await turn_.session.get(HealthBook, booking.health_book_id)
-    return booking if book is not None and book.account_id == turn_.account.id else None
+    """A booking of a book the sender may act on (their own, a relative's, a resident they
+    help: models/custody.py), else None."""
+    held = await bkh.booking_in_custody(turn_, booking_id)
+    return held[0] if held is not None else None
 
 
 # ---------------------------------------------------------------- the next dose
@@ -221,8 +217,18 @@ async def dose_due(n: Notice) -> Reply | None:
     )
     return Reply(
         text=text,
-        markup=inline([[(t("reminder.button_book_dose", dose=dose), f"bk:go:{campaign.id}")]]),
+        markup=inline(
+            [[(t("reminder.button_book_dose", dose=dose), _book_dose_code(n, book, campaign))]]
+        ),
     )
+
+
+def _book_dose_code(n: Notice, book: HealthBook, campaign: Campaign) -> str:
+    """ "Book dose N": the campaign's booking; for a relative's or a helped resident's book,
+    of that book (``bk:go:CAMPAIGN:BOOK``, access checked when pressed)."""
+    if records.is_other(book, n.account):
+        return f"bk:go:{campaign.id}:{book.id}"
+    return f"bk:go:{campaign.id}"
 
 
 # ---------------------------------------------------------------- unfinished health book

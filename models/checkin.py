@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models import audit
 from models import reminders as rm
 from models import validators as v
 from models.booking import find_booking_by_code, load_booking
@@ -23,6 +24,12 @@ from models.tables import BOOKING_ACTIVE, Account, Booking, HealthBook, Site, St
 from models.timeutil import local_date, to_utc
 
 STAFF_ROLES = frozenset({"site_staff", "admin"})
+
+
+def _audit_role(staff: Account) -> str:
+    """The audit role of whoever acts at a site (always for another person)."""
+    return "admin" if staff.role == "admin" else "site_staff"
+
 
 _MAX_LOT_LEN = 32
 #: a Telegram user id: a positive integer of at most 52 significant bits (the Bot API's word)
@@ -43,8 +50,9 @@ class CheckIn:
 
 
 async def require_site_staff(session: AsyncSession, staff: Account, site_id: int) -> None:
-    """Refuse unless the account is site staff bound to this site (admins: every site)."""
-    if staff.role not in STAFF_ROLES:
+    """Refuse unless the account is site staff bound to this site (admins: every site) and
+    not suspended (``healthbook volunteers suspend``)."""
+    if staff.role not in STAFF_ROLES or staff.suspended_at is not None:
         raise DomainError("checkin.not_staff")
     if staff.role == "admin":
         return
@@ -120,6 +128,9 @@ async def check_in(session: AsyncSession, staff: Account, code: str, now: dt.dat
         if result.rowcount != 1:  # cancelled at this very moment
             raise DomainError("checkin.not_active", status="cancelled")
         set_loaded(booking, status="checked_in", checked_in_at=when, checked_in_by=staff.id)
+        await audit.record(
+            session, staff, book_, "checked_in", role=_audit_role(staff), fields=["status"]
+        )
     return CheckIn(booking, book_, screening_group(book_, today))
 
 
@@ -195,6 +206,14 @@ async def record_dose(
     except IntegrityError:  # this dose is already on record (entered by hand, say)
         raise DomainError("vaccination.duplicate", dose=booking.dose) from None
     set_loaded(booking, status="vaccinated", outcome_at=when, outcome_by=staff.id)
+    await audit.record(
+        session,
+        staff,
+        booking.health_book,
+        "vaccinated",
+        role=_audit_role(staff),
+        fields=["status", "vaccine_code", "lot_number", "given_at"],
+    )
     await rm.cancel_appointment(session, booking.id, "vaccinated")
     window = await eligible_doses(session, booking.health_book, campaign, local_date(given_at))
     if window is not None and timing is not None:
@@ -235,6 +254,14 @@ async def record_not_vaccinated(
     if result.rowcount != 1:
         raise DomainError("checkin.not_active", status=booking.status)
     await rm.cancel_appointment(session, booking.id, "not vaccinated")
+    await audit.record(
+        session,
+        staff,
+        booking.health_book,
+        "not_vaccinated",
+        role=_audit_role(staff),
+        fields=["status", "outcome_reason"],
+    )
     set_loaded(
         booking, status="not_vaccinated", outcome_reason=why, outcome_at=when, outcome_by=staff.id
     )

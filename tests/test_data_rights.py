@@ -230,6 +230,8 @@ async def test_mydata_in_words_and_in_full(chat_sample: ChatHarness) -> None:
         "conversation_states": len(data["conversations"]),
         "chat_offers": int(bool(data["offered_choices"])),
         "reactions": len(data["reactions"]),
+        # what they did as staff for others (a check-in and a dose): counted, not copied
+        "audit_log": data["acted_for_others"],
     }
     in_db = {name: len(rows) for name, rows in (await rows_about(chat_bot, person)).items()}
     assert in_db == {name: n for name, n in in_file.items() if n}
