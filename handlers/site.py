@@ -36,9 +36,11 @@ from handlers import aftercare
 from handlers.common import (
     Address,
     Turn,
+    callback_ids,
     callback_parts,
     chunk,
     inline,
+    is_private,
     parse_id,
     render_error,
     timing,
@@ -47,6 +49,7 @@ from handlers.common import (
 from models import booking as bk
 from models import certificates as certs
 from models import checkin as ci
+from models import custody
 from models import eligibility as elig
 from models import healthbook as hb
 from models import validators as v
@@ -517,12 +520,49 @@ async def cancel(turn_: Turn) -> object:
 
 @turn()
 async def certificate(turn_: Turn) -> None:
-    """/certificate: my doses, and a signed QR code that anyone can check with /verify."""
+    """/certificate: my doses, and a signed QR code that anyone can check with /verify; then a
+    choice per relative whose book the account holds (``cert:BOOK``, access checked)."""
     t = turn_.t
-    book = await hb.own_book(turn_.session, turn_.account) if turn_.account else None
-    if book is None:
+    held = await custody.held_books(turn_.session, turn_.account) if turn_.account else []
+    own = next((b for b in held if b.relation == "self"), None)
+    others = [b for b in held if b.relation != "self"]
+    if own is None and not others:
         turn_.say(t("certificate.no_book"))
         return
+    if own is not None:
+        await show_certificate(turn_, own)
+    if others:
+        private = is_private(turn_.update)
+        turn_.say(
+            t("certificate.others"),
+            inline(
+                [
+                    [(b.full_name if private else t(f"relation.{b.relation}"), f"cert:{b.id}")]
+                    for b in others
+                ]
+            ),
+        )
+
+
+@turn()
+async def certificate_of(turn_: Turn) -> None:
+    """A relative's (or a helped resident's) certificate, ``cert:BOOK``: access checked on
+    every press (the data can be forged)."""
+    ids = callback_ids(turn_.update, "cert", 1)
+    if ids is None:
+        turn_.toast(turn_.t("error.button.invalid"))
+        return
+    try:
+        found = await custody.require_book(turn_.session, turn_.account, ids[0])
+    except DomainError as err:
+        turn_.toast(render_error(turn_.t, err), alert=True)
+        return
+    await show_certificate(turn_, found.book)
+
+
+async def show_certificate(turn_: Turn, book: HealthBook) -> None:
+    """A book's doses and its signed QR code (named in a private chat when not one's own)."""
+    t = turn_.t
     rows = (
         await turn_.session.execute(
             select(Vaccination, Site.name)
@@ -531,8 +571,12 @@ async def certificate(turn_: Turn) -> None:
             .order_by(Vaccination.given_at, Vaccination.id)
         )
     ).all()
+    other = book.account_id != (turn_.account.id if turn_.account else None)
+    other = other or book.relation != "self"
     if not rows:
-        turn_.say(t("certificate.no_doses"))
+        private = is_private(turn_.update)
+        head = t("book.for", name=book.full_name) + "\n" if other and private else ""
+        turn_.say(head + t("certificate.no_doses"))
         return
     names = await _vaccine_names(turn_, sorted({vac.vaccine_code for vac, _ in rows}))
     lines = [
@@ -591,7 +635,11 @@ async def verify(turn_: Turn) -> None:
 
 def handlers() -> list[BaseHandler]:
     """Top-level handlers: /certificate and /verify."""
-    return [CommandHandler("certificate", certificate), CommandHandler("verify", verify)]
+    return [
+        CommandHandler("certificate", certificate),
+        CommandHandler("verify", verify),
+        CallbackQueryHandler(certificate_of, pattern=r"^cert:"),
+    ]
 
 
 def build() -> ConversationHandler:

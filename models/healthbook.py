@@ -24,6 +24,7 @@ from models.tables import (
     BOOKING_ACTIVE,
     Account,
     Assist,
+    AuditEntry,
     Booking,
     BookingDraft,
     Broadcast,
@@ -42,6 +43,7 @@ from models.tables import (
     StaffSite,
     Vaccination,
     Vaccine,
+    VolunteerWard,
     WaitlistEntry,
     utcnow,
 )
@@ -1003,6 +1005,14 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
             }
             for r in reactions
         ],
+        # who acted on their records for them (a relative, a volunteer, site staff): by role
+        # and commune, never by messenger id (the audit trail, models/audit.py)
+        "acted_on_records": await _trail(session, books, t),
+        # what this person did for others (as a relative, volunteer, staff): counted, the
+        # entries are the others' (the audit log)
+        "acted_for_others": await _count(
+            session, select(AuditEntry.id).where(AuditEntry.actor_id == account.id)
+        ),
         # what a typed number would choose now (a label may be the person's phone number)
         "offered_choices": [
             {"number": n, "label": label}
@@ -1014,6 +1024,12 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
             for n, (label, _code) in enumerate(set_aside.choices if set_aside else [], 1)
         ],
     }
+
+
+async def _trail(session: AsyncSession, books: Any, t: Labels) -> list[dict[str, Any]]:
+    from models.records import trail_of_books  # it uses this module's labels
+
+    return await trail_of_books(session, books, t)  # type: ignore[return-value]
 
 
 async def erase_account(
@@ -1048,7 +1064,12 @@ async def erase_account(
     await session.execute(delete(Vaccination).where(Vaccination.health_book_id.in_(books)))
     await session.execute(delete(WaitlistEntry).where(WaitlistEntry.health_book_id.in_(books)))
     await session.execute(delete(Booking).where(Booking.health_book_id.in_(books)))
-    for column in (Booking.checked_in_by, Booking.outcome_by, Vaccination.recorded_by):
+    for column in (
+        Booking.checked_in_by,
+        Booking.outcome_by,
+        Vaccination.recorded_by,
+        AuditEntry.actor_id,  # what they did for others stays in the trail, not by whom
+    ):
         await session.execute(
             update(column.class_)
             .where(column == account.id)
@@ -1071,6 +1092,18 @@ async def erase_account(
     session.info.get("drafts", {})[account.id] = None
     await session.execute(delete(BookingDraft).where(BookingDraft.account_id == account.id))
     await session.execute(delete(StaffSite).where(StaffSite.account_id == account.id))
+    # a volunteer's communes and the residents they help go; those residents' books stay (they
+    # are not the volunteer's to erase), without the name of who registered them
+    await session.execute(delete(Assist).where(Assist.account_id == account.id))
+    await session.execute(delete(VolunteerWard).where(VolunteerWard.account_id == account.id))
+    await session.execute(delete(ParkedDraft).where(ParkedDraft.account_id == account.id))
+    for column in (HealthBook.registered_by, HealthBook.consent_by):
+        await session.execute(
+            update(HealthBook)
+            .where(column == account.id)
+            .values({column.key: None})
+            .execution_options(synchronize_session=False)
+        )
     await session.execute(  # an admin's broadcasts stay, not where their progress was shown
         update(Broadcast)
         .where(Broadcast.created_by == account.id)
