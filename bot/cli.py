@@ -1321,6 +1321,10 @@ def sessions_cancel(
     typer.echo(_with_database(config, work))
 
 
+# invite, volunteers, staff remove, admin remove: their own module, on the groups above
+from bot import cli_roles as _cli_roles  # noqa: E402, F401
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from bot.settings import ConfigError, load_settings
-from bot.standin.zalo import ZaloChatDriver
 from models import checkin as ci
 from models import custody
 from models import healthbook as hb
@@ -424,5 +425,97 @@ def test_is_admin_honours_the_listed_accounts() -> None:
     assert is_admin(account, ["zalo:abc"]) and not is_admin(account, ["telegram:abc"])
 
 
-def _unused() -> None:  # keep imports used in every variant of the file
-    _ = (ZaloChatDriver, OTHER_SITE)
+# ---------------------------------------------------------------- the command line
+
+
+async def cli(h: ChatHarness, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``healthbook ARGS`` on the harness's database (in a thread: the bot keeps running)."""
+    from tests.test_cli import healthbook
+
+    config = tmp_path / "config.toml"
+    url = h.services.settings.database.url
+    config.write_text(f'[database]\nurl = "{url}"\n')
+    return await asyncio.to_thread(healthbook, *args, "--config", str(config), cwd=tmp_path)
+
+
+@pytest.mark.zalo_sqlite_only
+async def test_cli_invites_volunteers_and_staff(bot: ChatHarness, tmp_path: Path) -> None:
+    option = "--telegram-id" if bot.channel == "telegram" else "--zalo-id"
+    made = await cli(bot, tmp_path, "invite", "create", "--role", "volunteer", "--ward", "3006")
+    assert made.returncode == 0, made.stderr
+    code = made.stdout.strip().splitlines()[-1]
+    assert CODE.fullmatch(code), made.stdout
+    volunteer = bot.user()
+    await volunteer.send(f"/join {code}")
+    assert volunteer.last_text == t("vi", "join.volunteer", wards="Phường Sa Pa")
+    listed = await cli(bot, tmp_path, "volunteers", "list")
+    assert f"{bot.channel}:{uid(volunteer)}  active  0 registered  Phường Sa Pa" in listed.stdout
+    ok = await cli(bot, tmp_path, "volunteers", "suspend", option, uid(volunteer))
+    assert ok.returncode == 0 and "suspended" in ok.stdout, ok.stderr
+    account = await account_of(bot, volunteer)
+    async with bot.session() as session:
+        assert not await custody.is_volunteer(session, account)
+    assert "suspended" in (await cli(bot, tmp_path, "volunteers", "list")).stdout
+    ok = await cli(bot, tmp_path, "volunteers", "resume", option, uid(volunteer))
+    assert ok.returncode == 0 and "resumed" in ok.stdout
+    ok = await cli(bot, tmp_path, "volunteers", "remove", option, uid(volunteer))
+    assert ok.returncode == 0 and "now resident" in ok.stdout, ok.stdout
+    account = await account_of(bot, volunteer)
+    assert account is not None and account.role == "resident"
+    # staff, by invite; then removed
+    made = await cli(bot, tmp_path, "invite", "create", "--role", "staff", "--site", HOSPITAL)
+    code = made.stdout.strip().splitlines()[-1]
+    staff = bot.user()
+    await staff.send(f"/join {code}")
+    assert (await account_of(bot, staff)).role == "site_staff"  # type: ignore[union-attr]
+    listed = await cli(bot, tmp_path, "invite", "list", "--all")
+    assert "used_up" in listed.stdout and "volunteer" in listed.stdout
+    ok = await cli(bot, tmp_path, "staff", "remove", option, uid(staff), "--site", HOSPITAL)
+    assert ok.returncode == 0 and "now resident" in ok.stdout, ok.stderr
+    await staff.send("/day")
+    assert staff.last_text == t("vi", "site.staff_only")
+    # revoked in the CLI: refused in the chat
+    made = await cli(bot, tmp_path, "invite", "create", "--role", "staff", "--site", OTHER_SITE)
+    code = made.stdout.strip().splitlines()[-1]
+    async with bot.session() as session:
+        invite_id = await session.scalar(select(func.max(Invite.id)))
+    assert (await cli(bot, tmp_path, "invite", "revoke", str(invite_id))).returncode == 0
+    await staff.send(f"/join {code}")
+    assert staff.last_text == t("vi", "invite.revoked")
+    # strictly checked options: usage errors (2), refusals (1), nothing written
+    before = await invites_count(bot)
+    for args, status, said in (
+        (("invite", "create", "--role", "boss"), 2, "must be volunteer or staff"),
+        (("invite", "create", "--role", "volunteer"), 2, "at least one --ward"),
+        (("invite", "create", "--role", "volunteer", "--ward", "x1"), 2, "not a commune"),
+        (("invite", "create", "--role", "volunteer", "--ward", "1"), 2, "not a commune/ward"),
+        (("invite", "create", "--role", "staff"), 2, "needs --site"),
+        (
+            ("invite", "create", "--role", "staff", "--site", HOSPITAL, "--ward", "3006"),
+            2,
+            "--ward",
+        ),
+        (("invite", "create", "--role", "staff", "--site", HOSPITAL, "--uses", "0"), 2, "--uses"),
+        (("invite", "create", "--role", "staff", "--site", HOSPITAL, "--days", "91"), 2, "--days"),
+        (("invite", "create", "--role", "staff", "--site", "NOPE"), 1, "NOPE"),
+        (("invite", "revoke", "0"), 2, "not an invite id"),
+        (("invite", "revoke", "999999"), 1, "999999"),
+        (("volunteers", "suspend"), 2, "exactly one of --telegram-id and --zalo-id"),
+        (("volunteers", "suspend", "--telegram-id", "05"), 2, "positive whole number"),
+        (("volunteers", "suspend", "--telegram-id", "424242"), 1, t("vi", "roles.no_account")),
+        (("volunteers", "remove", option, uid(staff)), 1, t("vi", "roles.not_volunteer")),
+        (("staff", "remove", option, uid(staff)), 1, t("vi", "roles.not_staff")),
+        (("admin", "remove", option, uid(staff)), 1, t("vi", "roles.not_admin")),
+    ):
+        bad = await cli(bot, tmp_path, *args)
+        assert bad.returncode == status, (args, bad.stdout, bad.stderr)
+        assert said in " ".join(bad.stderr.split()), (args, bad.stderr)
+        assert "Traceback" not in bad.stderr
+    assert await invites_count(bot) == before
+    # admin remove: back to what their bindings give
+    admin = bot.user()
+    await make_admin(bot, admin)
+    ok = await cli(bot, tmp_path, "admin", "remove", option, uid(admin))
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("is now resident"), ok.stdout
+    await admin.send("/invite")
+    assert admin.last_text == t("vi", "invite.admins_only")
