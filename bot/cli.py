@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from typer.core import TyperCommand
 
+from bot.cli_audit import audit_app as _audit_app
 from bot.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -323,6 +324,7 @@ app.add_typer(sites_app, name="sites")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(staff_app, name="staff")
 app.add_typer(certificate_app, name="certificate")
+app.add_typer(_audit_app, name="audit")  # healthbook audit export (bot/cli_audit.py)
 
 
 class _Unusable(Exception):
