@@ -312,15 +312,17 @@ async def _reconsent(turn_: Turn, kind: str) -> object:
 
 async def join_handover(turn_: Turn, code: str) -> bool:
     """``/join CODE`` with a hand-over code (``GD-XXXX-XXXX``): take over one's own health
-    book. False when ``code`` is no hand-over code (an invite's: handlers/invites.py deals
-    with it); True when the reply (the book taken over, the consent to give first, or why
-    not) is queued."""
+    book. False when ``code`` is no hand-over code, or none that exists (used up): /join
+    (handlers/invites.py) says so and counts it as a wrong guess. True when the reply (the
+    book taken over, the consent to give first, or why not) is queued."""
     if fam.normalize_handover(code) is None:
         return False
     t, session = turn_.t, turn_.session
     try:
         offered = await fam.check_handover(session, turn_.account, code, turn_.services.clock())
     except DomainError as err:
+        if err.key == "family.join.unknown":
+            return False  # counted as a wrong code, and said so, by /join
         turn_.say(render_error(t, err))
         return True
     if turn_.account is None or await hb.latest_consent(session, turn_.account) is None:
