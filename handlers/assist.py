@@ -18,7 +18,6 @@ active volunteer gets the same short notice, and nothing changes.
 from __future__ import annotations
 
 import functools
-import importlib
 import warnings
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -54,6 +53,7 @@ from handlers.common import (
 from handlers.healthbook import Step, SubjectHooks, subject_line
 from models import assist as ma
 from models import custody
+from models import family as fam
 from models import healthbook as hb
 from models import validators as v
 from models.errors import DomainError, InvalidAnswer
@@ -270,8 +270,7 @@ async def open_resident(turn_: Turn) -> object:
         ],
         [(t("assist.button.ticket"), f"bk:ticket:{book.id}")],
     ]
-    if _handover() is not None:
-        rows[1].append((t("assist.button.handover"), f"as:h:{book.id}"))
+    rows[1].append((t("assist.button.handover"), f"as:h:{book.id}"))
     rows.append([(t("assist.button.menu"), "as:menu")])
     turn_.say(
         t("assist.resident", status=t(f"assist.status.{status}"))
@@ -282,31 +281,35 @@ async def open_resident(turn_: Turn) -> object:
     return ConversationHandler.END
 
 
-def _handover() -> Callable[..., Awaitable[Any]] | None:
-    """The family module's hand-over code maker, when it is there."""
-    try:  # the family helper's module (issue 9): used when it is there
-        family = importlib.import_module("models.family")
-    except ImportError:
-        return None
-    return getattr(family, "create_handover", None)
-
-
 async def hand_over(turn_: Turn) -> object:
-    """Hand over: a one-time code the resident sends with /join to take over their own book."""
+    """Hand over: a one-time code the resident sends with /join to hold their own book."""
     volunteer = await _volunteer(turn_)
     ids = callback_ids(turn_.update, "as:h", 1)
-    make = _handover()
     if volunteer is None:
         return ConversationHandler.END
+    now = turn_.services.clock()
     try:
-        if ids is None or make is None:
+        if ids is None:
             raise DomainError("access.denied")
         book = (await custody.require_book(turn_.session, volunteer, ids[0])).book
-        code = await make(turn_.session, volunteer, book)
+        code = await fam.create_handover(turn_.session, volunteer, book.id, now)
     except DomainError as err:
-        turn_.say(render_error(turn_.t, err))
+        if err.key == "access.denied":
+            _denied(turn_)
+        else:
+            turn_.say(render_error(turn_.t, err))
         return ConversationHandler.END
-    turn_.say(turn_.t("assist.handover", code=str(code)))
+    until = (now + fam.HANDOVER_LIFE).astimezone(turn_.services.tz)
+    turn_.say(
+        turn_.t(
+            "family.handover.code",
+            name=book.full_name,
+            code=fam.format_handover(code),
+            until=f"{until:%d/%m %H:%M}",
+            hours=int(fam.HANDOVER_LIFE.total_seconds() // 3600),
+        ),
+        inline([[(turn_.t("assist.button.menu"), "as:menu")]]),
+    )
     return ConversationHandler.END
 
 
