@@ -46,6 +46,7 @@ COMMANDS = (
     "appointments",
     "certificate",
     "profile",
+    "family",
     "mydata",
     "language",
     "cancel",
