@@ -97,7 +97,8 @@ async def rest_of_the_book(person: Person) -> None:
     await person.press(tt("button.skip"))
     for _ in range(30):
         text = person.last_text or ""
-        if tt("review.title") in text or "91/2025" in text:
+        confirm = {tt("family.button.consent_guardian"), tt("family.button.consent_relative")}
+        if tt("review.title") in text or confirm & set(person.buttons):
             return
         if tt("ask.allergies") in text or tt("ask.chronic_conditions") in text:
             await person.press(tt("button.not_sure"))
@@ -293,6 +294,21 @@ async def test_an_other_relative_who_is_a_minor_needs_the_guardian(
     account = await account_of(h, holder)
     _, nephew = await books_of(h, account.id)
     assert (nephew.relation, nephew.consent_kind) == ("other", "guardian")
+    # a "child" who is an adult: their own agreement, confirmed instead of the guardian's
+    await add_relative(h, holder, "child", ("Lò Văn Lực", "3/3/2000", "male", None))
+    assert (
+        tt(
+            "family.review.agreed",
+            name="Lò Văn Lực",
+            born="03/03/2000",
+            version=(h.services.settings.bot.consent_version),
+        )
+        in holder.last_text
+    )
+    await holder.press(tt("family.button.consent_relative"))
+    await holder.press(tt("button.save"))
+    _, _, son = await books_of(h, account.id)
+    assert (son.relation, son.consent_kind) == ("child", "relative")
 
 
 # ---------------------------------------------------------------- hand-over
@@ -486,3 +502,41 @@ def test_codes_and_ages() -> None:
     assert fam.is_minor("2008-11-26", today) is True
     assert fam.is_minor("2008-11-25", today) is False
     assert fam.is_minor(None, today) is None
+
+
+async def test_a_grandchild_without_a_book_registers_a_grandmother_and_edits_it(
+    chat_sample: ChatHarness,
+) -> None:
+    """Someone with no health book of their own may keep a relative's (a grandchild helping a
+    grandmother): their own agreement to the terms is recorded with the confirmation."""
+    h = chat_sample
+    grandchild = h.user()
+    grandma = ("Vàng Thị Sua", "5/5/1948", "female", None)
+    await add_relative(h, grandchild, "other", grandma)
+    await grandchild.press(tt("button.save"))
+    assert tt("family.saved.new", name=grandma[0], relation=rel("other")) in said(grandchild)
+    account = await account_of(h, grandchild)
+    [book] = await books_of(h, account.id)
+    assert (book.relation, book.consent_kind) == ("other", "relative")
+    async with h.session() as s:
+        assert await hb.latest_consent(s, account) is not None
+        assert await hb.own_book(s, account) is None
+    # edit: the review of that book, one field, saved; audited with the field's name only
+    await grandchild.send("/family")
+    await grandchild.press(f"{rel('other')}: {grandma[0]}")
+    await grandchild.press(tt("family.button.edit"))
+    assert tt("review.title") in grandchild.last_text
+    await grandchild.press(tt("button.edit_field", field=tt("field.full_name")))
+    await grandchild.send("Vàng Thị Súa")
+    assert tt("review.title") in grandchild.last_text
+    await grandchild.press(tt("button.save"))
+    assert tt("family.saved.updated", name="Vàng Thị Súa", relation=rel("other")) in said(
+        grandchild
+    )
+    assert await audit_actions(h, book.id) == [("created", "relative"), ("edited", "relative")]
+    async with h.session() as s:
+        entry = await s.scalar(select(AuditEntry).where(AuditEntry.action == "edited"))
+        assert entry is not None and entry.fields == ["full_name"]
+    # their own book is still theirs to begin
+    await grandchild.send("/start")
+    assert tt("start.has_book") not in (grandchild.last_answer or "")
