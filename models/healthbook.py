@@ -220,13 +220,18 @@ async def park_draft(session: AsyncSession, account: Account) -> ParkedDraft | N
         consent=dict(draft.consent or {}),
         answers=dict(draft.answers or {}),
         editing=draft.editing,
-        updated_at=draft.updated_at or utcnow(),
+        # drafts.updated_at is a plain column (naive on SQLite); parked_drafts' is UTC-aware
+        updated_at=_aware(draft.updated_at) if draft.updated_at else utcnow(),
     )
     session.add(parked)
     await session.delete(draft)
     session.info.get("drafts", {}).pop(account.id, None)
     await session.flush()
     return parked
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 async def parked_drafts(session: AsyncSession, account: Account) -> list[ParkedDraft]:
