@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from models.tables import Account
 
-invite_app = _group("Invite codes: volunteers of communes and staff of sites join with /join.")
+invite_app = _group("Invite codes for volunteers and site staff.")
 volunteers_app = _group("Commune volunteers: list, suspend, resume, remove.")
 app.add_typer(invite_app, name="invite")
 app.add_typer(volunteers_app, name="volunteers")
@@ -166,8 +166,8 @@ def invite_list(
     ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """List the invites still usable (--all: every invite): id, role, communes or site, uses
-    left, end, status. Codes are not kept: they cannot be shown again."""
+    """List the invites still usable. With --all, every invite: id, role, status, uses left,
+    end, communes or site. Codes are not kept: they cannot be shown again."""
     from models import invites as inv
     from models.tables import Site
 
@@ -225,7 +225,7 @@ async def _account(session: AsyncSession, channel: str, external_id: str) -> Acc
 
 @volunteers_app.command("list")
 def volunteers_list(config: ConfigOpt = None) -> None:
-    """List the volunteers: account, status, residents registered, communes."""
+    """List the volunteers. Each with their status, residents registered and communes."""
     from models import invites as inv
 
     async def work(session: AsyncSession) -> list[str]:
@@ -270,13 +270,13 @@ def _volunteer_command(name: str, doc: str) -> None:
 
 _volunteer_command(
     "suspend",
-    "Suspend a volunteer's or a staff member's rights at once (they act as a resident until "
-    "resumed). Give exactly one of --telegram-id and --zalo-id.",
+    "Suspend a volunteer's or staff member's rights. At once: they act as a resident until "
+    "resumed. Give exactly one of --telegram-id and --zalo-id.",
 )
 _volunteer_command("resume", "Give a suspended volunteer or staff member their rights back.")
 _volunteer_command(
     "remove",
-    "Remove a volunteer: their communes go, their role falls back (staff stay staff). The "
+    "Remove a volunteer. Their communes go, their role falls back (staff stay staff); the "
     "residents they registered keep their records.",
 )
 
@@ -291,8 +291,8 @@ def staff_remove(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Remove a staff member from a site (--site) or from every site; their role falls back.
-    Give exactly one of --telegram-id and --zalo-id."""
+    """Remove a staff member from their sites. From one with --site, else from every site;
+    their role falls back. Give exactly one of --telegram-id and --zalo-id."""
     from models import invites as inv
 
     channel, external_id = _account_option(telegram_id, zalo_id)
@@ -310,7 +310,7 @@ def staff_remove(
 def admin_remove(
     telegram_id: TelegramIdOpt = None, zalo_id: ZaloIdOpt = None, config: ConfigOpt = None
 ) -> None:
-    """Take the admin role away (back to staff or volunteer if still bound, else resident).
+    """Take the admin role away. Back to staff or volunteer if still bound, else resident.
     Give exactly one of --telegram-id and --zalo-id."""
     from models.roles import revoke_admin
 
