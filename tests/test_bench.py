@@ -140,3 +140,23 @@ def test_a_tiny_dispatch_run_end_to_end() -> None:
     assert figures["cpu_ms_per_message"] > 0
     assert figures["baseline"]["messages"] == 300
     assert "healthbook dispatcher" in done.stdout and "bare loop (baseline)" in done.stdout
+
+
+def test_assist_bench_quick() -> None:
+    """``python -m bench.assist --quick``: every assisted registration saved, in few messages,
+    the goal of 30 an hour at a human pace met, and the resident's own registration beside it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.assist", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=True,
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assisted, alone = figures["assisted"], figures["self"]
+    assert assisted["errors"] == alone["errors"] == 0
+    assert assisted["registrations"] == 9 and alone["registrations"] == 3
+    assert assisted["messages_per_registration"] <= 18 < alone["messages_per_registration"]
+    assert figures["goal_met"] and assisted["registrations_per_hour_at_pace"] >= 30
+    assert assisted["bot_cpu_s_per_registration"] > 0
