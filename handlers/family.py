@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import exists, select
 from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, ConversationHandler
 
 from handlers import healthbook
@@ -33,7 +34,7 @@ from models import custody
 from models import family as fam
 from models import healthbook as hb
 from models.errors import DomainError, InvalidAnswer
-from models.tables import Draft, HealthBook
+from models.tables import BOOKING_ACTIVE, Booking, Draft, HealthBook
 
 NAME = healthbook.NAME
 PRIVATE = healthbook.PRIVATE
@@ -139,17 +140,23 @@ async def _relative(turn_: Turn, book_id: int) -> HealthBook | None:
     return found.book
 
 
-def _choices(turn_: Turn, book: HealthBook) -> object:
+async def _choices(turn_: Turn, book: HealthBook) -> object:
     t = turn_.t
-    return inline(
-        [
-            [(t("family.button.edit"), f"fam:edit:{book.id}")],
-            [(t("family.button.booking"), f"bk:for:{book.id}")],
-            [(t("family.button.handover"), f"fam:handover:{book.id}")],
-            [(t("family.button.remove"), f"fam:remove:{book.id}")],
-            [(t("family.button.list"), "fam:list")],
-        ]
+    rows = [
+        [(t("family.button.edit"), f"fam:edit:{book.id}")],
+        [(t("family.button.booking"), f"bk:for:{book.id}")],
+        [(t("family.button.handover"), f"fam:handover:{book.id}")],
+        [(t("family.button.remove"), f"fam:remove:{book.id}")],
+        [(t("family.button.list"), "fam:list")],
+    ]
+    booked = await turn_.session.scalar(
+        select(
+            exists().where(Booking.health_book_id == book.id, Booking.status.in_(BOOKING_ACTIVE))
+        )
     )
+    if booked:  # its ticket, to print or show (handlers/booking.py)
+        rows.insert(2, [(t("family.button.ticket"), f"bk:ticket:{book.id}")])
+    return inline(rows)
 
 
 async def show_book(turn_: Turn, book: HealthBook) -> None:
@@ -159,7 +166,7 @@ async def show_book(turn_: Turn, book: HealthBook) -> None:
         t("family.book.title", relation=_relation(turn_, book.relation), name=book.full_name)
         + "\n\n"
         + healthbook.summary(turn_, hb.answers_of_book(book)),
-        _choices(turn_, book),
+        await _choices(turn_, book),
     )
 
 

@@ -328,6 +328,10 @@ async def claim_handover(
     if consent is None:
         raise DomainError("family.join.consent")
     book, row = offered.book, offered.row
+    begun = await hb.get_draft(session, account)  # their own book begun: it exists now
+    if begun is not None and begun.subject == "self" and begun.book_id is None:
+        await session.delete(begun)
+        session.info.setdefault("drafts", {})[account.id] = None
     maker = await session.get(Account, row.created_by) if row.created_by is not None else None
     previous = await session.get(Account, book.account_id) if book.account_id else None
     capacity = (

@@ -200,6 +200,12 @@ async def test_a_resident_adds_two_relatives_books_for_one_and_gets_the_reminder
     await send_due(h)
     reminders = h.api.messages(holder.user.id)[before:]
     assert any(booking.code in (m.get("text") or "") for m in reminders)
+    # the father's ticket, from his choices
+    await holder.send("/family")
+    await holder.press(f"{FATHER_REL}: {FATHER[0]}")
+    shown = sum(booking.code in x for x in holder.texts)
+    await holder.press(tt("family.button.ticket"))
+    assert sum(booking.code in x for x in holder.texts) > shown
 
 
 async def test_own_id_a_relative_twice_and_a_loop_change_nothing(chat_sample: ChatHarness) -> None:
