@@ -960,7 +960,7 @@ async def appointment_button(turn_: Turn) -> None:
         return
     if action == "x":
         turn_.say(
-            t("appointments.cancel_confirm", code=booking.code),
+            whose(turn_, book) + t("appointments.cancel_confirm", code=booking.code),
             inline(
                 [
                     [(t("appointments.button_cancel_yes"), f"ap:xx:{booking.id}")],
@@ -1004,7 +1004,7 @@ async def appointment_button(turn_: Turn) -> None:
             turn_.say(render_error(t, err))
             return
         await records.note(turn_.session, turn_.account, book, "rescheduled", fields=["session"])
-        turn_.close_with = t("appointments.rescheduled")
+        turn_.close_with = whose(turn_, book) + t("appointments.rescheduled")
         await send_ticket(turn_, moved)
         await offer_to_waitlist(turn_, old_session)
     else:
