@@ -433,10 +433,11 @@ async def _ask_hook(turn_: Turn, draft: Draft, step: Step) -> bool:
     (a "child" who is an adult, an "other" relative who is a minor)."""
     if step is not Step.REVIEW:
         return False
-    minor = fam.is_minor((draft.answers or {}).get("date_of_birth"), turn_.services.today())
+    born_on = (draft.answers or {}).get("date_of_birth")
     kind = await _consent_kind(turn_, draft)
-    if minor is None or minor == (kind == "guardian"):
+    if not fam.consent_mismatch(kind, born_on, turn_.services.today()):
         return False
+    minor = fam.is_minor(born_on, turn_.services.today())
     t = turn_.t
     name = (draft.answers or {}).get("full_name") or "…"
     born = _day(dt.date.fromisoformat(draft.answers["date_of_birth"]))

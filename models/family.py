@@ -88,6 +88,14 @@ def is_minor(date_of_birth: dt.date | str | None, today: dt.date) -> bool | None
     return v.age_on(date_of_birth, today) < ADULT_AGE
 
 
+def consent_mismatch(kind: str | None, date_of_birth: dt.date | str | None, today: dt.date) -> bool:
+    """Whether the consent given for a relative is not the kind their age calls for: a minor's
+    data needs a parent's or legal guardian's (``guardian``), an adult agrees themselves
+    (``relative``, confirmed by the holder). Unknown age: no mismatch yet."""
+    minor = is_minor(date_of_birth, today)
+    return minor is not None and minor != (kind == "guardian")
+
+
 def consent_for(kind: str, version: str, now: dt.datetime) -> dict[str, Any]:
     """What the holder confirmed, as kept in ``drafts.consent`` (``save_book`` copies ``kind``
     to the book's ``consent_kind``): ``relative`` (the adult relative agreed to the terms of
@@ -386,6 +394,7 @@ __all__ = [
     "check_handover",
     "claim_handover",
     "consent_for",
+    "consent_mismatch",
     "create_handover",
     "format_handover",
     "is_minor",

@@ -493,6 +493,12 @@ async def save_book(
         error.params.setdefault("field", field)
         raise error
     book = await session.get(HealthBook, draft.book_id) if draft.book_id else None
+    if draft.subject == "relative":  # a child's data: a parent's or guardian's consent
+        from models.family import consent_mismatch
+
+        kind = (draft.consent or {}).get("kind") or (book.consent_kind if book else None)
+        if consent_mismatch(kind, data.date_of_birth, dt.datetime.now(LOCAL_TZ).date()):
+            raise DomainError("family.error.consent")
     capacity: str = draft.subject if draft.subject in custody.SUBJECTS else "self"
     if book is not None:
         found = await custody.access(session, account, book)

@@ -294,10 +294,16 @@ async def test_an_other_relative_who_is_a_minor_needs_the_guardian(
     holder = await resident(h, "001234")
     await add_relative(h, holder, "other", ("Lò Văn Tú", "3/3/2015", "male", None))
     assert "91/2025" in holder.last_text and tt("button.save") not in holder.buttons
+    account = await account_of(h, holder)
+    if h.channel == "telegram":  # a forged Save without the confirmation: nothing saved
+        await holder.press_data("hb:review:save")
+        assert tt("family.error.consent") in said(holder)
+        assert len(await books_of(h, account.id)) == 1
+        await holder.send("/start")
+        assert "91/2025" in holder.last_text
     await holder.press(tt("family.button.consent_guardian"))
     assert tt("review.title") in holder.last_text
     await holder.press(tt("button.save"))
-    account = await account_of(h, holder)
     _, nephew = await books_of(h, account.id)
     assert (nephew.relation, nephew.consent_kind) == ("other", "guardian")
     # a "child" who is an adult: their own agreement, confirmed instead of the guardian's
