@@ -669,11 +669,15 @@ def staff_list(config: ConfigOpt = None) -> None:
     async def work(session: AsyncSession) -> list[str]:
         rows = await session.execute(
             select(Account.channel, Account.external_id, Account.role, Site.code)
+            .add_columns(Account.suspended_at)
             .join(StaffSite, StaffSite.account_id == Account.id)
             .join(Site, Site.id == StaffSite.site_id)
             .order_by(Site.code, Account.external_id)
         )
-        return [f"{code:<20} {channel}:{ext}  ({role})" for channel, ext, role, code in rows]
+        return [
+            f"{code:<20} {channel}:{ext}  ({role}{', suspended' if suspended else ''})"
+            for channel, ext, role, code, suspended in rows
+        ]
 
     rows = _with_database(config, work)
     typer.echo("\n".join(rows) if rows else "no site staff")

@@ -470,6 +470,9 @@ async def test_cli_invites_volunteers_and_staff(bot: ChatHarness, tmp_path: Path
     assert (await account_of(bot, staff)).role == "site_staff"  # type: ignore[union-attr]
     listed = await cli(bot, tmp_path, "invite", "list", "--all")
     assert "used_up" in listed.stdout and "volunteer" in listed.stdout
+    assert (await cli(bot, tmp_path, "volunteers", "suspend", option, uid(staff))).returncode == 0
+    listed = await cli(bot, tmp_path, "staff", "list")
+    assert f"{bot.channel}:{uid(staff)}  (site_staff, suspended)" in listed.stdout
     ok = await cli(bot, tmp_path, "staff", "remove", option, uid(staff), "--site", HOSPITAL)
     assert ok.returncode == 0 and "now resident" in ok.stdout, ok.stderr
     await staff.send("/day")
