@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from models import audit
 from models import family as fam
 from models import healthbook as hb
+from models import validators as v
 from models.campaigns import SAMPLE_WARD, sample_book
 from models.errors import DomainError
 from models.tables import (
@@ -281,9 +282,20 @@ async def test_own_id_a_relative_twice_and_a_loop_change_nothing(chat_sample: Ch
     await holder.send("010185007777")
     assert tt("family.error.loop") in said(holder)
     assert tt("ask.id_number") in holder.last_text
-    # an ID number registered elsewhere: where and when, nothing more
-    await holder.press(tt("button.no_id"))  # (the loop again, by name and date of birth)
+    await holder.press(tt("button.no_id"))  # the loop again, by name and date of birth
     assert tt("family.error.loop") in said(holder)
+    # an ID number registered elsewhere: where and when, nothing more
+    async with h.session() as s, s.begin():
+        other = await hb.ensure_account(s, channel_of(holder), "neighbour-1")
+        s.add(sample_book(other.id, id_number="010185008888"))
+    await holder.send("010185008888")
+    elsewhere = tt(
+        "family.error.id_elsewhere",
+        ward=v.ward_name(SAMPLE_WARD),
+        date=dt.datetime.now(dt.UTC).strftime("%d/%m/%Y"),
+    )
+    assert elsewhere in said(holder) and "Lò Thị Mai" not in said(holder)
+    assert tt("ask.id_number") in holder.last_text
     assert len(await books_of(h, account.id)) == 3
 
 
