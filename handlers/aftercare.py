@@ -21,8 +21,8 @@ from bot.i18n import Translator
 from handlers.common import Turn, callback_parts, inline, parse_id, timing, turn
 from handlers.notices import Notice, renders
 from models import aftercare as ac
+from models import custody, outbox
 from models import healthbook as hb
-from models import outbox
 from models.checkin import STAFF_ROLES
 from models.errors import DomainError
 from models.tables import Account, Booking, Reaction, Site, Vaccine
@@ -67,12 +67,17 @@ async def after_dose(turn_: Turn, booking: Booking) -> None:
     planned = await ac.plan_checkin(
         turn_.session, booking, as_aware(dose.vaccination.given_at), timing(services)
     )
-    account = await turn_.session.get(Account, dose.book.account_id)
+    # the holder, or the volunteer helping a resident without an account (models/custody.py)
+    recipient = await custody.recipient_id(turn_.session, dose.book)
+    account = await turn_.session.get(Account, recipient) if recipient is not None else None
     if account is None:
         return
     to = await hb.reply_address(turn_.session, account)
     t = services.translations.get(account.locale, to.channel)
     text = t("aftercare.advice", **numbers(turn_))
+    found = await custody.access(turn_.session, account, dose.book)
+    if found is not None and found.for_another:  # whose dose it was
+        text = t("notice.for", name=dose.book.full_name) + "\n" + text
     if planned is not None:
         text += "\n\n" + t("aftercare.will_ask", when=_local(t, planned.due_at, services.tz))
     turn_.notify(to, text, locale=t.locale)

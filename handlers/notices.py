@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.channels.base import Reply
 from bot.context import Services
 from bot.i18n import Translator
+from models import custody
 from models import healthbook as hb
 from models.addresses import Address
 from models.tables import Account, HealthBook, OutboxMessage
@@ -80,10 +81,12 @@ async def render(session: AsyncSession, services: Services, message: OutboxMessa
     if reply is None:
         return None
     if message.health_book_id is not None and reply.text:
-        # about a relative's or a helped resident's appointment: say whose (a private chat)
+        # about a relative's or a helped resident's appointment: say whose, to the one who acts
+        # for them (not to site staff told of a reaction: they are told no name)
         book = await session.get(HealthBook, message.health_book_id)
-        if book is not None and (book.account_id != account.id or book.relation != "self"):
-            reply.text = t("notice.for", name=book.full_name) + "\n" + reply.text
+        found = await custody.access(session, account, book) if book is not None else None
+        if found is not None and found.for_another:
+            reply.text = t("notice.for", name=found.book.full_name) + "\n" + reply.text
     reply.to = to
     reply.locale = account.locale or services.settings.bot.default_locale
     return reply

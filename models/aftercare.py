@@ -120,7 +120,8 @@ async def report(
     if severity not in RANK:
         raise DomainError("aftercare.not_found")
     dose = await dose_of(session, booking_id)
-    if dose is None or dose.book.account_id != person.id:
+    # the person, their relative's holder, or the volunteer helping them (models/custody.py)
+    if dose is None or await custody.access(session, person, dose.book) is None:
         raise DomainError("aftercare.not_found")
     if to_utc(now) - as_aware(dose.vaccination.given_at) > dt.timedelta(days=ANSWER_DAYS):
         raise DomainError("aftercare.closed")

@@ -692,3 +692,53 @@ async def test_audit_export_streams_csv_and_jsonl(tmp_path: Path) -> None:
     ):
         code, _, err = await asyncio.to_thread(run, *bad)
         assert code == 2 and "Error" in err, bad
+
+
+# ---------------------------------------------------------------- after-care
+
+
+async def test_after_care_goes_to_whoever_acts_for_them_and_names_them(
+    chat_sample: ChatHarness,
+) -> None:
+    from models import aftercare as ac
+
+    h = chat_sample
+    holder = await resident(h, "001414", born="15/3/1990")
+    father = await add_relative(h, holder)
+    vol = await make_volunteer(h)
+    dua = await add_assisted(h, holder, vol)
+    staff = h.user()
+    bookings = [await book_directly(h, father), await book_directly(h, dua)]
+    async with h.session() as session, session.begin():
+        staff_account = await ci.grant_staff_to(session, h.channel, uid(staff), "LC-TYT-SAPA")
+        for booking in bookings:
+            slot = await session.get(Session, booking.session_id)
+            campaign = await session.get(Campaign, booking.campaign_id)
+            assert slot is not None and campaign is not None
+            at = dt.datetime.combine(slot.date, dt.time(8), tzinfo=h.services.tz)
+            await ci.check_in(session, staff_account, booking.code, at)
+            await ci.record_dose(
+                session, staff_account, booking.id, campaign.vaccine_codes[0], "L1", at
+            )
+            planned = await ac.plan_checkin(session, booking, at, timing(h.services))
+            assert planned is not None
+            planned.due_at = h.clock() - dt.timedelta(minutes=1)
+    await send_due(h)
+    for person, name in ((holder, FATHER), (vol, RESIDENT)):
+        asked = next(
+            x
+            for x in reversed(person.texts)
+            if tt("aftercare.button.fine") in x or x.startswith(tt("notice.for", name=name))
+        )
+        assert asked.startswith(tt("notice.for", name=name)), asked
+    # each answers for them; a serious one reaches the site's staff without any name
+    await holder.press(tt("aftercare.button.fine"))
+    await vol.press(tt("aftercare.button.serious"))
+    await send_due(h)
+    async with h.session() as session:
+        reactions = {
+            r.health_book_id: r.severity for r in await session.scalars(select(ac.Reaction))
+        }
+    assert reactions == {father: "fine", dua: "serious"}
+    alert = " ".join(staff.texts)
+    assert bookings[1].code in alert and RESIDENT not in alert and FATHER not in alert
