@@ -742,3 +742,67 @@ async def test_after_care_goes_to_whoever_acts_for_them_and_names_them(
     assert reactions == {father: "fine", dua: "serious"}
     alert = " ".join(staff.texts)
     assert bookings[1].code in alert and RESIDENT not in alert and FATHER not in alert
+
+
+async def test_next_dose_reminder_books_for_the_relative(chat_sample: ChatHarness) -> None:
+    h = chat_sample
+    holder = await resident(h, "001515", born="15/3/1990")
+    father = await add_relative(h, holder)
+    booking = await book_directly(h, father)
+    staff = h.user()
+    async with h.session() as session, session.begin():
+        staff_account = await ci.grant_staff_to(session, h.channel, uid(staff), "LC-TYT-SAPA")
+        slot = await session.get(Session, booking.session_id)
+        campaign = await session.get(Campaign, booking.campaign_id)
+        assert slot is not None and campaign is not None
+        at = dt.datetime.combine(slot.date, dt.time(8), tzinfo=h.services.tz)
+        await ci.check_in(session, staff_account, booking.code, at)
+        window = await ci.record_dose(
+            session,
+            staff_account,
+            booking.id,
+            campaign.vaccine_codes[0],
+            "L1",
+            at,
+            timing=timing(h.services),
+        )
+        assert window is not None and window.dose == 2
+        due = await session.scalar(
+            select(OutboxMessage).where(
+                OutboxMessage.kind == "dose_due", OutboxMessage.health_book_id == father
+            )
+        )
+        assert due is not None
+        due.due_at = h.clock() - dt.timedelta(minutes=1)
+    await send_due(h)
+    assert holder.texts[-1].startswith(tt("notice.for", name=FATHER))
+    await holder.press(tt("reminder.button_book_dose", dose=2))  # bk:go:CAMPAIGN:BOOK
+    said = holder.last_answer or ""
+    assert tt("book.for", name=FATHER) in said and "mũi 2" in said
+    async with h.session() as session:
+        draft = await session.get(BookingDraft, (await account_of(h, holder)).id)
+        assert draft is not None and draft.health_book_id == father
+
+
+async def test_waitlist_for_a_relative_is_audited(chat_sample: ChatHarness) -> None:
+    h = chat_sample
+    holder = await resident(h, "001616", born="15/3/1990")
+    father = await add_relative(h, holder)
+    async with h.session() as session, session.begin():
+        site = await lk.get_site(session, "LC-TYT-SAPA")
+        await session.execute(
+            Session.__table__.update().where(Session.site_id == site.id).values(capacity=0)
+        )
+    await holder.send("/family")
+    await holder.press(tt("family.button.book", relation=tt("relation.father"), name=FATHER))
+    await holder.press(tt("family.button.booking"))
+    await holder.press("COVID-19")
+    await holder.press("Sa Pa")
+    await holder.press(tt("book.button_waitlist_site"))
+    assert any(tt("waitlist.joined", hours=60) in x for x in holder.texts[-2:])
+    [entry] = await trail(h)
+    assert (entry.action, entry.actor_role, entry.health_book_id) == (
+        "waitlisted",
+        "relative",
+        father,
+    )
