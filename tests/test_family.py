@@ -144,6 +144,26 @@ async def handover_code(person: Person, name: str) -> str:
 FATHER_REL = rel("father")
 
 
+async def book_for(holder: Person) -> None:
+    """From a relative's choices: Book a place, the first place at Sa Pa."""
+    await holder.press(tt("family.button.booking"))
+    await holder.press("COVID-19")
+    await holder.press("Sa Pa")
+    await holder.press(holder.buttons[0])
+    await holder.press(holder.buttons[0])
+    await holder.press(tt("book.button_confirm"))
+
+
+async def pending_reminders(h: ChatHarness, book_id: int) -> list[OutboxMessage]:
+    async with h.session() as s:
+        rows = await s.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.health_book_id == book_id, OutboxMessage.status == "pending"
+            )
+        )
+        return list(rows)
+
+
 # ---------------------------------------------------------------- the resident's family
 
 
@@ -182,12 +202,7 @@ async def test_a_resident_adds_two_relatives_books_for_one_and_gets_the_reminder
     # book a place for the father (the booking conversation, "bk:for:ID")
     await holder.press(tt("family.button.list"))
     await holder.press(f"{FATHER_REL}: {FATHER[0]}")
-    await holder.press(tt("family.button.booking"))
-    await holder.press("COVID-19")
-    await holder.press("Sa Pa")
-    await holder.press(holder.buttons[0])
-    await holder.press(holder.buttons[0])
-    await holder.press(tt("book.button_confirm"))
+    await book_for(holder)
     async with h.session() as s:
         [booking] = (await s.scalars(select(Booking).where(Booking.status == "booked"))).all()
         rows = list(
@@ -353,6 +368,11 @@ async def test_a_relative_takes_over_their_book_and_the_holder_loses_it(
 ) -> None:
     h = chat_sample
     holder, account, father = await _holder_with_father(h)
+    await holder.send("/family")
+    await holder.press(f"{FATHER_REL}: {FATHER[0]}")
+    await book_for(holder)
+    planned = await pending_reminders(h, father.id)
+    assert planned and {r.account_id for r in planned} == {account.id}
     code = await handover_code(holder, FATHER[0])
     assert ("handover_code", "relative") in await audit_actions(h, father.id)
     # the holder opens the father's book again: these choices will be stale
@@ -372,11 +392,23 @@ async def test_a_relative_takes_over_their_book_and_the_holder_loses_it(
     assert len(await books_of(h, account.id)) == 1
     assert await audit_actions(h, father.id) == [
         ("created", "relative"),
+        ("booked", "relative"),
         ("handover_code", "relative"),
         ("handed_over", "relative"),
     ]
     await dad.send("/profile")
     assert FATHER[0] in dad.last_text
+    # his reminders go to him now, not to the former holder
+    moved = await pending_reminders(h, father.id)
+    assert {r.id for r in moved} == {r.id for r in planned}
+    assert {r.account_id for r in moved} == {dad_account.id}
+    first = min(moved, key=lambda r: r.due_at)
+    h.clock.advance(seconds=(first.due_at.replace(tzinfo=dt.UTC) - h.clock()).total_seconds())
+    holder_had = len(h.api.messages(holder.user.id))
+    dad_had = len(h.api.messages(dad.user.id))
+    await send_due(h)
+    assert len(h.api.messages(dad.user.id)) > dad_had
+    assert len(h.api.messages(holder.user.id)) == holder_had
     # the former holder: not listed, and the old choices are refused
     # (on Zalo the refusal, offering no choices, ends the old numbered list: one is tried)
     for label in ("remove", "edit", "handover")[: 1 if h.channel == "zalo" else 3]:
