@@ -66,11 +66,10 @@ async def show_family(turn_: Turn) -> None:
     rows: list[list[tuple[str, str]]] = []
     lines = [t("family.title")]
     if books:
-        for n, book in enumerate(books, 1):
+        for book in books:
             lines.append(
                 t(
                     "family.line",
-                    n=n,
                     relation=_relation(turn_, book.relation),
                     name=book.full_name,
                     born=_day(book.date_of_birth),

@@ -193,8 +193,8 @@ async def test_a_resident_adds_two_relatives_books_for_one_and_gets_the_reminder
     assert await audit_actions(h, child.id) == [("created", "relative")]
     # /family lists both, with their choices
     await holder.send("/family")
-    assert f"1. {FATHER_REL}: {FATHER[0]}" in holder.last_text
-    assert f"2. {rel('child')}: {CHILD[0]}" in holder.last_text
+    assert f"• {FATHER_REL}: {FATHER[0]}, ngày sinh 02/09/1965" in holder.last_text
+    assert f"• {rel('child')}: {CHILD[0]}, ngày sinh 01/06/2018" in holder.last_text
     await holder.press(f"{rel('child')}: {CHILD[0]}")
     assert tt("family.book.title", name=CHILD[0], relation=rel("child")) in holder.last_text
     for label in ("edit", "booking", "handover", "remove", "list"):
@@ -312,6 +312,18 @@ async def test_own_id_a_relative_twice_and_a_loop_change_nothing(chat_sample: Ch
     assert elsewhere in said(holder) and "Lò Thị Mai" not in said(holder)
     assert tt("ask.id_number") in holder.last_text
     assert len(await books_of(h, account.id)) == 3
+    # both unfinished ones are offered from /family; the one set aside goes on where it was
+    await holder.send("/family")
+    mother = tt("family.button.continue", who=f"{rel('mother')}: Lò Thị Dung")
+    brother = tt("family.button.continue", who=f"{rel('other')}: {FATHER[0]}")
+    assert {mother, brother} <= set(holder.buttons), holder.buttons
+    await holder.press(brother)
+    assert tt("resume.welcome_back") in said(holder)
+    assert tt("subject.relative", relation=rel("other"), name=FATHER[0]) in (holder.last_text)
+    assert tt("ask.id_number") in holder.last_text
+    async with h.session() as s:
+        [parked] = await hb.parked_drafts(s, account)
+        assert parked.relation == "mother" and parked.answers["full_name"] == "Lò Thị Dung"
 
 
 async def test_an_other_relative_who_is_a_minor_needs_the_guardian(
