@@ -339,9 +339,24 @@ async def test_model_join_refusals_and_roles(db_url: str) -> None:
             with pytest.raises(DomainError) as info:
                 await inv.join(s, a, vol.code, NOW)
             assert info.value.key == "invite.used_up"
-            # listing, suspension, removal
+            # listing (with the residents each registered), suspension, removal
+            from models.campaigns import sample_book
+            from models.tables import Assist
+
+            for via in ("registered", "registered", "linked"):
+                book = sample_book(None, id_number=None, relation="assisted", ward_code=SA_PA)  # type: ignore[arg-type]
+                s.add(book)
+                await s.flush()
+                s.add(Assist(health_book_id=book.id, account_id=a.id, via=via))
+            await s.flush()
             listed = {x.account.external_id: x for x in await inv.volunteers(s)}
-            assert set(listed) == {"1", "2", "3"} and listed["1"].registered == 0
+            assert set(listed) == {"1", "2", "3"} and listed["1"].wards == [SA_PA]
+            assert (listed["1"].registered, listed["2"].registered) == (2, 0)
+            assert not listed["1"].suspended
+            assert [(x.account.external_id, x.sites) for x in await inv.staff(s)] == [
+                ("1", [HOSPITAL]),
+                ("2", [HOSPITAL]),
+            ]
             with pytest.raises(DomainError) as info:
                 await inv.suspend(s, admin, NOW)
             assert info.value.key == "roles.is_admin"
