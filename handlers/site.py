@@ -166,7 +166,9 @@ def _card_buttons(turn_: Turn, booking_id: int) -> Any:
 
 
 def _is_staff(account: Account | None) -> bool:
-    return account is not None and account.role in ci.STAFF_ROLES
+    return (
+        account is not None and account.role in ci.STAFF_ROLES and account.suspended_at is None
+    )
 
 
 async def _staff_booking(turn_: Turn, raw_id: str) -> Booking:
