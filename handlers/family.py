@@ -415,7 +415,9 @@ async def family_button(turn_: Turn) -> object:
         return await _reconsent(turn_, "guardian" if action == "guardian" else "relative")
     if action == "claim" and len(rest) == 1:
         await _claim(turn_, ref=rest[0])
-        return None
+        # their own registration in progress, if any, gave way to the book taken over
+        gone = turn_.account is not None and await hb.get_draft(turn_.session, turn_.account)
+        return ConversationHandler.END if gone is None else None
     if action == "claimno" and not rest:
         turn_.close_with = turn_.t("consent.declined_short")
         turn_.say(turn_.t("family.join.declined"))
@@ -534,6 +536,29 @@ def entries() -> list[BaseHandler]:
         CommandHandler("family", family_command, filters=PRIVATE),
         CallbackQueryHandler(family_button, pattern=r"^fam:"),
     ]
+
+
+@turn(NAME)
+async def join_midway(turn_: Turn) -> object:
+    """/join CODE in the middle of the health-book questions (someone registering themselves
+    is given their hand-over code): the code used as /join uses it (handlers/invites.py), then
+    the question again, unless their book was just handed over (then it is theirs, done)."""
+    from handlers import invites  # it imports this module
+
+    rest = turn_.text.split(maxsplit=1)[1:]
+    if not rest or not rest[0].strip():
+        turn_.say(turn_.t("family.join.with_code"))
+    else:
+        await invites.redeem(turn_, rest[0])
+    draft = await hb.get_draft(turn_.session, turn_.account) if turn_.account else None
+    if draft is None:
+        return ConversationHandler.END
+    return await healthbook.ask_next(turn_, draft)
+
+
+def midway() -> list[BaseHandler]:
+    """Fallbacks of the health-book conversation that are no entry points to it."""
+    return [CommandHandler("join", join_midway, filters=PRIVATE)]
 
 
 def handlers() -> list[BaseHandler]:

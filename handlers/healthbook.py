@@ -822,6 +822,15 @@ def _entries() -> list[BaseHandler]:
     return handlers
 
 
+def _midway() -> list[BaseHandler]:
+    """Fallbacks only (not entry points) of :data:`ENTRY_MODULES`: commands of top-level
+    handlers that must also work in the middle of the questions (/join CODE)."""
+    handlers: list[BaseHandler] = []
+    for name in ENTRY_MODULES:
+        handlers.extend(getattr(importlib.import_module(name), "midway", list)())
+    return handlers
+
+
 def _conversation(states: dict[object, list[BaseHandler]]) -> ConversationHandler:
     entries = _entries()
     return ConversationHandler(
@@ -838,6 +847,7 @@ def _conversation(states: dict[object, list[BaseHandler]]) -> ConversationHandle
             CallbackQueryHandler(resume, pattern=r"^hb:resume$"),
             CommandHandler("profile", profile_midway),
             *entries,
+            *_midway(),
             *acct.conversation_fallbacks(NAME, reask=_reask),
             # /appointments and a held place's Take / Decline belong to booking (handlers
             # outside this conversation): a place offered mid-way is taken without leaving it

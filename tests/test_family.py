@@ -31,7 +31,7 @@ from models.tables import (
     VolunteerWard,
 )
 from tests.conftest import ChatHarness
-from tests.flows import Person, channel_of, question, resident, send_due, t
+from tests.flows import Person, agree, channel_of, question, resident, send_due, t
 
 LANG = "vi"
 HOLDER_ID = "010090001234"  # resident(…, "001234"): a man born in 1990
@@ -608,3 +608,25 @@ async def test_a_grandchild_without_a_book_registers_a_grandmother_and_edits_it(
     # their own book is still theirs to begin
     await grandchild.send("/start")
     assert tt("start.has_book") not in (grandchild.last_answer or "")
+
+
+async def test_join_in_the_middle_of_ones_own_registration(chat_sample: ChatHarness) -> None:
+    """The relative had begun registering themselves when given the code: /join works there
+    too, and their book (the one taken over) replaces what they had begun."""
+    h = chat_sample
+    holder, _, father = await _holder_with_father(h)
+    code = await handover_code(holder, FATHER[0])
+    dad = h.user()
+    await agree(dad)
+    await dad.send(FATHER[0])
+    await dad.send("/join")
+    assert tt("family.join.with_code") in said(dad) and tt("ask.date_of_birth") in dad.last_text
+    await dad.send(f"/join {code}")
+    assert tt("family.join.done", name=FATHER[0]) in said(dad)
+    dad_account = await account_of(h, dad)
+    [book] = await books_of(h, dad_account.id)
+    assert book.id == father.id
+    async with h.session() as s:
+        assert await hb.get_draft(s, dad_account) is None
+    await dad.send("/start")
+    assert tt("start.has_book") in said(dad)
