@@ -83,14 +83,21 @@ async def _volunteer(turn_: Turn) -> Account | None:
     account = turn_.account
     if account is not None and await custody.is_volunteer(turn_.session, account):
         return account
-    turn_.toast(turn_.t("assist.only_volunteers_short"))
-    turn_.say(turn_.t("assist.only_volunteers"))
+    refuse(turn_, "assist.only_volunteers")
     return None
 
 
+def refuse(turn_: Turn, key: str) -> None:
+    """A refusal: on a button, its notice alone (on Zalo a message), so the choices offered
+    before still stand; a message otherwise."""
+    if turn_.update.callback_query is not None:
+        turn_.toast(turn_.t(key), alert=True)
+    else:
+        turn_.say(turn_.t(key))
+
+
 def _denied(turn_: Turn) -> None:
-    turn_.toast(turn_.t("access.denied"))
-    turn_.say(turn_.t("access.denied"))
+    refuse(turn_, "access.denied")
 
 
 # ---------------------------------------------------------------- the menu
@@ -185,8 +192,7 @@ async def resume_parked(turn_: Turn) -> object:
         return None
     draft = await hb.resume_parked(turn_.session, volunteer, ids[0]) if ids else None
     if draft is None or draft.subject != "assisted":
-        turn_.toast(turn_.t("error.button.stale"))
-        turn_.say(turn_.t("assist.gone"))
+        refuse(turn_, "assist.gone")
         return None
     turn_.say(turn_.t("resume.welcome_back"))
     return await healthbook.ask_next(turn_, draft)
@@ -402,8 +408,7 @@ async def link_answer(turn_: Turn) -> object:
                 raise DomainError("access.denied")
             book, volunteer = found.book, await turn_.session.get(Account, volunteer_id)
     except DomainError as err:
-        turn_.toast(t(err.key))
-        turn_.say(t(err.key))
+        refuse(turn_, err.key)
         return ConversationHandler.END
     turn_.close_with = t("assist.link.accepted" if accept else "assist.link.declined")
     if volunteer is not None:
