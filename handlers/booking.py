@@ -171,11 +171,11 @@ async def start_for(turn_: Turn, book_id: int) -> object:
     handler of this conversation, ``@turn(booking.NAME)``)."""
     try:
         found = await custody.require_book(turn_.session, turn_.account, book_id)
-    except DomainError as err:
+    except DomainError as err:  # refused: whatever was under way stays as it was
         turn_.toast(render_error(turn_.t, err), alert=True)
         if not turn_.update.callback_query:
             turn_.say(render_error(turn_.t, err))
-        return ConversationHandler.END
+        return None
     return await start_for_book(turn_, found.book)
 
 
