@@ -47,6 +47,7 @@ COMMANDS = (
     "certificate",
     "profile",
     "family",
+    "assist",
     "mydata",
     "language",
     "cancel",

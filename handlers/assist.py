@@ -63,8 +63,6 @@ from models.timeutil import as_aware
 NAME = "assist"
 PRIVATE = filters.ChatType.PRIVATE
 NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
-#: the assist buttons that start or continue a health book: the health-book conversation's
-STARTS = r"^as:(agree$|r:|e:)"
 OURS = r"^as:(?!agree$|r:|e:)"
 MAX_FOUND = 8
 
@@ -526,7 +524,7 @@ async def ask(turn_: Turn, draft: Draft, step: Step) -> bool:
     """The questions a volunteer is asked differently."""
     t = turn_.t
     head = subject_line(turn_, draft)
-    if step is Step.FULL_NAME:
+    if step is Step.FULL_NAME and not draft.editing:  # the name alone, from the review
         turn_.say(head + t("assist.ask.full_name"))
         return True
     if step is Step.PHONE:
