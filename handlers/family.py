@@ -38,6 +38,7 @@ from models.tables import BOOKING_ACTIVE, Booking, Draft, HealthBook
 
 NAME = healthbook.NAME
 PRIVATE = healthbook.PRIVATE
+MAX_PARKED = 5  # unfinished registrations offered to continue
 
 
 def _relation(turn_: Turn, relation: str | None) -> str:
@@ -93,16 +94,20 @@ async def show_family(turn_: Turn) -> None:
         draft = await hb.get_draft(session, account)
         if draft is not None and draft.subject == "relative" and draft.book_id is None:
             rows.append([(t("family.button.continue", who=_who(turn_, draft)), "fam:cur")])
-        for parked in await hb.parked_drafts(session, account):
-            if parked.subject in ("relative", "self") and parked.book_id is None:
-                rows.append(
-                    [
-                        (
-                            t("family.button.continue", who=_who(turn_, parked)),
-                            f"fam:resume:{parked.id}",
-                        )
-                    ]
-                )
+        parked_ones = [
+            p
+            for p in await hb.parked_drafts(session, account)
+            if p.subject in ("relative", "self") and p.book_id is None
+        ]
+        for parked in parked_ones[:MAX_PARKED]:  # the most recent
+            rows.append(
+                [
+                    (
+                        t("family.button.continue", who=_who(turn_, parked)),
+                        f"fam:resume:{parked.id}",
+                    )
+                ]
+            )
     rows.append([(t("family.button.add"), "fam:add")])
     turn_.say("\n".join(lines), inline(rows))
 
