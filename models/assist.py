@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import audit, custody
@@ -35,8 +35,6 @@ from models.tables import (
 NO_ID_WORDS = frozenset(
     {"khong", "ko", "k", "none", "no", "no id", "khong co", "chua co", "khong cccd", "-", "0"}
 )
-#: the parts of a quick entry, in the order they are named when missing
-PARTS: tuple[str, ...] = ("full_name", "date_of_birth", "gender", "id_number")
 _SEPARATORS = re.compile(r"\s*[,;|\n]+\s*")
 _ID_LIKE = re.compile(r"^[\d\s.\-]+$")
 PAGE = 8
@@ -324,21 +322,13 @@ async def accept_link(
     return book, volunteer
 
 
-async def count_helped(session: AsyncSession, volunteer: Account) -> int:
-    """How many residents the volunteer helps now."""
-    stmt = _helped(volunteer).with_only_columns(func.count(HealthBook.id))
-    return int(await session.scalar(stmt) or 0)
-
-
 __all__ = [
     "NO_ID_WORDS",
     "PAGE",
-    "PARTS",
     "Progress",
     "QuickEntry",
     "QuickEntryError",
     "accept_link",
-    "count_helped",
     "find",
     "parse_quick",
     "progress",
