@@ -53,8 +53,10 @@ COMMANDS = (
     "cancel",
     "delete",
     "link",
+    "join",
     "help",
     "checkin",
+    "day",
     "reactions",
     "verify",
 )
