@@ -9,11 +9,12 @@ over their own book with ``/join CODE`` (handlers/invites.py calls :func:`join_h
 
 Buttons (every id is checked against the presser on every press: callback data can be forged):
 ``fam:list``, ``fam:book:ID`` (one relative's book), ``fam:edit:ID``, ``fam:handover:ID``,
-``fam:remove:ID`` / ``fam:del:ID`` (ask, then remove), ``fam:add``, ``fam:rel:RELATION``,
-``fam:ok:RELATION`` (consent confirmed: the questions begin), ``fam:cur`` (the relative's book in
-progress), ``fam:resume:PARKED_ID``, ``fam:guardian`` / ``fam:agreed`` (the age the date of birth
-shows calls for the other kind of consent), ``fam:claim:REF`` / ``fam:claimno`` (a hand-over
-claimed after the person's own consent).
+``fam:remove:ID`` / ``fam:del:ID`` (ask, then remove), ``fam:add``, ``fam:rel:CODE`` (the
+relation, :data:`CODES`), ``fam:ok:CODE`` (consent confirmed: the questions begin),
+``fam:cur`` (the relative's book in progress), ``fam:resume:PARKED_ID``, ``fam:guardian`` /
+``fam:agreed`` (the age the date of birth shows calls for the other kind of consent),
+``fam:claim:REF`` / ``fam:claimno`` (a hand-over claimed after the person's own consent).
+Refusals are toasts (on Zalo a message): the choices the person was offered stay.
 
 All of them are entry points and fallbacks of the health-book conversation (:func:`entries`), so
 they work in the middle of its questions as well as outside; those that start no questions
@@ -39,6 +40,9 @@ from models.tables import BOOKING_ACTIVE, Booking, Draft, HealthBook
 NAME = healthbook.NAME
 PRIVATE = healthbook.PRIVATE
 MAX_PARKED = 5  # unfinished registrations offered to continue
+#: relations in the buttons' data (``fam:rel:f``): short, and no word another button uses
+CODES = {"father": "f", "mother": "m", "spouse": "s", "child": "c", "other": "o"}
+RELATION_OF = {code: relation for relation, code in CODES.items()}
 
 
 def _relation(turn_: Turn, relation: str | None) -> str:
@@ -138,8 +142,8 @@ async def _relative(turn_: Turn, book_id: int) -> HealthBook | None:
         if found.capacity != "relative":
             raise DomainError("access.denied")
     except DomainError as err:
-        turn_.toast(turn_.t(err.key))
-        turn_.say(render_error(turn_.t, err))
+        # a toast (on Zalo a message): the choices the person has stay as they are
+        turn_.toast(render_error(turn_.t, err), alert=True)
         return None
     return found.book
 
@@ -234,7 +238,7 @@ async def _remove(turn_: Turn, book_id: int) -> object:
 
 def _ask_relation(turn_: Turn) -> None:
     t = turn_.t
-    rows = [[(t(f"relation.{r}"), f"fam:rel:{r}")] for r in custody.RELATIONS]
+    rows = [[(t(f"relation.{r}"), f"fam:rel:{CODES[r]}")] for r in custody.RELATIONS]
     rows.append([(t("family.button.cancel"), "fam:list")])
     turn_.say(t("family.ask.relation"), inline(rows))
 
@@ -250,7 +254,7 @@ def _ask_consent(turn_: Turn, relation: str) -> None:
         ),
         inline(
             [
-                [(t(f"family.button.consent_{kind}"), f"fam:ok:{relation}")],
+                [(t(f"family.button.consent_{kind}"), f"fam:ok:{CODES[relation]}")],
                 [(t("family.button.cancel"), "fam:list")],
             ]
         ),
@@ -284,7 +288,6 @@ async def _continue(turn_: Turn, parked_id: int | None) -> object:
         draft = await hb.resume_parked(turn_.session, account, parked_id)
     if draft is None:
         turn_.toast(turn_.t("error.button.stale"))
-        await show_family(turn_)
         return None
     turn_.say(turn_.t("resume.welcome_back"))
     return await healthbook.ask_next(turn_, draft)
@@ -354,17 +357,23 @@ async def join_handover(turn_: Turn, code: str) -> bool:
 
 
 async def _claim(turn_: Turn, *, code: str | None = None, ref: str | None = None) -> None:
+    """Take the book over (the code typed, or its button after the consent)."""
     t, session, services = turn_.t, turn_.session, turn_.services
-    account = await turn_.account_or_create()
     now = services.clock()
     try:
-        if ref is not None:  # the consent given now (the code checked first: nothing if bad)
-            await fam.check_handover(session, account, None, now, ref=ref)
+        if ref is not None:  # the consent given now: the code checked first, nothing if bad
+            await fam.check_handover(session, turn_.account, None, now, ref=ref)
+            account = await turn_.account_or_create()
             if await hb.latest_consent(session, account) is None:
                 await hb.give_consent(session, account, _version(turn_))
+        else:
+            account = await turn_.account_or_create()
         done = await fam.claim_handover(session, account, code, now, ref=ref)
     except DomainError as err:
-        turn_.say(render_error(t, err))
+        if ref is not None:  # a button: a toast (the choices stay)
+            turn_.toast(render_error(t, err), alert=True)
+        else:
+            turn_.say(render_error(t, err))
         return
     turn_.close_with = t("consent.agreed") if ref is not None else None
     turn_.say(t("family.join.done", name=done.book.full_name))
@@ -407,11 +416,12 @@ async def family_button(turn_: Turn) -> object:
     if action == "add" and not rest:
         _ask_relation(turn_)
         return None
-    if action == "rel" and len(rest) == 1 and rest[0] in custody.RELATIONS:
-        _ask_consent(turn_, rest[0])
+    relation = RELATION_OF.get(rest[0]) if len(rest) == 1 else None
+    if action == "rel" and relation is not None:
+        _ask_consent(turn_, relation)
         return None
-    if action == "ok" and len(rest) == 1 and rest[0] in custody.RELATIONS:
-        return await _begin(turn_, rest[0])
+    if action == "ok" and relation is not None:
+        return await _begin(turn_, relation)
     if action == "cur" and not rest:
         return await _continue(turn_, None)
     if action == "resume" and one is not None:
