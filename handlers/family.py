@@ -382,7 +382,14 @@ async def _claim(turn_: Turn, *, code: str | None = None, ref: str | None = None
         to = await hb.reply_address(session, previous)
         theirs = services.translations.get(previous.locale, to.channel)
         turn_.notify(
-            to, theirs("family.handover.notice", name=done.book.full_name), locale=theirs.locale
+            to,
+            theirs(
+                "family.handover.notice"
+                if done.capacity == "relative"
+                else "family.handover.notice_volunteer",
+                name=done.book.full_name,
+            ),
+            locale=theirs.locale,
         )
 
 
