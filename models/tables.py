@@ -137,7 +137,11 @@ class HealthBook(Base):
     volunteer ``consent_by``, after they read the text out), at ``consent_at``."""
 
     __tablename__ = "health_books"
-    __table_args__ = (Index("ix_health_books_ward", "province_code", "ward_code"),)
+    __table_args__ = (
+        Index("ix_health_books_ward", "province_code", "ward_code"),
+        # a relative or a resident without an ID number is told apart by name and birth date
+        Index("ix_health_books_dob", "date_of_birth"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int | None] = mapped_column(

@@ -83,6 +83,7 @@ def upgrade() -> None:
         batch.create_index(
             op.f("ix_health_books_registered_by"), ["registered_by"], unique=False
         )
+        batch.create_index("ix_health_books_dob", ["date_of_birth"], unique=False)
         batch.create_foreign_key(
             op.f("fk_health_books_registered_by_accounts"), "accounts",
             ["registered_by"], ["id"], ondelete="SET NULL",
@@ -205,6 +206,7 @@ def downgrade() -> None:
     with op.batch_alter_table("health_books") as batch:
         batch.drop_constraint(op.f("fk_health_books_consent_by_accounts"), type_="foreignkey")
         batch.drop_constraint(op.f("fk_health_books_registered_by_accounts"), type_="foreignkey")
+        batch.drop_index("ix_health_books_dob")
         batch.drop_index(op.f("ix_health_books_registered_by"))
         batch.drop_column("consent_at")
         batch.drop_column("consent_by")
