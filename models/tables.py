@@ -141,6 +141,9 @@ class HealthBook(Base):
         Index("ix_health_books_ward", "province_code", "ward_code"),
         # a relative or a resident without an ID number is told apart by name and birth date
         Index("ix_health_books_dob", "date_of_birth"),
+        # SQLite would give a deleted book's id to the next book, and the audit trail (no
+        # foreign key, it outlives the book) would show on the new one: ids are never reused
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -152,7 +155,9 @@ class HealthBook(Base):
         ForeignKey("accounts.id", ondelete="SET NULL"), index=True
     )
     consent_kind: Mapped[str] = mapped_column(String(16), default="own", server_default="own")
-    consent_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    consent_by: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
     consent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     full_name: Mapped[str] = mapped_column(String(80))
     date_of_birth: Mapped[dt.date] = mapped_column(Date)
@@ -487,7 +492,7 @@ class BookingDraft(Base):
     # whose place is being booked: a relative's or an assisted resident's book (access checked
     # again on every step, models/custody.py); None: the person's own
     health_book_id: Mapped[int | None] = mapped_column(
-        ForeignKey("health_books.id", ondelete="CASCADE")
+        ForeignKey("health_books.id", ondelete="CASCADE"), index=True
     )
 
 
@@ -710,7 +715,9 @@ class HandoverCode(Base):
     health_book_id: Mapped[int] = mapped_column(
         ForeignKey("health_books.id", ondelete="CASCADE"), index=True
     )
-    created_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -726,6 +733,9 @@ class AuditEntry(Base):
         Index("ix_audit_log_book", "health_book_id", "at"),
         Index("ix_audit_log_actor", "actor_id", "at"),
         Index("ix_audit_log_at", "at"),
+        # the admins' filters (/audit, healthbook audit): by commune, by action
+        Index("ix_audit_log_ward", "ward_code", "at"),
+        Index("ix_audit_log_action", "action", "at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -743,12 +753,16 @@ class ParkedDraft(Base):
     two residents, a parent between two children): put back with "continue", never lost."""
 
     __tablename__ = "parked_drafts"
+    # the old ones are purged by it (models/healthbook.py purge_parked, every hour)
+    __table_args__ = (Index("ix_parked_drafts_updated_at", "updated_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
-    book_id: Mapped[int | None] = mapped_column(ForeignKey("health_books.id", ondelete="CASCADE"))
+    book_id: Mapped[int | None] = mapped_column(
+        ForeignKey("health_books.id", ondelete="CASCADE"), index=True
+    )
     subject: Mapped[str] = mapped_column(String(12))
     relation: Mapped[str | None] = mapped_column(String(16))
     consent: Mapped[dict[str, Any]] = mapped_column(default=dict)

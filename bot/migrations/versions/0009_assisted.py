@@ -72,7 +72,12 @@ def upgrade() -> None:
 
     with op.batch_alter_table("accounts") as batch:
         batch.add_column(sa.Column("suspended_at", TS, nullable=True))
-    with op.batch_alter_table("health_books") as batch:
+    # recreated on SQLite (a column made nullable) with AUTOINCREMENT: a deleted book's id is
+    # never given to the next one, whose audit trail would otherwise show the deleted book's
+    # (audit_log.health_book_id has no foreign key); PostgreSQL's sequences never reuse ids
+    with op.batch_alter_table(
+        "health_books", table_kwargs={"sqlite_autoincrement": True}
+    ) as batch:
         batch.alter_column("account_id", existing_type=sa.Integer(), nullable=True)
         batch.add_column(sa.Column("registered_by", sa.Integer(), nullable=True))
         batch.add_column(
@@ -84,6 +89,7 @@ def upgrade() -> None:
             op.f("ix_health_books_registered_by"), ["registered_by"], unique=False
         )
         batch.create_index("ix_health_books_dob", ["date_of_birth"], unique=False)
+        batch.create_index(op.f("ix_health_books_consent_by"), ["consent_by"], unique=False)
         batch.create_foreign_key(
             op.f("fk_health_books_registered_by_accounts"), "accounts",
             ["registered_by"], ["id"], ondelete="SET NULL",
@@ -103,6 +109,9 @@ def upgrade() -> None:
         batch.create_foreign_key(
             op.f("fk_booking_drafts_health_book_id_health_books"), "health_books",
             ["health_book_id"], ["id"], ondelete="CASCADE",
+        )
+        batch.create_index(
+            op.f("ix_booking_drafts_health_book_id"), ["health_book_id"], unique=False
         )
 
     op.create_table(
@@ -142,6 +151,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_handover_codes_health_book_id"), "handover_codes", ["health_book_id"], unique=False
     )
+    op.create_index(
+        op.f("ix_handover_codes_created_by"), "handover_codes", ["created_by"], unique=False
+    )
     op.create_table(
         "audit_log",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -161,6 +173,8 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_actor", "audit_log", ["actor_id", "at"], unique=False)
     op.create_index("ix_audit_log_at", "audit_log", ["at"], unique=False)
     op.create_index("ix_audit_log_book", "audit_log", ["health_book_id", "at"], unique=False)
+    op.create_index("ix_audit_log_ward", "audit_log", ["ward_code", "at"], unique=False)
+    op.create_index("ix_audit_log_action", "audit_log", ["action", "at"], unique=False)
     op.create_table(
         "parked_drafts",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -185,6 +199,8 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_parked_drafts_account_id"), "parked_drafts", ["account_id"], unique=False
     )
+    op.create_index(op.f("ix_parked_drafts_book_id"), "parked_drafts", ["book_id"], unique=False)
+    op.create_index("ix_parked_drafts_updated_at", "parked_drafts", ["updated_at"], unique=False)
 
 
 def downgrade() -> None:
@@ -193,6 +209,7 @@ def downgrade() -> None:
     op.drop_table("handover_codes")
     op.drop_table("assists")
     with op.batch_alter_table("booking_drafts") as batch:
+        batch.drop_index(op.f("ix_booking_drafts_health_book_id"))
         batch.drop_constraint(
             op.f("fk_booking_drafts_health_book_id_health_books"), type_="foreignkey"
         )
@@ -207,6 +224,7 @@ def downgrade() -> None:
         batch.drop_constraint(op.f("fk_health_books_consent_by_accounts"), type_="foreignkey")
         batch.drop_constraint(op.f("fk_health_books_registered_by_accounts"), type_="foreignkey")
         batch.drop_index("ix_health_books_dob")
+        batch.drop_index(op.f("ix_health_books_consent_by"))
         batch.drop_index(op.f("ix_health_books_registered_by"))
         batch.drop_column("consent_at")
         batch.drop_column("consent_by")
