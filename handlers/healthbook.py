@@ -42,7 +42,9 @@ from models.errors import DomainError, InvalidAnswer
 from models.tables import Draft, HealthBook
 
 NAME = "healthbook"
-OUTSIDE = r"^/appointments(@\w+)?(\s|$)"  # answered outside the conversation, which goes on
+# answered outside the conversation, which goes on: /appointments, and the admins' and staff's
+# commands (an admin or a volunteer in the middle of a health book still reaches them)
+OUTSIDE = r"^/(appointments|audit|invite|day|broadcast|reactions)(@\w+)?(\s|$)"
 PRIVATE = filters.ChatType.PRIVATE
 NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
 MAX_CHOICES = 8
@@ -143,7 +145,7 @@ async def ask(turn_: Turn, draft: Draft | None, step: Step | str) -> Step:
     if step is Step.REVIEW:
         turn_.say(
             subject_line(turn_, draft) + t("review.title") + "\n\n" + summary(turn_, draft.answers),
-            review_keyboard(turn_, draft.answers),
+            review_keyboard(turn_, draft.answers, other=draft.subject != "self"),
         )
         return step
     markup: object = None
@@ -153,7 +155,12 @@ async def ask(turn_: Turn, draft: Draft | None, step: Step | str) -> Step:
             [[(t("gender.male"), "hb:gender:male"), (t("gender.female"), "hb:gender:female")]]
         )
     elif step is Step.ID_NUMBER:
-        markup = inline([[(t("button.no_id"), "hb:id_number:none")]])
+        no_id = "button.no_id_other" if draft.subject != "self" else "button.no_id"
+        markup = inline([[(t(no_id), "hb:id_number:none")]])
+    elif step is Step.PHONE and draft.subject != "self":
+        # someone else's number is typed: sharing one's own contact would store the wrong one
+        text = t("ask.phone_other")
+        markup = Keyboard.of([[KeyButton(t("button.no_phone_other"))]])
     elif step is Step.PHONE:
         markup = Keyboard.of(
             [[KeyButton(t("button.share_phone"), "contact")], [KeyButton(t("button.no_phone"))]]
@@ -220,14 +227,15 @@ async def ask_next(turn_: Turn, draft: Draft) -> Step:
     return await ask(turn_, draft, field or Step.REVIEW)
 
 
-def review_keyboard(turn_: Turn, answers: dict) -> object:
+def review_keyboard(turn_: Turn, answers: dict, *, other: bool = False) -> object:
     """An edit button per field, then Save."""
     t = turn_.t
     edits = [
         (t("button.edit_field", field=t(f"field.{f}")), f"hb:review:edit:{f}")
         for f in hb.editable_fields(answers)
     ]
-    return inline([*chunk(edits, 2), [(t("button.save"), "hb:review:save")]])
+    save = t("button.save_other" if other else "button.save")  # not "my" book: a relative's
+    return inline([*chunk(edits, 2), [(save, "hb:review:save")]])
 
 
 def summary(turn_: Turn, answers: dict) -> str:
@@ -381,14 +389,14 @@ async def accept_text(turn_: Turn, draft: Draft, step: Step, text: str) -> str |
         hb.set_answer(draft, step, gender)
         return t(f"gender.{gender}")
     elif step is Step.ID_NUMBER:
-        if v.fold(text) == v.fold(t("button.no_id")):
+        if v.fold(text) in {v.fold(t("button.no_id")), v.fold(t("button.no_id_other"))}:
             hb.set_answer(draft, step, None)
             return t("button.no_id")
         dob, gender = hb.draft_dob(draft), hb.draft_gender(draft)
         assert dob is not None and gender is not None
         hb.set_answer(draft, step, v.parse_id_number(text, dob, gender))
     elif step is Step.PHONE:
-        if v.fold(text) == v.fold(t("button.no_phone")):
+        if v.fold(text) in {v.fold(t("button.no_phone")), v.fold(t("button.no_phone_other"))}:
             hb.set_answer(draft, step, None)
             return t("button.no_phone")
         else:

@@ -155,7 +155,7 @@ async def rest_of_book(vol: Person, *, checklist: str = "0") -> int:
             await vol.press(t("vi", "button.not_sure"))
             sent += 1
     assert t("vi", "review.title") in vol.last_answer
-    await vol.press(t("vi", "button.save"))
+    await vol.press(t("vi", "button.save_other"))
     assert "Đã lưu:" in vol.last_answer
     return sent + 1
 
@@ -273,7 +273,7 @@ async def test_find_open_and_edit_a_resident(chat_bot: ChatHarness) -> None:
     assert t("vi", "review.title") in vol.last_answer
     await vol.press(t("vi", "button.edit_field", field=t("vi", "field.address_line")))
     await vol.send("Thôn Lếch Dao")
-    await vol.press(t("vi", "button.save"))
+    await vol.press(t("vi", "button.save_other"))
     assert "Đã cập nhật: Lò Văn Páo" in vol.last_answer
     async with chat_bot.session() as session:
         pao = await session.scalar(select(HealthBook).where(HealthBook.full_name == "Lò Văn Páo"))
