@@ -1,0 +1,57 @@
+"""Issue 9, as a whole: the admins' commands in the middle of a health book, and the words a
+relative's book is asked in (not "my" phone, not "my" book)."""
+
+from __future__ import annotations
+
+from models import healthbook as hb
+from tests.conftest import ChatHarness
+from tests.flows import Person, agree, channel_of, t
+
+
+def uid(person: Person) -> str:
+    return str(person.user.id)
+
+
+async def test_admin_reaches_audit_in_the_middle_of_a_health_book(chat_bot: ChatHarness) -> None:
+    h = chat_bot
+    admin = h.user()
+    await agree(admin)
+    await admin.send("Nguyễn Văn An")
+    async with h.session() as session, session.begin():
+        account = await hb.ensure_account(session, h.channel, uid(admin), "vi")
+        account.role = "admin"
+    await admin.send("/audit")
+    said = admin.last_answer or ""
+    assert t("vi", "error.command.unknown") not in said
+    assert t("vi", "audit.admins_only") not in said
+    # the questions go on where they were: the date of birth is asked next
+    await admin.send("/start")
+    assert t("vi", "ask.date_of_birth", channel_of(admin)) in admin.last_text
+    # a resident is refused /audit mid-way, in words, and loses nothing
+    resident = h.user()
+    await agree(resident)
+    await resident.send("Lò Thị Mai")
+    await resident.send("/audit")
+    assert resident.last_answer == t("vi", "audit.admins_only")
+    await resident.send("/start")
+    assert t("vi", "ask.date_of_birth", channel_of(resident)) in resident.last_text
+
+
+async def test_a_relatives_phone_is_typed_not_shared(chat_bot: ChatHarness) -> None:
+    h = chat_bot
+    holder = h.user()
+    await holder.send("/family")
+    await holder.press(t("vi", "family.button.add"))
+    await holder.press(t("vi", "relation.father"))
+    await holder.press(t("vi", "family.button.consent_relative"))
+    await holder.send("Lò Văn Chính")
+    await holder.send("2/9/1965")
+    await holder.press(t("vi", "gender.male"))
+    assert t("vi", "button.no_id_other") in holder.buttons
+    await holder.press(t("vi", "button.no_id_other"))
+    assert t("vi", "ask.phone_other", channel_of(holder)) in holder.last_text
+    if channel_of(holder) == "telegram":  # a reply keyboard: no contact-sharing button
+        assert t("vi", "button.share_phone") not in holder.reply_keyboard
+        assert not any(b.get("request_contact") for b in holder.reply_buttons)
+    await holder.send("không có điện thoại")
+    assert t("vi", "ask.bhyt", channel_of(holder)) in holder.last_text
