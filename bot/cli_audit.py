@@ -109,46 +109,62 @@ def export(
     typer.echo(f"{count} audit entries exported", err=True)
 
 
+#: entries written per batch: their actors are looked up together, one query a batch
+BATCH = 1000
+
+
 async def write_entries(
     session: AsyncSession, filters: Any, handle: TextIO, fmt: str, tz: dt.tzinfo
 ) -> int:
-    """Write every entry matching ``filters`` to ``handle`` as they are read; how many."""
+    """Write every entry matching ``filters`` to ``handle`` as they are read; how many. The
+    actors (channel:id) are looked up once per batch of :data:`BATCH` entries, and only that
+    batch's are kept (memory stays flat however many actors)."""
     from sqlalchemy import select
 
     from models import audit
-    from models.tables import Account
+    from models.tables import Account, AuditEntry
 
-    actors: dict[int, str] = {}  # channel:id of each actor met (few: volunteers, staff)
     writer = csv.writer(handle) if fmt == "csv" else None
     if writer is not None:
         writer.writerow(COLUMNS)
     count = 0
-    async for e in audit.stream(session, filters):
-        actor = ""
-        if e.actor_id is not None:
-            if e.actor_id not in actors:
-                row = (
-                    await session.execute(
-                        select(Account.channel, Account.external_id).where(Account.id == e.actor_id)
-                    )
-                ).first()
-                actors[e.actor_id] = f"{row[0]}:{row[1]}" if row else ""
-            actor = actors[e.actor_id]
-        at = e.at if e.at.tzinfo is not None else e.at.replace(tzinfo=dt.UTC)
-        values = (
-            at.astimezone(tz).isoformat(timespec="seconds"),
-            e.action,
-            e.actor_role,
-            actor,
-            e.health_book_id,
-            e.ward_code,
-            list(e.fields or []),
-        )
-        if writer is not None:
-            writer.writerow([*("" if v is None else v for v in values[:-1]), " ".join(values[-1])])
-        else:
-            handle.write(json.dumps(dict(zip(COLUMNS, values, strict=True))) + "\n")
+
+    async def flush(entries: list[AuditEntry]) -> None:
+        ids = {e.actor_id for e in entries if e.actor_id is not None}
+        actors: dict[int, str] = {}
+        if ids:
+            found = await session.execute(
+                select(Account.id, Account.channel, Account.external_id).where(Account.id.in_(ids))
+            )
+            actors = {row[0]: f"{row[1]}:{row[2]}" for row in found}
+        for e in entries:
+            actor = actors.get(e.actor_id, "") if e.actor_id is not None else ""
+            at = e.at if e.at.tzinfo is not None else e.at.replace(tzinfo=dt.UTC)
+            values = (
+                at.astimezone(tz).isoformat(timespec="seconds"),
+                e.action,
+                e.actor_role,
+                actor,
+                e.health_book_id,
+                e.ward_code,
+                list(e.fields or []),
+            )
+            if writer is not None:
+                writer.writerow(
+                    [*("" if v is None else v for v in values[:-1]), " ".join(values[-1])]
+                )
+            else:
+                handle.write(json.dumps(dict(zip(COLUMNS, values, strict=True))) + "\n")
+
+    pending: list[AuditEntry] = []
+    async for e in audit.stream(session, filters, batch=BATCH):
+        pending.append(e)
         count += 1
+        if len(pending) >= BATCH:
+            await flush(pending)
+            pending = []
+    if pending:
+        await flush(pending)
     return count
 
 

@@ -35,7 +35,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import healthbook as hb
 from models.errors import DomainError
-from models.tables import Account, BookingDraft, Consent, Draft, LinkCode, StaffSite
+from models.tables import (
+    Account,
+    BookingDraft,
+    Consent,
+    Draft,
+    LinkCode,
+    ParkedDraft,
+    StaffSite,
+)
+from models.timeutil import as_aware
 
 CODE_DIGITS = 8
 CODE_LIFE = dt.timedelta(minutes=10)
@@ -60,10 +69,6 @@ def format_code(code: str) -> str:
 
 def _hash(code: str) -> str:
     return hashlib.sha256(f"healthbook-link:{code}".encode()).hexdigest()
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 async def create_link_code(session: AsyncSession, account: Account, now: dt.datetime) -> str:
@@ -98,13 +103,13 @@ def _blocked(account: Account, now: dt.datetime) -> bool:
     return (
         account.link_failures >= MAX_FAILURES
         and account.link_failed_at is not None
-        and now - _utc(account.link_failed_at) < FAILURE_WINDOW
+        and now - as_aware(account.link_failed_at) < FAILURE_WINDOW
     )
 
 
 def _failed(account: Account, now: dt.datetime) -> None:
     """Count a wrong code in the account's window (it starts at the first wrong code)."""
-    if account.link_failed_at is None or now - _utc(account.link_failed_at) >= FAILURE_WINDOW:
+    if account.link_failed_at is None or now - as_aware(account.link_failed_at) >= FAILURE_WINDOW:
         account.link_failures, account.link_failed_at = 1, now
     else:
         account.link_failures += 1
@@ -162,7 +167,7 @@ async def _check(
             _failed(account, now)
             raise DomainError("link.wrong")
         raise DomainError("link.expired")  # it was good when typed: used or expired since
-    if _utc(row.expires_at) <= now:
+    if as_aware(row.expires_at) <= now:
         await session.delete(row)
         raise DomainError("link.expired")
     if row.account_id == account.id:  # kept: it is still good on the other messenger
@@ -178,7 +183,7 @@ async def _check(
     held_theirs, held_mine = await hb.holdings(session, theirs), await hb.holdings(session, account)
     if held_theirs.health_books and held_mine.health_books:
         raise DomainError("link.both_have_books")
-    claim = Claim(code_hash, _utc(row.expires_at), issuer, held_mine)
+    claim = Claim(code_hash, as_aware(row.expires_at), issuer, held_mine)
     return _Checked(claim, row, theirs, held_theirs, held_mine)
 
 
@@ -255,6 +260,9 @@ async def _merge(session: AsyncSession, other: Account, *, into: Account) -> Non
         session.info.get("drafts", {}).pop(other.id, None)
         session.info.get("drafts", {}).pop(into.id, None)
         session.expunge(draft)
+    await session.execute(  # registrations set aside move too (capped at the next one parked)
+        update(ParkedDraft).where(ParkedDraft.account_id == other.id).values(account_id=into.id)
+    )
     if await session.get(BookingDraft, into.id) is None:
         await session.execute(
             update(BookingDraft)

@@ -36,6 +36,7 @@ from models.custody import is_suspended
 from models.errors import DomainError
 from models.lookups import get_site
 from models.tables import Account, Assist, Invite, Site, StaffSite, VolunteerWard
+from models.timeutil import as_aware
 
 VOLUNTEER = "volunteer"
 SITE_STAFF = "site_staff"
@@ -67,10 +68,6 @@ def format_code(code: str) -> str:
 
 def _hash(code: str) -> str:
     return hashlib.sha256(f"healthbook-invite:{code}".encode()).hexdigest()
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 # ---------------------------------------------------------------- making invites
@@ -166,7 +163,7 @@ def status(invite: Invite, now: dt.datetime) -> str:
     """``active``, ``revoked``, ``expired`` or ``used_up``."""
     if invite.revoked_at is not None:
         return "revoked"
-    if _utc(invite.expires_at) <= now:
+    if as_aware(invite.expires_at) <= now:
         return "expired"
     if invite.uses_left <= 0:
         return "used_up"
