@@ -57,7 +57,7 @@ from models import family as fam
 from models import healthbook as hb
 from models import validators as v
 from models.errors import DomainError, InvalidAnswer
-from models.tables import Account, Draft, HealthBook, VolunteerWard
+from models.tables import Account, Draft, HealthBook, ParkedDraft, VolunteerWard
 from models.timeutil import as_aware
 
 NAME = "assist"
@@ -188,8 +188,13 @@ async def resume_parked(turn_: Turn) -> object:
     ids = callback_ids(turn_.update, "as:r", 1)
     if volunteer is None:
         return None
-    draft = await hb.resume_parked(turn_.session, volunteer, ids[0]) if ids else None
-    if draft is None or draft.subject != "assisted":
+    # checked before anything changes: a resident's registration this volunteer set aside
+    parked = await turn_.session.get(ParkedDraft, ids[0]) if ids else None
+    if parked is None or parked.account_id != volunteer.id or parked.subject != "assisted":
+        refuse(turn_, "assist.gone")
+        return None
+    draft = await hb.resume_parked(turn_.session, volunteer, parked.id)
+    if draft is None:
         refuse(turn_, "assist.gone")
         return None
     turn_.say(turn_.t("resume.welcome_back"))
@@ -261,10 +266,11 @@ async def open_resident(turn_: Turn) -> object:
     try:
         if ids is None:
             raise DomainError("access.denied")
-        book = (await custody.require_book(turn_.session, volunteer, ids[0])).book
+        found = await custody.require_book(turn_.session, volunteer, ids[0])
     except DomainError:
         _denied(turn_)
         return ConversationHandler.END
+    book = found.book
     t = turn_.t
     status = (await ma.statuses(turn_.session, [book.id]))[book.id]
     rows = [
@@ -274,7 +280,8 @@ async def open_resident(turn_: Turn) -> object:
         ],
         [(t("assist.button.ticket"), f"bk:ticket:{book.id}")],
     ]
-    rows[1].append((t("assist.button.handover"), f"as:h:{book.id}"))
+    if fam.may_hand_over(found):  # a book with a holder is theirs to hand over
+        rows[1].append((t("assist.button.handover"), f"as:h:{book.id}"))
     rows.append([(t("assist.button.menu"), "as:menu")])
     turn_.say(
         t("assist.resident", status=t(f"assist.status.{status}"))
@@ -520,8 +527,23 @@ def _checklist_mode(draft: Draft) -> bool:
     return not any(item.code in given for item in hb.screening_asked(draft.answers or {}))
 
 
+async def _stopped(turn_: Turn) -> bool:
+    """Whether the sender may no longer register residents (suspended, or no commune left):
+    then why is said, and the registration stays as it is (kept for when they may again)."""
+    if await custody.is_volunteer(turn_.session, turn_.account):
+        return False
+    turn_.say(
+        turn_.t(
+            "assist.suspended" if custody.is_suspended(turn_.account) else "assist.only_volunteers"
+        )
+    )
+    return True
+
+
 async def ask(turn_: Turn, draft: Draft, step: Step) -> bool:
     """The questions a volunteer is asked differently."""
+    if await _stopped(turn_):
+        return True  # no question: the next answer ends the conversation (hook_text)
     t = turn_.t
     head = subject_line(turn_, draft)
     if step is Step.FULL_NAME and not draft.editing:  # the name alone, from the review
@@ -558,6 +580,8 @@ def _no_word(turn_: Turn, text: str, label_key: str) -> bool:
 
 async def hook_text(turn_: Turn, draft: Draft, step: Step, text: str) -> object | None:
     """A volunteer's typed answers: the quick entry, the checklist, "no phone", "no ID"."""
+    if await _stopped(turn_):
+        return ConversationHandler.END
     if step is Step.FULL_NAME:
         return await quick_entry(turn_, draft, text)
     if step is Step.ID_NUMBER:
@@ -705,6 +729,8 @@ async def checklist(turn_: Turn, draft: Draft, text: str) -> object:
 async def hook_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -> object | None:
     """A volunteer's buttons on the questions: quick entry's Correct / Fix, no phone, their
     communes, the link request."""
+    if await _stopped(turn_):
+        return ConversationHandler.END
     t = turn_.t
     if parts[:1] == ["qe"] and len(parts) == 2:
         if parts[1] == "fix":

@@ -35,7 +35,7 @@ from models import custody
 from models import family as fam
 from models import healthbook as hb
 from models.errors import DomainError, InvalidAnswer
-from models.tables import BOOKING_ACTIVE, Booking, Draft, HealthBook
+from models.tables import BOOKING_ACTIVE, Booking, Draft, HealthBook, ParkedDraft
 
 NAME = healthbook.NAME
 PRIVATE = healthbook.PRIVATE
@@ -285,6 +285,13 @@ async def _continue(turn_: Turn, parked_id: int | None) -> object:
     if parked_id is None:
         draft = await hb.get_draft(turn_.session, account)
     else:
+        # checked before anything changes: only one's own registration of oneself or a
+        # relative (what /family lists; a volunteer's resident is continued from /assist)
+        parked = await turn_.session.get(ParkedDraft, parked_id)
+        mine = parked is not None and parked.account_id == account.id
+        if parked is None or not mine or parked.subject not in ("relative", "self"):
+            turn_.toast(turn_.t("error.button.stale"))
+            return None
         draft = await hb.resume_parked(turn_.session, account, parked_id)
     if draft is None:
         turn_.toast(turn_.t("error.button.stale"))
@@ -356,8 +363,9 @@ async def join_handover(turn_: Turn, code: str) -> bool:
     return True
 
 
-async def _claim(turn_: Turn, *, code: str | None = None, ref: str | None = None) -> None:
-    """Take the book over (the code typed, or its button after the consent)."""
+async def _claim(turn_: Turn, *, code: str | None = None, ref: str | None = None) -> bool:
+    """Take the book over (the code typed, or its button after the consent); whether it was
+    (a refused one changes nothing)."""
     t, session, services = turn_.t, turn_.session, turn_.services
     now = services.clock()
     try:
@@ -374,7 +382,7 @@ async def _claim(turn_: Turn, *, code: str | None = None, ref: str | None = None
             turn_.toast(render_error(t, err), alert=True)
         else:
             turn_.say(render_error(t, err))
-        return
+        return False
     turn_.close_with = t("consent.agreed") if ref is not None else None
     turn_.say(t("family.join.done", name=done.book.full_name))
     previous = done.previous
@@ -391,6 +399,7 @@ async def _claim(turn_: Turn, *, code: str | None = None, ref: str | None = None
             ),
             locale=theirs.locale,
         )
+    return True
 
 
 # ---------------------------------------------------------------- the buttons
@@ -436,7 +445,8 @@ async def family_button(turn_: Turn) -> object:
     if action in ("guardian", "agreed") and not rest:
         return await _reconsent(turn_, "guardian" if action == "guardian" else "relative")
     if action == "claim" and len(rest) == 1:
-        await _claim(turn_, ref=rest[0])
+        if not await _claim(turn_, ref=rest[0]):
+            return None  # forged or stale: nothing changed, the conversation stays
         # their own registration in progress, if any, gave way to the book taken over
         gone = turn_.account is not None and await hb.get_draft(turn_.session, turn_.account)
         return ConversationHandler.END if gone is None else None
@@ -453,14 +463,17 @@ async def family_button(turn_: Turn) -> object:
 
 async def _ask_hook(turn_: Turn, draft: Draft, step: Step) -> bool:
     """At the review: the consent the relative's age calls for, when it is not the one given
-    (a "child" who is an adult, an "other" relative who is a minor)."""
+    (a "child" who is an adult, an "other" relative who is a minor), or none was recorded."""
     if step is not Step.REVIEW:
         return False
     born_on = (draft.answers or {}).get("date_of_birth")
     kind = await _consent_kind(turn_, draft)
-    if not fam.consent_mismatch(kind, born_on, turn_.services.today()):
-        return False
     minor = fam.is_minor(born_on, turn_.services.today())
+    if minor is None or (
+        kind in ("relative", "guardian")
+        and not fam.consent_mismatch(kind, born_on, turn_.services.today())
+    ):
+        return False
     t = turn_.t
     name = (draft.answers or {}).get("full_name") or "…"
     born = _day(dt.date.fromisoformat(draft.answers["date_of_birth"]))
@@ -490,11 +503,32 @@ async def _ask_hook(turn_: Turn, draft: Draft, step: Step) -> bool:
 
 async def _refused(turn_: Turn, draft: Draft, before: tuple[dict, str | None]) -> object:
     """The ID number just given checked against the family and the other books: a problem
-    puts the answers back as they were, says what is wrong and asks again."""
+    puts the answers back as they were, says what is wrong and asks again. A resident's
+    numbers found in another book count as wrong codes do for /link and /join
+    (bot/link_guard.py): a few, then a wait, so that nobody tries numbers to learn which are
+    registered."""
     assert turn_.account is not None
-    problem = await fam.relative_problem(
-        turn_.session, turn_.account, draft.answers or {}, draft.book_id
-    )
+    guard, attempt = turn_.services.link_guesses, None
+    ident = (draft.answers or {}).get("id_number")
+    if (
+        isinstance(ident, dict)
+        and ident.get("number")
+        and not await custody.is_volunteer(turn_.session, turn_.account)
+    ):
+        attempt = guard.admit(turn_.channel, str(turn_.user_id), turn_.services.clock())
+        if isinstance(attempt, int):  # too many: from this sender, or from everyone
+            draft.answers, draft.editing = before
+            turn_.ack = None
+            turn_.say(turn_.t("family.error.id_wait", minutes=attempt))
+            return await healthbook.ask(turn_, draft, Step.ID_NUMBER)
+    problem = None
+    try:
+        problem = await fam.relative_problem(
+            turn_.session, turn_.account, draft.answers or {}, draft.book_id
+        )
+    finally:
+        if attempt is not None:
+            guard.settle(attempt, wrong=problem is not None and problem.key == fam.ID_REGISTERED)
     if problem is None:
         return await healthbook.ask_next(turn_, draft)
     draft.answers, draft.editing = before
