@@ -15,6 +15,7 @@ from bot.context import Services
 from bot.http import MediaStore
 from bot.i18n import Translator
 from handlers import aftercare, guide, link
+from handlers import audit as audit_words
 from handlers.common import REMOVE_KEYBOARD, Turn, callback_parts, inline, parse_id, turn
 from models import accounts
 from models import healthbook as hb
@@ -210,6 +211,30 @@ def _book_lines(t: Translator, answers: dict, *, unlike: dict | None = None) -> 
     return lines
 
 
+def _book_heading(t: Translator, book: dict) -> str:
+    """Whose book it is: one's own, or a relative's (named, with the relation), then the
+    consent given for a relative's book (its kind, when, the terms' version)."""
+    if book.get("relation") in (None, "self"):
+        return t("mydata.book", updated=book["updated_at"])
+    relation = book["relation"]
+    heading = t(
+        "mydata.book_of",
+        relation=t(f"relation.{relation}") if t.has(f"relation.{relation}") else relation,
+        name=book.get("full_name") or "—",
+        updated=book["updated_at"],
+    )
+    consent = book.get("consent")
+    if consent is None or consent["kind"] is None:
+        return heading
+    given = t(
+        "mydata.book_consent",
+        kind=_name(consent["kind"], t),
+        when=consent["at"] or t("review.none"),
+        version=consent["version"] or t("review.none"),
+    )
+    return heading + "\n" + given
+
+
 def mydata_messages(t: Translator, data: dict) -> list[str]:
     """Everything :func:`models.healthbook.export_data` gathered, in words, in messages that
     each fit Telegram's limit."""
@@ -244,9 +269,7 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
         ],
     )
     for book in data["health_books"]:
-        blocks.append(
-            "\n".join([t("mydata.book", updated=book["updated_at"]), *_book_lines(t, book)])
-        )
+        blocks.append("\n".join([_book_heading(t, book), *_book_lines(t, book)]))
     draft = data["draft"]
     if draft is not None and draft["edits_saved_book"] and data["health_books"]:
         changed = _book_lines(t, draft["answers"], unlike=data["health_books"][0])
@@ -314,9 +337,10 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
         "mydata.reminders",
         [
             t(
-                "mydata.reminder_item",
+                "mydata.reminder_item_for" if r.get("about") else "mydata.reminder_item",
                 kind=_name(r["kind"], t) if r["kind"]["name"] else t("reminder.kind.other"),
                 when=r["due_at"],
+                name=r.get("about") or "",
             )
             for r in data.get("reminders", [])
         ],
@@ -344,9 +368,20 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
                 book=e["health_book"],
                 role=_name(e["by"]["role"], t),
                 commune=e["by"]["commune"] or "—",
-                fields=", ".join(e["fields"]) or "—",
+                fields=audit_words.field_names(t, e["fields"]),
             )
             for e in data.get("acted_on_records", [])
+        ],
+    )
+    section(
+        "mydata.volunteer_wards",
+        [
+            t(
+                "mydata.volunteer_ward_item",
+                commune=w["commune"]["name"] or w["commune"]["code"],
+                since=w["since"],
+            )
+            for w in data.get("volunteer_communes", [])
         ],
     )
     if data["staff_records"]:

@@ -1,8 +1,9 @@
 """/audit (admins): the newest entries of the audit trail, filtered by what is typed after the
 command: ``ward <commune>``, ``action <action>``, ``book <id>``, ``actor telegram:<id>``,
-``since <YYYY-MM-DD>`` (any of them, in any order). Each line says when (local time), what,
-in which role, by whom (``channel:id``), for which book, in which commune and which fields:
-ids, never names or values (the log holds none)."""
+``since <day>`` (``1/11/2026``, ``01/11``, ``2026-11-01``; any of them, in any order). Each
+line says when (local time), what, in which role, by whom (``channel:id``), for which book, in
+which commune and which fields: the action, role and field names in the reader's language
+(``healthbook audit export`` keeps the codes); ids, never names or values (the log holds none)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from bot.i18n import Translator
 from handlers.common import Turn, parse_id, turn
 from models import audit
 from models import validators as v
+from models.errors import InvalidAnswer
 from models.reference import admin_units
 from models.roles import is_admin
 from models.tables import Account, AuditEntry
@@ -27,7 +29,6 @@ from models.timeutil import as_aware
 SHOWN = 30
 PER_MESSAGE = 10
 KEYWORDS = ("ward", "action", "book", "actor", "since")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ACTOR = re.compile(r"(telegram|zalo):([0-9A-Za-z]{1,64})")
 
 
@@ -75,9 +76,10 @@ def local_midnight(day: dt.date, tz: dt.tzinfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
 
 
-def parse_filters(words: list[str], tz: dt.tzinfo) -> Asked:
+def parse_filters(words: list[str], tz: dt.tzinfo, today: dt.date | None = None) -> Asked:
     """What is typed after /audit, strictly: each keyword once, with its value (a commune's
-    name may be several words); ``BadFilter`` naming the first thing wrong."""
+    name may be several words); ``BadFilter`` naming the first thing wrong. ``today`` (the
+    local day, by default now's): what a day typed without its year (``01/11``) is read by."""
     f = audit.Filters()
     actor = None
     seen: set[str] = set()
@@ -115,11 +117,9 @@ def parse_filters(words: list[str], tz: dt.tzinfo) -> Asked:
             actor = (matched.group(1), matched.group(2))
         else:  # since
             try:
-                day = dt.date.fromisoformat(value) if _DATE.fullmatch(value) else None
-            except ValueError:
-                day = None
-            if day is None:
-                raise BadFilter("audit.bad_since")
+                day = v.parse_past_day(value[:30], today or dt.datetime.now(tz).date())
+            except InvalidAnswer:
+                raise BadFilter("audit.bad_since") from None
             f = replace(f, since=local_midnight(day, tz))
         i = j
     return Asked(f, actor)
@@ -143,18 +143,41 @@ def ward_label(code: int | None) -> str:
     return f"{found[0]} ({code})" if found else str(code)
 
 
+def _word(t: Translator, keys: tuple[str, ...], code: str) -> str:
+    """The first of ``keys`` the catalogue has, in the reader's language; the code itself when
+    none has (a code written by a newer version)."""
+    return next((t(key) for key in keys if t.has(key)), code)
+
+
+def action_name(t: Translator, action: str) -> str:
+    """An audit action in words (``audit.action.<action>``)."""
+    return _word(t, (f"audit.action.{action}",), action)
+
+
+def role_name(t: Translator, role: str) -> str:
+    """An audit role in words (``audit.role.<role>``)."""
+    return _word(t, (f"audit.role.{role}",), role)
+
+
+def field_names(t: Translator, fields: list[str] | None) -> str:
+    """The names of the fields an entry lists, in words: a health book's question
+    (``field.<name>``) or another field (``audit.field.<name>``); ``—`` when none."""
+    names = [_word(t, (f"field.{f}", f"audit.field.{f}"), f) for f in fields or []]
+    return ", ".join(names) or "—"
+
+
 def entry_line(t: Translator, e: AuditEntry, actor: str, tz: dt.tzinfo) -> str:
-    """One entry on one line."""
+    """One entry on one line, its action, role and fields in words."""
     when = as_aware(e.at).astimezone(tz)
     return t(
         "audit.line",
-        when=f"{when:%Y-%m-%d %H:%M}",
-        action=e.action,
-        role=e.actor_role,
+        when=f"{when:%d/%m/%Y %H:%M}",
+        action=action_name(t, e.action),
+        role=role_name(t, e.actor_role),
         actor=actor,
         book=e.health_book_id if e.health_book_id is not None else "—",
         ward=ward_label(e.ward_code),
-        fields=", ".join(e.fields or []) or "—",
+        fields=field_names(t, e.fields),
     )
 
 
@@ -169,7 +192,7 @@ async def audit_command(turn_: Turn) -> None:
         return
     tz = turn_.services.tz
     try:
-        asked = parse_filters(list(turn_.context.args or []), tz)
+        asked = parse_filters(list(turn_.context.args or []), tz, turn_.services.today())
     except BadFilter as err:
         turn_.say(t(err.key, **err.params) + "\n\n" + t("audit.usage"))
         return
@@ -199,4 +222,12 @@ def handlers() -> list[BaseHandler]:
     return [CommandHandler("audit", audit_command)]
 
 
-__all__ = ["BadFilter", "handlers", "parse_filters", "ward_code_of"]
+__all__ = [
+    "BadFilter",
+    "action_name",
+    "field_names",
+    "handlers",
+    "parse_filters",
+    "role_name",
+    "ward_code_of",
+]

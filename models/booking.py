@@ -99,7 +99,7 @@ def normalize_code(text: str) -> str:
     code = "".join(text.split()).replace("-", "").upper()
     bad = "".join(sorted(set(code) - set(CODE_ALPHABET)))
     if bad or len(code) != CODE_LENGTH:
-        # ``chars`` lets the message say "codes never contain 0, O, 1, I or L" when it applies
+        # the message says which characters a code has (``chars``: the ones typed that it never has)
         raise DomainError("booking.code_invalid", chars=bad, length=CODE_LENGTH)
     return code
 

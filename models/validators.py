@@ -230,6 +230,24 @@ def parse_date_of_birth(text: str, today: dt.date) -> dt.date:
     return dob
 
 
+def parse_past_day(text: str, today: dt.date) -> dt.date:
+    """A day on or before ``today`` as people here write it: ``1/11/2026``, ``01-11-2026``,
+    ``2026-11-01``, or ``01/11`` without the year (this year's, or last year's when that day is
+    still to come); ``error.date.format`` when it cannot be read as a real day."""
+    tokens = [t for t in fold(unicodedata.normalize("NFKC", text)).split() if t not in _DATE_WORDS]
+    if len(tokens) == 2 and all(t.isascii() and t.isdigit() and len(t) <= 2 for t in tokens):
+        day, month, year = int(tokens[0]), int(tokens[1]), today.year
+    else:
+        day, month, year = _date_parts(text)
+    try:
+        found = dt.date(year, month, day)
+        if len(tokens) == 2 and found > today:
+            found = dt.date(year - 1, month, day)
+    except ValueError:
+        raise InvalidAnswer("error.date.format") from None
+    return found
+
+
 # --- gender and yes/no answers ---------------------------------------------------------------
 
 

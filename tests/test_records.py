@@ -568,10 +568,12 @@ async def test_audit_for_admins_with_filters(chat_bot: ChatHarness) -> None:
         return [x for x in (admin.last_answer or "").split("\n") if " · " in x and "·" in x[:20]]
 
     every = await lines("/audit")
-    assert len(every) == 3 and every[0].split(" · ")[1] == "checked_in"  # newest first
+    checked_in, booked = tt("audit.action.checked_in"), tt("audit.action.booked")
+    assert len(every) == 3 and every[0].split(" · ")[1] == checked_in  # newest first, in words
     assert f"{h.channel}:7002" in every[0] and "Phường Sa Pa (3006)" in every[1]
-    assert "book 12" not in every[0] and "mã sổ 12" in every[0] and "status" in every[0]
-    assert [x.split(" · ")[1] for x in await lines("/audit action booked")] == ["booked"]
+    assert "book 12" not in every[0] and "mã sổ 12" in every[0]
+    assert every[0].endswith(tt("audit.field.status"))
+    assert [x.split(" · ")[1] for x in await lines("/audit action booked")] == [booked]
     assert len(await lines("/audit ward sa pa")) == 2
     assert len(await lines("/audit ward 2683")) == 1
     assert len(await lines("/audit book 11 since 2026-11-01")) == 1
@@ -589,7 +591,7 @@ async def test_audit_for_admins_with_filters(chat_bot: ChatHarness) -> None:
     assert admin.last_answer == tt("audit.none")
     for bad, key in (
         ("/audit action eaten", "audit.bad_action"),
-        ("/audit since 20/11/2026", "audit.bad_since"),
+        ("/audit since 31/11/2026", "audit.bad_since"),
         ("/audit colour red", "audit.bad_keyword"),
         ("/audit book", "audit.missing_value"),
         ("/audit book 1 2", "audit.one_value"),
