@@ -366,7 +366,7 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
                 when=e["at"],
                 action=_name(e["action"], t),
                 book=e["health_book"],
-                role=_name(e["by"]["role"], t),
+                role=audit_words.role_name(t, e["by"]["role"]["code"]) if e["by"]["role"] else "—",
                 commune=e["by"]["commune"] or "—",
                 fields=audit_words.field_names(t, e["fields"]),
             )

@@ -194,7 +194,10 @@ async def audit_command(turn_: Turn) -> None:
     try:
         asked = parse_filters(list(turn_.context.args or []), tz, turn_.services.today())
     except BadFilter as err:
-        turn_.say(t(err.key, **err.params) + "\n\n" + t("audit.usage"))
+        params = dict(err.params)
+        if err.key == "audit.bad_action":  # the codes to type, each with its words
+            params["actions"] = ", ".join(f"{a} ({action_name(t, a)})" for a in audit.ACTIONS)
+        turn_.say(t(err.key, **params) + "\n\n" + t("audit.usage"))
         return
     f = asked.filters
     if asked.actor is not None:

@@ -112,6 +112,7 @@ async def test_mydata_of_a_family_holder_says_whose(chat_sample: ChatHarness) ->
     # what others did for them: the staff's check-in, in words; not the holder's own booking
     assert tt("mydata.acted_on", count=1) in text
     assert tt("audit.action.checked_in") in text and tt("audit.field.status") in text
+    assert tt("audit.role.site_staff") in text
     assert tt("audit.action.booked") + f" ({FATHER})" not in text
     for code in ("campaign", "checked_in", "site_staff", ": status"):
         assert code not in text, code
@@ -198,6 +199,9 @@ async def test_audit_says_actions_roles_and_fields_in_words(
     assert booked.endswith(fields)
     assert edited.endswith(f"{w('field.full_name')}, {w('field.phone')}")
     assert code.startswith("30/10/2026 10:00 · ")
+    await admin.send("/audit action eaten")  # the codes to type, each with its words
+    assert f"handover_code ({w('audit.action.handover_code')})" in (admin.last_answer or "")
+    await admin.send("/audit")
     if lang == "vi":  # in English a few words are their codes' too ("dose", "session")
         for raw in ("handover_code", "relative", "campaign", "session", "full_name"):
             assert raw not in admin.last_answer, raw
