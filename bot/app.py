@@ -257,11 +257,12 @@ async def prepare_database(app: HBApplication) -> None:
 
 async def forget_handled_updates_job(context: HBContext) -> None:
     """Every hour: forget the updates handled more than 48 hours ago (Telegram gives none of
-    them again)."""
+    them again), and the registrations set aside a month ago and never taken up again."""
     services = context.services
     async with services.sessions() as session, session.begin():
         count = await forget_handled(session, services.clock())
-    log.debug("forgot %d handled updates", count)
+        parked = await hb.purge_parked(session, services.clock())
+    log.debug("forgot %d handled updates, %d registrations set aside", count, parked)
 
 
 def engine_of(app: HBApplication) -> AsyncEngine:

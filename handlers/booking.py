@@ -582,7 +582,9 @@ async def time_chosen(turn_: Turn) -> object:
             turn_.session, book.id, session_id, campaign_id, None, turn_.services.today()
         )
     except DomainError as err:
-        turn_.say(render_error(t, err))
+        # a stale or forged time (ids well formed, unknown or gone): its notice alone (on Zalo
+        # said as a message), so the times offered before still stand
+        turn_.toast(render_error(t, err), alert=True)
         return None
     turn_.say(
         whose(turn_, book)
@@ -702,8 +704,11 @@ async def ticket_for(turn_: Turn, book_id: int) -> bool:
             turn_.say(render_error(t, err))
         return False
     upcoming = await bk.bookings_for(turn_.session, found.book)
-    if not upcoming:
-        turn_.say(whose(turn_, found.book) + t("ticket.none"))
+    if not upcoming:  # not a dead end: booking a place is offered with it
+        turn_.say(
+            whose(turn_, found.book) + t("ticket.none"),
+            inline([[(t("ticket.book_now"), f"bk:for:{found.book.id}")]]),
+        )
         return False
     for booking in upcoming:
         await send_ticket(turn_, booking)

@@ -24,10 +24,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import audit, custody
+from models import audit, custody, records
 from models import healthbook as hb
 from models import validators as v
-from models.booking import release_book
 from models.errors import DomainError
 from models.tables import (
     Account,
@@ -39,10 +38,8 @@ from models.tables import (
     HealthBook,
     OutboxMessage,
     ParkedDraft,
-    Reaction,
-    Vaccination,
-    WaitlistEntry,
 )
+from models.timeutil import as_aware
 
 #: how long a hand-over code can be used
 HANDOVER_LIFE = dt.timedelta(hours=48)
@@ -72,10 +69,6 @@ def _hash(code: str) -> str:
     return hashlib.sha256(f"healthbook-handover:{code}".encode()).hexdigest()
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
 def is_minor(date_of_birth: dt.date | str | None, today: dt.date) -> bool | None:
     """Whether a person born then is under :data:`ADULT_AGE` today (None: not known yet)."""
     if date_of_birth is None:
@@ -103,7 +96,12 @@ def consent_for(kind: str, version: str, now: dt.datetime) -> dict[str, Any]:
     if kind not in ("relative", "guardian"):
         raise ValueError(f"unknown consent kind {kind!r}")
     confirmed = "relative_agreed" if kind == "relative" else "parent_or_guardian"
-    return {"kind": kind, "version": version, "at": _utc(now).isoformat(), "confirmed": confirmed}
+    return {
+        "kind": kind,
+        "version": version,
+        "at": as_aware(now).isoformat(),
+        "confirmed": confirmed,
+    }
 
 
 # ---------------------------------------------------------------- who is who in a family
@@ -115,6 +113,10 @@ def _same_person(book: HealthBook, name: str, dob: str, number: str | None) -> b
     if number and book.id_number:
         return number == book.id_number
     return v.fold(book.full_name) == v.fold(name) and book.date_of_birth.isoformat() == dob
+
+
+#: a resident's relative whose ID number another book holds (nothing said of where or when)
+ID_REGISTERED = "family.error.id_registered"
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,9 @@ async def relative_problem(
     """Whether the relative described by ``answers`` (name, date of birth, ID number) can be
     registered under ``account``: not the holder themselves, not a relative already in this
     family, not the person whose account holds the holder's own book (a loop), not an ID
-    number registered elsewhere. ``book_id``: the book being edited (it is not a duplicate of
-    itself). None when all is well."""
+    number registered elsewhere (to a volunteer: in which commune and since when; to anyone
+    else: :data:`ID_REGISTERED`, nothing more). ``book_id``: the book being edited (it is not
+    a duplicate of itself). None when all is well."""
     name, dob = answers.get("full_name"), answers.get("date_of_birth")
     ident = answers.get("id_number")
     number = ident.get("number") if isinstance(ident, dict) else None
@@ -169,6 +172,10 @@ async def relative_problem(
     if number:
         found = await hb.id_holder(session, number)
         if found is not None and found.id != book_id:
+            if not await custody.is_volunteer(session, account):
+                # where and since when is a volunteer's to know (issue 9), not any resident's:
+                # an ID number would tell anyone where its person lives
+                return Problem(ID_REGISTERED, {})
             return Problem(
                 "family.error.id_elsewhere",
                 {"ward": v.ward_name(found.ward_code), "date": found.created_at.date()},
@@ -192,46 +199,33 @@ async def remove_relative(
     assert actor is not None
     book = found.book
     name = book.full_name
-    await release_book(session, book.id, now)
-    bookings = select(Booking.id).where(Booking.health_book_id == book.id)
-    await session.execute(
-        delete(OutboxMessage)
-        .where((OutboxMessage.health_book_id == book.id) | OutboxMessage.booking_id.in_(bookings))
-        .execution_options(synchronize_session=False)
-    )
-    for table in (Reaction, Vaccination, WaitlistEntry, Booking, BookingDraft, Assist):
-        await session.execute(
-            delete(table)
-            .where(table.health_book_id == book.id)
-            .execution_options(synchronize_session=False)
-        )
-    draft = await hb.get_draft(session, actor)  # an edit of it in progress
-    if draft is not None and draft.book_id == book.id:
-        await session.delete(draft)
-        session.info.setdefault("drafts", {})[actor.id] = None
-    await session.execute(
-        delete(ParkedDraft)
-        .where(ParkedDraft.book_id == book.id)
-        .execution_options(synchronize_session=False)
-    )
-    await session.execute(delete(HandoverCode).where(HandoverCode.health_book_id == book.id))
     await audit.record(session, actor, book, "deleted", role="relative")
-    await session.delete(book)
-    await session.flush()
+    await records.erase_book(session, book, now)
     return name
 
 
 # ---------------------------------------------------------------- hand-over
 
 
+def may_hand_over(found: custody.Access) -> bool:
+    """Whether whoever has ``found`` may hand the book over (or delete it): its holder, for a
+    relative's book; a volunteer, only a resident's book no account holds (the holder of a
+    book, who let a volunteer help, keeps it: only they decide)."""
+    if found.capacity == "relative":
+        return True
+    return found.capacity == "volunteer" and found.book.account_id is None
+
+
 async def create_handover(
     session: AsyncSession, actor: Account | None, book_id: int, now: dt.datetime
 ) -> str:
     """A new one-time code for the person of book ``book_id`` to take their book over with
-    ``/join CODE``: made by its holder (a relative's book) or a volunteer helping the resident.
-    The book's earlier codes, and every expired one, are dropped. Audited ``handover_code``."""
+    ``/join CODE``: made by its holder (a relative's book) or a volunteer helping a resident
+    who has no account (a book with a holder is theirs to hand over, not a linked
+    volunteer's). The book's earlier codes, and every expired one, are dropped. Audited
+    ``handover_code``."""
     found = await custody.require_book(session, actor, book_id)
-    if not found.for_another:
+    if not may_hand_over(found):
         raise DomainError("access.denied")  # one's own book is one's own already
     assert actor is not None
     await session.execute(
@@ -296,7 +290,7 @@ async def check_handover(
     row = await _row(session, code, ref)
     if row is None:
         raise DomainError("family.join.unknown")
-    if _utc(row.expires_at) <= now:
+    if as_aware(row.expires_at) <= now:
         raise DomainError("family.join.expired")
     book = await session.get(HealthBook, row.health_book_id)
     if book is None:
@@ -336,6 +330,16 @@ async def claim_handover(
     if consent is None:
         raise DomainError("family.join.consent")
     book, row = offered.book, offered.row
+    # the code used up first, by whoever deletes its row: of two claims at the same moment
+    # the second waits for the first (the row's lock), then finds nothing and changes nothing
+    used = await session.execute(
+        delete(HandoverCode)
+        .where(HandoverCode.code_hash == row.code_hash)
+        .execution_options(synchronize_session=False)
+    )
+    if used.rowcount != 1:  # type: ignore[attr-defined]
+        raise DomainError("family.join.unknown")
+    session.expunge(row)
     begun = await hb.get_draft(session, account)  # their own book begun: it exists now
     if begun is not None and begun.subject == "self" and begun.book_id is None:
         await session.delete(begun)
@@ -353,7 +357,7 @@ async def claim_handover(
     book.relation = "self"
     book.consent_kind = "own"
     book.consent_by = None
-    book.consent_at = _utc(now)
+    book.consent_at = as_aware(now)
     book.consent_version = consent.version
     await session.execute(delete(HandoverCode).where(HandoverCode.health_book_id == book.id))
     await session.execute(delete(Assist).where(Assist.health_book_id == book.id))
@@ -388,6 +392,7 @@ async def claim_handover(
 __all__ = [
     "ADULT_AGE",
     "HANDOVER_LIFE",
+    "ID_REGISTERED",
     "HandedOver",
     "Offered",
     "Problem",
@@ -398,6 +403,7 @@ __all__ = [
     "create_handover",
     "format_handover",
     "is_minor",
+    "may_hand_over",
     "normalize_handover",
     "relative_problem",
     "remove_relative",

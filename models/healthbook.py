@@ -17,7 +17,6 @@ from sqlalchemy.orm import aliased
 
 from models import validators as v
 from models.addresses import Address
-from models.booking import release_book
 from models.errors import DomainError, InvalidAnswer
 from models.schemas import HealthBookIn, validate_book
 from models.tables import (
@@ -47,7 +46,7 @@ from models.tables import (
     WaitlistEntry,
     utcnow,
 )
-from models.timeutil import LOCAL_TZ
+from models.timeutil import LOCAL_TZ, as_aware, to_utc
 
 # The questions, in the order they are asked; a draft is complete when all are answered.
 FIELDS: tuple[str, ...] = (
@@ -180,11 +179,17 @@ async def start_draft(
     book it is (``self``, ``relative`` with its ``relation``, ``assisted``: see
     :mod:`models.custody`); ``consent``: how consent was given for it (``kind``, ``version``,
     ``at``…); ``answers``: answers known already (a volunteer's commune, a quick entry). The
-    draft in progress, if it is another person's and has answers, is parked first
-    (:func:`park_draft`), never lost."""
+    draft in progress, if it is another person's and has answers, or an edit of another saved
+    book with answers changed, is parked first (:func:`park_draft`), never lost."""
     draft = await get_draft(session, account)
-    if draft is not None and draft.answers and draft.book_id is None and (
-        draft.subject != subject or draft.relation != relation or subject != "self"
+    if (
+        draft is not None
+        and draft.answers
+        and (
+            await _edit_changed(session, draft, book)
+            if draft.book_id is not None
+            else draft.subject != subject or draft.relation != relation or subject != "self"
+        )
     ):
         await park_draft(session, account)
         draft = None
@@ -207,8 +212,24 @@ async def start_draft(
     return draft
 
 
+async def _edit_changed(session: AsyncSession, draft: Draft, book: HealthBook | None) -> bool:
+    """Whether ``draft``, an edit of a saved book, holds answers changed from that book's and
+    another registration (than that book's edit) is beginning: then it is parked."""
+    if book is not None and book.id == draft.book_id:
+        return False  # the same book's edit begun again
+    saved = await session.get(HealthBook, draft.book_id)
+    return saved is not None and dict(draft.answers or {}) != answers_of_book(saved)
+
+
+#: registrations set aside kept per account: parking one more drops the oldest
+PARKED_MAX = 20
+#: a registration set aside this long ago and never taken up again is deleted
+PARKED_LIFE = dt.timedelta(days=30)
+
+
 async def park_draft(session: AsyncSession, account: Account) -> ParkedDraft | None:
-    """Set the draft in progress aside (as a :class:`ParkedDraft`) so another can begin."""
+    """Set the draft in progress aside (as a :class:`ParkedDraft`) so another can begin; at
+    most :data:`PARKED_MAX` per account are kept (the oldest goes)."""
     draft = await get_draft(session, account)
     if draft is None:
         return None
@@ -221,17 +242,35 @@ async def park_draft(session: AsyncSession, account: Account) -> ParkedDraft | N
         answers=dict(draft.answers or {}),
         editing=draft.editing,
         # drafts.updated_at is a plain column (naive on SQLite); parked_drafts' is UTC-aware
-        updated_at=_aware(draft.updated_at) if draft.updated_at else utcnow(),
+        updated_at=as_aware(draft.updated_at) if draft.updated_at else utcnow(),
     )
     session.add(parked)
     await session.delete(draft)
     session.info.get("drafts", {}).pop(account.id, None)
     await session.flush()
+    kept = (
+        select(ParkedDraft.id)
+        .where(ParkedDraft.account_id == account.id)
+        .order_by(ParkedDraft.updated_at.desc(), ParkedDraft.id.desc())
+        .limit(PARKED_MAX)
+    )
+    await session.execute(
+        delete(ParkedDraft)
+        .where(ParkedDraft.account_id == account.id, ParkedDraft.id.not_in(kept))
+        .execution_options(synchronize_session=False)
+    )
     return parked
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+async def purge_parked(session: AsyncSession, now: dt.datetime) -> int:
+    """Delete the registrations set aside more than :data:`PARKED_LIFE` ago (hourly, with
+    the handled updates: bot/app.py); how many."""
+    done = await session.execute(
+        delete(ParkedDraft)
+        .where(ParkedDraft.updated_at < to_utc(now) - PARKED_LIFE)
+        .execution_options(synchronize_session=False)
+    )
+    return int(done.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def parked_drafts(session: AsyncSession, account: Account) -> list[ParkedDraft]:
@@ -493,10 +532,19 @@ async def save_book(
         error.params.setdefault("field", field)
         raise error
     book = await session.get(HealthBook, draft.book_id) if draft.book_id else None
+    if draft.subject == "assisted" and custody.is_suspended(account):
+        raise DomainError("assist.suspended")  # the draft stays, for when they may again
+    kind = (draft.consent or {}).get("kind") or (book.consent_kind if book else None)
+    if book is None:  # a new book is written as the draft says: the draft must hold together
+        if draft.subject == "relative" and (
+            draft.relation not in custody.RELATIONS or kind not in ("relative", "guardian")
+        ):
+            raise DomainError("family.error.consent")
+        if draft.subject == "assisted" and kind != "verbal":
+            raise DomainError("access.denied")
     if draft.subject == "relative":  # a child's data: a parent's or guardian's consent
         from models.family import consent_mismatch
 
-        kind = (draft.consent or {}).get("kind") or (book.consent_kind if book else None)
         if consent_mismatch(kind, data.date_of_birth, dt.datetime.now(LOCAL_TZ).date()):
             raise DomainError("family.error.consent")
     capacity: str = draft.subject if draft.subject in custody.SUBJECTS else "self"
@@ -507,8 +555,10 @@ async def save_book(
         capacity = found.capacity
     elif capacity == "assisted":
         capacity = "volunteer"
-        if data.ward not in await custody.volunteer_wards(session, account):
-            raise InvalidAnswer("error.ward.not_yours", field="ward")
+    if capacity == "volunteer" and data.ward not in await custody.volunteer_wards(
+        session, account
+    ):  # a new resident's or an edited one's: a volunteer works in their communes only
+        raise InvalidAnswer("error.ward.not_yours", field="ward")
     number = data.id_number.number if data.id_number else None
     if number and await id_taken(session, number, except_book=book.id if book else None):
         raise DomainError("error.id.duplicate")
@@ -587,7 +637,7 @@ class Holdings:
     """How much is stored about an account, by kind: what /delete will erase."""
 
     health_books: int
-    drafts: int  # a health-book form or a booking in progress
+    drafts: int  # a health-book form or a booking in progress, registrations set aside
     consents: int
     bookings: int
     places_held: int  # active bookings and held waitlist offers: their places are given back
@@ -636,7 +686,8 @@ async def holdings(session: AsyncSession, account: Account) -> Holdings:
         drafts=await _count(session, select(Draft.account_id).where(Draft.account_id == account.id))
         + await _count(
             session, select(BookingDraft.account_id).where(BookingDraft.account_id == account.id)
-        ),
+        )
+        + await _count(session, select(ParkedDraft.id).where(ParkedDraft.account_id == account.id)),
         consents=await _count(session, select(Consent.id).where(Consent.account_id == account.id)),
         bookings=await _count(session, select(Booking.id).where(mine)),
         places_held=await _count(
@@ -852,6 +903,7 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
         )
     ).all()
     draft = await get_draft(session, account)
+    parked = await parked_drafts(session, account)
     booking_draft = await session.get(BookingDraft, account.id)
     states = (
         await session.scalars(
@@ -888,6 +940,8 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
         )
     ).all()
 
+    about = await _others_named(session, {r.health_book_id for r in reminders if r.health_book_id})
+
     def slot(s: Session | None) -> dict[str, Any] | None:
         if s is None:
             return None
@@ -918,6 +972,16 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
                 **describe_answers(t, answers_of_book(b)),
                 "relation": b.relation,
                 "consent_version": b.consent_version,
+                # a relative's book: the consent given for it (not the holder's own)
+                "consent": (
+                    {
+                        "kind": _named(b.consent_kind, _by_key(t, "mydata.consent_kind")),
+                        "at": _moment(b.consent_at),
+                        "version": b.consent_version,
+                    }
+                    if b.relation != "self"
+                    else None
+                ),
                 "created_at": _moment(b.created_at),
                 "updated_at": _moment(b.updated_at),
             }
@@ -933,6 +997,19 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
             if draft is not None
             else None
         ),
+        # registrations begun and set aside to begin another (theirs, a relative's, a
+        # resident's they help): kept PARKED_LIFE, at most PARKED_MAX
+        "parked_drafts": [
+            {
+                "answers": describe_answers(t, p.answers or {}),
+                "subject": p.subject,  # self | relative | assisted
+                "relation": _named(p.relation, _by_key(t, "relation")),
+                "editing": p.editing,
+                "edits_saved_book": p.book_id is not None,
+                "updated_at": _moment(p.updated_at),
+            }
+            for p in parked
+        ],
         "booking_draft": (
             {
                 "campaign": _campaign(t, campaigns.get(booking_draft.campaign_id or 0)),
@@ -994,6 +1071,15 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
         ],
         # other people's records this account signed as staff: counted, never copied
         "staff_records": counts.staff_records,
+        # the communes where they volunteer (registering and helping residents there)
+        "volunteer_communes": [
+            {"commune": _ward_named(w.ward_code), "since": _moment(w.created_at)}
+            for w in await session.scalars(
+                select(VolunteerWard)
+                .where(VolunteerWard.account_id == account.id)
+                .order_by(VolunteerWard.ward_code)
+            )
+        ],
         "conversations": [
             {"name": c.name, "state": c.state, "updated_at": _moment(c.updated_at)} for c in states
         ],
@@ -1002,6 +1088,8 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
             {
                 "kind": _named(r.kind, _by_key(t, "reminder.kind")),
                 "due_at": _moment(r.due_at),
+                # whose appointment it is about, when not their own (a relative's, a resident's)
+                "about": about.get(r.health_book_id or 0),
             }
             for r in reminders
         ],
@@ -1018,7 +1106,7 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
         ],
         # who acted on their records for them (a relative, a volunteer, site staff): by role
         # and commune, never by messenger id (the audit trail, models/audit.py)
-        "acted_on_records": await _trail(session, books, t),
+        "acted_on_records": await _trail(session, books, t, account),
         # what this person did for others (as a relative, volunteer, staff): counted, the
         # entries are the others' (the audit log)
         "acted_for_others": await _count(
@@ -1037,10 +1125,33 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
     }
 
 
-async def _trail(session: AsyncSession, books: Any, t: Labels) -> list[dict[str, Any]]:
+async def _trail(
+    session: AsyncSession, books: Any, t: Labels, reader: Account
+) -> list[dict[str, Any]]:
     from models.records import trail_of_books  # it uses this module's labels
 
-    return await trail_of_books(session, books, t)  # type: ignore[return-value]
+    return await trail_of_books(session, books, t, reader=reader)  # type: ignore[return-value]
+
+
+async def _others_named(session: AsyncSession, book_ids: set[int]) -> dict[int, str]:
+    """The names of the books among ``book_ids`` that are someone else's (a relative's, a
+    resident's helped): what a reminder about them says whose it is."""
+    if not book_ids:
+        return {}
+    rows = await session.execute(
+        select(HealthBook.id, HealthBook.full_name).where(
+            HealthBook.id.in_(book_ids), HealthBook.relation != "self"
+        )
+    )
+    return {i: name for i, name in rows.all()}
+
+
+def _ward_named(code: int) -> dict[str, Any]:
+    """A commune's code and name (None when no longer known)."""
+    from models.reference import admin_units
+
+    found = admin_units().wards.get(code)
+    return {"code": code, "name": found[0] if found else None}
 
 
 async def erase_account(
@@ -1058,23 +1169,17 @@ async def erase_account(
         linked = select(Account).where(Account.linked_to == account.id)
         for other in (await session.scalars(linked)).all():
             await erase_account(session, other, with_linked=False)
-    books = await _book_ids(session, account)
-    for book_id in books:  # a cascade delete would not give the booked places back
-        await release_book(session, book_id, utcnow())
-    await session.execute(  # reminders still to be sent, about them or to them
+    from models.records import erase_book  # it builds on this module
+
+    now = utcnow()
+    held = select(HealthBook).where(HealthBook.account_id == account.id).order_by(HealthBook.id)
+    for book in (await session.scalars(held)).all():  # each with all that hangs off it
+        await erase_book(session, book, now)
+    await session.execute(  # reminders still to be sent to them
         delete(OutboxMessage)
-        .where(
-            _outbox_of(account, books)
-            | OutboxMessage.booking_id.in_(
-                select(Booking.id).where(Booking.health_book_id.in_(books))
-            )
-        )
+        .where(OutboxMessage.account_id == account.id)
         .execution_options(synchronize_session=False)
     )
-    await session.execute(delete(Reaction).where(Reaction.health_book_id.in_(books)))
-    await session.execute(delete(Vaccination).where(Vaccination.health_book_id.in_(books)))
-    await session.execute(delete(WaitlistEntry).where(WaitlistEntry.health_book_id.in_(books)))
-    await session.execute(delete(Booking).where(Booking.health_book_id.in_(books)))
     for column in (
         Booking.checked_in_by,
         Booking.outcome_by,
