@@ -50,21 +50,33 @@ CODE_DIGITS = 8
 CODE_LIFE = dt.timedelta(minutes=10)
 MAX_FAILURES = 5  # wrong codes per account within FAILURE_WINDOW
 FAILURE_WINDOW = dt.timedelta(minutes=15)
-_SEPARATORS = str.maketrans("", "", " -._\u00a0")
+_SEPARATORS = str.maketrans("", "", " -._\u00a0\t")
 
 
-def normalize_code(text: str) -> str | None:
-    """The code a person typed (``4827 1930``, ``4827-1930``), as its eight ASCII digits, or
-    None when it is not one."""
+def digits_code(text: str, length: int) -> str | None:
+    """A code of ``length`` digits as a person typed it (``4827 1930``, ``4827-1930``: spaces,
+    dashes, dots ignored), as its ASCII digits, or None when it is not one (also used for
+    invite codes, models/invites.py)."""
     digits = text.strip().translate(_SEPARATORS)
-    if len(digits) != CODE_DIGITS or not (digits.isascii() and digits.isdigit()):
+    if len(digits) != length or not (digits.isascii() and digits.isdigit()):
         return None
     return digits
 
 
+def grouped(code: str) -> str:
+    """A code as shown: two groups of digits."""
+    half = len(code) // 2
+    return f"{code[:half]} {code[half:]}"
+
+
+def normalize_code(text: str) -> str | None:
+    """The /link code a person typed, as its eight ASCII digits, or None when it is not one."""
+    return digits_code(text, CODE_DIGITS)
+
+
 def format_code(code: str) -> str:
-    """A code as shown: two groups of four digits."""
-    return f"{code[:4]} {code[4:]}"
+    """A /link code as shown: two groups of four digits."""
+    return grouped(code)
 
 
 def _hash(code: str) -> str:

@@ -201,8 +201,10 @@ async def start_draft(
     draft.answers = answers_of_book(book) if book else dict(answers or {})
     draft.editing = None
     if book is not None:
-        subject = "self" if book.relation == "self" and book.account_id == account.id else (
-            "relative" if book.account_id == account.id else "assisted"
+        subject = (
+            "self"
+            if book.relation == "self" and book.account_id == account.id
+            else ("relative" if book.account_id == account.id else "assisted")
         )
         relation = book.relation if subject == "relative" else None
     draft.subject = subject
@@ -227,6 +229,18 @@ PARKED_MAX = 20
 PARKED_LIFE = dt.timedelta(days=30)
 
 
+def _draft_fields(draft: Draft | ParkedDraft) -> dict[str, Any]:
+    """What a draft and a registration set aside share (copied: the JSON too)."""
+    return {
+        "book_id": draft.book_id,
+        "subject": draft.subject,
+        "relation": draft.relation,
+        "consent": dict(draft.consent or {}),
+        "answers": dict(draft.answers or {}),
+        "editing": draft.editing,
+    }
+
+
 async def park_draft(session: AsyncSession, account: Account) -> ParkedDraft | None:
     """Set the draft in progress aside (as a :class:`ParkedDraft`) so another can begin; at
     most :data:`PARKED_MAX` per account are kept (the oldest goes)."""
@@ -235,12 +249,7 @@ async def park_draft(session: AsyncSession, account: Account) -> ParkedDraft | N
         return None
     parked = ParkedDraft(
         account_id=account.id,
-        book_id=draft.book_id,
-        subject=draft.subject,
-        relation=draft.relation,
-        consent=dict(draft.consent or {}),
-        answers=dict(draft.answers or {}),
-        editing=draft.editing,
+        **_draft_fields(draft),
         # drafts.updated_at is a plain column (naive on SQLite); parked_drafts' is UTC-aware
         updated_at=as_aware(draft.updated_at) if draft.updated_at else utcnow(),
     )
@@ -296,15 +305,7 @@ async def resume_parked(session: AsyncSession, account: Account, parked_id: int)
         await session.delete(current)
         session.info.get("drafts", {}).pop(account.id, None)
         await session.flush()
-    draft = Draft(
-        account_id=account.id,
-        book_id=parked.book_id,
-        subject=parked.subject,
-        relation=parked.relation,
-        consent=dict(parked.consent or {}),
-        answers=dict(parked.answers or {}),
-        editing=parked.editing,
-    )
+    draft = Draft(account_id=account.id, **_draft_fields(parked))
     session.add(draft)
     session.info.setdefault("drafts", {})[account.id] = draft
     await session.delete(parked)
@@ -662,9 +663,8 @@ async def _count(session: AsyncSession, stmt: Any) -> int:
 def _states_of(account: Account) -> Any:
     """Which conversation states are the account's: its channel's, under its user id (a
     Telegram id and a Zalo id that happen to be equal never meet)."""
-    return (
-        (ConversationState.channel == account.channel)
-        & (ConversationState.user_id == account.external_id)
+    return (ConversationState.channel == account.channel) & (
+        ConversationState.user_id == account.external_id
     )
 
 
@@ -912,9 +912,7 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
     ).all()
     counts = await holdings(session, account)
     offer = await session.get(ChatOffer, (account.channel, account.external_id))
-    set_aside = await session.get(
-        ChatOffer, (aside_channel(account.channel), account.external_id)
-    )
+    set_aside = await session.get(ChatOffer, (aside_channel(account.channel), account.external_id))
     reactions = (
         await session.scalars(
             select(Reaction)

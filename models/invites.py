@@ -31,6 +31,7 @@ from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import reference as ref
+from models.accounts import digits_code, grouped
 from models.checkin import grant_staff
 from models.custody import is_suspended
 from models.errors import DomainError
@@ -49,21 +50,17 @@ DEFAULT_DAYS = 7
 MAX_USES = 500
 MAX_DAYS = 90
 MAX_WARDS = 20
-_SEPARATORS = str.maketrans("", "", " -._\u00a0\t")
 
 
 def normalize_code(text: str) -> str | None:
     """The code a person typed (``48271 93051``, ``48271-93051``) as its ten ASCII digits, or
     None when it is not one."""
-    digits = text.strip().translate(_SEPARATORS)
-    if len(digits) != CODE_DIGITS or not (digits.isascii() and digits.isdigit()):
-        return None
-    return digits
+    return digits_code(text, CODE_DIGITS)
 
 
 def format_code(code: str) -> str:
     """A code as shown: two groups of five digits."""
-    return f"{code[:5]} {code[5:]}"
+    return grouped(code)
 
 
 def _hash(code: str) -> str:
