@@ -1,6 +1,7 @@
 """The command line of roles: invite codes (``healthbook invite create|list|revoke``),
-volunteers (``healthbook volunteers list|suspend|resume|remove``), ``healthbook staff remove``
-and ``healthbook admin remove``. Registered on :data:`bot.cli.app` when :mod:`bot.cli` loads.
+volunteers (``healthbook volunteers list|suspend|resume|remove|transfer``), ``healthbook staff
+remove`` and ``healthbook admin remove``. Registered on :data:`bot.cli.app` when :mod:`bot.cli`
+loads.
 
 Every option is checked before the database is opened (a usage error: exit status 2); a
 refusal of the domain (an unknown site, a person who is no volunteer…) is one line and exit
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from models.tables import Account
 
 invite_app = _group("Invite codes for volunteers and site staff.")
-volunteers_app = _group("Commune volunteers: list, suspend, resume, remove.")
+volunteers_app = _group("Commune volunteers: list, suspend, resume, remove, transfer.")
 app.add_typer(invite_app, name="invite")
 app.add_typer(volunteers_app, name="volunteers")
 
@@ -246,6 +247,7 @@ def _volunteer_command(name: str, doc: str) -> None:
     def command(
         telegram_id: TelegramIdOpt = None, zalo_id: ZaloIdOpt = None, config: ConfigOpt = None
     ) -> None:
+        from models import assist as ma
         from models import invites as inv
 
         channel, external_id = _account_option(telegram_id, zalo_id)
@@ -259,7 +261,8 @@ def _volunteer_command(name: str, doc: str) -> None:
                 done = await inv.resume(session, account)
                 return "resumed" if done else "was not suspended"
             count = await inv.remove(session, account)
-            return f"is no longer a volunteer ({count} communes removed; now {account.role})"
+            said = f"is no longer a volunteer ({count} communes removed; now {account.role})"
+            return said + _left_without(await ma.without_volunteer(session, account))
 
         said = _with_database(config, work)
         typer.echo(f"{channel} user {external_id} {said}")
@@ -279,6 +282,74 @@ _volunteer_command(
     "Remove a volunteer. Their communes go, their role falls back (staff stay staff); the "
     "residents they registered keep their records.",
 )
+
+
+def _left_without(count: int) -> str:
+    """What a removal leaves behind: residents nobody can act for (no holder, no other active
+    volunteer), and how to give them one."""
+    if not count:
+        return ""
+    return (
+        f"\n{count} resident{'s' if count != 1 else ''} left without an active volunteer: "
+        "move them with `healthbook volunteers transfer --from-telegram-id/--from-zalo-id ID "
+        "--to-telegram-id/--to-zalo-id ID` (a volunteer of their commune who types a "
+        "resident's full ID number in /assist takes them on too)"
+    )
+
+
+@volunteers_app.command("transfer")
+def volunteers_transfer(
+    from_telegram_id: Annotated[
+        str | None,
+        typer.Option("--from-telegram-id", help="the volunteer leaving: Telegram id", metavar="ID"),
+    ] = None,
+    from_zalo_id: Annotated[
+        str | None,
+        typer.Option("--from-zalo-id", help="the volunteer leaving: Zalo id", metavar="ID"),
+    ] = None,
+    to_telegram_id: Annotated[
+        str | None,
+        typer.Option(
+            "--to-telegram-id", help="the volunteer taking over: Telegram id", metavar="ID"
+        ),
+    ] = None,
+    to_zalo_id: Annotated[
+        str | None,
+        typer.Option("--to-zalo-id", help="the volunteer taking over: Zalo id", metavar="ID"),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Move the residents a volunteer helps (registered, or left without a volunteer) to
+    another volunteer, for those who live in a commune the other serves. Prints how many moved
+    and how many could not (another commune; a book with a holder of its own, who accepts a
+    new volunteer's request). Give one --from-… and one --to-… id."""
+    from models import assist as ma
+
+    for side, telegram, zalo in (
+        ("from", from_telegram_id, from_zalo_id),
+        ("to", to_telegram_id, to_zalo_id),
+    ):
+        if (telegram is None) == (zalo is None):
+            raise typer.BadParameter(
+                f"give exactly one of --{side}-telegram-id and --{side}-zalo-id"
+            )
+    source_channel, source_id = _account_option(from_telegram_id, from_zalo_id)
+    target_channel, target_id = _account_option(to_telegram_id, to_zalo_id)
+
+    async def work(session: AsyncSession) -> ma.Transfer:
+        source = await _account(session, source_channel, source_id)
+        target = await _account(session, target_channel, target_id)
+        return await ma.transfer(session, source, target)
+
+    done = _with_database(config, work)
+    typer.echo(f"moved {done.moved} resident{'s' if done.moved != 1 else ''} to "
+               f"{target_channel} user {target_id}")  # fmt: skip
+    if done.other_commune:
+        typer.echo(f"{done.other_commune} not moved: they live in a commune that volunteer does "
+                   "not serve")  # fmt: skip
+    if done.with_holder:
+        typer.echo(f"{done.with_holder} not moved: the book has a holder of its own (a new "
+                   "volunteer sends them a request from /assist)")  # fmt: skip
 
 
 @staff_app.command("remove")

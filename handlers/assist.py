@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from telegram import Update
 from telegram.ext import (
     ApplicationHandlerStop,
@@ -57,13 +57,20 @@ from models import family as fam
 from models import healthbook as hb
 from models import validators as v
 from models.errors import DomainError, InvalidAnswer
-from models.tables import Account, Draft, HealthBook, ParkedDraft, VolunteerWard
-from models.timeutil import as_aware
+from models.tables import (
+    Account,
+    Draft,
+    HealthBook,
+    ParkedDraft,
+    VolunteerWard,
+    WaitlistEntry,
+)
+from models.timeutil import as_aware, to_utc
 
 NAME = "assist"
 PRIVATE = filters.ChatType.PRIVATE
 NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
-OURS = r"^as:(?!agree$|r:|e:)"
+OURS = r"^as:(?!agree$|r:|e:|dx:|sp:)"
 MAX_FOUND = 8
 
 
@@ -81,7 +88,10 @@ async def _volunteer(turn_: Turn) -> Account | None:
     account = turn_.account
     if account is not None and await custody.is_volunteer(turn_.session, account):
         return account
-    refuse(turn_, "assist.only_volunteers")
+    suspended = custody.is_suspended(account) and await turn_.session.scalar(
+        select(exists().where(VolunteerWard.account_id == account.id))  # type: ignore[union-attr]
+    )
+    refuse(turn_, "assist.suspended_rights" if suspended else "assist.only_volunteers")
     return None
 
 
@@ -101,12 +111,41 @@ def _denied(turn_: Turn) -> None:
 # ---------------------------------------------------------------- the menu
 
 
+#: answers a new resident's registration starts with (the volunteer's province and commune)
+PREFILLED = frozenset({"province", "ward"})
+
+
+def _empty(draft: Draft | ParkedDraft) -> bool:
+    """Whether nothing was answered for anyone yet (a registration just begun, or one whose
+    first line was refused): not an unfinished registration, never listed or set aside."""
+    return draft.book_id is None and not set(draft.answers or {}) - PREFILLED
+
+
+async def _drop_empty(turn_: Turn, volunteer: Account) -> None:
+    """Delete the volunteer's registration in progress when nothing was answered in it (before
+    another begins, so it is not set aside as an unnamed "new resident")."""
+    draft = await hb.get_draft(turn_.session, volunteer)
+    if draft is not None and draft.subject == "assisted" and _empty(draft):
+        await _drop_draft(turn_, volunteer, draft)
+
+
+async def _drop_draft(turn_: Turn, volunteer: Account, draft: Draft) -> None:
+    await turn_.session.delete(draft)
+    turn_.session.info.get("drafts", {}).pop(volunteer.id, None)
+    await turn_.session.flush()
+
+
 async def _unfinished(turn_: Turn, volunteer: Account) -> tuple[Draft | None, list[Any]]:
-    """The volunteer's registration in progress (when it is a resident's) and the parked ones."""
+    """The volunteer's registration in progress (when it is a resident's) and the parked ones
+    (none of them empty)."""
     draft = await hb.get_draft(turn_.session, volunteer)
     current = draft if draft is not None and draft.subject == "assisted" else None
+    if current is not None and _empty(current):
+        current = None
     parked = [
-        p for p in await hb.parked_drafts(turn_.session, volunteer) if p.subject == "assisted"
+        p
+        for p in await hb.parked_drafts(turn_.session, volunteer)
+        if p.subject == "assisted" and not _empty(p)
     ]
     return current, parked
 
@@ -174,6 +213,7 @@ async def consent_given(turn_: Turn) -> object:
         "at": now.isoformat(),
         "by": volunteer.id,
     }
+    await _drop_empty(turn_, volunteer)
     draft = await hb.start_draft(
         session, volunteer, subject="assisted", consent=consent, answers=answers
     )
@@ -193,6 +233,7 @@ async def resume_parked(turn_: Turn) -> object:
     if parked is None or parked.account_id != volunteer.id or parked.subject != "assisted":
         refuse(turn_, "assist.gone")
         return None
+    await _drop_empty(turn_, volunteer)
     draft = await hb.resume_parked(turn_.session, volunteer, parked.id)
     if draft is None:
         refuse(turn_, "assist.gone")
@@ -215,6 +256,7 @@ async def edit_resident(turn_: Turn) -> object:
     except DomainError:
         _denied(turn_)
         return None
+    await _drop_empty(turn_, volunteer)
     draft = await hb.start_draft(turn_.session, volunteer, found.book)
     return await healthbook.ask(turn_, draft, Step.REVIEW)
 
@@ -270,6 +312,12 @@ async def open_resident(turn_: Turn) -> object:
     except DomainError:
         _denied(turn_)
         return ConversationHandler.END
+    await show_resident(turn_, found)
+    return ConversationHandler.END
+
+
+async def show_resident(turn_: Turn, found: custody.Access, head: str = "") -> None:
+    """A resident's page (the caller checked the sender may act on the book)."""
     book = found.book
     t = turn_.t
     status = (await ma.statuses(turn_.session, [book.id]))[book.id]
@@ -278,18 +326,81 @@ async def open_resident(turn_: Turn) -> object:
             (t("assist.button.edit"), f"as:e:{book.id}"),
             (t("assist.button.book"), f"bk:for:{book.id}"),
         ],
-        [(t("assist.button.ticket"), f"bk:ticket:{book.id}")],
+        [
+            (t("assist.button.appointments"), f"as:a:{book.id}"),
+            (t("assist.button.ticket"), f"bk:ticket:{book.id}"),
+        ],
     ]
     if fam.may_hand_over(found):  # a book with a holder is theirs to hand over
         rows[1].append((t("assist.button.handover"), f"as:h:{book.id}"))
     rows.append([(t("assist.button.menu"), "as:menu")])
     turn_.say(
-        t("assist.resident", status=t(f"assist.status.{status}"))
+        head
+        + t("assist.resident", status=t(f"assist.status.{status}"))
         + "\n\n"
         + healthbook.summary(turn_, hb.answers_of_book(book)),
         inline(rows),
     )
+
+
+async def resident_appointments(turn_: Turn) -> object:
+    """Appointments: the resident's upcoming bookings (Reschedule, Cancel), places held for
+    them and waitlists (as /appointments shows the sender's own: the same choices, each
+    checked against the book's custody on every press), then the past ones."""
+    volunteer = await _volunteer(turn_)
+    ids = callback_ids(turn_.update, "as:a", 1)
+    if volunteer is None:
+        return ConversationHandler.END
+    try:
+        if ids is None:
+            raise DomainError("access.denied")
+        book = (await custody.require_book(turn_.session, volunteer, ids[0])).book
+    except DomainError:
+        _denied(turn_)
+        return ConversationHandler.END
+    await show_appointments(turn_, book)
     return ConversationHandler.END
+
+
+async def show_appointments(turn_: Turn, book: HealthBook) -> None:
+    """One book's appointments, in /appointments' words and with its choices (the caller
+    checked the sender may act on the book)."""
+    from handlers import booking as bkh  # it imports this module's neighbours
+    from models import booking as bk
+
+    t = turn_.t
+    session = turn_.session
+    upcoming = await bk.bookings_for(session, book)
+    past = await bk.bookings_for(
+        session, book, statuses=("vaccinated", "not_vaccinated", "cancelled", "expired")
+    )
+    now = to_utc(turn_.services.clock())
+    entries = [
+        e
+        for e in await session.scalars(
+            select(WaitlistEntry)
+            .where(
+                WaitlistEntry.health_book_id == book.id,
+                WaitlistEntry.status.in_(("waiting", "offered")),
+            )
+            .order_by(WaitlistEntry.created_at, WaitlistEntry.id)
+        )
+        if e.status == "waiting"
+        or (e.offer_expires_at is not None and as_aware(e.offer_expires_at) > now)
+    ]
+    back = [
+        [(t("assist.button.book"), f"bk:for:{book.id}")],
+        [(t("assist.button.open"), f"as:o:{book.id}"), (t("assist.button.menu"), "as:menu")],
+    ]
+    head = bkh.whose(turn_, book)
+    if not upcoming and not past and not entries:
+        turn_.say(head + t("assist.appointments.none"), inline(back))
+        return
+    said = await bkh._person_appointments(turn_, upcoming, past, entries)
+    said[0] = (head + said[0][0], said[0][1])
+    for text, markup in said:
+        turn_.say(text, markup)
+    turn_.say(t("assist.appointments.more"), inline(back))
 
 
 async def hand_over(turn_: Turn) -> object:
@@ -375,16 +486,90 @@ async def unfinished(turn_: Turn) -> object:
     current, parked = await _unfinished(turn_, volunteer)
     rows = []
     if current is not None:
-        rows.append([(t("assist.button.continue", name=_draft_name(turn_, current.answers)),
-                      "hb:resume")])  # fmt: skip
+        name = _draft_name(turn_, current.answers)
+        rows.append([(t("assist.button.continue", name=name), "hb:resume"),
+                     (t("assist.button.discard", name=name), "as:dq:c")])  # fmt: skip
     for p in parked[: 2 * MAX_FOUND]:
-        rows.append([(_draft_name(turn_, p.answers), f"as:r:{p.id}")])
+        name = _draft_name(turn_, p.answers)
+        rows.append([(name, f"as:r:{p.id}"),
+                     (t("assist.button.discard", name=name), f"as:dq:{p.id}")])  # fmt: skip
     if not rows:
         turn_.say(t("assist.unfinished.none"), inline([[(t("assist.button.menu"), "as:menu")]]))
         return ConversationHandler.END
     rows.append([(t("assist.button.menu"), "as:menu")])
     turn_.say(t("assist.unfinished", count=len(rows) - 1), inline(rows))
     return ConversationHandler.END
+
+
+async def _discardable(
+    turn_: Turn, volunteer: Account, which: str
+) -> tuple[Draft | ParkedDraft, bool] | None:
+    """The unfinished registration a Discard names (``c``: the one in progress; else a number
+    set aside), when it is this volunteer's and a resident's; and whether it is the one in
+    progress. None otherwise (gone, or forged)."""
+    if which == "c":
+        current = await hb.get_draft(turn_.session, volunteer)
+        if current is None or current.subject != "assisted" or _empty(current):
+            return None
+        return current, True
+    parked_id = parse_id(which)
+    parked = await turn_.session.get(ParkedDraft, parked_id) if parked_id else None
+    if parked is None or parked.account_id != volunteer.id or parked.subject != "assisted":
+        return None
+    return parked, False
+
+
+async def discard_ask(turn_: Turn) -> object:
+    """Discard, asked first: whose registration, and that what was typed goes."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is None:
+        return ConversationHandler.END
+    parts = callback_parts(turn_.update, "as:dq") or []
+    found = await _discardable(turn_, volunteer, parts[0]) if len(parts) == 1 else None
+    if found is None:
+        refuse(turn_, "assist.gone")
+        return ConversationHandler.END
+    t = turn_.t
+    turn_.say(
+        t("assist.discard.ask", name=_draft_name(turn_, found[0].answers)),
+        inline(
+            [
+                [(t("assist.button.discard_yes"), f"as:dx:{parts[0]}")],
+                [(t("assist.button.keep"), "as:p")],
+            ]
+        ),
+    )
+    return ConversationHandler.END
+
+
+@turn(healthbook.NAME)
+async def discard(turn_: Turn) -> object:
+    """Discard confirmed: the registration is deleted (nothing of it kept); when it was the
+    one in progress, its questions stop."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is None:
+        return None
+    parts = callback_parts(turn_.update, "as:dx") or []
+    found = await _discardable(turn_, volunteer, parts[0]) if len(parts) == 1 else None
+    if found is None:
+        refuse(turn_, "assist.gone")
+        return None
+    draft, current = found
+    name = _draft_name(turn_, draft.answers)
+    if current:
+        assert isinstance(draft, Draft)
+        await _drop_draft(turn_, volunteer, draft)
+    else:
+        await turn_.session.delete(draft)
+        await turn_.session.flush()
+    left, parked = await _unfinished(turn_, volunteer)
+    rows = [[(turn_.t("assist.button.new"), "as:new"), (turn_.t("assist.button.menu"), "as:menu")]]
+    if left is not None or parked:
+        count = len(parked) + (left is not None)
+        rows.insert(0, [(turn_.t("assist.button.unfinished", count=count), "as:p")])
+    turn_.say(turn_.t("assist.discarded", name=name), inline(rows))
+    # the one in progress gone: its questions end; one set aside: whatever is under way goes on
+    return ConversationHandler.END if current else None
 
 
 def _draft_name(turn_: Turn, answers: dict[str, Any] | None) -> str:
@@ -441,6 +626,8 @@ ROUTES: dict[str, Callable[[Turn], Awaitable[object]]] = {
     "p": unfinished,
     "o": open_resident,
     "h": hand_over,
+    "dq": discard_ask,
+    "a": resident_appointments,
     "la": link_answer,
     "ld": link_answer,
 }
@@ -544,6 +731,8 @@ async def ask(turn_: Turn, draft: Draft, step: Step) -> bool:
     """The questions a volunteer is asked differently."""
     if await _stopped(turn_):
         return True  # no question: the next answer ends the conversation (hook_text)
+    if await _same_person_warning(turn_, draft):
+        return True  # answered first (as:sp:…); anything else asks it again
     t = turn_.t
     head = subject_line(turn_, draft)
     if step is Step.FULL_NAME and not draft.editing:  # the name alone, from the review
@@ -582,6 +771,8 @@ async def hook_text(turn_: Turn, draft: Draft, step: Step, text: str) -> object 
     """A volunteer's typed answers: the quick entry, the checklist, "no phone", "no ID"."""
     if await _stopped(turn_):
         return ConversationHandler.END
+    if _pending_same(draft):  # "the same person?" comes first
+        return await healthbook.ask(turn_, draft, step)
     if step is Step.FULL_NAME:
         return await quick_entry(turn_, draft, text)
     if step is Step.ID_NUMBER:
@@ -628,10 +819,10 @@ async def quick_entry(turn_: Turn, draft: Draft, text: str) -> object | None:
         return await healthbook.ask(turn_, draft, Step.FULL_NAME)
     if entry is None:
         return None  # a name: the usual answer
-    if entry.id_number is not None and await _duplicate(
-        turn_, draft, entry.id_number.number, Step.FULL_NAME
-    ):
-        return await healthbook.ask(turn_, draft, Step.FULL_NAME)
+    if entry.id_number is not None:
+        refused = await _duplicate(turn_, draft, entry.id_number.number, Step.FULL_NAME)
+        if refused is not None:
+            return refused
     answers = entry.answers()
     for field_name in ("full_name", "date_of_birth", "gender", "phone", "ethnicity", "id_number"):
         if field_name in answers:
@@ -670,20 +861,32 @@ async def typed_id(turn_: Turn, draft: Draft, text: str) -> object | None:
         number = v.parse_id_number(text, dob, gender).number
     except InvalidAnswer:
         return None  # the usual message, the same question
-    if await _duplicate(turn_, draft, number, Step.ID_NUMBER):
-        return await healthbook.ask(turn_, draft, Step.ID_NUMBER)
-    return None
+    return await _duplicate(turn_, draft, number, Step.ID_NUMBER)
 
 
-async def _duplicate(turn_: Turn, draft: Draft, number: str, step: Step) -> bool:
-    """Whether the number is another book's: then say where and since when (nothing more),
-    refuse it, and offer a link request to its holder (queued); nothing is stored."""
+def _registered_on(turn_: Turn, book: HealthBook) -> str:
+    return as_aware(book.created_at).astimezone(turn_.services.tz).date().strftime("%d/%m/%Y")
+
+
+async def _duplicate(turn_: Turn, draft: Draft, number: str, step: Step) -> object | None:
+    """None when the number is no other book's. A resident of the volunteer's commune nobody
+    holds (their volunteer left, or another registered them): the volunteer helps them from
+    now on (:func:`models.assist.adopt`), the registration, a duplicate, is dropped, and their
+    page is offered. Otherwise where and since when (nothing more), the number refused (the
+    same question), and for a book with a holder a link request offered; nothing stored."""
     t = turn_.t
     holder = await hb.id_holder(turn_.session, number)
     if holder is None or holder.id == draft.book_id:
-        return False
-    when = as_aware(holder.created_at).astimezone(turn_.services.tz).date()
-    text = t("assist.dup", commune=v.ward_name(holder.ward_code), date=when.strftime("%d/%m/%Y"))
+        return None
+    volunteer = turn_.account
+    assert volunteer is not None
+    if draft.book_id is None and (
+        await custody.access(turn_.session, volunteer, holder) is not None
+        or await ma.adopt(turn_.session, volunteer, holder)
+    ):
+        return await _take_on(turn_, volunteer, draft, holder)
+    where = v.ward_name(holder.ward_code)
+    text = t("assist.dup", commune=where, date=_registered_on(turn_, holder))
     draft.consent = {**(draft.consent or {}), "link_book": holder.id}
     if holder.account_id is None:
         turn_.say(text + "\n" + t("assist.dup.no_holder"))
@@ -692,7 +895,114 @@ async def _duplicate(turn_: Turn, draft: Draft, number: str, step: Step) -> bool
             text + "\n" + t("assist.dup.offer"),
             inline([[(t("assist.button.link"), f"hb:{step}:link")]]),
         )
+    return await healthbook.ask(turn_, draft, step)
+
+
+async def _take_on(turn_: Turn, volunteer: Account, draft: Draft, book: HealthBook) -> object:
+    """The person is registered already in the volunteer's commune, and the volunteer may act
+    on their book: say so, drop this registration (never one person twice), offer their page."""
+    t = turn_.t
+    await _drop_draft(turn_, volunteer, draft)
+    when = _registered_on(turn_, book)
+    turn_.say(
+        t("assist.dup.yours", commune=v.ward_name(book.ward_code), date=when),
+        inline(
+            [
+                [(t("assist.button.open"), f"as:o:{book.id}")],
+                [(t("assist.button.next"), "as:new"), (t("assist.button.menu"), "as:menu")],
+            ]
+        ),
+    )
+    return ConversationHandler.END
+
+
+async def _same_person_warning(turn_: Turn, draft: Draft) -> bool:
+    """A new resident without an ID number whose name (without accents) and date of birth a
+    book of the same commune has: the volunteer is asked first whether it is the same person
+    (where and when it was registered, nothing more). True when the question was queued."""
+    answers = draft.answers or {}
+    if draft.book_id is not None or draft.editing or answers.get("id_number", 0) is not None:
+        return False  # an edit, an ID number given (checked on its own), or not asked yet
+    dob, ward, name = hb.draft_dob(draft), answers.get("ward"), answers.get("full_name")
+    if dob is None or not isinstance(ward, int) or not name:
+        return False
+    consent = dict(draft.consent or {})
+    distinct = tuple(i for i in consent.get("distinct", ()) if isinstance(i, int))
+    same = await ma.same_person(turn_.session, ward, str(name), dob, skip=distinct)
+    if same is None:
+        consent.pop("same_as", None)
+        draft.consent = consent
+        return False
+    draft.consent = {**consent, "same_as": same.id}
+    t = turn_.t
+    when = _registered_on(turn_, same)
+    turn_.say(
+        subject_line(turn_, draft)
+        + t("assist.same.ask", commune=v.ward_name(same.ward_code), date=when),
+        inline(
+            [
+                [(t("assist.button.same"), "as:sp:same")],
+                [(t("assist.button.different"), "as:sp:other")],
+            ]
+        ),
+    )
     return True
+
+
+@turn(healthbook.NAME)
+async def same_person_answer(turn_: Turn) -> object:
+    """The answer to "the same person?": the same (their page when the volunteer may act on
+    it, or may from now on; a link request to offer when someone holds the book; this
+    registration dropped), or a different person (the questions go on, saved as new)."""
+    volunteer = await _volunteer(turn_)
+    if volunteer is None:
+        return None
+    t = turn_.t
+    parts = callback_parts(turn_.update, "as:sp") or []
+    draft = await hb.get_draft(turn_.session, volunteer)
+    same_id = (draft.consent or {}).get("same_as") if draft is not None else None
+    if draft is None or draft.subject != "assisted" or not isinstance(same_id, int):
+        turn_.toast(t("error.button.stale"))
+        return None
+    book = await turn_.session.get(HealthBook, same_id)
+    if parts == ["other"] or book is None:
+        consent = dict(draft.consent or {})
+        consent.pop("same_as", None)
+        consent["distinct"] = [*consent.get("distinct", []), same_id]
+        draft.consent = consent
+        turn_.close_with = t("assist.same.different")
+        return await healthbook.ask_next(turn_, draft)
+    if parts == ["link"] and book.account_id is not None:
+        draft.consent = {**(draft.consent or {}), "link_book": book.id}
+        return await link_request(turn_, draft)
+    if parts != ["same"]:
+        turn_.toast(t("error.button.invalid"))
+        return None
+    found = await custody.access(turn_.session, volunteer, book)
+    if found is None and await ma.adopt(turn_.session, volunteer, book):
+        found = await custody.access(turn_.session, volunteer, book)
+    if found is not None:
+        await _drop_draft(turn_, volunteer, draft)
+        turn_.close_with = t("assist.same.same")
+        await show_resident(turn_, found, t("assist.same.opened") + "\n")
+        return ConversationHandler.END
+    if book.account_id is not None:  # someone holds it: only they may let the volunteer help
+        turn_.say(
+            t("assist.dup.offer"),
+            inline(
+                [
+                    [(t("assist.button.link"), "as:sp:link")],
+                    [(t("assist.button.different"), "as:sp:other")],
+                ]
+            ),
+        )
+        return None
+    turn_.say(t("assist.dup.no_holder"))
+    return None
+
+
+def _pending_same(draft: Draft) -> bool:
+    return isinstance((draft.consent or {}).get("same_as"), int)
 
 
 async def checklist(turn_: Turn, draft: Draft, text: str) -> object:
@@ -731,6 +1041,9 @@ async def hook_button(turn_: Turn, draft: Draft, step: Step, parts: list[str]) -
     communes, the link request."""
     if await _stopped(turn_):
         return ConversationHandler.END
+    if _pending_same(draft):  # "the same person?" comes first
+        turn_.toast(turn_.t("error.button.stale"))
+        return await healthbook.ask(turn_, draft, step)
     t = turn_.t
     if parts[:1] == ["qe"] and len(parts) == 2:
         if parts[1] == "fix":
@@ -830,6 +1143,8 @@ def entries() -> list[BaseHandler]:
         CallbackQueryHandler(consent_given, pattern=r"^as:agree$"),
         CallbackQueryHandler(resume_parked, pattern=r"^as:r:"),
         CallbackQueryHandler(edit_resident, pattern=r"^as:e:"),
+        CallbackQueryHandler(discard, pattern=r"^as:dx:"),
+        CallbackQueryHandler(same_person_answer, pattern=r"^as:sp:"),
     ]
 
 

@@ -338,16 +338,20 @@ async def choose_campaign(turn_: Turn, book: HealthBook, campaign: Campaign) -> 
         return ConversationHandler.END
     held = await bk.active_booking(turn_.session, book, campaign, window.dose)
     if held is not None:  # said now, not at Confirm after choosing a site, a day and a time
+        # a resident the sender helps: their bookings are on their page in /assist, not in the
+        # sender's own /appointments
+        helped = turn_.account is not None and book.account_id != turn_.account.id
         turn_.say(
             whose(turn_, book)
             + t(
-                "book.already_booked",
+                "book.already_booked_helped" if helped else "book.already_booked",
                 dose=window.dose,
                 code=held.code,
                 site=held.session.site.name,
                 day=t.date(held.session.date),
                 hours=_hours(held.session),
-            )
+            ),
+            inline([[(t("assist.button.appointments"), f"as:a:{book.id}")]]) if helped else None,
         )
         return ConversationHandler.END
     assert turn_.account is not None

@@ -191,7 +191,12 @@ async def _handover(turn_: Turn, book_id: int) -> None:
     if book is None:
         return
     now = turn_.services.clock()
-    code = await fam.create_handover(turn_.session, turn_.account, book.id, now)
+    try:
+        code = await fam.create_handover(turn_.session, turn_.account, book.id, now)
+    except DomainError as err:  # a child's book stays with the parent or guardian
+        back = inline([[(turn_.t("family.button.list"), "fam:list")]])
+        turn_.say(render_error(turn_.t, err), back)
+        return
     until = (now + fam.HANDOVER_LIFE).astimezone(turn_.services.tz)
     turn_.say(
         turn_.t(

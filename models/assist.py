@@ -322,17 +322,121 @@ async def accept_link(
     return book, volunteer
 
 
+# --- a resident registered already: the same person, a commune's residents, a transfer -------
+
+
+async def adopt(session: AsyncSession, volunteer: Account, book: HealthBook) -> bool:
+    """Let ``volunteer`` help the resident of ``book`` because they live in one of the
+    volunteer's communes and nobody holds the book (a resident left without a volunteer when
+    theirs left): an ``assists`` row ``commune`` and a ``link_accepted`` entry. False (nothing
+    changed) when the book has a holder (their link request instead) or lies in another commune;
+    True when the volunteer may act on it now (already did, or from now on)."""
+    if book.account_id is not None or custody.is_suspended(volunteer):
+        return False
+    if book.ward_code not in await custody.volunteer_wards(session, volunteer):
+        return False
+    if await session.get(Assist, (book.id, volunteer.id)) is None:
+        session.add(Assist(health_book_id=book.id, account_id=volunteer.id, via="commune"))
+        await audit.record(session, volunteer, book, "link_accepted", role="volunteer")
+        await session.flush()
+    return True
+
+
+async def same_person(
+    session: AsyncSession, ward: int, full_name: str, date_of_birth: dt.date, *,
+    skip: tuple[int, ...] = (),
+) -> HealthBook | None:  # fmt: skip
+    """A book in commune ``ward`` with the same name (without accents, spaces and case) and
+    date of birth: the same person, perhaps, registered without an ID number (never make one
+    person two); the oldest first."""
+    wanted = " ".join(v.fold(full_name).split())
+    rows = await session.scalars(
+        select(HealthBook)
+        .where(HealthBook.ward_code == ward, HealthBook.date_of_birth == date_of_birth)
+        .order_by(HealthBook.id)
+    )
+    for book in rows:
+        if book.id not in skip and " ".join(v.fold(book.full_name).split()) == wanted:
+            return book
+    return None
+
+
+async def without_volunteer(session: AsyncSession, volunteer: Account) -> int:
+    """How many residents ``volunteer`` helped now have nobody to act for them: no holder and
+    no other active volunteer of their commune helping (after a removal or a suspension)."""
+    count = 0
+    rows = await session.scalars(
+        select(HealthBook)
+        .join(Assist, Assist.health_book_id == HealthBook.id)
+        .where(Assist.account_id == volunteer.id, HealthBook.account_id.is_(None))
+    )
+    for book in rows:
+        other = await custody.recipient_id(session, book)
+        if other is None or other == volunteer.id:
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What ``transfer`` did: rows moved, residents in communes the target does not serve,
+    and books with a holder (who chose the first volunteer: a new request is theirs to
+    accept)."""
+
+    moved: int
+    other_commune: int
+    with_holder: int
+
+
+async def transfer(session: AsyncSession, source: Account, target: Account) -> Transfer:
+    """Move the residents ``source`` helps to ``target`` where ``target`` serves their commune
+    (an ``assists`` row ``transfer`` each, a ``link_accepted`` entry by the target); the others
+    stay as they are. ``roles.not_volunteer`` when the target serves no commune (or is
+    suspended), ``roles.same_account`` when they are one account."""
+    if source.id == target.id:
+        raise DomainError("roles.same_account")
+    wards = set(await custody.volunteer_wards(session, target))
+    if not wards:
+        raise DomainError("roles.not_volunteer")
+    moved = other = held = 0
+    rows = await session.execute(
+        select(Assist, HealthBook)
+        .join(HealthBook, HealthBook.id == Assist.health_book_id)
+        .where(Assist.account_id == source.id)
+        .order_by(HealthBook.id)
+    )
+    for link, book in rows.all():
+        if book.account_id is not None:
+            held += 1
+            continue
+        if book.ward_code not in wards:
+            other += 1
+            continue
+        await session.delete(link)
+        if await session.get(Assist, (book.id, target.id)) is None:
+            session.add(Assist(health_book_id=book.id, account_id=target.id, via="transfer"))
+            await audit.record(session, target, book, "link_accepted", role="volunteer")
+        moved += 1
+    await session.flush()
+    return Transfer(moved, other, held)
+
+
 __all__ = [
     "NO_ID_WORDS",
     "PAGE",
     "Progress",
     "QuickEntry",
     "QuickEntryError",
+    "Transfer",
     "accept_link",
+    "adopt",
     "find",
     "parse_quick",
     "progress",
     "request_link",
     "residents",
+    "same_person",
     "statuses",
+    "transfer",
+    "without_volunteer",
 ]

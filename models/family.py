@@ -39,7 +39,7 @@ from models.tables import (
     OutboxMessage,
     ParkedDraft,
 )
-from models.timeutil import as_aware
+from models.timeutil import as_aware, local_date
 
 #: how long a hand-over code can be used
 HANDOVER_LIFE = dt.timedelta(hours=48)
@@ -50,6 +50,11 @@ _BODY = 8
 _CODE = re.compile(rf"^{_PREFIX}[{_ALPHABET}]{{{_BODY}}}$")
 #: under this age a relative's data needs a parent's or legal guardian's consent
 ADULT_AGE = 18
+#: from this age a person may take over their own book (a hand-over); younger, a child's book
+#: stays with the parent or guardian who holds it: by Law 91/2025 (art. 24) a child's legal
+#: representative exercises the data subject's rights for them, and a child is a person under
+#: 16 (Law on Children 2016, art. 1)
+HANDOVER_AGE = 16
 #: a claim's reference in a button: enough of the code's hash to be as unguessable as the code
 REF_LEN = 40
 
@@ -228,6 +233,7 @@ async def create_handover(
     if not may_hand_over(found):
         raise DomainError("access.denied")  # one's own book is one's own already
     assert actor is not None
+    _old_enough(found.book, now)
     await session.execute(
         delete(HandoverCode).where(
             (HandoverCode.health_book_id == book_id) | (HandoverCode.expires_at <= now)
@@ -299,7 +305,15 @@ async def check_handover(
         raise DomainError("family.join.own_code")
     if account is not None and await hb.own_book(session, account) is not None:
         raise DomainError("family.join.has_book")
+    _old_enough(book, now)  # a code made before the rule, or the date of birth corrected since
     return Offered(row, book)
+
+
+def _old_enough(book: HealthBook, now: dt.datetime) -> None:
+    """``family.handover.too_young`` when the book's person is under :data:`HANDOVER_AGE`."""
+    today = local_date(now)
+    if v.age_on(book.date_of_birth, today) < HANDOVER_AGE:
+        raise DomainError("family.handover.too_young", age=HANDOVER_AGE)
 
 
 @dataclass(frozen=True)
@@ -391,6 +405,7 @@ async def claim_handover(
 
 __all__ = [
     "ADULT_AGE",
+    "HANDOVER_AGE",
     "HANDOVER_LIFE",
     "ID_REGISTERED",
     "HandedOver",
