@@ -398,9 +398,10 @@ async def show_appointments(turn_: Turn, book: HealthBook) -> None:
         return
     said = await bkh._person_appointments(turn_, upcoming, past, entries)
     said[0] = (head + said[0][0], said[0][1])
+    if not upcoming and said[-1][1] is None:  # nothing ahead: booking again offered under it
+        said[-1] = (said[-1][0], inline(back))
     for text, markup in said:
         turn_.say(text, markup)
-    turn_.say(t("assist.appointments.more"), inline(back))
 
 
 async def hand_over(turn_: Turn) -> object:
