@@ -888,6 +888,13 @@ async def _duplicate(turn_: Turn, draft: Draft, number: str, step: Step) -> obje
         return await _take_on(turn_, volunteer, draft, holder)
     where = v.ward_name(holder.ward_code)
     text = t("assist.dup", commune=where, date=_registered_on(turn_, holder))
+    if holder.account_id is None and _empty(draft):  # nothing else typed: nothing kept
+        await _drop_draft(turn_, volunteer, draft)
+        turn_.say(
+            text + "\n" + t("assist.dup.no_holder"),
+            inline([[(t("assist.button.next"), "as:new"), (t("assist.button.menu"), "as:menu")]]),
+        )
+        return ConversationHandler.END
     draft.consent = {**(draft.consent or {}), "link_book": holder.id}
     if holder.account_id is None:
         turn_.say(text + "\n" + t("assist.dup.no_holder"))
