@@ -1137,8 +1137,14 @@ async def saved(turn_: Turn, book: HealthBook, created: bool) -> None:
     )
 
 
+async def before_save(turn_: Turn, draft: Draft) -> bool:
+    """Save pressed (an older review's Save too): the same checks as every question (rights,
+    the same person twice) before anything is written."""
+    return await _stopped(turn_) or await _same_person_warning(turn_, draft)
+
+
 healthbook.HOOKS["assisted"] = SubjectHooks(
-    ask=ask, text=hook_text, button=hook_button, saved=saved
+    ask=ask, text=hook_text, button=hook_button, saved=saved, before_save=before_save
 )
 
 

@@ -87,12 +87,15 @@ class SubjectHooks:
     - ``button(turn, draft, step, parts)``: the same for a button of ``hb:STEP:…``.
     - ``saved(turn, book, created)``: what to say once the book is saved (instead of the
       resident's "saved" message).
+    - ``before_save(turn, draft)``: a last check when Save is pressed (an old review's Save
+      too); True when it queued its own question instead, and nothing is saved.
     """
 
     ask: Callable[[Turn, Draft, Step], Awaitable[bool]] | None = None
     text: Callable[[Turn, Draft, Step, str], Awaitable[object | None]] | None = None
     button: Callable[[Turn, Draft, Step, list[str]], Awaitable[object | None]] | None = None
     saved: Callable[[Turn, HealthBook, bool], Awaitable[None]] | None = None
+    before_save: Callable[[Turn, Draft], Awaitable[bool]] | None = None
 
 
 #: per draft subject; filled by the modules of :data:`ENTRY_MODULES` when they are imported
@@ -637,6 +640,8 @@ async def review_button(turn_: Turn) -> object:
     assert turn_.account is not None
     updating = draft.book_id is not None
     hooks = _hooks(draft)
+    if hooks.before_save is not None and await hooks.before_save(turn_, draft):
+        return Step.REVIEW
     try:
         async with turn_.session.begin_nested():
             book = await hb.save_book(

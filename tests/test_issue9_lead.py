@@ -55,3 +55,40 @@ async def test_a_relatives_phone_is_typed_not_shared(chat_bot: ChatHarness) -> N
         assert not any(b.get("request_contact") for b in holder.reply_buttons)
     await holder.send("không có điện thoại")
     assert t("vi", "ask.bhyt", channel_of(holder)) in holder.last_text
+
+
+async def test_an_old_save_asks_about_the_same_person_first(chat_bot: ChatHarness) -> None:
+    """Save pressed on a review shown before an edit made the resident someone registered
+    already (same name and birth date, no ID number): asked about first, nothing saved."""
+    from sqlalchemy import func, select
+
+    from models.tables import HealthBook
+    from tests.test_assist import make_volunteer, new_resident, rest_of_book
+    from tests.test_issue9_volunteers import HOANG
+
+    h = chat_bot
+    if h.channel != "telegram":  # Zalo has no old messages' buttons: its choices are the last
+        return
+    vol = await make_volunteer(h)
+    await new_resident(vol)
+    await vol.send(HOANG)
+    await vol.press(t("vi", "assist.button.correct"))
+    await rest_of_book(vol)
+    await new_resident(vol)
+    await vol.send("hoang van b, 1/1/1950, nam, khong")
+    await vol.press(t("vi", "assist.button.correct"))
+    await vol.press(t("vi", "assist.button.no_phone"))
+    await vol.press(t("vi", "button.skip"))
+    await vol.send("hmong")
+    await vol.press(t("vi", "occupation.farmer"))
+    await vol.press(t("vi", "priority.none"))
+    await vol.press(t("vi", "button.skip"))
+    await vol.send("0")
+    assert t("vi", "review.title") in (vol.last_answer or "")
+    await vol.press(t("vi", "button.edit_field", field=t("vi", "field.full_name")))
+    await vol.send("hoang van a")
+    assert t("vi", "assist.button.same") in vol.buttons  # asked instead of the review
+    await vol.press_data("hb:review:save")  # the older review's Save
+    assert t("vi", "assist.button.same") in vol.buttons
+    async with h.session() as session:
+        assert await session.scalar(select(func.count()).select_from(HealthBook)) == 1
