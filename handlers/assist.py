@@ -331,7 +331,8 @@ async def show_resident(turn_: Turn, found: custody.Access, head: str = "") -> N
             (t("assist.button.ticket"), f"bk:ticket:{book.id}"),
         ],
     ]
-    if fam.may_hand_over(found):  # a book with a holder is theirs to hand over
+    # a book with a holder is theirs to hand over; a child's stays where it is
+    if fam.may_hand_over(found) and fam.old_enough(book, turn_.services.clock()):
         rows[1].append((t("assist.button.handover"), f"as:h:{book.id}"))
     rows.append([(t("assist.button.menu"), "as:menu")])
     turn_.say(

@@ -153,10 +153,11 @@ async def _choices(turn_: Turn, book: HealthBook) -> object:
     rows = [
         [(t("family.button.edit"), f"fam:edit:{book.id}")],
         [(t("family.button.booking"), f"bk:for:{book.id}")],
-        [(t("family.button.handover"), f"fam:handover:{book.id}")],
         [(t("family.button.remove"), f"fam:remove:{book.id}")],
         [(t("family.button.list"), "fam:list")],
     ]
+    if fam.old_enough(book, turn_.services.clock()):  # a child's book stays with the parent
+        rows.insert(2, [(t("family.button.handover"), f"fam:handover:{book.id}")])
     booked = await turn_.session.scalar(
         select(
             exists().where(Booking.health_book_id == book.id, Booking.status.in_(BOOKING_ACTIVE))

@@ -309,10 +309,15 @@ async def check_handover(
     return Offered(row, book)
 
 
+def old_enough(book: HealthBook, now: dt.datetime) -> bool:
+    """Whether the book's person is old enough to hold their own book (:data:`HANDOVER_AGE`):
+    a hand-over is offered to them only then."""
+    return v.age_on(book.date_of_birth, local_date(now)) >= HANDOVER_AGE
+
+
 def _old_enough(book: HealthBook, now: dt.datetime) -> None:
     """``family.handover.too_young`` when the book's person is under :data:`HANDOVER_AGE`."""
-    today = local_date(now)
-    if v.age_on(book.date_of_birth, today) < HANDOVER_AGE:
+    if not old_enough(book, now):
         raise DomainError("family.handover.too_young", age=HANDOVER_AGE)
 
 
@@ -420,6 +425,7 @@ __all__ = [
     "is_minor",
     "may_hand_over",
     "normalize_handover",
+    "old_enough",
     "relative_problem",
     "remove_relative",
 ]

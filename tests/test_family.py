@@ -197,8 +197,10 @@ async def test_a_resident_adds_two_relatives_books_for_one_and_gets_the_reminder
     assert f"• {rel('child')}: {CHILD[0]}, ngày sinh 01/06/2018" in holder.last_text
     await holder.press(f"{rel('child')}: {CHILD[0]}")
     assert tt("family.book.title", name=CHILD[0], relation=rel("child")) in holder.last_text
-    for label in ("edit", "booking", "handover", "remove", "list"):
+    for label in ("edit", "booking", "remove", "list"):
         assert tt(f"family.button.{label}") in holder.buttons
+    # a child's book stays with the parent: no hand-over offered (under 16)
+    assert tt("family.button.handover") not in holder.buttons
     # book a place for the father (the booking conversation, "bk:for:ID")
     await holder.press(tt("family.button.list"))
     await holder.press(f"{FATHER_REL}: {FATHER[0]}")
