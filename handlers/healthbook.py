@@ -43,8 +43,9 @@ from models.tables import Draft, HealthBook
 
 NAME = "healthbook"
 # answered outside the conversation, which goes on: /appointments, and the admins' and staff's
-# commands (an admin or a volunteer in the middle of a health book still reaches them)
-OUTSIDE = r"^/(appointments|audit|invite|day|broadcast|reactions)(@\w+)?(\s|$)"
+# commands (an admin or staff member in the middle of a health book still reaches them);
+# /broadcast is not among them: to anyone but an admin it must look like an unknown command
+OUTSIDE = r"^/(appointments|audit|invite|day|reactions)(@\w+)?(\s|$)"
 PRIVATE = filters.ChatType.PRIVATE
 NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
 MAX_CHOICES = 8
