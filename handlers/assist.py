@@ -38,7 +38,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.context import HBContext
 from bot.persistence import write_state
-from handlers import healthbook
+from handlers import family, healthbook
 from handlers.common import (
     Turn,
     callback_ids,
@@ -423,17 +423,7 @@ async def hand_over(turn_: Turn) -> object:
         else:
             turn_.say(render_error(turn_.t, err))
         return ConversationHandler.END
-    until = (now + fam.HANDOVER_LIFE).astimezone(turn_.services.tz)
-    turn_.say(
-        turn_.t(
-            "family.handover.code",
-            name=book.full_name,
-            code=fam.format_handover(code),
-            until=f"{until:%d/%m %H:%M}",
-            hours=int(fam.HANDOVER_LIFE.total_seconds() // 3600),
-        ),
-        inline([[(turn_.t("assist.button.menu"), "as:menu")]]),
-    )
+    family.say_handover_code(turn_, book, code, now, (turn_.t("assist.button.menu"), "as:menu"))
     return ConversationHandler.END
 
 

@@ -198,6 +198,14 @@ async def _handover(turn_: Turn, book_id: int) -> None:
         back = inline([[(turn_.t("family.button.list"), "fam:list")]])
         turn_.say(render_error(turn_.t, err), back)
         return
+    say_handover_code(turn_, book, code, now, (turn_.t("family.button.list"), "fam:list"))
+
+
+def say_handover_code(
+    turn_: Turn, book: HealthBook, code: str, now: dt.datetime, back: tuple[str, str]
+) -> None:
+    """The hand-over code just made for ``book``, until when it holds, and ``back`` (a choice
+    to return by): the same words from /family and from /assist."""
     until = (now + fam.HANDOVER_LIFE).astimezone(turn_.services.tz)
     turn_.say(
         turn_.t(
@@ -207,7 +215,7 @@ async def _handover(turn_: Turn, book_id: int) -> None:
             until=f"{until:%d/%m %H:%M}",
             hours=int(fam.HANDOVER_LIFE.total_seconds() // 3600),
         ),
-        inline([[(turn_.t("family.button.list"), "fam:list")]]),
+        inline([[back]]),
     )
 
 
