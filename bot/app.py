@@ -29,7 +29,19 @@ from bot.polling import UpdatesRequest
 from bot.processor import PerUserUpdateProcessor
 from bot.request import AiohttpRequest
 from bot.settings import Settings
-from handlers import assist, audit, booking, broadcast, family, healthbook, invites, reminders, site
+from handlers import (
+    agency,
+    assist,
+    audit,
+    booking,
+    broadcast,
+    family,
+    healthbook,
+    invites,
+    reminders,
+    report,
+    site,
+)
 from handlers import help as help_handlers
 from handlers.common import is_private, translator_for
 from handlers.groups import GroupGuard
@@ -59,6 +71,8 @@ COMMANDS = (
     "day",
     "reactions",
     "verify",
+    "agency",
+    "report",
 )
 
 
@@ -221,6 +235,8 @@ def build_application(
         *family.handlers(),
         *assist.handlers(),
         *audit.handlers(),
+        *agency.handlers(),
+        *report.handlers(),
         *help_handlers.handlers(),
     ]:
         app.add_handler(handler)
@@ -236,6 +252,9 @@ def build_application(
         )
         app.job_queue.run_repeating(
             forget_handled_updates_job, interval=3600, first=90, name="handled-updates"
+        )
+        app.job_queue.run_repeating(  # Monday 08:00: last week's figures to every head
+            report.weekly_job, interval=60, first=55, name="weekly-reports"
         )
     app.add_error_handler(on_error)
     return app

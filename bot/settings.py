@@ -272,18 +272,66 @@ class RolesSettings(_Section):
     @field_validator("admins")
     @classmethod
     def _accounts(cls, value: list[str]) -> list[str]:
-        from models.checkin import staff_external_id
+        return _accounts_list(value, "admin")
 
-        checked = []
-        for item in value:
-            channel, sep, raw = item.strip().partition(":")
-            if not sep or channel not in ("telegram", "zalo"):
-                raise ValueError('each admin is "telegram:ID" or "zalo:ID"')
-            try:
-                checked.append(f"{channel}:{staff_external_id(channel, raw.strip())}")
-            except ValueError as exc:
-                raise ValueError(f"{channel} admin: {exc}") from None
-        return list(dict.fromkeys(checked))
+
+def _accounts_list(value: list[str], what: str) -> list[str]:
+    """Messenger accounts as ``telegram:ID`` / ``zalo:ID``, each id strictly checked, once."""
+    from models.checkin import staff_external_id
+
+    checked = []
+    for item in value:
+        channel, sep, raw = item.strip().partition(":")
+        if not sep or channel not in ("telegram", "zalo"):
+            raise ValueError(f'each {what} is "telegram:ID" or "zalo:ID"')
+        try:
+            checked.append(f"{channel}:{staff_external_id(channel, raw.strip())}")
+        except ValueError as exc:
+            raise ValueError(f"{channel} {what}: {exc}") from None
+    return list(dict.fromkeys(checked))
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class ReportsSettings(_Section):
+    """``[reports]``: the weekly coverage report. It goes out every ``day`` at ``time`` (the
+    province's time, ``bot.timezone``) to every agency head, and the province's report to the
+    ``recipients`` (the Departments of Health and of Information and Communications…), by
+    messenger account (``telegram:123``, ``zalo:abc``; they must have written to the bot once)."""
+
+    weekly: bool = True
+    day: str = "monday"
+    time: str = "08:00"
+    recipients: list[str] = Field(default_factory=list)
+
+    @field_validator("day")
+    @classmethod
+    def _day(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in _WEEKDAYS:
+            raise ValueError("must be a day of the week in English, e.g. monday")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        return _clock_time(value)
+
+    @field_validator("recipients")
+    @classmethod
+    def _accounts(cls, value: list[str]) -> list[str]:
+        return _accounts_list(value, "recipient")
+
+    @property
+    def weekday(self) -> int:
+        """The day as a number, Monday 0."""
+        return _WEEKDAYS.index(self.day)
+
+    @property
+    def at(self) -> dt.time:
+        """The time of day."""
+        return dt.time.fromisoformat(self.time)
 
 
 class Settings(BaseSettings):
@@ -304,6 +352,7 @@ class Settings(BaseSettings):
     guide: GuideSettings = GuideSettings()
     logging: LoggingSettings = LoggingSettings()
     roles: RolesSettings = RolesSettings()
+    reports: ReportsSettings = ReportsSettings()
 
     @classmethod
     def settings_customise_sources(

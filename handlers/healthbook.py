@@ -45,7 +45,7 @@ NAME = "healthbook"
 # answered outside the conversation, which goes on: /appointments, and the admins' and staff's
 # commands (an admin or staff member in the middle of a health book still reaches them);
 # /broadcast is not among them: to anyone but an admin it must look like an unknown command
-OUTSIDE = r"^/(appointments|audit|invite|day|reactions)(@\w+)?(\s|$)"
+OUTSIDE = r"^/(appointments|audit|invite|day|reactions|agency|report)(@\w+)?(\s|$)"
 PRIVATE = filters.ChatType.PRIVATE
 NEW_TEXT = filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND
 MAX_CHOICES = 8

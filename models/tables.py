@@ -769,3 +769,130 @@ class ParkedDraft(Base):
     answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     editing: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --------------------------------------------------------------------------------------------
+# Agencies and weekly reports (models/agencies.py, models/reports.py)
+# --------------------------------------------------------------------------------------------
+
+_MEMBER_OPEN_SQL = "left_at IS NULL"
+
+
+class Agency(Base):
+    """An agency of the province's tree: a department (sở, ban, ngành), a commune people's
+    committee, a school, a hospital, a business, or one of their sub-units. ``path`` is the ids
+    from the root down to it, ``/1/5/23/``: its subtree is every agency whose path starts with
+    it (one indexed prefix match, no recursive query)."""
+
+    __tablename__ = "agencies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # department | commune | school | hospital | business | unit | other (models/agencies.KINDS)
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agencies.id", ondelete="RESTRICT"), index=True
+    )
+    path: Mapped[str] = mapped_column(String(400), index=True)
+    expected_staff: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AgencyHead(Base):
+    """A head of an agency (by messenger account): sees its members and its tree's reports,
+    and receives its weekly report."""
+
+    __tablename__ = "agency_heads"
+
+    agency_id: Mapped[int] = mapped_column(
+        ForeignKey("agencies.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AgencyMember(Base):
+    """A staff member's time in an agency (``/agency CODE``): one open row per account
+    (``left_at`` NULL); moving closes it (``left_reason`` ``moved``) and opens the next, so a
+    report counts each person where they were at its moment."""
+
+    __tablename__ = "agency_members"
+    __table_args__ = (
+        Index(
+            "uq_agency_members_open",
+            "account_id",
+            unique=True,
+            sqlite_where=text(_MEMBER_OPEN_SQL),
+            postgresql_where=text(_MEMBER_OPEN_SQL),
+        ),
+        Index("ix_agency_members_agency", "agency_id", "joined_at"),
+        Index("ix_agency_members_account", "account_id", "joined_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"))
+    joined_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    left_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    left_reason: Mapped[str | None] = mapped_column(String(12))  # moved | left | removed
+    removed_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+
+
+class ReportWeek(Base):
+    """A week whose figures were taken (``2026-W48``): at ``moment``, the end of the week in
+    the province's time; ``planned_at``: when its Monday messages were planned (once)."""
+
+    __tablename__ = "report_weeks"
+
+    week: Mapped[str] = mapped_column(String(8), primary_key=True)
+    moment: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    taken_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    planned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class AgencyWeek(Base):
+    """One agency's own figures in a week's snapshot (its members only; its subtree is summed
+    when a report is built). The agency's code, name, place in the tree and expected staff are
+    copied as they were, so a past week's report comes out the same after any change."""
+
+    __tablename__ = "report_agency_weeks"
+    __table_args__ = (Index("ix_report_agency_weeks_path", "week", "path"),)
+
+    week: Mapped[str] = mapped_column(
+        ForeignKey("report_weeks.week", ondelete="CASCADE"), primary_key=True
+    )
+    agency_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # no foreign key: outlives
+    code: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(400))
+    expected_staff: Mapped[int] = mapped_column(Integer, default=0)
+    joined: Mapped[int] = mapped_column(Integer, default=0)
+    complete: Mapped[int] = mapped_column(Integer, default=0)
+    booked: Mapped[int] = mapped_column(Integer, default=0)
+    relatives: Mapped[int] = mapped_column(Integer, default=0)
+    # staff vaccinated with dose 1, 2, 3…: doses[0] is dose 1
+    doses: Mapped[list[int]] = mapped_column(JsonType, default=list)
+
+
+class WardWeek(Base):
+    """Residents of one commune or ward in a week's snapshot: every health book whose address
+    is there (own, relatives', assisted residents')."""
+
+    __tablename__ = "report_ward_weeks"
+
+    week: Mapped[str] = mapped_column(
+        ForeignKey("report_weeks.week", ondelete="CASCADE"), primary_key=True
+    )
+    ward_code: Mapped[int] = mapped_column(Integer, primary_key=True)
+    province_code: Mapped[int] = mapped_column(Integer)
+    registered: Mapped[int] = mapped_column(Integer, default=0)
+    adults: Mapped[int] = mapped_column(Integer, default=0)
+    booked: Mapped[int] = mapped_column(Integer, default=0)
+    vaccinated: Mapped[int] = mapped_column(Integer, default=0)
+    adults_vaccinated: Mapped[int] = mapped_column(Integer, default=0)
