@@ -1,0 +1,624 @@
+"""The files of a coverage report (:class:`~models.reports.Report`): the workbook (XLSX), the
+CSV and the chart (PNG). No messenger types: the caller sends or writes the bytes.
+
+Every text comes from the catalogues (``report.file.*`` and ``report.chart.*`` in
+``locales/*/LC_MESSAGES/report.po``) through the translator ``t(key, **params)`` the caller
+gives. Times are shown in the province's time (``tz``, ``settings.bot.timezone``).
+
+- The workbook: a summary sheet (the scope, the agency or the province, the week or the live
+  moment, the totals with the change since last week), then one sheet per level of the tree
+  (level 1: the root's sub-units, or the top-level agencies of the province), each row
+  counting its whole subtree; for the province and the communes, a sheet of communes and wards.
+  Written row by row (openpyxl's write-only mode), so memory does not grow with the rows; the
+  same report gives the same bytes (the file's dates are the report's moment).
+- The CSV: one table, UTF-8 with a BOM so Excel reads Vietnamese: every agency with its
+  ``level`` (0: the root, or the province's total), or the communes for the communes' report.
+- The chart: coverage by sub-unit as horizontal bars, the laggards on top, at most
+  :data:`MAX_BARS` (the workbook has them all). matplotlib is imported on the first chart only.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import tempfile
+import threading
+import unicodedata
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from models.reference import ward_name
+from models.reports import AgencyLine, Figures, Report, WardLine, week_monday
+from models.timeutil import as_aware
+
+#: ``t(key, **params) -> str``: a translator (``bot.i18n.Translator``)
+Translate = Callable[..., str]
+
+#: the province's time zone when the caller gives none (``bot.timezone``'s default)
+PROVINCE_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+#: bars in a chart at most; the rest are in the workbook
+MAX_BARS = 25
+#: characters of an agency's name in a chart's label
+LABEL_CHARS = 48
+
+_FORBIDDEN = str.maketrans({c: " " for c in "[]:*?/\\"})  # not allowed in a sheet's name
+_SHARE_FORMAT = "0.0%"
+_CHANGE_FORMAT = "+#,##0;-#,##0;0"
+_COUNT_FORMAT = "#,##0"
+
+
+# --------------------------------------------------------------------------------------------
+# Columns and rows, shared by the workbook and the CSV
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    kind: str  # "text", "name", "count", "share", "change"
+    width: float
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _change(now: int, before: int | None) -> int | None:
+    return None if before is None else now - before
+
+
+def _was(before: Figures | None, name: str) -> int | None:
+    """A figure of last week (None: none stored)."""
+    return None if before is None else int(getattr(before, name))
+
+
+def _doses(report: Report) -> int:
+    """The dose columns: as many as the data has, at least dose 1."""
+    figures: list[Figures] = [report.total]
+    if report.previous_total is not None:
+        figures.append(report.previous_total)
+    for line in report.lines:
+        figures += [line.own, line.total]
+    return max(1, *(len(f.doses) for f in figures))
+
+
+def _padded(doses: tuple[int, ...], n: int) -> list[int]:
+    return list(doses[:n]) + [0] * (n - len(doses))
+
+
+def _agency_columns(t: Translate, doses: int) -> list[_Column]:
+    return [
+        _Column(t("report.file.col.code"), "text", 16),
+        _Column(t("report.file.col.name"), "name", 48),
+        _Column(t("report.file.col.parent"), "text", 16),
+        _Column(t("report.file.col.expected"), "count", 12),
+        _Column(t("report.file.col.joined"), "count", 12),
+        _Column(t("report.file.col.joined_share"), "share", 14),
+        _Column(t("report.file.col.complete"), "count", 14),
+        _Column(t("report.file.col.complete_share"), "share", 14),
+        _Column(t("report.file.col.booked"), "count", 12),
+        *(_Column(t("report.file.col.dose", n=n), "count", 12) for n in range(1, doses + 1)),
+        _Column(t("report.file.col.relatives"), "count", 14),
+        _Column(t("report.file.col.joined_change"), "change", 16),
+        _Column(t("report.file.col.complete_change"), "change", 16),
+        _Column(t("report.file.col.own_joined"), "count", 14),
+        _Column(t("report.file.col.own_complete"), "count", 14),
+    ]
+
+
+def _agency_row(
+    line: AgencyLine, parent: str, doses: int, own: bool = True
+) -> list[str | int | float | None]:
+    """An agency's cells (its subtree's figures), in :func:`_agency_columns`' order; ``own``
+    False: no own members' columns (the province's total)."""
+    total, before = line.total, line.previous
+    return [
+        line.code,
+        line.name,
+        parent,
+        line.expected,
+        total.joined,
+        _share(total.joined, line.expected),
+        total.complete,
+        _share(total.complete, line.expected),
+        total.booked,
+        *_padded(total.doses, doses),
+        total.relatives,
+        _change(total.joined, _was(before, "joined")),
+        _change(total.complete, _was(before, "complete")),
+        line.own.joined if own else None,
+        line.own.complete if own else None,
+    ]
+
+
+def _ward_columns(t: Translate) -> list[_Column]:
+    return [
+        _Column(t("report.file.col.ward_code"), "text", 12),
+        _Column(t("report.file.col.ward_name"), "name", 32),
+        _Column(t("report.file.col.registered"), "count", 12),
+        _Column(t("report.file.col.adults"), "count", 14),
+        _Column(t("report.file.col.booked"), "count", 12),
+        _Column(t("report.file.col.vaccinated"), "count", 14),
+        _Column(t("report.file.col.adults_vaccinated"), "count", 14),
+        _Column(t("report.file.col.adults_share"), "share", 14),
+        _Column(t("report.file.col.registered_change"), "change", 16),
+    ]
+
+
+def _ward_label(code: int, t: Translate) -> str:
+    try:
+        return ward_name(code)
+    except KeyError:  # a code of an older release of the list: still shown, by its number
+        return t("report.file.unknown_ward", code=code)
+
+
+def _ward_row(ward: WardLine, t: Translate) -> list[str | int | float | None]:
+    return [
+        ward.ward_code,
+        _ward_label(ward.ward_code, t),
+        ward.registered,
+        ward.adults,
+        ward.booked,
+        ward.vaccinated,
+        ward.adults_vaccinated,
+        ward.adults_share,
+        _change(ward.registered, ward.previous_registered),
+    ]
+
+
+def _province_line(report: Report, t: Translate) -> AgencyLine:
+    """The province's total as a line: the sum of the top-level agencies."""
+    top = [line for line in report.lines if line.depth == 0]
+    return AgencyLine(
+        agency_id=0, code="", name=t("report.file.province"), kind="", parent_id=None, depth=-1,
+        expected=sum(line.expected for line in top), own=Figures(), total=report.total,
+        previous=report.previous_total,
+    )
+
+
+def _leveled(report: Report) -> Iterator[tuple[int, AgencyLine]]:
+    """Every agency line with its level: 0 the root; for the province (no root), the
+    top-level agencies are level 1 (level 0 is the province's total, not a line)."""
+    offset = 0 if report.root is not None else 1
+    for line in report.lines:
+        yield line.depth + offset, line
+
+
+def _codes(report: Report) -> dict[int, str]:
+    return {line.agency_id: line.code for line in report.lines}
+
+
+# --------------------------------------------------------------------------------------------
+# Texts of the period and the moment
+# --------------------------------------------------------------------------------------------
+
+
+def _local(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    return as_aware(moment).astimezone(tz)
+
+
+def period(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> str:
+    """``Tuần 2026-W48 (23/11/2026 – 29/11/2026)``, or ``Trực tiếp lúc 09:15 ngày 26/11/2026``."""
+    if report.week is None:
+        local = _local(report.moment, tz)
+        return t("report.file.live", time=local.strftime("%H:%M"),
+                 date=local.strftime("%d/%m/%Y"))
+    monday = week_monday(report.week)
+    return t("report.file.week", week=report.week, start=monday.strftime("%d/%m/%Y"),
+             end=(monday + dt.timedelta(days=6)).strftime("%d/%m/%Y"))
+
+
+def _moment(report: Report, t: Translate, tz: ZoneInfo) -> str:
+    local = _local(report.moment, tz)
+    return t("report.file.moment_value", time=local.strftime("%H:%M"),
+             date=local.strftime("%d/%m/%Y"), zone=str(tz))
+
+
+def _subject(report: Report, t: Translate) -> str:
+    if report.root is not None:
+        return f"{report.root.name} ({report.root.code})"
+    return t("report.file.province")
+
+
+# --------------------------------------------------------------------------------------------
+# The workbook
+# --------------------------------------------------------------------------------------------
+
+
+def _sheet_title(text: str, taken: set[str]) -> str:
+    """A sheet's name Excel accepts: no ``[]:*?/\\``, at most 31 characters, not taken."""
+    base = " ".join(text.translate(_FORBIDDEN).split()).strip("'")[:31] or "Sheet"
+    title, n = base, 1
+    while title.casefold() in taken:
+        n += 1
+        suffix = f" ({n})"
+        title = base[: 31 - len(suffix)] + suffix
+    taken.add(title.casefold())
+    return title
+
+
+class _Book:
+    """A write-only workbook: sheets written row by row, styled cells made on the way."""
+
+    def __init__(self, moment: dt.datetime) -> None:
+        from openpyxl import Workbook
+        from openpyxl.styles import Alignment, Font
+
+        self.wb = Workbook(write_only=True)
+        when = as_aware(moment).astimezone(dt.UTC).replace(tzinfo=None)
+        self.wb.properties.created = self.wb.properties.modified = when
+        self.wb.properties.creator = self.wb.properties.lastModifiedBy = "healthbook-bot"
+        self.bold = Font(bold=True)
+        self.title_font = Font(bold=True, size=14)
+        self.wrap = Alignment(wrap_text=True, vertical="top")
+        self.taken: set[str] = set()
+
+    def sheet(self, title: str, widths: Iterable[float], freeze: str | None = None) -> Any:
+        """A new sheet; widths and frozen panes go before the first row (write-only)."""
+        from openpyxl.utils import get_column_letter
+
+        ws = self.wb.create_sheet(_sheet_title(title, self.taken))
+        for i, width in enumerate(widths, 1):
+            ws.column_dimensions[get_column_letter(i)].width = width
+        if freeze:
+            ws.freeze_panes = freeze
+        return ws
+
+    def cell(self, ws: Any, value: Any, *, kind: str = "text", bold: bool = False,
+             font: Any = None) -> Any:
+        from openpyxl.cell import WriteOnlyCell
+
+        cell = WriteOnlyCell(ws, value=value)
+        if font is not None:
+            cell.font = font
+        elif bold:
+            cell.font = self.bold
+        if kind == "share":
+            cell.number_format = _SHARE_FORMAT
+        elif kind == "change":
+            cell.number_format = _CHANGE_FORMAT
+        elif kind == "count":
+            cell.number_format = _COUNT_FORMAT
+        return cell
+
+    def header(self, ws: Any, columns: list[_Column]) -> None:
+        ws.append([self._header_cell(ws, c.header) for c in columns])
+
+    def _header_cell(self, ws: Any, text: str) -> Any:
+        cell = self.cell(ws, text, bold=True)
+        cell.alignment = self.wrap
+        return cell
+
+    def row(self, ws: Any, columns: list[_Column], values: list[Any], bold: bool = False) -> None:
+        ws.append([
+            self.cell(ws, v, kind=c.kind, bold=bold) if (bold or c.kind in ("share", "change"))
+            else v
+            for c, v in zip(columns, values, strict=True)
+        ])
+
+    def save(self, moment: dt.datetime) -> bytes:
+        """The workbook's bytes; every part of the archive dated at the report's moment, so
+        the same report gives the same file."""
+        from openpyxl.writer.excel import ExcelWriter
+
+        raw = io.BytesIO()
+        with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+            ExcelWriter(self.wb, archive).save()  # save_workbook would stamp "modified" now
+        return _restamp(raw.getvalue(), moment)
+
+
+def _restamp(data: bytes, moment: dt.datetime) -> bytes:
+    """The same zip archive with every member dated ``moment`` (UTC; zip needs 1980 on)."""
+    when = as_aware(moment).astimezone(dt.UTC)
+    stamp = (max(when.year, 1980), when.month, when.day, when.hour, when.minute, when.second)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            member = zipfile.ZipInfo(info.filename, date_time=stamp)
+            member.compress_type = zipfile.ZIP_DEFLATED
+            member.external_attr = 0o600 << 16
+            dst.writestr(member, src.read(info.filename))
+    return out.getvalue()
+
+
+def _summary(book: _Book, report: Report, t: Translate, tz: ZoneInfo, doses: int) -> None:
+    ws = book.sheet(t("report.file.sheet.summary"), (40, 44, 20, 20))
+    ws.append([book.cell(ws, t(f"report.file.title.{report.scope}"), font=book.title_font)])
+    ws.append([])
+    about = [
+        ("report.file.scope", t(f"report.file.scope.{report.scope}")),
+        ("report.file.agency", _subject(report, t)),
+        ("report.file.period", period(report, t, tz)),
+        ("report.file.moment", _moment(report, t, tz)),
+        ("report.file.compared",
+         t("report.file.previous_week", week=report.previous_week) if report.previous_week
+         else t("report.file.no_previous")),
+    ]
+    if report.scope == "communes":
+        about.pop(1)
+    for key, value in about:
+        ws.append([book.cell(ws, t(key), bold=True), value])
+    ws.append([])
+    columns = [
+        _Column(t("report.file.figure"), "text", 0),
+        _Column(t("report.file.count"), "count", 0),
+        _Column(t("report.file.share"), "share", 0),
+        _Column(t("report.file.col.change"), "change", 0),
+    ]
+    if report.scope != "communes" or report.lines:
+        line = report.root if report.root is not None else _province_line(report, t)
+        total, before = line.total, line.previous
+        expected = line.expected
+        book.header(ws, columns)
+        # (label, now, last week's, whether it is a share of the expected staff)
+        staff: list[tuple[str, int, int | None, bool]] = [
+            (t("report.file.col.expected"), expected, None, False),
+            (t("report.file.col.joined"), total.joined, _was(before, "joined"), True),
+            (t("report.file.col.complete"), total.complete, _was(before, "complete"), True),
+            (t("report.file.col.booked"), total.booked, _was(before, "booked"), True),
+        ]
+        before_doses = _padded(before.doses, doses) if before else [None] * doses
+        for n, (now, then) in enumerate(zip(_padded(total.doses, doses), before_doses,
+                                            strict=True), 1):
+            staff.append((t("report.file.col.dose", n=n), now, then, True))
+        staff.append((t("report.file.col.relatives"), total.relatives,
+                      _was(before, "relatives"), False))
+        for label, count, then, shared in staff:
+            book.row(ws, columns, [label, count, _share(count, expected) if shared else None,
+                                   _change(count, then)])
+        ws.append([])
+    if report.wards:
+        book.header(ws, [
+            _Column(t("report.file.residents"), "text", 0), columns[1],
+            _Column(t("report.file.col.adults_share"), "share", 0), columns[3],
+        ])
+        wards = report.wards
+        previous = [w.previous_registered for w in wards]
+        before_registered = (None if any(p is None for p in previous)
+                             else sum(p for p in previous if p is not None))
+        adults = sum(w.adults for w in wards)
+        adults_vaccinated = sum(w.adults_vaccinated for w in wards)
+        for key, count, share, changed in (
+            ("report.file.col.wards", len(wards), None, None),
+            ("report.file.col.registered", sum(w.registered for w in wards), None,
+             _change(sum(w.registered for w in wards), before_registered)),
+            ("report.file.col.adults", adults, None, None),
+            ("report.file.col.booked", sum(w.booked for w in wards), None, None),
+            ("report.file.col.vaccinated", sum(w.vaccinated for w in wards), None, None),
+            ("report.file.col.adults_vaccinated", adults_vaccinated,
+             _share(adults_vaccinated, adults), None),
+        ):
+            book.row(ws, columns, [t(key), count, share, changed])
+        ws.append([])
+    if report.lines:
+        ws.append([t("report.file.note")])
+
+
+def workbook(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
+    """The report as an XLSX workbook: a summary sheet, one sheet per level of the tree, the
+    communes and wards (province and communes); Vietnamese or English headers as ``t`` speaks."""
+    doses = _doses(report)
+    book = _Book(report.moment)
+    _summary(book, report, t, tz, doses)
+    columns = _agency_columns(t, doses)
+    codes = _codes(report)
+    levels = sorted({level for level, _ in _leveled(report) if level > 0})
+    for level in levels:
+        ws = book.sheet(t("report.file.sheet.level", n=level), (c.width for c in columns), "A2")
+        book.header(ws, columns)
+        for at, line in _leveled(report):
+            if at == level:
+                parent = codes.get(line.parent_id, "") if line.parent_id is not None else ""
+                book.row(ws, columns, _agency_row(line, parent, doses))
+    if report.wards or report.scope == "communes":
+        ward_columns = _ward_columns(t)
+        ws = book.sheet(t("report.file.sheet.wards"), (c.width for c in ward_columns), "A2")
+        book.header(ws, ward_columns)
+        for ward in report.wards:
+            book.row(ws, ward_columns, _ward_row(ward, t))
+    return book.save(report.moment)
+
+
+# --------------------------------------------------------------------------------------------
+# The CSV
+# --------------------------------------------------------------------------------------------
+
+
+def _csv_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return ""
+    if kind == "share":
+        return f"{value * 100:.1f}"
+    return value
+
+
+def csv_bytes(report: Report, t: Translate) -> bytes:
+    """The report as one CSV table (UTF-8 with a BOM): the agencies with their ``level``
+    (0: the root, or the province's total), or the communes and wards for the communes."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    if report.scope == "communes":
+        columns = _ward_columns(t)
+        writer.writerow([c.header for c in columns])
+        for ward in report.wards:
+            writer.writerow(_csv_value(v, c.kind)
+                            for c, v in zip(columns, _ward_row(ward, t), strict=True))
+    else:
+        doses = _doses(report)
+        columns = [_Column(t("report.file.col.level"), "count", 0), *_agency_columns(t, doses)]
+        codes = _codes(report)
+        writer.writerow([c.header for c in columns])
+        rows: Iterable[tuple[int, list[Any]]]
+        if report.root is None:
+            total = _province_line(report, t)
+            writer.writerow(_csv_value(v, c.kind) for c, v in zip(
+                columns, [0, *_agency_row(total, "", doses, own=False)], strict=True))
+        rows = (
+            (level, _agency_row(line, codes.get(line.parent_id, "")
+                                if line.parent_id is not None else "", doses))
+            for level, line in _leveled(report)
+        )
+        for level, values in rows:
+            writer.writerow(_csv_value(v, c.kind)
+                            for c, v in zip(columns, [level, *values], strict=True))
+    return "\ufeff".encode() + out.getvalue().encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# The chart
+# --------------------------------------------------------------------------------------------
+
+_CHART_LOCK = threading.Lock()  # matplotlib's font caches are shared: one chart at a time
+_DARK, _LIGHT, _GREY = "#1f5fa8", "#b7d0ea", "#555555"
+
+
+@dataclass(frozen=True)
+class _Bar:
+    label: str
+    main: float | None  # complete (agencies) or adults vaccinated (communes), 0..1
+    second: float | None  # joined (agencies) or vaccinated of the registered (communes)
+
+
+def _short(text: str) -> str:
+    text = unicodedata.normalize("NFC", " ".join(text.split()))
+    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1].rstrip() + "…"
+
+
+def _agency_bar(line: AgencyLine, label: str | None = None) -> _Bar:
+    return _Bar(_short(label or line.name), _share(line.total.complete, line.expected),
+                _share(line.total.joined, line.expected))
+
+
+def _bars(report: Report, t: Translate) -> tuple[list[_Bar], str, str]:
+    """The bars of a chart and their two legends."""
+    if report.scope == "communes":
+        bars = [
+            _Bar(_short(_ward_label(w.ward_code, t)), w.adults_share,
+                 _share(w.vaccinated, w.registered))
+            for w in report.wards
+        ]
+        return bars, t("report.chart.adults_vaccinated"), t("report.chart.vaccinated")
+    legends = t("report.chart.complete"), t("report.chart.joined")
+    root = report.root
+    if root is None:
+        return [_agency_bar(line) for line in report.lines if line.depth == 0], *legends
+    children = [line for line in report.lines if line.depth == root.depth + 1]
+    if not children:
+        return [_agency_bar(root)], *legends
+    bars = [_agency_bar(line) for line in children]
+    if root.own.joined:
+        expected = max(0, root.expected - sum(line.expected for line in children))
+        bars.append(_Bar(_short(t("report.chart.own", name=root.name)),
+                         _share(root.own.complete, expected), _share(root.own.joined, expected)))
+    return bars, *legends
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"
+
+
+def _title(report: Report, t: Translate) -> str:
+    if report.root is not None:
+        return t("report.chart.title.agency", name=report.root.name, code=report.root.code)
+    return t(f"report.chart.title.{report.scope}")
+
+
+def _matplotlib_dirs() -> None:
+    """matplotlib keeps its settings and font list in ``~/.config`` and ``~/.cache``; where the
+    home is read-only (a service account) it would make a new temporary directory at every
+    start, rebuild the font list there and log a warning: give it one lasting directory under
+    the system's temporary directory instead. Only before matplotlib is first imported."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    try:
+        home = Path.home()
+        for base, default in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache")):
+            folder = Path(os.environ.get(base) or home / default) / "matplotlib"
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(folder)
+        return
+    except (OSError, RuntimeError):
+        pass
+    uid = getattr(os, "getuid", lambda: "user")()
+    fallback = Path(tempfile.gettempdir()) / f"healthbook-matplotlib-{uid}"
+    try:
+        fallback.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return  # matplotlib makes its own temporary directory
+    if os.access(fallback, os.W_OK):
+        os.environ["MPLCONFIGDIR"] = str(fallback)
+
+
+def chart(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
+    """A PNG bar chart of coverage by sub-unit (about 1000 pixels wide): the share of the
+    expected staff with a complete health book (dark) and who joined (light), the lowest on
+    top; for the communes, the share of adults vaccinated. At most :data:`MAX_BARS` bars."""
+    with _CHART_LOCK:
+        _matplotlib_dirs()
+        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        bars, main_legend, second_legend = _bars(report, t)
+        ranked = sorted(bars, key=lambda b: (b.main is None, b.main or 0.0, b.second or 0.0,
+                                             b.label))
+        shown = ranked[:MAX_BARS]
+        rows = max(1, len(shown))
+        with matplotlib.rc_context({"font.family": "DejaVu Sans", "font.size": 10}):
+            fig = Figure(figsize=(10, 1.9 + 0.36 * rows), dpi=100)
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot()
+            if not shown:
+                ax.text(0.5, 0.5, t("report.chart.none"), ha="center", va="center",
+                        transform=ax.transAxes, color=_GREY, fontsize=12)
+                ax.set_axis_off()
+            else:
+                ys = list(range(len(shown)))
+                seconds = [100 * (b.second or 0.0) for b in shown]
+                mains = [100 * (b.main or 0.0) for b in shown]
+                ax.barh(ys, seconds, height=0.8, color=_LIGHT, label=second_legend)
+                ax.barh(ys, mains, height=0.45, color=_DARK, label=main_legend)
+                top = max(100.0, *seconds, *mains)
+                for y, bar, a, b in zip(ys, shown, mains, seconds, strict=True):
+                    text = (t("report.chart.no_expected") if bar.main is None and
+                            bar.second is None else
+                            f"{_percent(bar.main)}  ({_percent(bar.second)})")
+                    ax.text(max(a, b) + top * 0.01, y, text, va="center", fontsize=9,
+                            color=_GREY if bar.main is None else "black")
+                ax.set_yticks(ys, [b.label for b in shown], fontsize=9)
+                ax.invert_yaxis()  # the lowest on top
+                ax.set_xlim(0, top * 1.22)
+                ax.set_xlabel(t("report.chart.axis"))
+                ax.xaxis.grid(True, color="#dddddd")
+                ax.set_axisbelow(True)
+                for side in ("top", "right"):
+                    ax.spines[side].set_visible(False)
+                ax.legend(loc="lower right", fontsize=9, frameon=False,
+                          bbox_to_anchor=(1.0, 1.0), ncols=2)
+            fig.suptitle(_short_title(_title(report, t)), fontsize=13, x=0.01, ha="left")
+            ax.set_title(period(report, t, tz), fontsize=10, loc="left", color=_GREY, pad=22
+                         if shown else 6)
+            notes = [_moment(report, t, tz)]
+            if len(ranked) > len(shown):
+                notes.append(t("report.chart.more", shown=len(shown), total=len(ranked)))
+            fig.text(0.01, 0.01, "  ·  ".join(notes), fontsize=8, color=_GREY)
+            fig.tight_layout(rect=(0, 0.03, 1, 1))
+            out = io.BytesIO()
+            fig.savefig(out, format="png", dpi=100, metadata={"Software": None})
+        return out.getvalue()
+
+
+def _short_title(text: str) -> str:
+    text = unicodedata.normalize("NFC", " ".join(text.split()))
+    return text if len(text) <= 90 else text[:89].rstrip() + "…"
+
+
+__all__ = ["MAX_BARS", "PROVINCE_TZ", "chart", "csv_bytes", "period", "workbook"]
