@@ -12,10 +12,20 @@ and reads the reports of its subtree. No messenger types here: the caller owns t
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import csv
+import datetime as dt
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.tables import Account, Agency, AgencyHead, AgencyMember
+from models.errors import DomainError
+from models.reference import DATA_DIR
+from models.tables import Account, Agency, AgencyHead, AgencyMember, HealthBook
 
 #: the kinds of agency (the CSV's ``kind`` column)
 KINDS = ("department", "commune", "school", "hospital", "business", "unit", "other")
@@ -74,3 +84,545 @@ async def membership(session: AsyncSession, account_id: int) -> AgencyMember | N
             AgencyMember.account_id == account_id, AgencyMember.left_at.is_(None)
         )
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Importing the tree from a CSV file (healthbook agencies import)
+# --------------------------------------------------------------------------------------------
+
+#: the CSV's columns (a header row names them, in any order; other columns are ignored)
+COLUMNS = ("code", "name", "parent_code", "kind", "expected_staff")
+NAME_MAX = 200
+PATH_MAX = 400  # agencies.path is String(400)
+EXPECTED_MAX = 1_000_000
+SAMPLE = DATA_DIR / "agencies_sample.csv"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did: agencies created, changed (name, kind, parent or expected staff),
+    left as they were, and sub-units whose place in the tree moved with a parent."""
+
+    created: int
+    updated: int
+    unchanged: int = 0
+    repathed: int = 0
+
+
+@dataclass(frozen=True)
+class CsvProblem:
+    """One reason a CSV file cannot be imported, at its line (1 is the header)."""
+
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+class CsvError(ValueError):
+    """A CSV file that cannot be imported; ``problems`` lists every reason, by line. Nothing
+    of the file was written."""
+
+    def __init__(self, problems: Sequence[CsvProblem]) -> None:
+        self.problems = sorted(problems, key=lambda p: p.line)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+@dataclass
+class _Row:
+    line: int
+    code: str
+    name: str
+    parent: str | None
+    kind: str
+    expected: int
+
+
+@dataclass
+class _Node:
+    """An agency as it will be after the import (existing or new)."""
+
+    code: str
+    parent: str | None
+    id: int | None = None  # None: new
+    line: int | None = None  # in the file
+
+
+def _decode(data: bytes) -> str:
+    """The file's text (a BOM dropped); CsvError naming every line that is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    bad = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(number)
+    reason = (
+        'the text is not UTF-8 (letters with accents are unreadable); in Excel use "Save as" '
+        '"CSV UTF-8 (Comma delimited)"'
+    )
+    raise CsvError([CsvProblem(line, reason) for line in bad[:20]] or [CsvProblem(1, reason)])
+
+
+def _delimiter(header: str) -> str:
+    """``,`` or ``;`` (Excel in Vietnamese writes ``;``): whichever the header holds more of."""
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
+    """Every row read and checked on its own (codes, names, kinds, numbers, duplicates)."""
+    header_line = text.split("\n", 1)[0]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(header_line))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return [], [
+            CsvProblem(1, "the file is empty: a header row is needed: " + ",".join(COLUMNS))
+        ]
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        return [], [
+            CsvProblem(
+                1,
+                f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"(the header must name: {','.join(COLUMNS)})",
+            )
+        ]
+    index = {c: names.index(c) for c in COLUMNS}
+    rows: list[_Row] = []
+    problems: list[CsvProblem] = []
+    seen: dict[str, int] = {}
+    end = reader.line_num
+    for record in reader:
+        line, end = end + 1, reader.line_num
+        if not any(cell.strip() for cell in record):
+            continue
+        cells = {c: (record[i].strip() if i < len(record) else "") for c, i in index.items()}
+        row_problems = []
+        raw_code = cells["code"]
+        code = ""
+        if not raw_code:
+            row_problems.append("the code is empty")
+        elif len(raw_code) > CODE_MAX:
+            row_problems.append(f"the code {raw_code[:40]!r} is longer than {CODE_MAX} characters")
+        else:
+            try:
+                code = normalize_code(raw_code)
+            except ValueError:
+                row_problems.append(
+                    f"the code {raw_code!r} is not valid (letters, digits, - _ or . only)"
+                )
+        if code and code in seen:
+            row_problems.append(f"the code {code} is already on line {seen[code]}")
+        elif code:
+            seen[code] = line
+        name = " ".join(cells["name"].split())
+        if not name:
+            row_problems.append("the name is empty")
+        elif len(name) > NAME_MAX:
+            row_problems.append(f"the name is longer than {NAME_MAX} characters")
+        parent: str | None = None
+        if cells["parent_code"]:
+            try:
+                parent = normalize_code(cells["parent_code"])
+            except ValueError:
+                row_problems.append(f"the parent code {cells['parent_code'][:40]!r} is not valid")
+        if parent is not None and parent == code:
+            row_problems.append(f"the agency {code} cannot be its own parent")
+        kind = cells["kind"].lower()
+        if kind not in KINDS:
+            row_problems.append(f"unknown kind {cells['kind'][:30]!r} (one of: {', '.join(KINDS)})")
+        expected = 0
+        raw = cells["expected_staff"].replace(" ", "")
+        if raw:
+            if raw.isascii() and raw.isdigit() and int(raw) <= EXPECTED_MAX:
+                expected = int(raw)
+            else:
+                row_problems.append(
+                    f"expected_staff {cells['expected_staff'][:20]!r} is not a whole number "
+                    f"from 0 to {EXPECTED_MAX}"
+                )
+        problems += [CsvProblem(line, reason) for reason in row_problems]
+        if not row_problems:
+            rows.append(_Row(line, code, name, parent, kind, expected))
+    if not rows and not problems:
+        problems.append(CsvProblem(1, "the file has a header but no agencies"))
+    return rows, problems
+
+
+def _check_tree(rows: list[_Row], nodes: dict[str, _Node], id_width: int) -> list[CsvProblem]:
+    """Unknown parents, cycles and too deep a tree, once every row is in ``nodes``."""
+    problems: list[CsvProblem] = []
+    for row in rows:
+        if row.parent is not None and row.parent not in nodes:
+            reason = f"unknown parent {row.parent}: neither in the file nor already imported"
+            problems.append(CsvProblem(row.line, reason))
+    if problems:
+        return problems
+    # walk up from each agency of the file; a walk that meets itself is a cycle
+    state: dict[str, int] = {}  # 1: being walked, 2: reaches a root
+    depth: dict[str, int] = {}  # path length in characters, ids estimated for new agencies
+    reported: set[frozenset[str]] = set()
+    for row in rows:
+        chain: list[str] = []
+        code: str | None = row.code
+        while code is not None and state.get(code) is None:
+            state[code] = 1
+            chain.append(code)
+            code = nodes[code].parent
+        if code is not None and state[code] == 1:  # back to a code of this walk: a cycle
+            cycle = chain[chain.index(code) :]
+            key = frozenset(cycle)
+            if key not in reported:
+                reported.add(key)
+                at = min((nodes[c].line or row.line for c in cycle), default=row.line)
+                shown = " → ".join([*cycle, code])
+                problems.append(CsvProblem(at, f"a cycle of parents: {shown}"))
+            for c in chain:
+                state[c] = 3  # in or above a cycle: no depth
+            continue
+        length = 1 if code is None else depth.get(code, -1)
+        for c in reversed(chain):
+            if length < 0:
+                state[c] = 3
+                continue
+            node = nodes[c]
+            length += (len(str(node.id)) if node.id is not None else id_width) + 1
+            depth[c] = length
+            state[c] = 2
+    for row in rows:
+        if depth.get(row.code, 0) > PATH_MAX:
+            reason = (
+                f"the tree is too deep above {row.code} (its path would need "
+                f"{depth[row.code]} characters, at most {PATH_MAX})"
+            )
+            problems.append(CsvProblem(row.line, reason))
+    return problems
+
+
+async def import_csv(session: AsyncSession, data: bytes, now: dt.datetime) -> ImportResult:
+    """Create or update agencies from a CSV file (``code,name,parent_code,kind,expected_staff``,
+    UTF-8, ``,`` or ``;``), by code. All or nothing: every problem is found first and raised
+    together as :class:`CsvError`; then new agencies are inserted, changed ones updated, and
+    the paths of every agency under one whose parent changed rewritten."""
+    rows, problems = _rows(_decode(data))
+    if problems:
+        raise CsvError(problems)
+    existing = {a.code: a for a in await session.scalars(select(Agency))}
+    by_id = {a.id: a for a in existing.values()}
+    nodes = {
+        code: _Node(code, by_id[a.parent_id].code if a.parent_id else None, a.id)
+        for code, a in existing.items()
+    }
+    for row in rows:
+        node = nodes.get(row.code)
+        if node is None:
+            nodes[row.code] = _Node(row.code, row.parent, None, row.line)
+        else:
+            node.parent, node.line = row.parent, row.line
+    created = [r for r in rows if r.code not in existing]
+    top = max(by_id, default=0) + len(created)
+    problems = _check_tree(rows, nodes, len(str(max(top, 1))))
+    if problems:
+        raise CsvError(problems)
+    # the new agencies first (their ids are needed for the paths), in one batch
+    fresh = [
+        Agency(
+            code=r.code,
+            name=r.name,
+            kind=r.kind,
+            path="/",
+            expected_staff=r.expected,
+            created_at=now,
+            updated_at=now,
+        )
+        for r in created
+    ]
+    session.add_all(fresh)
+    await session.flush()
+    agencies = {**existing, **{a.code: a for a in fresh}}
+    updated = unchanged = 0
+    moved: set[str] = set()
+    for row in rows:
+        agency = agencies[row.code]
+        parent_id = agencies[row.parent].id if row.parent else None
+        if row.code in existing:
+            now_is = (agency.name, agency.kind, agency.expected_staff, agency.parent_id)
+            if now_is == (row.name, row.kind, row.expected, parent_id):
+                unchanged += 1
+                continue
+            updated += 1
+            if agency.parent_id != parent_id:
+                moved.add(row.code)
+            agency.name, agency.kind, agency.expected_staff = row.name, row.kind, row.expected
+            agency.updated_at = now
+        agency.parent_id = parent_id
+    # every path again from the parents (new agencies, moved ones and all below them)
+    children: dict[int | None, list[Agency]] = {}
+    for agency in agencies.values():
+        children.setdefault(agency.parent_id, []).append(agency)
+    repathed = 0
+    stack: list[tuple[Agency, str]] = [(a, "/") for a in children.get(None, [])]
+    while stack:
+        agency, above = stack.pop()
+        path = f"{above}{agency.id}/"
+        if agency.path != path:
+            if agency.code in existing and agency.code not in moved:
+                repathed += 1
+            agency.path = path
+        stack.extend((child, path) for child in children.get(agency.id, []))
+    await session.flush()
+    return ImportResult(len(fresh), updated, unchanged, repathed)
+
+
+# --------------------------------------------------------------------------------------------
+# One agency at a time (healthbook agencies add|list|set-head)
+# --------------------------------------------------------------------------------------------
+
+
+async def add(
+    session: AsyncSession,
+    code: str,
+    name: str,
+    kind: str,
+    parent_code: str | None,
+    expected_staff: int,
+    now: dt.datetime | None = None,
+) -> Agency:
+    """A new agency under ``parent_code`` (None: at the top). Refused (DomainError) for a bad
+    code, name, kind or count, a code already taken or an unknown parent."""
+    try:
+        code = normalize_code(code)
+    except ValueError:
+        raise DomainError("agency.bad_code", code=code[:40]) from None
+    name = " ".join(name.split())
+    if not name or len(name) > NAME_MAX:
+        raise DomainError("agency.bad_name", max=NAME_MAX)
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise DomainError("agency.bad_kind", kinds=", ".join(KINDS))
+    if not 0 <= expected_staff <= EXPECTED_MAX:
+        raise DomainError("agency.bad_expected", max=EXPECTED_MAX)
+    if await session.scalar(select(Agency.id).where(Agency.code == code)) is not None:
+        raise DomainError("agency.exists", code=code)
+    parent = None
+    if parent_code:
+        parent = await by_code(session, parent_code)
+        if parent is None:
+            raise DomainError("agency.unknown_parent", code=parent_code.strip()[:40])
+    when = now or dt.datetime.now(dt.UTC)
+    agency = Agency(
+        code=code,
+        name=name,
+        kind=kind,
+        parent_id=parent.id if parent else None,
+        path="/",
+        expected_staff=expected_staff,
+        created_at=when,
+        updated_at=when,
+    )
+    session.add(agency)
+    await session.flush()
+    agency.path = f"{parent.path if parent else '/'}{agency.id}/"
+    if len(agency.path) > PATH_MAX:
+        raise DomainError("agency.too_deep")
+    await session.flush()
+    return agency
+
+
+async def set_head(session: AsyncSession, agency: Agency, account: Account) -> bool:
+    """Make an account a head of ``agency``; False when it was one already."""
+    if await session.get(AgencyHead, (agency.id, account.id)) is not None:
+        return False
+    session.add(AgencyHead(agency_id=agency.id, account_id=account.id))
+    await session.flush()
+    return True
+
+
+async def remove_head(session: AsyncSession, agency: Agency, account: Account) -> bool:
+    """Take ``agency``'s head role from an account; False when it was not its head."""
+    head = await session.get(AgencyHead, (agency.id, account.id))
+    if head is None:
+        return False
+    await session.delete(head)
+    await session.flush()
+    return True
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An agency in tree order: how deep under the listing's top, and its members now (its
+    own, not its sub-units')."""
+
+    agency: Agency
+    depth: int
+    members: int
+
+
+async def listing(session: AsyncSession, under: Agency | None = None) -> list[Listed]:
+    """The tree (or the subtree of ``under``), parents before their sub-units, sub-units by
+    code; each with its members now (one query for the agencies, one for the counts)."""
+    query = select(Agency)
+    counted = (
+        select(AgencyMember.agency_id, func.count())
+        .where(AgencyMember.left_at.is_(None))
+        .group_by(AgencyMember.agency_id)
+    )
+    if under is not None:
+        query = query.where(Agency.path.startswith(under.path))
+        counted = counted.join(Agency, Agency.id == AgencyMember.agency_id).where(
+            Agency.path.startswith(under.path)
+        )
+    agencies = list(await session.scalars(query))
+    counts: dict[int, int] = {i: n for i, n in (await session.execute(counted)).tuples()}
+    ids = {a.id for a in agencies}
+    children: dict[int | None, list[Agency]] = {}
+    for agency in agencies:
+        parent = agency.parent_id if agency.parent_id in ids else None
+        children.setdefault(parent, []).append(agency)
+    for siblings in children.values():
+        siblings.sort(key=lambda a: a.code, reverse=True)
+    out: list[Listed] = []
+    stack = [(a, 0) for a in children.get(None, [])]
+    while stack:
+        agency, depth = stack.pop()
+        out.append(Listed(agency, depth, counts.get(agency.id, 0)))
+        stack.extend((child, depth + 1) for child in children.get(agency.id, []))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Staff (/agency)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The answer to ``/agency CODE``: ``joined`` (first agency), ``moved`` (from
+    ``previous``) or ``already`` (a member of it already)."""
+
+    status: str
+    agency: Agency
+    previous: Agency | None = None
+
+
+async def join(session: AsyncSession, account: Account, agency: Agency, now: dt.datetime) -> Joined:
+    """Make an account staff of ``agency`` from ``now``: an open membership elsewhere is
+    closed (``moved``). Two joins at once for one account: the unique index on open
+    memberships lets one through; the other reads it again (``already`` or a move), and
+    after a second collision is refused (``agency.busy``)."""
+    for _ in range(2):
+        current = await membership(session, account.id)
+        if current is not None and current.agency_id == agency.id:
+            return Joined("already", agency)
+        try:
+            async with session.begin_nested():
+                if current is not None:
+                    current.left_at, current.left_reason = now, "moved"
+                    await session.flush()
+                session.add(AgencyMember(account_id=account.id, agency_id=agency.id, joined_at=now))
+                await session.flush()
+        except IntegrityError:  # another join of this account came first: read it again
+            continue
+        if current is None:
+            return Joined("joined", agency)
+        return Joined("moved", agency, await session.get(Agency, current.agency_id))
+    raise DomainError("agency.busy")
+
+
+async def leave(session: AsyncSession, account: Account, now: dt.datetime) -> Agency | None:
+    """Close an account's open membership (``left``); the agency it left, None if none."""
+    current = await membership(session, account.id)
+    if current is None:
+        return None
+    current.left_at, current.left_reason = now, "left"
+    await session.flush()
+    return await session.get(Agency, current.agency_id)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A staff member as their head sees them: the membership's id, since when, and the name
+    of their own health book (None when they have none yet)."""
+
+    id: int
+    account_id: int
+    joined_at: dt.datetime
+    name: str | None
+
+
+def _member_columns() -> tuple[Any, ...]:
+    """A membership's id, account, start, and the name of the member's own health book."""
+    name = (
+        select(HealthBook.full_name)
+        .where(HealthBook.account_id == AgencyMember.account_id, HealthBook.relation == "self")
+        .order_by(HealthBook.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return AgencyMember.id, AgencyMember.account_id, AgencyMember.joined_at, name
+
+
+async def members(
+    session: AsyncSession, agency: Agency, *, offset: int = 0, limit: int | None = None
+) -> list[Member]:
+    """The open memberships of ``agency`` (not its sub-units'), by name then joining order,
+    with the name of each member's own health book. For its heads only: check first."""
+    query = (
+        select(*_member_columns())
+        .where(AgencyMember.agency_id == agency.id, AgencyMember.left_at.is_(None))
+        .order_by(AgencyMember.joined_at, AgencyMember.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return [Member(*row) for row in (await session.execute(query)).tuples()]
+
+
+async def member_count(session: AsyncSession, agency: Agency) -> int:
+    """How many members ``agency`` has now (its own)."""
+    return int(
+        await session.scalar(
+            select(func.count()).where(
+                AgencyMember.agency_id == agency.id, AgencyMember.left_at.is_(None)
+            )
+        )
+        or 0
+    )
+
+
+async def open_member(session: AsyncSession, agency: Agency, member_id: int) -> Member | None:
+    """One open membership of ``agency`` by its id, with its name; None when it is not (any
+    more) in it."""
+    row = (
+        await session.execute(
+            select(*_member_columns()).where(
+                AgencyMember.id == member_id,
+                AgencyMember.agency_id == agency.id,
+                AgencyMember.left_at.is_(None),
+            )
+        )
+    ).first()
+    return Member(*row) if row is not None else None
+
+
+async def remove_member(
+    session: AsyncSession, head: Account, agency: Agency, member_id: int, now: dt.datetime
+) -> Member:
+    """A head takes a member out of ``agency`` (``removed``, ``removed_by`` the head).
+    ``member_id`` is the membership's id (what the head was shown). Refused (DomainError
+    ``agency.not_allowed``) unless ``head`` heads the agency or one above it and the member
+    is still in it."""
+    if not await may_read(session, head, agency):
+        raise DomainError("agency.not_allowed")
+    member = await open_member(session, agency, member_id)
+    row = await session.get(AgencyMember, member_id) if member is not None else None
+    if member is None or row is None or row.left_at is not None:
+        raise DomainError("agency.not_allowed")
+    row.left_at, row.left_reason, row.removed_by = now, "removed", head.id
+    await session.flush()
+    return member
