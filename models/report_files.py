@@ -354,8 +354,7 @@ def _summary(book: _Book, report: Report, t: Translate, tz: ZoneInfo, doses: int
     ]
     if report.scope != "communes" or report.lines:
         line = report.root if report.root is not None else _province_line(report, t)
-        total, before = line.total, line.previous
-        expected = line.expected
+        total, before, expected = report.total, report.previous_total, line.expected
         book.header(ws, columns)
         # (label, now, last week's, whether it is a share of the expected staff)
         staff: list[tuple[str, int, int | None, bool]] = [
@@ -520,6 +519,14 @@ def _bars(report: Report, t: Translate) -> tuple[list[_Bar], str, str]:
     return bars, *legends
 
 
+def _chosen(report: Report, t: Translate) -> tuple[list[_Bar], int, str, str]:
+    """The bars a chart shows, the lowest first (no expected staff last), at most
+    :data:`MAX_BARS`; how many there were; the two legends."""
+    bars, main_legend, second_legend = _bars(report, t)
+    ranked = sorted(bars, key=lambda b: (b.main is None, b.main or 0.0, b.second or 0.0, b.label))
+    return ranked[:MAX_BARS], len(ranked), main_legend, second_legend
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.0f}%"
 
@@ -567,10 +574,7 @@ def chart(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        bars, main_legend, second_legend = _bars(report, t)
-        ranked = sorted(bars, key=lambda b: (b.main is None, b.main or 0.0, b.second or 0.0,
-                                             b.label))
-        shown = ranked[:MAX_BARS]
+        shown, count, main_legend, second_legend = _chosen(report, t)
         rows = max(1, len(shown))
         with matplotlib.rc_context({"font.family": "DejaVu Sans", "font.size": 10}):
             fig = Figure(figsize=(10, 1.9 + 0.36 * rows), dpi=100)
@@ -607,8 +611,8 @@ def chart(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
             ax.set_title(period(report, t, tz), fontsize=10, loc="left", color=_GREY, pad=22
                          if shown else 6)
             notes = [_moment(report, t, tz)]
-            if len(ranked) > len(shown):
-                notes.append(t("report.chart.more", shown=len(shown), total=len(ranked)))
+            if count > len(shown):
+                notes.append(t("report.chart.more", shown=len(shown), total=count))
             fig.text(0.01, 0.01, "  ·  ".join(notes), fontsize=8, color=_GREY)
             fig.tight_layout(rect=(0, 0.03, 1, 1))
             out = io.BytesIO()
