@@ -866,8 +866,9 @@ def _conversation(states: dict[object, list[BaseHandler]]) -> ConversationHandle
             # /appointments and a held place's Take / Decline belong to booking (handlers
             # outside this conversation): a place offered mid-way is taken without leaving it
             MessageHandler(filters.COMMAND & ~filters.Regex(OUTSIDE), unknown_command),
-            # a reminder's "I'll come" too (rm:, handlers/reminders.py)
-            CallbackQueryHandler(stale_button, pattern=r"^(?!wl:|rm:)"),
+            # a reminder's "I'll come" too (rm:, handlers/reminders.py), and a report chosen
+            # (rp:, handlers/report.py: /report works mid-way)
+            CallbackQueryHandler(stale_button, pattern=r"^(?!wl:|rm:|rp:)"),
             MessageHandler(filters.UpdateType.MESSAGE & ~filters.TEXT, not_text),
         ],
         name=NAME,

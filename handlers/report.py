@@ -1,22 +1,623 @@
 """/report (agency heads and admins) and the weekly report: a short summary, a chart of
 coverage by sub-unit and a workbook, in the chat and, every week, through the dispatcher.
-(Built on :mod:`models.reports`.)"""
+(Built on :mod:`models.reports`; the files are :mod:`models.report_files`'.)
+
+``/report [CODE | province | communes] [2026-W47]``, in any order. A head reads the agencies
+they head and their sub-units; an admin any agency, the province and the communes. A code out
+of the reader's reach and a code that does not exist get the same refusal. Without a week the
+figures are live (now), with the change since the last stored week; with a week, that week's
+stored figures (stored now if the week is over and they were not yet).
+
+The weekly job (every minute): once a week has ended its figures are stored; at ``[reports]
+day``/``time`` of the next week every (agency, head) pair and every ``[reports] recipients``
+account gets three outbox messages (``report``, ``report_chart``, ``report_file``), planned
+once (``ReportWeek.planned_at``, and the outbox's unique ``dedupe``). Their renderers build the
+report from the week's snapshot in the reader's language, or drop the message when the reader
+no longer heads the agency or is no longer listed."""
 
 from __future__ import annotations
 
-from telegram.ext import BaseHandler
+import asyncio
+import datetime as dt
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from bot.context import HBContext
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
+
+from bot.channels.base import Reply
+from bot.context import HBContext, Services
+from bot.i18n import Translator
+from handlers.common import Turn, callback_parts, inline, parse_id, turn
+from handlers.notices import Notice, renders
+from models import agencies as ag
+from models import healthbook as hb
+from models import outbox, report_files
+from models import reports as rp
+from models.reference import ward_name
+from models.roles import is_admin
+from models.tables import Account, Agency, AgencyHead, AgencyWeek, ReportWeek
+from models.timeutil import as_aware, to_utc
+
+log = logging.getLogger(__name__)
+
+PREFIX = "rp"
+#: the words that name the province's and the communes' reports (as typed, folded to NFC)
+PROVINCE_WORDS = frozenset({"province", "tinh", "tỉnh"})
+COMMUNE_WORDS = frozenset({"communes", "xa", "xã"})
+_WEEKISH = re.compile(r"^\d{4}-?[Ww]")  # looks like a week: read strictly as one
+#: the weekly outbox messages, in the order they are sent (1 s apart)
+PARTS = ("report", "report_chart", "report_file")
+MAX_AGENCY_CHOICES = 12  # agencies offered as choices; the others are typed
+TOP_WARDS = 5  # communes listed in the communes' summary (the workbook has them all)
+WORD_CODE_MAX = 40  # of a word quoted back in a refusal
 
 
-def handlers() -> list[BaseHandler]:  # type: ignore[type-arg]
-    """Top-level handlers: /report."""
-    return []
+# ---------------------------------------------------------------- who asks, and for what
+
+
+@dataclass(frozen=True)
+class Reader:
+    """What a person may read: every report (an admin), and the agencies they head."""
+
+    admin: bool
+    heads: tuple[Agency, ...]
+
+    def may(self, target: Target, agency: Agency | None) -> bool:
+        """Whether this reader may read ``target`` (``agency``: its root, looked up)."""
+        if self.admin:
+            return target.scope != "agency" or agency is not None
+        if target.scope != "agency" or agency is None:
+            return False
+        return any(ag.in_subtree(agency, root) for root in self.heads)
+
+    def example(self, t: Translator) -> str:
+        """A code or word to show in an example: their first agency's, else the province."""
+        return self.heads[0].code if self.heads else t("report.word.province")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A report asked for: one agency's subtree, the province, or the communes."""
+
+    scope: str  # models.reports.SCOPES
+    agency_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What was typed after /report: a scope word or a code (or neither), and a week."""
+
+    scope: str | None = None
+    code: str | None = None
+    week: str | None = None
+    word: str = ""  # the scope word or code as typed (quoted back in a refusal)
+
+
+class BadArgs(Exception):
+    """Words after /report that cannot be read; ``key`` names the message."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        super().__init__(key)
+        self.key, self.params = key, params
+
+
+def parse_args(words: list[str]) -> Asked:
+    """The words after /report, in any order: one code or scope word, one week (strict)."""
+    scope = code = week = None
+    said = ""
+    for raw in words:
+        word = unicodedata.normalize("NFC", raw.strip())
+        folded = word.casefold()
+        if _WEEKISH.match(word):
+            if week is not None:
+                raise BadArgs("report.bad_word", word=word[:WORD_CODE_MAX])
+            try:
+                week = rp.parse_week(word)
+            except ValueError:
+                raise BadArgs("report.bad_week") from None
+            continue
+        if scope is not None or code is not None:
+            raise BadArgs("report.bad_word", word=word[:WORD_CODE_MAX])
+        said = word[:WORD_CODE_MAX]
+        if folded in PROVINCE_WORDS:
+            scope = "province"
+        elif folded in COMMUNE_WORDS:
+            scope = "communes"
+        else:
+            code = said  # looked up (or refused) as a code, by the caller
+    return Asked(scope, code, week, said)
+
+
+async def reader_of(turn_: Turn) -> Reader:
+    """The sender's rights: admin by role or by the settings, head by their own account or
+    the person's they are linked to."""
+    listed = turn_.services.settings.roles.admins
+    accounts = {a.id: a for a in (turn_.own, turn_.account) if a is not None}
+    admin = any(is_admin(a, listed) for a in accounts.values())
+    heads: dict[int, Agency] = {}
+    for account in accounts.values():
+        for agency in await ag.headed(turn_.session, account):
+            heads[agency.id] = agency
+    return Reader(admin, tuple(sorted(heads.values(), key=lambda a: a.code)))
+
+
+# ---------------------------------------------------------------- /report and its choices
+
+
+def _week_over(services: Services, week: str) -> bool:
+    return rp.week_end(week, services.tz) <= to_utc(services.clock())
+
+
+def _refuse_code(turn_: Turn, reader: Reader, word: str) -> None:
+    """The one refusal of a code: unknown and out of reach read the same."""
+    turn_.say(turn_.t("report.no_such_report", code=word, example=reader.example(turn_.t)))
+
+
+@turn()
+async def report_command(turn_: Turn) -> None:
+    """/report [CODE | province | communes] [week]: the report, or the reports to choose."""
+    t, services = turn_.t, turn_.services
+    reader = await reader_of(turn_)
+    if not reader.admin and not reader.heads:
+        turn_.say(t("report.not_allowed"))
+        return
+    turn_.keep_offer = True  # an aside: a health book's numbered choices still stand
+    last = rp.last_complete_week(services.clock(), services.tz)
+    example = reader.example(t)
+    try:
+        asked = parse_args(list(turn_.context.args or []))
+    except BadArgs as err:
+        usage = "report.usage_admin" if reader.admin else "report.usage"
+        turn_.say(t(err.key, week=last, **err.params) + "\n" + t(usage, example=example, week=last))
+        return
+    if asked.week is not None and not _week_over(services, asked.week):
+        turn_.say(
+            t("report.week_not_over", week=asked.week, last=last, example=f"{example} {last}")
+        )
+        return
+    if asked.code is not None:
+        agency = await ag.by_code(turn_.session, asked.code)
+        target = Target("agency", agency.id if agency is not None else None)
+        if not reader.may(target, agency):
+            _refuse_code(turn_, reader, asked.code)
+            return
+    elif asked.scope is not None:
+        target = Target(asked.scope)
+        if not reader.may(target, None):
+            _refuse_code(turn_, reader, asked.word)
+            return
+    elif not reader.admin and len(reader.heads) == 1:
+        target = Target("agency", reader.heads[0].id)
+    else:
+        turn_.keep_offer = False  # this offers choices of its own
+        offer_choices(turn_, reader, asked.week)
+        return
+    await send_report(turn_, target, asked.week)
+
+
+def offer_choices(turn_: Turn, reader: Reader, week: str | None) -> None:
+    """The reports this reader may choose: their agencies, and for an admin the province and
+    the communes (any other agency is typed: ``/report CODE``)."""
+    t = turn_.t
+    tail = f":{week}" if week else ""
+    rows = [
+        [(t("report.choice.agency", code=a.code, name=a.name), f"{PREFIX}:a:{a.id}{tail}")]
+        for a in reader.heads[:MAX_AGENCY_CHOICES]
+    ]
+    text = t("report.choose")
+    if reader.admin:
+        rows.append([(t("report.choice.province"), f"{PREFIX}:p{tail}")])
+        rows.append([(t("report.choice.communes"), f"{PREFIX}:c{tail}")])
+        last = rp.last_complete_week(turn_.services.clock(), turn_.services.tz)
+        text += "\n" + t("report.usage_admin", example=reader.example(t), week=last)
+    turn_.say(text, inline(rows))
+
+
+def parse_press(parts: list[str]) -> tuple[Target, str | None] | None:
+    """A press's data after ``rp:``: ``a:<agency id>``, ``p`` or ``c``, then optionally
+    ``:<week>`` (as this bot writes it); None when forged."""
+    if not parts:
+        return None
+    kind, rest = parts[0], parts[1:]
+    target: Target
+    if kind == "a":
+        if not rest:
+            return None
+        agency_id = parse_id(rest[0])
+        if agency_id is None:
+            return None
+        target, rest = Target("agency", agency_id), rest[1:]
+    elif kind in ("p", "c"):
+        target = Target("province" if kind == "p" else "communes")
+    else:
+        return None
+    if len(rest) > 1:
+        return None
+    week = None
+    if rest:
+        try:
+            week = rp.parse_week(rest[0])
+        except ValueError:
+            return None
+        if week != rest[0]:
+            return None
+    return target, week
+
+
+@turn()
+async def report_pressed(turn_: Turn) -> None:
+    """A report chosen: checked again (rights, agency, week), then sent."""
+    turn_.keep_offer = True
+    t = turn_.t
+    parts = callback_parts(turn_.update, PREFIX)
+    pressed = parse_press(parts) if parts is not None else None
+    reader = await reader_of(turn_)
+    agency = None
+    if pressed is not None and pressed[0].agency_id is not None:
+        agency = await turn_.session.get(Agency, pressed[0].agency_id)
+    if (
+        pressed is None
+        or not reader.may(pressed[0], agency)
+        or (pressed[1] is not None and not _week_over(turn_.services, pressed[1]))
+    ):
+        turn_.toast(t("report.stale"), alert=True)
+        return
+    await send_report(turn_, *pressed)
+
+
+# ---------------------------------------------------------------- the report itself
+
+
+async def build(
+    session: AsyncSession, services: Services, target: Target, week: str | None
+) -> rp.Report:
+    """The report of a target, of a stored week or live."""
+    return await rp.build(
+        session,
+        scope=target.scope,
+        tz=services.tz,
+        now=to_utc(services.clock()),
+        week=week,
+        agency=target.agency_id,
+    )
+
+
+async def files(report: rp.Report, t: Translator, tz: ZoneInfo) -> tuple[bytes, bytes]:
+    """The chart (PNG) and the workbook (XLSX) of a report, built in a thread: drawing and
+    writing are CPU work, and the bot keeps answering others meanwhile."""
+    png = await asyncio.to_thread(report_files.chart, report, t, tz)
+    xlsx = await asyncio.to_thread(report_files.workbook, report, t, tz)
+    return png, xlsx
+
+
+async def send_report(turn_: Turn, target: Target, week: str | None) -> None:
+    """Say the summary, then send the chart and the workbook."""
+    services = turn_.services
+    try:
+        report = await build(turn_.session, services, target, week)
+    except ValueError:  # an agency that had no figures that week: as any code out of reach
+        turn_.say(turn_.t("report.no_figures", week=week or ""))
+        return
+    t = turn_.t
+    png, xlsx = await files(report, t, services.tz)
+    turn_.say(summary(t, report, services.tz))
+    turn_.send_photo(png)
+    turn_.send_document(xlsx, file_name(report, services.tz))
+
+
+def file_name(report: rp.Report, tz: dt.tzinfo, ext: str = "xlsx") -> str:
+    """``bao-cao-<code>-2026-W48.xlsx`` (``tinh``: the province, ``xa``: the communes); a live
+    report is named by its local date and time."""
+    if report.scope == "agency" and report.root is not None:
+        what = report.root.code
+    else:
+        what = "tinh" if report.scope == "province" else "xa"
+    when = report.week or f"{as_aware(report.moment).astimezone(tz):%Y-%m-%d-%H%M}"
+    return f"bao-cao-{what}-{when}.{ext}"
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{round(100 * part / whole)}%" if whole else "—"
+
+
+def _change(now: int, before: int | None) -> str:
+    return "" if before is None else f" ({now - before:+d})"
+
+
+def _ward_name(code: int) -> str:
+    try:
+        return ward_name(code)
+    except KeyError:  # a commune merged away since: its code
+        return str(code)
+
+
+def summary(t: Translator, report: rp.Report, tz: dt.tzinfo) -> str:
+    """The short message: whose, when, and each figure with its change since last week."""
+    lines = []
+    if report.scope == "agency" and report.root is not None:
+        lines.append(t("report.title.agency", name=report.root.name, code=report.root.code))
+    else:
+        lines.append(t(f"report.title.{report.scope}"))
+    if report.week is not None:
+        monday = rp.week_monday(report.week)
+        lines.append(
+            t(
+                "report.when.week",
+                week=report.week,
+                first=t.date(monday),
+                last=t.date(monday + dt.timedelta(days=6)),
+            )
+        )
+    else:
+        local = as_aware(report.moment).astimezone(tz)
+        lines.append(t("report.when.live", time=f"{local:%H:%M}", day=t.date(local.date())))
+    if report.previous_week is not None:
+        lines.append(t("report.change_from", week=report.previous_week))
+    else:
+        lines.append(t("report.no_change_yet"))
+    lines.append("")
+    if report.scope != "communes":
+        lines.extend(_staff_lines(t, report))
+    if report.scope != "agency":
+        lines.extend(_ward_lines(t, report))
+    return "\n".join(lines).strip()
+
+
+def _staff_lines(t: Translator, report: rp.Report) -> list[str]:
+    total, before = report.total, report.previous_total
+    if report.root is not None:
+        expected = report.root.expected
+        units = len(report.lines) - 1
+    else:
+        expected = sum(line.expected for line in report.lines if line.depth == 0)
+        units = len(report.lines)
+
+    def was(name: str) -> int | None:
+        return None if before is None else int(getattr(before, name))
+
+    lines = [
+        t(
+            "report.line.joined",
+            count=total.joined,
+            expected=expected,
+            percent=_percent(total.joined, expected),
+            change=_change(total.joined, was("joined")),
+        ),
+        t(
+            "report.line.complete",
+            count=total.complete,
+            percent=_percent(total.complete, total.joined),
+            change=_change(total.complete, was("complete")),
+        ),
+        t("report.line.booked", count=total.booked, change=_change(total.booked, was("booked"))),
+    ]
+    doses = total.doses or (0,)
+    for n, count in enumerate(doses, 1):
+        earlier = None
+        if before is not None:
+            earlier = before.doses[n - 1] if n <= len(before.doses) else 0
+        lines.append(t("report.line.dose", dose=n, count=count, change=_change(count, earlier)))
+    lines.append(
+        t(
+            "report.line.relatives",
+            count=total.relatives,
+            change=_change(total.relatives, was("relatives")),
+        )
+    )
+    if units:
+        lines.append(t("report.line.units", count=units))
+    return lines
+
+
+def _ward_lines(t: Translator, report: rp.Report) -> list[str]:
+    wards = report.wards
+    registered = sum(w.registered for w in wards)
+    vaccinated = sum(w.vaccinated for w in wards)
+    adults = sum(w.adults for w in wards)
+    adults_vaccinated = sum(w.adults_vaccinated for w in wards)
+    before = None
+    if report.previous_week is not None:
+        before = sum(w.previous_registered or 0 for w in wards)
+    lines = [
+        "",
+        t(
+            "report.line.residents",
+            registered=registered,
+            vaccinated=vaccinated,
+            change=_change(registered, before),
+        ),
+        t(
+            "report.line.adults",
+            vaccinated=adults_vaccinated,
+            adults=adults,
+            percent=_percent(adults_vaccinated, adults),
+        ),
+    ]
+    if report.scope != "communes":
+        return lines
+    if not wards:
+        return [*lines, t("report.no_wards")]
+    lines.append(t("report.top_wards"))
+    top = sorted(wards, key=lambda w: (-w.registered, w.ward_code))
+    for w in top[:TOP_WARDS]:
+        lines.append(
+            t(
+                "report.line.ward",
+                name=_ward_name(w.ward_code),
+                registered=w.registered,
+                vaccinated=w.vaccinated,
+                percent=_percent(w.adults_vaccinated, w.adults),
+                change=_change(w.registered, w.previous_registered),
+            )
+        )
+    if len(top) > TOP_WARDS:
+        lines.append(t("report.more_wards", count=len(top) - TOP_WARDS))
+    return lines
+
+
+# ---------------------------------------------------------------- the weekly job
+
+
+def send_time(week: str, services: Services) -> dt.datetime:
+    """When a week's report goes: ``[reports] day`` and ``time`` of the week after it, in the
+    province's time (UTC)."""
+    settings = services.settings.reports
+    day = rp.week_monday(rp.shift_week(week, 1)) + dt.timedelta(days=settings.weekday)
+    return to_utc(dt.datetime.combine(day, settings.at, tzinfo=services.tz))
+
+
+async def recipient_accounts(session: AsyncSession, services: Services) -> list[Account]:
+    """The ``[reports] recipients`` that have an account (they wrote to the bot once)."""
+    found: dict[int, Account] = {}
+    for key in services.settings.reports.recipients:
+        channel, _, external_id = key.partition(":")
+        account = await hb.find_account(session, channel, external_id)
+        if account is not None:
+            found.setdefault(account.id, account)
+    return list(found.values())
+
+
+def _plan(
+    session: AsyncSession, week: str, scope: str, agency_id: int | None, account_id: int,
+    at: dt.datetime,
+) -> None:  # fmt: skip
+    params: dict[str, Any] = {"week": week, "scope": scope, "agency_id": agency_id}
+    for n, part in enumerate(PARTS):
+        outbox.enqueue(
+            session,
+            kind=part,
+            account_id=account_id,
+            due_at=at + dt.timedelta(seconds=n),
+            params=params,
+            dedupe=f"report:{week}:{scope}:{agency_id or 0}:{account_id}:{part}",
+        )
+
+
+async def plan_week(session: AsyncSession, services: Services, week: str, at: dt.datetime) -> int:
+    """Plan a week's messages (the caller's transaction): every head of every agency the
+    week's snapshot holds, and the province's recipients; how many readers."""
+    pairs = await session.execute(
+        select(AgencyHead.agency_id, AgencyHead.account_id)
+        .join(
+            AgencyWeek,
+            (AgencyWeek.agency_id == AgencyHead.agency_id) & (AgencyWeek.week == week),
+        )
+        .order_by(AgencyHead.agency_id, AgencyHead.account_id)
+    )
+    count = 0
+    for agency_id, account_id in pairs.all():
+        _plan(session, week, "agency", agency_id, account_id, at)
+        count += 1
+    for account in await recipient_accounts(session, services):
+        _plan(session, week, "province", None, account.id, at)
+        count += 1
+    await session.flush()
+    return count
+
+
+async def run_weekly(services: Services) -> str | None:
+    """Store the last complete week's figures once it has ended, and plan its messages once
+    its time has come; the week planned now, if any."""
+    now, tz = to_utc(services.clock()), services.tz
+    week = rp.last_complete_week(now, tz)
+    async with services.sessions() as session, session.begin():
+        stored = await session.get(ReportWeek, week)
+        if stored is None:
+            stored = await rp.take_snapshot(session, week, tz, now)
+            log.info("weekly report %s: figures stored", week)
+        if stored.planned_at is not None:
+            return None
+    settings = services.settings.reports
+    if not settings.weekly or now < send_time(week, services):
+        return None
+    try:
+        async with services.sessions() as session, session.begin():
+            stored = await session.get(ReportWeek, week, with_for_update=True)
+            if stored is None or stored.planned_at is not None:  # another bot was first
+                return None
+            readers = await plan_week(session, services, week, now)
+            stored.planned_at = now
+    except IntegrityError:  # another bot planned the same messages meanwhile (dedupe)
+        log.info("weekly report %s: planned by another process", week)
+        return None
+    log.info("weekly report %s: planned for %d readers", week, readers)
+    return week
 
 
 async def weekly_job(context: HBContext) -> None:
     """Every minute: once the weekly time has come, store last week's figures and plan the
     messages to every agency head and the province's recipients (once per week)."""
+    await run_weekly(context.services)
 
 
-__all__ = ["handlers", "weekly_job"]
+# ---------------------------------------------------------------- what the readers receive
+
+
+async def _still_reads(n: Notice, scope: str, agency_id: int | None) -> bool:
+    """Whether the recipient still heads the agency, or is still a listed recipient."""
+    if scope == "agency":
+        if agency_id is None:
+            return False
+        head = await n.session.get(AgencyHead, (agency_id, n.account.id))
+        return head is not None
+    return any(a.id == n.account.id for a in await recipient_accounts(n.session, n.services))
+
+
+@renders(*PARTS)
+async def render_report(n: Notice) -> Reply | None:
+    """A part of the weekly report, built from the week's snapshot in the reader's language;
+    None (dropped) when they no longer read it."""
+    params = n.message.params or {}
+    week, scope, agency_id = params.get("week"), params.get("scope"), params.get("agency_id")
+    if not isinstance(week, str) or scope not in ("agency", "province"):
+        return None
+    if agency_id is not None and not isinstance(agency_id, int):
+        return None
+    if await n.session.get(ReportWeek, week) is None:
+        return None
+    if not await _still_reads(n, scope, agency_id):
+        return None
+    try:
+        report = await build(n.session, n.services, Target(scope, agency_id), week)
+    except ValueError:
+        return None
+    t, tz = n.t, n.services.tz
+    if n.message.kind == "report":
+        return Reply(text=summary(t, report, tz))
+    if n.message.kind == "report_chart":
+        return Reply(photo=await asyncio.to_thread(report_files.chart, report, t, tz))
+    data = await asyncio.to_thread(report_files.workbook, report, t, tz)
+    return Reply(document=(data, file_name(report, tz)))
+
+
+def handlers() -> list[BaseHandler]:  # type: ignore[type-arg]
+    """Top-level handlers: /report and its choices."""
+    return [
+        CommandHandler("report", report_command),
+        CallbackQueryHandler(report_pressed, pattern=rf"^{PREFIX}:"),
+    ]
+
+
+__all__ = [
+    "PARTS",
+    "Asked",
+    "BadArgs",
+    "Reader",
+    "Target",
+    "file_name",
+    "handlers",
+    "parse_args",
+    "parse_press",
+    "plan_week",
+    "run_weekly",
+    "send_time",
+    "summary",
+    "weekly_job",
+]

@@ -1,0 +1,464 @@
+"""End to end: /report for heads and admins, and the Monday report through the dispatcher.
+
+Staff join their agencies, complete their health books through the chat, one books and
+registers a relative; the clock moves to Monday 08:00; the weekly job stores the week's
+figures and plans the messages once; each head receives the summary, the chart and the
+workbook of their own agency (opened here, cells checked), the province's recipient the
+province's. /report: a head's own agency and a sub-unit, codes out of reach and unknown codes
+refused alike, forged presses; an admin's province and communes; a resident refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import func, select, update
+
+from bot.app import build_services
+from bot.standin.zalo import ZaloChatDriver
+from handlers import report as rh
+from models import booking as bk
+from models import healthbook as hb
+from models.tables import (
+    Account,
+    Agency,
+    AgencyHead,
+    AgencyMember,
+    Booking,
+    Campaign,
+    HealthBook,
+    OutboxMessage,
+    ReportWeek,
+    Session,
+    Site,
+)
+from tests.conftest import ChatHarness
+from tests.flows import TR as TRANSLATIONS
+from tests.flows import Person, resident, send_due, sent_file, t
+
+WEDNESDAY = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)  # the harness's start, 10:00 local
+MONDAY_8 = dt.datetime(2026, 11, 30, 1, 0, tzinfo=dt.UTC)  # 08:00 in Lào Cai
+WEEK = "2026-W48"
+TR = TRANSLATIONS.get("vi")
+
+
+class _JobContext:
+    """What a job callback uses: the services."""
+
+    def __init__(self, h: ChatHarness) -> None:
+        self.bot = h.app.bot
+        self.services = h.services
+
+
+# ---------------------------------------------------------------- the world
+
+
+async def add_agency(
+    h: ChatHarness, code: str, name: str, kind: str, parent: str | None = None,
+    expected: int = 0,
+) -> int:  # fmt: skip
+    """An agency (as ``healthbook agencies add`` makes it); its id."""
+    async with h.session() as s, s.begin():
+        above = await s.scalar(select(Agency).where(Agency.code == parent)) if parent else None
+        agency = Agency(
+            code=code, name=name, kind=kind, parent_id=above.id if above else None, path="/",
+            expected_staff=expected,
+        )  # fmt: skip
+        s.add(agency)
+        await s.flush()
+        agency.path = f"{above.path if above else '/'}{agency.id}/"
+        return agency.id
+
+
+def external(person: Person) -> str:
+    """A person's messenger id, as accounts store it."""
+    return str(person.user.id)
+
+
+async def account_of(h: ChatHarness, person: Person) -> Account:
+    """A person's account (made now if they never wrote)."""
+    async with h.session() as s, s.begin():
+        return await hb.ensure_account(s, h.channel, external(person), "vi")
+
+
+async def make_head(h: ChatHarness, person: Person, code: str) -> None:
+    """``healthbook agencies set-head``."""
+    account = await account_of(h, person)
+    async with h.session() as s, s.begin():
+        agency_id = await s.scalar(select(Agency.id).where(Agency.code == code))
+        s.add(AgencyHead(agency_id=agency_id, account_id=account.id))
+
+
+async def join(h: ChatHarness, person: Person, code: str) -> None:
+    """``/agency CODE``: a membership from now (the one before, if any, closed: moved)."""
+    account = await account_of(h, person)
+    now = h.clock()
+    async with h.session() as s, s.begin():
+        agency_id = await s.scalar(select(Agency.id).where(Agency.code == code))
+        await s.execute(
+            update(AgencyMember)
+            .where(AgencyMember.account_id == account.id, AgencyMember.left_at.is_(None))
+            .values(left_at=now, left_reason="moved")
+        )
+        s.add(AgencyMember(account_id=account.id, agency_id=agency_id, joined_at=now))
+
+
+async def book_for(h: ChatHarness, person: Person) -> None:
+    """An appointment for the person's own health book (the next session at Sa Pa)."""
+    today = h.services.today()
+    async with h.session() as s, s.begin():
+        account = await hb.find_account(s, h.channel, external(person))
+        assert account is not None
+        book = await s.scalar(
+            select(HealthBook).where(
+                HealthBook.account_id == account.id, HealthBook.relation == "self"
+            )
+        )
+        assert book is not None
+        slot, campaign = (
+            await s.execute(
+                select(Session.id, Campaign.code)
+                .join(Site, Site.id == Session.site_id)
+                .join(Campaign, Campaign.id == Session.campaign_id)
+                .where(Site.code == "LC-TYT-SAPA", Session.date > today)
+                .order_by(Session.date, Session.id)
+                .limit(1)
+            )
+        ).one()
+        await bk.book(s, book.id, slot, campaign, None, today)
+
+
+async def add_relative(h: ChatHarness, person: Person) -> None:
+    """A relative's health book held by the person (a child: not staff)."""
+    async with h.session() as s, s.begin():
+        account = await hb.find_account(s, h.channel, external(person))
+        assert account is not None
+        own = await s.scalar(
+            select(HealthBook).where(
+                HealthBook.account_id == account.id, HealthBook.relation == "self"
+            )
+        )
+        assert own is not None
+        fields = {
+            c.key: getattr(own, c.key)
+            for c in HealthBook.__table__.columns
+            if c.key not in ("id", "id_number", "id_kind", "created_at", "updated_at")
+        }
+        fields.update(relation="child", full_name="Lò Thị Mai", date_of_birth=dt.date(2015, 6, 1))
+        s.add(HealthBook(**fields))
+
+
+async def backdate(h: ChatHarness) -> None:
+    """Books and bookings dated at the harness clock (they are dated by the wall clock)."""
+    now = h.clock()
+    async with h.session() as s, s.begin():
+        await s.execute(update(HealthBook).values(created_at=now))
+        await s.execute(update(Booking).values(created_at=now))
+
+
+@dataclass
+class World:
+    """The agencies, their heads and staff."""
+
+    head_a: Person  # heads SYT (with its sub-unit SYT-VP)
+    head_b: Person  # heads SGD
+    staff: list[Person]
+
+
+async def world(h: ChatHarness) -> World:
+    """SYT (expected 10) with SYT-VP (expected 4), SGD (expected 8); three staff with saved
+    health books: one in SYT (booked, one relative), one in SYT-VP, one in SGD."""
+    await add_agency(h, "SYT", "Sở Y tế", "department", expected=10)
+    await add_agency(h, "SYT-VP", "Văn phòng Sở Y tế", "unit", "SYT", expected=4)
+    await add_agency(h, "SGD", "Sở Giáo dục và Đào tạo", "department", expected=8)
+    staff = [await resident(h, f"00000{n}") for n in (1, 2, 3)]
+    for person, code in zip(staff, ("SYT", "SYT-VP", "SGD"), strict=True):
+        await join(h, person, code)
+    await book_for(h, staff[0])
+    await add_relative(h, staff[0])
+    await backdate(h)
+    head_a, head_b = h.user(), h.user()
+    await make_head(h, head_a, "SYT")
+    await make_head(h, head_b, "SGD")
+    return World(head_a, head_b, staff)
+
+
+# ---------------------------------------------------------------- what people received
+
+
+async def photos(person: Person) -> list[bytes]:
+    """The pictures the bot sent to a person (on Zalo: fetched from the URL it gave)."""
+    if isinstance(person, ZaloChatDriver):
+        urls = [m["photo"] for m in person.messages if "photo" in m]
+        found = []
+        async with aiohttp.ClientSession() as http:
+            for url in urls:
+                async with http.get(url) as resp:
+                    assert resp.status == 200
+                    found.append(await resp.read())
+        return found
+    return [bytes(c.params["photo"].content) for c in person.calls if c.method == "sendPhoto"]
+
+
+async def file_names(person: Person) -> list[str]:
+    """The names of the files the bot sent (on Zalo: the download links' file names)."""
+    if isinstance(person, ZaloChatDriver):
+        names = []
+        urls = [w for x in person.texts for w in x.split() if "/media/" in w]
+        async with aiohttp.ClientSession() as http:
+            for url in urls:
+                async with http.get(url) as resp:
+                    names.append(resp.headers.get("Content-Disposition", ""))
+        return names
+    return [c.params["document"].filename for c in person.calls if c.method == "sendDocument"]
+
+
+def sheets(data: bytes) -> dict[str, list[tuple[Any, ...]]]:
+    """A workbook's sheets as rows of values."""
+    wb = load_workbook(io.BytesIO(data), read_only=True)
+    return {ws.title: [tuple(r) for r in ws.iter_rows(values_only=True)] for ws in wb.worksheets}
+
+
+def summary_counts(data: bytes) -> dict[str, Any]:
+    """The summary sheet's figures: label → count."""
+    first = next(iter(sheets(data).values()))
+    return {r[0]: r[1] for r in first if r and len(r) > 1 and isinstance(r[0], str)}
+
+
+def agency_rows(data: bytes) -> dict[str, dict[str, Any]]:
+    """Every agency row of the level sheets: code → {header: value}."""
+    code_header = t("vi", "report.file.col.code")
+    rows: dict[str, dict[str, Any]] = {}
+    for table in sheets(data).values():
+        if not table or not table[0] or table[0][0] != code_header:
+            continue
+        header = table[0]
+        for row in table[1:]:
+            rows[str(row[0])] = dict(zip(header, row, strict=False))
+    return rows
+
+
+def col(key: str) -> str:
+    return t("vi", f"report.file.col.{key}")
+
+
+async def run_job(h: ChatHarness) -> None:
+    await rh.weekly_job(_JobContext(h))  # type: ignore[arg-type]
+
+
+async def outbox_count(h: ChatHarness) -> int:
+    async with h.session() as s:
+        return int(
+            await s.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.kind.in_(rh.PARTS))
+            )
+            or 0
+        )
+
+
+# ---------------------------------------------------------------- the weekly report
+
+
+@pytest.mark.zalo_sqlite_only
+async def test_monday_report_reaches_each_head_with_their_own_figures(
+    chat_sample: ChatHarness,
+) -> None:
+    h = chat_sample
+    w = await world(h)
+    recipient = h.user()
+    await account_of(h, recipient)  # the Department of Health wrote to the bot once
+    h.services.settings.reports.recipients = [f"{h.channel}:{external(recipient)}"]
+
+    h.clock.current = MONDAY_8 - dt.timedelta(minutes=1)
+    await run_job(h)  # 07:59: W48's figures stored, nothing planned yet
+    async with h.session() as s:
+        stored = await s.get(ReportWeek, WEEK)
+        assert stored is not None and stored.planned_at is None
+    before = await outbox_count(h)
+    assert before == 0
+    h.clock.current = MONDAY_8
+    await run_job(h)
+    await run_job(h)  # twice: planned once
+    assert await outbox_count(h) == before + 9  # 2 heads and 1 recipient, 3 parts each
+
+    # a restart: a new process on the same database plans nothing again
+    again = build_services(h.services.settings, clock=h.clock)
+    try:
+        assert await rh.run_weekly(again) is None
+    finally:
+        await again.sessions.kw["bind"].dispose()
+    assert await outbox_count(h) == before + 9
+
+    h.clock.advance(seconds=3)
+    await send_due(h)
+
+    a_text = "\n".join(w.head_a.texts)
+    assert t("vi", "report.title.agency", name="Sở Y tế", code="SYT") in a_text
+    monday, sunday = dt.date(2026, 11, 23), dt.date(2026, 11, 29)
+    assert t("vi", "report.when.week", week=WEEK, first=TR.date(monday), last=TR.date(sunday)) in (
+        a_text
+    )
+    assert "SGD" not in a_text  # never another agency's
+    for png in await photos(w.head_a):
+        assert png.startswith(b"\x89PNG")
+    assert len(await photos(w.head_a)) == 1
+    data = await sent_file(w.head_a)
+    totals = summary_counts(data)
+    assert totals[col("expected")] == 14
+    assert totals[col("joined")] == 2  # SYT and its sub-unit
+    assert totals[col("complete")] == 2
+    assert totals[col("booked")] == 1
+    assert totals[col("relatives")] == 1  # the child is not staff
+    rows = agency_rows(data)
+    assert set(rows) == {"SYT-VP"}  # its sub-unit; SGD is not in it
+    assert rows["SYT-VP"][col("joined")] == 1
+    assert rows["SYT-VP"][col("complete")] == 1
+    assert rows["SYT-VP"][col("booked")] == 0
+
+    b_text = "\n".join(w.head_b.texts)
+    assert t("vi", "report.title.agency", name="Sở Giáo dục và Đào tạo", code="SGD") in b_text
+    assert "SYT" not in b_text
+    b_totals = summary_counts(await sent_file(w.head_b))
+    assert (b_totals[col("joined")], b_totals[col("booked")]) == (1, 0)
+
+    assert t("vi", "report.title.province") in "\n".join(recipient.texts)
+    province = await sent_file(recipient)
+    p_totals = summary_counts(province)
+    assert p_totals[col("joined")] == 3
+    assert p_totals[col("relatives")] == 1
+    assert {"SYT", "SYT-VP", "SGD"} <= set(agency_rows(province))
+    assert p_totals[col("registered")] == 4  # residents: three staff and the child
+    for person in (w.head_a, w.head_b, recipient):
+        assert any(WEEK in name for name in await file_names(person))
+    for person in w.staff:  # staff receive nothing
+        assert not any(t("vi", "report.title.province") in x for x in person.texts)
+
+
+async def test_a_head_removed_before_monday_receives_nothing(chat_sample: ChatHarness) -> None:
+    h = chat_sample
+    await add_agency(h, "SYT", "Sở Y tế", "department", expected=3)
+    head = h.user()
+    await make_head(h, head, "SYT")
+    h.clock.current = MONDAY_8
+    await run_job(h)
+    async with h.session() as s, s.begin():
+        await s.execute(AgencyHead.__table__.delete())
+    h.clock.advance(seconds=3)
+    await send_due(h)
+    assert head.texts == [] and await file_names(head) == []
+
+
+# ---------------------------------------------------------------- /report in the chat
+
+
+async def test_report_for_a_head(chat_sample: ChatHarness) -> None:
+    h = chat_sample
+    w = await world(h)
+    head = w.head_a
+    await head.send("/report")  # one agency: its report at once, live
+    text = "\n".join(head.texts)
+    assert t("vi", "report.title.agency", name="Sở Y tế", code="SYT") in text
+    assert t("vi", "report.line.joined", count=2, expected=14, percent="14%", change="") in text
+    totals = summary_counts(await sent_file(head))
+    assert totals[col("joined")] == 2
+    assert len(await photos(head)) == 1
+
+    await head.send("/report syt-vp")  # a sub-unit, typed in lower case
+    assert summary_counts(await sent_file(head))[col("joined")] == 1
+    assert any("bao-cao-SYT-VP-" in name for name in await file_names(head))
+
+    refusal_other = t("vi", "report.no_such_report", code="SGD", example="SYT")
+    await head.send("/report SGD")  # another agency's code
+    assert head.last_answer == refusal_other
+    await head.send("/report NOPE")  # a code that does not exist: the same refusal
+    assert head.last_answer == t("vi", "report.no_such_report", code="NOPE", example="SYT")
+    await head.send("/report tinh")  # the province is the admins'
+    assert head.last_answer == t("vi", "report.no_such_report", code="tinh", example="SYT")
+
+    await head.send("/report SYT 2026-W60")
+    assert t("vi", "report.bad_week", week="2026-W47") in (head.last_answer or "")
+    await head.send("/report SYT 2026-W49")  # not over yet
+    assert head.last_answer == t(
+        "vi", "report.week_not_over", week="2026-W49", last="2026-W47", example="SYT 2026-W47"
+    )
+
+    files_before = len(await file_names(head))
+    sgd = await add_agency(h, "SGD-X", "Trường X", "school", "SGD")
+    for data in (f"rp:a:{sgd}", "rp:p", "rp:c", "rp:a:1x", "rp:a:99999999999", "rp:a:1:2026-W99"):
+        await head.press_data(data)  # forged presses
+        if isinstance(head, ZaloChatDriver):
+            # on Zalo there is no data to forge: typed, it reads as nothing offered
+            continue
+        assert head.callback_answers[-1] == t("vi", "report.stale"), data
+    assert len(await file_names(head)) == files_before
+
+
+async def test_report_for_an_admin_and_a_resident(chat_sample: ChatHarness) -> None:
+    h = chat_sample
+    await world(h)
+    admin = h.user()
+    account = await account_of(h, admin)
+    h.services.settings.roles.admins = [f"{h.channel}:{account.external_id}"]
+    await admin.send("/report")
+    assert t("vi", "report.choice.province") in admin.buttons
+    await admin.press(t("vi", "report.choice.province"))
+    assert t("vi", "report.title.province") in "\n".join(admin.texts)
+    province = summary_counts(await sent_file(admin))
+    assert province[col("joined")] == 3
+    await admin.send("/report xã")
+    said = "\n".join(admin.texts)
+    assert t("vi", "report.title.communes") in said
+    assert "Phường Sa Pa: 4" in said  # the communes' top line
+    await admin.send("/report SGD")  # any agency
+    assert summary_counts(await sent_file(admin))[col("joined")] == 1
+
+    nobody = h.user()
+    await nobody.send("/report")
+    assert nobody.last_answer == t("vi", "report.not_allowed")
+    await nobody.send("/report SYT")
+    assert nobody.last_answer == t("vi", "report.not_allowed")
+
+
+async def test_a_past_week_stays_the_same_after_a_member_moves(chat_sample: ChatHarness) -> None:
+    h = chat_sample
+    w = await world(h)
+    h.clock.current = MONDAY_8
+    await run_job(h)  # W48 stored
+    head = w.head_a
+    await head.send(f"/report SYT {WEEK}")
+    week_before = await sent_file(head)
+    assert agency_rows(week_before)["SYT-VP"][col("joined")] == 1
+
+    await join(h, w.staff[1], "SGD")  # moves from SYT-VP to SGD in W49
+    h.clock.advance(hours=1)
+    await head.send(f"/report SYT {WEEK}")
+    week_after = await sent_file(head)
+    assert agency_rows(week_after) == agency_rows(week_before)
+    assert summary_counts(week_after) == summary_counts(week_before)
+
+    await head.send("/report SYT")  # live: moved away, and the change since W48 said
+    live = await sent_file(head)
+    assert agency_rows(live)["SYT-VP"][col("joined")] == 0
+    text = "\n".join(head.texts[-3:])
+    assert t("vi", "report.line.joined", count=1, expected=14, percent="7%", change=" (-1)") in text
+
+
+async def test_report_mid_health_book_leaves_it_alone(chat_sample: ChatHarness) -> None:
+    h = chat_sample
+    await add_agency(h, "SYT", "Sở Y tế", "department", expected=3)
+    head = h.user()
+    await make_head(h, head, "SYT")
+    await head.send("/start")
+    await head.press(t("vi", "button.agree"))
+    assert t("vi", "ask.full_name") in (head.last_text or "")
+    await head.send("/report")
+    assert t("vi", "report.title.agency", name="Sở Y tế", code="SYT") in "\n".join(head.texts)
+    await head.send("Lò Văn Páo")  # the health book goes on where it was
+    assert t("vi", "ask.date_of_birth") in (head.last_text or "")
