@@ -24,6 +24,7 @@ import datetime as dt
 import io
 import os
 import tempfile
+import textwrap
 import threading
 import unicodedata
 import zipfile
@@ -44,8 +45,8 @@ Translate = Callable[..., str]
 PROVINCE_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 #: bars in a chart at most; the rest are in the workbook
 MAX_BARS = 25
-#: characters of an agency's name in a chart's label
-LABEL_CHARS = 48
+#: characters in a line of a bar's label (two lines at most)
+LABEL_WIDTH = 42
 
 _FORBIDDEN = str.maketrans({c: " " for c in "[]:*?/\\"})  # not allowed in a sheet's name
 _SHARE_FORMAT = "0.0%"
@@ -486,8 +487,9 @@ class _Bar:
 
 
 def _short(text: str) -> str:
-    text = unicodedata.normalize("NFC", " ".join(text.split()))
-    return text if len(text) <= LABEL_CHARS else text[: LABEL_CHARS - 1].rstrip() + "…"
+    """A name as a label: one space between words, letters composed (NFC: a letter and its
+    marks as one glyph, as the font draws them)."""
+    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
 def _agency_bar(line: AgencyLine, label: str | None = None) -> _Bar:
@@ -575,54 +577,66 @@ def chart(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
         from matplotlib.figure import Figure
 
         shown, count, main_legend, second_legend = _chosen(report, t)
-        rows = max(1, len(shown))
         with matplotlib.rc_context({"font.family": "DejaVu Sans", "font.size": 10}):
-            fig = Figure(figsize=(10, 1.9 + 0.36 * rows), dpi=100)
+            fig = Figure(figsize=(10, 2.2 + 0.4 * max(1, len(shown))), dpi=100,
+                         layout="constrained")
             FigureCanvasAgg(fig)
             ax = fig.add_subplot()
-            if not shown:
+            title = _one_line(_title(report, t), 80)
+            fig.suptitle(f"{title}\n{period(report, t, tz)}", x=0.01, ha="left", fontsize=12)
+            if shown:
+                _draw_bars(ax, shown, t, main_legend, second_legend)
+            else:
                 ax.text(0.5, 0.5, t("report.chart.none"), ha="center", va="center",
                         transform=ax.transAxes, color=_GREY, fontsize=12)
                 ax.set_axis_off()
-            else:
-                ys = list(range(len(shown)))
-                seconds = [100 * (b.second or 0.0) for b in shown]
-                mains = [100 * (b.main or 0.0) for b in shown]
-                ax.barh(ys, seconds, height=0.8, color=_LIGHT, label=second_legend)
-                ax.barh(ys, mains, height=0.45, color=_DARK, label=main_legend)
-                top = max(100.0, *seconds, *mains)
-                for y, bar, a, b in zip(ys, shown, mains, seconds, strict=True):
-                    text = (t("report.chart.no_expected") if bar.main is None and
-                            bar.second is None else
-                            f"{_percent(bar.main)}  ({_percent(bar.second)})")
-                    ax.text(max(a, b) + top * 0.01, y, text, va="center", fontsize=9,
-                            color=_GREY if bar.main is None else "black")
-                ax.set_yticks(ys, [b.label for b in shown], fontsize=9)
-                ax.invert_yaxis()  # the lowest on top
-                ax.set_xlim(0, top * 1.22)
-                ax.set_xlabel(t("report.chart.axis"))
-                ax.xaxis.grid(True, color="#dddddd")
-                ax.set_axisbelow(True)
-                for side in ("top", "right"):
-                    ax.spines[side].set_visible(False)
-                ax.legend(loc="lower right", fontsize=9, frameon=False,
-                          bbox_to_anchor=(1.0, 1.0), ncols=2)
-            fig.suptitle(_short_title(_title(report, t)), fontsize=13, x=0.01, ha="left")
-            ax.set_title(period(report, t, tz), fontsize=10, loc="left", color=_GREY, pad=22
-                         if shown else 6)
             notes = [_moment(report, t, tz)]
             if count > len(shown):
                 notes.append(t("report.chart.more", shown=len(shown), total=count))
-            fig.text(0.01, 0.01, "  ·  ".join(notes), fontsize=8, color=_GREY)
-            fig.tight_layout(rect=(0, 0.03, 1, 1))
+            fig.supxlabel("  ·  ".join(notes), x=0.01, ha="left", fontsize=8, color=_GREY)
             out = io.BytesIO()
             fig.savefig(out, format="png", dpi=100, metadata={"Software": None})
         return out.getvalue()
 
 
-def _short_title(text: str) -> str:
+def _draw_bars(
+    ax: Any, shown: list[_Bar], t: Translate, main_legend: str, second_legend: str
+) -> None:
+    """Light bars for the second share, dark ones for the main share in front; each with its
+    values written after it; the first bar on top."""
+    ys = list(range(len(shown)))
+    seconds = [100 * (b.second or 0.0) for b in shown]
+    mains = [100 * (b.main or 0.0) for b in shown]
+    ax.barh(ys, seconds, height=0.8, color=_LIGHT, label=second_legend)
+    ax.barh(ys, mains, height=0.45, color=_DARK, label=main_legend)
+    top = max(100.0, *seconds, *mains)
+    for y, bar, a, b in zip(ys, shown, mains, seconds, strict=True):
+        if bar.main is None and bar.second is None:
+            text, colour = t("report.chart.no_expected"), _GREY
+        else:
+            text, colour = f"{_percent(bar.main)}  ({_percent(bar.second)})", "black"
+        ax.text(max(a, b) + top * 0.01, y, text, va="center", fontsize=9, color=colour)
+    ax.set_yticks(ys, [_wrapped(b.label) for b in shown], fontsize=9)
+    ax.set_ylim(len(shown) - 0.5, -0.5)  # the lowest on top, no margin
+    ax.set_xlim(0, top * 1.25)
+    ax.set_xlabel(t("report.chart.axis"))
+    ax.xaxis.grid(True, color="#dddddd")
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2,
+              fontsize=9, frameon=False, borderaxespad=0.2)
+
+
+def _one_line(text: str, width: int) -> str:
     text = unicodedata.normalize("NFC", " ".join(text.split()))
-    return text if len(text) <= 90 else text[:89].rstrip() + "…"
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _wrapped(label: str) -> str:
+    """A bar's label on at most two lines."""
+    return "\n".join(textwrap.wrap(label, LABEL_WIDTH, max_lines=2, placeholder=" …"))
 
 
 __all__ = ["MAX_BARS", "PROVINCE_TZ", "chart", "csv_bytes", "period", "workbook"]
