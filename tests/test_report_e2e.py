@@ -22,13 +22,12 @@ from sqlalchemy import func, select, update
 from bot.app import build_services
 from bot.standin.zalo import ZaloChatDriver
 from handlers import report as rh
+from models import agencies as ag
 from models import booking as bk
 from models import healthbook as hb
 from models.tables import (
     Account,
-    Agency,
     AgencyHead,
-    AgencyMember,
     Booking,
     Campaign,
     HealthBook,
@@ -62,17 +61,9 @@ async def add_agency(
     h: ChatHarness, code: str, name: str, kind: str, parent: str | None = None,
     expected: int = 0,
 ) -> int:  # fmt: skip
-    """An agency (as ``healthbook agencies add`` makes it); its id."""
+    """An agency (``healthbook agencies add``); its id."""
     async with h.session() as s, s.begin():
-        above = await s.scalar(select(Agency).where(Agency.code == parent)) if parent else None
-        agency = Agency(
-            code=code, name=name, kind=kind, parent_id=above.id if above else None, path="/",
-            expected_staff=expected,
-        )  # fmt: skip
-        s.add(agency)
-        await s.flush()
-        agency.path = f"{above.path if above else '/'}{agency.id}/"
-        return agency.id
+        return (await ag.add(s, code, name, kind, parent, expected, h.clock())).id
 
 
 def external(person: Person) -> str:
@@ -90,22 +81,15 @@ async def make_head(h: ChatHarness, person: Person, code: str) -> None:
     """``healthbook agencies set-head``."""
     account = await account_of(h, person)
     async with h.session() as s, s.begin():
-        agency_id = await s.scalar(select(Agency.id).where(Agency.code == code))
-        s.add(AgencyHead(agency_id=agency_id, account_id=account.id))
+        agency = await ag.by_code(s, code)
+        assert agency is not None
+        assert await ag.set_head(s, agency, await s.get(Account, account.id))
 
 
-async def join(h: ChatHarness, person: Person, code: str) -> None:
-    """``/agency CODE``: a membership from now (the one before, if any, closed: moved)."""
-    account = await account_of(h, person)
-    now = h.clock()
-    async with h.session() as s, s.begin():
-        agency_id = await s.scalar(select(Agency.id).where(Agency.code == code))
-        await s.execute(
-            update(AgencyMember)
-            .where(AgencyMember.account_id == account.id, AgencyMember.left_at.is_(None))
-            .values(left_at=now, left_reason="moved")
-        )
-        s.add(AgencyMember(account_id=account.id, agency_id=agency_id, joined_at=now))
+async def join(person: Person, code: str) -> None:
+    """``/agency CODE`` in the chat."""
+    await person.send(f"/agency {code}")
+    assert code in (person.last_answer or "")
 
 
 async def book_for(h: ChatHarness, person: Person) -> None:
@@ -178,7 +162,7 @@ async def world(h: ChatHarness) -> World:
     await add_agency(h, "SGD", "Sở Giáo dục và Đào tạo", "department", expected=8)
     staff = [await resident(h, f"00000{n}") for n in (1, 2, 3)]
     for person, code in zip(staff, ("SYT", "SYT-VP", "SGD"), strict=True):
-        await join(h, person, code)
+        await join(person, code)
     await book_for(h, staff[0])
     await add_relative(h, staff[0])
     await backdate(h)
@@ -436,7 +420,7 @@ async def test_a_past_week_stays_the_same_after_a_member_moves(chat_sample: Chat
     week_before = await sent_file(head)
     assert agency_rows(week_before)["SYT-VP"][col("joined")] == 1
 
-    await join(h, w.staff[1], "SGD")  # moves from SYT-VP to SGD in W49
+    await join(w.staff[1], "SGD")  # moves from SYT-VP to SGD in W49
     h.clock.advance(hours=1)
     await head.send(f"/report SYT {WEEK}")
     week_after = await sent_file(head)
