@@ -36,7 +36,7 @@ from models.tables import (
     Session,
     Site,
 )
-from tests.conftest import ChatHarness
+from tests.conftest import ChatHarness, Harness
 from tests.flows import TR as TRANSLATIONS
 from tests.flows import Person, resident, send_due, sent_file, t
 
@@ -446,3 +446,49 @@ async def test_report_mid_health_book_leaves_it_alone(chat_sample: ChatHarness) 
     assert t("vi", "report.title.agency", name="Sở Y tế", code="SYT") in "\n".join(head.texts)
     await head.send("Lò Văn Páo")  # the health book goes on where it was
     assert t("vi", "ask.date_of_birth") in (head.last_text or "")
+
+
+async def test_late_planning_and_weekly_off(bot: Harness) -> None:
+    h = bot
+    await add_agency(h, "SYT", "Sở Y tế", "department", expected=3)
+    head, recipient = h.user(), h.user()
+    await make_head(h, head, "SYT")
+    await account_of(h, recipient)
+    h.services.settings.reports.recipients = [f"telegram:{external(recipient)}"]
+    h.services.settings.reports.weekly = False
+    h.clock.current = MONDAY_8 + dt.timedelta(days=1, hours=7)  # Tuesday 15:00: down on Monday
+    await run_job(h)
+    async with h.session() as s:
+        stored = await s.get(ReportWeek, WEEK)
+        assert stored is not None and stored.planned_at is None  # stored, not sent: off
+    assert await outbox_count(h) == 0
+    h.services.settings.reports.weekly = True
+    await run_job(h)  # back on: sent late
+    assert await outbox_count(h) == 6
+    h.services.settings.reports.recipients = []  # no longer a recipient: dropped
+    h.clock.advance(seconds=3)
+    await send_due(h)
+    assert recipient.texts == []
+    assert t("vi", "report.title.agency", name="Sở Y tế", code="SYT") in "\n".join(head.texts)
+
+
+def test_send_time_follows_the_settings(bot: Harness) -> None:
+    services = bot.services
+    assert rh.send_time(WEEK, services) == MONDAY_8
+    services.settings.reports.day, services.settings.reports.time = "friday", "17:30"
+    assert rh.send_time(WEEK, services) == dt.datetime(2026, 12, 4, 10, 30, tzinfo=dt.UTC)
+
+
+def test_arguments_and_presses_are_read_strictly() -> None:
+    assert rh.parse_args(["2026w48", "syt"]) == rh.Asked(None, "syt", WEEK, "syt")
+    assert rh.parse_args(["Tỉnh"]).scope == "province"
+    assert rh.parse_args(["xã", "2026-W47"]) == rh.Asked("communes", None, "2026-W47", "xã")
+    for words in (["SYT", "SGD"], ["tinh", "xa"], ["2026-W47", "2026-W48"]):
+        with pytest.raises(rh.BadArgs):
+            rh.parse_args(words)
+    with pytest.raises(rh.BadArgs):
+        rh.parse_args(["2026-W60"])
+    assert rh.parse_press(["a", "12"]) == (rh.Target("agency", 12), None)
+    assert rh.parse_press(["p", WEEK]) == (rh.Target("province"), WEEK)
+    for forged in (["a"], ["a", "-1"], ["a", "１２"], ["p", "2026w48"], ["c", WEEK, "x"], ["z"]):
+        assert rh.parse_press(forged) is None, forged
