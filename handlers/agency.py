@@ -32,8 +32,8 @@ EXAMPLE = "SYT"
 
 
 def _day(turn_: Turn, when: dt.datetime) -> str:
-    """A stored moment as the province's day, written the reader's way."""
-    return turn_.t.date(as_aware(when).astimezone(turn_.services.tz).date())
+    """A stored moment as the province's day, as people here write it (``27/11/2026``)."""
+    return f"{as_aware(when).astimezone(turn_.services.tz):%d/%m/%Y}"
 
 
 def _name(t: Translator, member: ag.Member, n: int) -> str:

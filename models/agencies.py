@@ -145,7 +145,7 @@ class _Node:
 
     code: str
     parent: str | None
-    id: int | None = None  # None: new
+    id: int  # a new agency's: the id it will likely get
     line: int | None = None  # in the file
 
 
@@ -174,7 +174,8 @@ def _delimiter(header: str) -> str:
 
 
 def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
-    """Every row read and checked on its own (codes, names, kinds, numbers, duplicates)."""
+    """Every row read and checked on its own (codes, names, kinds, numbers, duplicates): the
+    rows whose code and parent code can be placed in the tree, and every problem."""
     header_line = text.split("\n", 1)[0]
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(header_line))
     try:
@@ -217,8 +218,10 @@ def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
                 row_problems.append(
                     f"the code {raw_code!r} is not valid (letters, digits, - _ or . only)"
                 )
+        placed = bool(code)  # in the tree check (its other faults are reported all the same)
         if code and code in seen:
             row_problems.append(f"the code {code} is already on line {seen[code]}")
+            placed = False
         elif code:
             seen[code] = line
         name = " ".join(cells["name"].split())
@@ -232,8 +235,10 @@ def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
                 parent = normalize_code(cells["parent_code"])
             except ValueError:
                 row_problems.append(f"the parent code {cells['parent_code'][:40]!r} is not valid")
+                placed = False
         if parent is not None and parent == code:
             row_problems.append(f"the agency {code} cannot be its own parent")
+            placed = False
         kind = cells["kind"].lower()
         if kind not in KINDS:
             row_problems.append(f"unknown kind {cells['kind'][:30]!r} (one of: {', '.join(KINDS)})")
@@ -248,15 +253,16 @@ def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
                     f"from 0 to {EXPECTED_MAX}"
                 )
         problems += [CsvProblem(line, reason) for reason in row_problems]
-        if not row_problems:
+        if placed:
             rows.append(_Row(line, code, name, parent, kind, expected))
     if not rows and not problems:
         problems.append(CsvProblem(1, "the file has a header but no agencies"))
     return rows, problems
 
 
-def _check_tree(rows: list[_Row], nodes: dict[str, _Node], id_width: int) -> list[CsvProblem]:
-    """Unknown parents, cycles and too deep a tree, once every row is in ``nodes``."""
+def _check_tree(rows: list[_Row], nodes: dict[str, _Node]) -> list[CsvProblem]:
+    """Unknown parents, cycles and too deep a tree, once every row is in ``nodes`` (a new
+    agency with the id it will likely get)."""
     problems: list[CsvProblem] = []
     for row in rows:
         if row.parent is not None and row.parent not in nodes:
@@ -292,7 +298,7 @@ def _check_tree(rows: list[_Row], nodes: dict[str, _Node], id_width: int) -> lis
                 state[c] = 3
                 continue
             node = nodes[c]
-            length += (len(str(node.id)) if node.id is not None else id_width) + 1
+            length += len(str(node.id)) + 1
             depth[c] = length
             state[c] = 2
     for row in rows:
@@ -311,7 +317,7 @@ async def import_csv(session: AsyncSession, data: bytes, now: dt.datetime) -> Im
     together as :class:`CsvError`; then new agencies are inserted, changed ones updated, and
     the paths of every agency under one whose parent changed rewritten."""
     rows, problems = _rows(_decode(data))
-    if problems:
+    if not rows:
         raise CsvError(problems)
     existing = {a.code: a for a in await session.scalars(select(Agency))}
     by_id = {a.id: a for a in existing.values()}
@@ -319,15 +325,16 @@ async def import_csv(session: AsyncSession, data: bytes, now: dt.datetime) -> Im
         code: _Node(code, by_id[a.parent_id].code if a.parent_id else None, a.id)
         for code, a in existing.items()
     }
+    top = max(by_id, default=0)
     for row in rows:
         node = nodes.get(row.code)
         if node is None:
-            nodes[row.code] = _Node(row.code, row.parent, None, row.line)
+            top += 1
+            nodes[row.code] = _Node(row.code, row.parent, top, row.line)
         else:
             node.parent, node.line = row.parent, row.line
     created = [r for r in rows if r.code not in existing]
-    top = max(by_id, default=0) + len(created)
-    problems = _check_tree(rows, nodes, len(str(max(top, 1))))
+    problems += _check_tree(rows, nodes)
     if problems:
         raise CsvError(problems)
     # the new agencies first (their ids are needed for the paths), in one batch
@@ -367,15 +374,19 @@ async def import_csv(session: AsyncSession, data: bytes, now: dt.datetime) -> Im
     for agency in agencies.values():
         children.setdefault(agency.parent_id, []).append(agency)
     repathed = 0
-    stack: list[tuple[Agency, str]] = [(a, "/") for a in children.get(None, [])]
+    lines = {r.code: r.line for r in rows}
+    stack: list[tuple[Agency, str, int]] = [(a, "/", 1) for a in children.get(None, [])]
     while stack:
-        agency, above = stack.pop()
+        agency, above, line = stack.pop()
         path = f"{above}{agency.id}/"
+        line = lines.get(agency.code, line)  # the row that put it there
+        if len(path) > PATH_MAX:  # ids came out longer than foreseen: refused all the same
+            raise CsvError([CsvProblem(line, f"the tree is too deep above {agency.code}")])
         if agency.path != path:
             if agency.code in existing and agency.code not in moved:
                 repathed += 1
             agency.path = path
-        stack.extend((child, path) for child in children.get(agency.id, []))
+        stack.extend((child, path, line) for child in children.get(agency.id, []))
     await session.flush()
     return ImportResult(len(fresh), updated, unchanged, repathed)
 
@@ -479,7 +490,7 @@ async def listing(session: AsyncSession, under: Agency | None = None) -> list[Li
             Agency.path.startswith(under.path)
         )
     agencies = list(await session.scalars(query))
-    counts: dict[int, int] = {i: n for i, n in (await session.execute(counted)).tuples()}
+    counts: dict[int, int] = {i: n for i, n in (await session.execute(counted)).all()}
     ids = {a.id for a in agencies}
     children: dict[int | None, list[Agency]] = {}
     for agency in agencies:
@@ -580,7 +591,7 @@ async def members(
         .offset(offset)
         .limit(limit)
     )
-    return [Member(*row) for row in (await session.execute(query)).tuples()]
+    return [Member(*row) for row in (await session.execute(query)).all()]
 
 
 async def member_count(session: AsyncSession, agency: Agency) -> int:
