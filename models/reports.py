@@ -19,10 +19,35 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
-from models.timeutil import as_aware, to_utc
+from sqlalchemy import (
+    ColumnElement,
+    Subquery,
+    and_,
+    case,
+    distinct,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.tables import (
+    Agency,
+    AgencyMember,
+    AgencyWeek,
+    Booking,
+    HealthBook,
+    ReportWeek,
+    Vaccination,
+    WardWeek,
+)
+from models.timeutil import as_aware, local_date, to_utc
 
 _WEEK = re.compile(r"^\s*(\d{4})-?[Ww](\d{1,2})\s*$")
 
@@ -176,3 +201,408 @@ class Report:
     total: Figures = field(default_factory=Figures)
     previous_total: Figures | None = None
     wards: list[WardLine] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Counting (SQL, one GROUP BY per figure: memory follows agencies and communes, not residents)
+# --------------------------------------------------------------------------------------------
+
+#: relations of health books that are not a relative's (the holder's own, an assisted resident)
+_NOT_RELATIVES = ("self", "assisted")
+
+
+def _members_at(moment: dt.datetime, under: str | None) -> Subquery:
+    """Who was a member of which agency at ``moment`` (optionally of a subtree's agencies)."""
+    query = select(AgencyMember.agency_id, AgencyMember.account_id).where(
+        AgencyMember.joined_at <= moment,
+        or_(AgencyMember.left_at.is_(None), AgencyMember.left_at > moment),
+    )
+    if under is not None:
+        # one bound pattern (not ``path || '%'``): the prefix match can use the path index
+        query = query.join(Agency, Agency.id == AgencyMember.agency_id).where(
+            Agency.path.like(under + "%")
+        )
+    return query.subquery("m")
+
+
+def _live_booking(moment: dt.datetime) -> ColumnElement[bool]:
+    """A booking made at or before ``moment`` and not cancelled by then."""
+    return and_(
+        Booking.created_at <= moment,
+        or_(Booking.cancelled_at.is_(None), Booking.cancelled_at > moment),
+    )
+
+
+async def own_figures(
+    session: AsyncSession, moment: dt.datetime, *, under: str | None = None
+) -> dict[int, Figures]:
+    """Each agency's own members' figures at ``moment``, by agency id (agencies without a
+    member are absent). ``under``: only the agencies whose path starts with it (a subtree).
+
+    Five GROUP BY queries (joined; complete; booked; per dose; relatives), each counting
+    distinct accounts (or books, for relatives), so nobody is counted twice in an agency."""
+    moment = to_utc(moment)
+    m = _members_at(moment, under)
+    own_book = and_(
+        HealthBook.account_id == m.c.account_id,
+        HealthBook.relation == "self",
+        HealthBook.created_at <= moment,
+    )
+    people = func.count(distinct(m.c.account_id))
+    counts: dict[str, dict[int, int]] = {}
+    queries = {
+        "joined": select(m.c.agency_id, people),
+        "complete": select(m.c.agency_id, people).join(HealthBook, own_book),
+        "booked": select(m.c.agency_id, people)
+        .join(HealthBook, own_book)
+        .join(Booking, and_(Booking.health_book_id == HealthBook.id, _live_booking(moment))),
+        "relatives": select(m.c.agency_id, func.count(distinct(HealthBook.id))).join(
+            HealthBook,
+            and_(
+                HealthBook.account_id == m.c.account_id,
+                HealthBook.relation.not_in(_NOT_RELATIVES),
+                HealthBook.created_at <= moment,
+            ),
+        ),
+    }
+    for name, query in queries.items():
+        rows = await session.execute(query.group_by(m.c.agency_id))
+        counts[name] = {agency_id: int(n) for agency_id, n in rows}
+    doses: dict[int, dict[int, int]] = {}
+    rows = await session.execute(
+        select(m.c.agency_id, Vaccination.dose, people)
+        .join(HealthBook, own_book)
+        .join(
+            Vaccination,
+            and_(Vaccination.health_book_id == HealthBook.id, Vaccination.given_at <= moment),
+        )
+        .group_by(m.c.agency_id, Vaccination.dose)
+    )
+    for agency_id, dose, n in rows:
+        if dose >= 1:
+            doses.setdefault(agency_id, {})[dose] = int(n)
+    width = max((max(d) for d in doses.values()), default=0)
+    return {
+        agency_id: Figures(
+            joined=joined,
+            complete=counts["complete"].get(agency_id, 0),
+            booked=counts["booked"].get(agency_id, 0),
+            relatives=counts["relatives"].get(agency_id, 0),
+            doses=tuple(doses.get(agency_id, {}).get(n, 0) for n in range(1, width + 1)),
+        )
+        for agency_id, joined in counts["joined"].items()
+    }
+
+
+def adult_cutoff(moment: dt.datetime) -> dt.date:
+    """The latest birth date of an adult at ``moment`` (18 years before its local date; born
+    on 29 February: adult on 1 March in the years without one)."""
+    day = local_date(moment)
+    try:
+        return day.replace(year=day.year - ADULT_AGE)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - ADULT_AGE, day=28)
+
+
+async def ward_figures(session: AsyncSession, moment: dt.datetime) -> list[WardLine]:
+    """Residents per commune or ward at ``moment``: every health book registered there (own,
+    relatives', assisted residents'), by province and ward code. One GROUP BY over the books,
+    joined to the distinct books with a live booking and with a dose given by then."""
+    moment = to_utc(moment)
+    adult = HealthBook.date_of_birth <= adult_cutoff(moment)
+    booked = (
+        select(Booking.health_book_id).where(_live_booking(moment)).distinct().subquery("b")
+    )
+    dosed = (
+        select(Vaccination.health_book_id)
+        .where(Vaccination.given_at <= moment)
+        .distinct()
+        .subquery("v")
+    )
+    one = literal(1)
+    rows = await session.execute(
+        select(
+            HealthBook.ward_code,
+            HealthBook.province_code,
+            func.count(HealthBook.id),
+            func.count(case((adult, one))),
+            func.count(booked.c.health_book_id),
+            func.count(dosed.c.health_book_id),
+            func.count(case((and_(adult, dosed.c.health_book_id.is_not(None)), one))),
+        )
+        .outerjoin(booked, booked.c.health_book_id == HealthBook.id)
+        .outerjoin(dosed, dosed.c.health_book_id == HealthBook.id)
+        .where(HealthBook.created_at <= moment)
+        .group_by(HealthBook.province_code, HealthBook.ward_code)
+        .order_by(HealthBook.province_code, HealthBook.ward_code)
+    )
+    return [
+        WardLine(ward, province, int(reg), int(adults), int(bk), int(vx), int(avx))
+        for ward, province, reg, adults, bk, vx, avx in rows
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Snapshots
+# --------------------------------------------------------------------------------------------
+
+
+async def take_snapshot(
+    session: AsyncSession, week: str, tz: ZoneInfo, now: dt.datetime
+) -> ReportWeek:
+    """Store a week's figures (once: a week already stored is returned as it is), counted at
+    its end: one row per agency (its own members; its code, name, place in the tree and
+    expected staff copied) and one per commune or ward with health books. ValueError when the
+    week has not ended at ``now``. Another process storing the same week at once: its row
+    wins and is returned."""
+    week = parse_week(week)
+    moment = week_end(week, tz)
+    if as_aware(now) < moment:
+        raise ValueError(f"week {week} has not ended yet")
+    stored = await session.get(ReportWeek, week)
+    if stored is not None:
+        return stored
+    figures = await own_figures(session, moment)
+    wards = await ward_figures(session, moment)
+    agencies = await session.execute(
+        select(
+            Agency.id, Agency.code, Agency.name, Agency.kind, Agency.parent_id, Agency.path,
+            Agency.expected_staff,
+        )
+    )
+    agency_rows = []
+    for agency_id, code, name, kind, parent_id, path, expected in agencies:
+        own = figures.get(agency_id, Figures())
+        agency_rows.append(
+            {
+                "week": week, "agency_id": agency_id, "code": code, "name": name,
+                "kind": kind, "parent_id": parent_id, "path": path,
+                "expected_staff": expected, "joined": own.joined, "complete": own.complete,
+                "booked": own.booked, "relatives": own.relatives, "doses": list(own.doses),
+            }
+        )  # fmt: skip
+    ward_rows = [
+        {
+            "week": week, "ward_code": w.ward_code, "province_code": w.province_code,
+            "registered": w.registered, "adults": w.adults, "booked": w.booked,
+            "vaccinated": w.vaccinated, "adults_vaccinated": w.adults_vaccinated,
+        }
+        for w in wards
+    ]  # fmt: skip
+    try:
+        async with session.begin_nested():
+            await session.execute(
+                insert(ReportWeek).values(week=week, moment=moment, taken_at=as_aware(now))
+            )
+            if agency_rows:  # one executemany, not a flush per row
+                await session.execute(insert(AgencyWeek), agency_rows)
+            if ward_rows:
+                await session.execute(insert(WardWeek), ward_rows)
+    except IntegrityError:  # the same week stored by another process meanwhile
+        stored = await session.get(ReportWeek, week, populate_existing=True)
+        if stored is None:
+            raise
+        return stored
+    stored = await session.get(ReportWeek, week)
+    assert stored is not None
+    return stored
+
+
+async def stored_weeks(session: AsyncSession) -> list[ReportWeek]:
+    """The weeks whose figures are stored, latest first."""
+    return list(await session.scalars(select(ReportWeek).order_by(ReportWeek.week.desc())))
+
+
+# --------------------------------------------------------------------------------------------
+# Building a report (the roll-up: O(agencies) over the per-agency rows)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One agency's own figures with its place in the tree (live, or as a snapshot had it)."""
+
+    agency_id: int
+    code: str
+    name: str
+    kind: str
+    parent_id: int | None
+    path: str
+    expected: int
+    own: Figures
+
+
+def _pad(figures: Figures, width: int) -> Figures:
+    """The same figures with ``width`` doses (zeros added)."""
+    extra = width - len(figures.doses)
+    return figures if extra <= 0 else replace(figures, doses=figures.doses + (0,) * extra)
+
+
+def roll_up(rows: list[_Row]) -> tuple[list[tuple[_Row, int]], dict[int, Figures], dict[int, int]]:
+    """The rows in tree order with their depth (a parent before its children, depth first,
+    siblings by code; an agency whose parent is not among the rows is a root, depth 0), each
+    subtree's figures and each subtree's expected staff, by agency id."""
+    by_id = {row.agency_id: row for row in rows}
+    children: dict[int | None, list[_Row]] = {}
+    for row in rows:
+        parent = row.parent_id if row.parent_id in by_id else None
+        children.setdefault(parent, []).append(row)
+    for kids in children.values():
+        kids.sort(key=lambda r: r.code)
+    ordered: list[tuple[_Row, int]] = []
+    stack = [(row, 0) for row in reversed(children.get(None, []))]
+    while stack:
+        row, depth = stack.pop()
+        ordered.append((row, depth))
+        stack.extend((kid, depth + 1) for kid in reversed(children.get(row.agency_id, [])))
+    totals: dict[int, Figures] = {}
+    expected: dict[int, int] = {}
+    for row, _ in reversed(ordered):  # children before their parent
+        kids = children.get(row.agency_id, [])
+        totals[row.agency_id] = sum((totals[k.agency_id] for k in kids), row.own)
+        expected[row.agency_id] = row.expected + sum(expected[k.agency_id] for k in kids)
+    return ordered, totals, expected
+
+
+async def _live_rows(session: AsyncSession, moment: dt.datetime, under: str | None) -> list[_Row]:
+    figures = await own_figures(session, moment, under=under)
+    query = select(
+        Agency.id, Agency.code, Agency.name, Agency.kind, Agency.parent_id, Agency.path,
+        Agency.expected_staff,
+    )  # fmt: skip
+    if under is not None:
+        query = query.where(Agency.path.like(under + "%"))
+    return [
+        _Row(aid, code, name, kind, parent, path, expected, figures.get(aid, Figures()))
+        for aid, code, name, kind, parent, path, expected in await session.execute(query)
+    ]
+
+
+async def _stored_rows(session: AsyncSession, week: str, root_id: int | None) -> list[_Row] | None:
+    """A stored week's rows (the subtree of ``root_id`` as it was then); None when the root
+    agency had no row that week."""
+    query = select(AgencyWeek).where(AgencyWeek.week == week)
+    if root_id is not None:
+        root = await session.get(AgencyWeek, (week, root_id))
+        if root is None:
+            return None
+        query = query.where(AgencyWeek.path.like(root.path + "%"))
+    return [
+        _Row(
+            r.agency_id, r.code, r.name, r.kind, r.parent_id, r.path, r.expected_staff,
+            Figures(r.joined, r.complete, r.booked, r.relatives, tuple(r.doses or ())),
+        )
+        for r in await session.scalars(query)
+    ]  # fmt: skip
+
+
+async def _stored_wards(session: AsyncSession, week: str) -> list[WardLine]:
+    rows = await session.scalars(
+        select(WardWeek)
+        .where(WardWeek.week == week)
+        .order_by(WardWeek.province_code, WardWeek.ward_code)
+    )
+    return [
+        WardLine(
+            w.ward_code, w.province_code, w.registered, w.adults, w.booked, w.vaccinated,
+            w.adults_vaccinated,
+        )
+        for w in rows
+    ]  # fmt: skip
+
+
+async def build(
+    session: AsyncSession,
+    *,
+    scope: str,
+    tz: ZoneInfo,
+    now: dt.datetime,
+    week: str | None = None,
+    agency: Agency | int | None = None,
+) -> Report:
+    """A report: of ``agency``'s subtree (scope ``agency``), of every agency and every commune
+    (``province``), or of the communes only (``communes``); for a stored ``week`` (stored now
+    when it has ended and was not yet; ValueError when it has not ended) or live at ``now``.
+    The change is counted from the week before ``week`` (live: the last complete week), when
+    its figures are stored. ValueError: an unknown scope, no agency for scope ``agency``, or
+    an agency that had no figures in that week."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    root_id: int | None = None
+    if scope == "agency":
+        if agency is None:
+            raise ValueError("scope 'agency' needs an agency")
+        root_id = agency if isinstance(agency, int) else agency.id
+    if week is not None:
+        week = parse_week(week)
+        await take_snapshot(session, week, tz, now)
+        moment = week_end(week, tz)
+        previous_week = shift_week(week, -1)
+    else:
+        moment = as_aware(now)
+        previous_week = last_complete_week(now, tz)
+    if await session.get(ReportWeek, previous_week) is None:
+        previous_week = None
+    report = Report(scope=scope, week=week, moment=moment, previous_week=previous_week)
+
+    if scope in ("province", "communes"):
+        report.wards = (
+            await _stored_wards(session, week) if week else await ward_figures(session, moment)
+        )
+        if previous_week is not None:
+            stored = await _stored_wards(session, previous_week)
+            before = {w.ward_code: w.registered for w in stored}
+            report.wards = [
+                replace(w, previous_registered=before.get(w.ward_code)) for w in report.wards
+            ]
+    if scope == "communes":
+        return report
+
+    if week is not None:
+        rows = await _stored_rows(session, week, root_id)
+        if rows is None:
+            raise ValueError(f"agency {root_id} has no figures for week {week}")
+    else:
+        under = None
+        if root_id is not None:
+            root_agency = agency if isinstance(agency, Agency) else None
+            if root_agency is None:
+                root_agency = await session.get(Agency, root_id)
+            if root_agency is None:
+                raise ValueError(f"no agency {root_id}")
+            under = root_agency.path
+        rows = await _live_rows(session, moment, under)
+    ordered, totals, expected = roll_up(rows)
+    tops = [row.agency_id for row, depth in ordered if depth == 0]
+
+    prev_totals: dict[int, Figures] = {}
+    prev_total: Figures | None = None
+    if previous_week is not None:
+        prev_rows = await _stored_rows(session, previous_week, root_id)
+        if prev_rows is not None:
+            _, prev_totals, _ = roll_up(prev_rows)
+            if root_id is None:
+                prev_total = sum((r.own for r in prev_rows), Figures())
+            else:
+                prev_total = prev_totals.get(root_id)
+
+    width = max(
+        (len(f.doses) for f in (*totals.values(), *prev_totals.values())), default=0
+    )
+    report.lines = [
+        AgencyLine(
+            agency_id=row.agency_id, code=row.code, name=row.name, kind=row.kind,
+            parent_id=row.parent_id, depth=depth, expected=expected[row.agency_id],
+            own=_pad(row.own, width), total=_pad(totals[row.agency_id], width),
+            previous=(
+                _pad(prev_totals[row.agency_id], width)
+                if row.agency_id in prev_totals else None
+            ),
+        )
+        for row, depth in ordered
+    ]  # fmt: skip
+    report.total = _pad(sum((totals[t] for t in tops), Figures()), width)
+    report.previous_total = None if prev_total is None else _pad(prev_total, width)
+    if root_id is not None:
+        report.root = report.lines[0] if report.lines else None
+    return report
