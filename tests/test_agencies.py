@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app as cli_app
 from bot.db import create_engine, session_factory, transaction, upgrade
+from handlers.agency import PAGE
 from models import agencies as ag
 from models import healthbook as hb
 from models.errors import DomainError
@@ -487,3 +488,27 @@ async def test_forged_removals_change_nothing(chat_bot: ChatHarness) -> None:
     # on Zalo a number typed without such a choice offered removes nobody either
     await stranger.send("1")
     assert await memberships(chat_bot) == before
+
+
+async def test_a_long_list_comes_in_pages(chat_bot: ChatHarness) -> None:
+    await load_sample(chat_bot)
+    head = chat_bot.user()
+    await head.send("/agency SGDDT")
+    await make_head(chat_bot, head, "THPT-SO1-LC")
+    async with chat_bot.session() as session, session.begin():
+        school = await ag.by_code(session, "THPT-SO1-LC")
+        assert school is not None
+        for n in range(PAGE + 2):
+            teacher = await hb.ensure_account(session, "telegram", str(900000 + n), "vi")
+            await ag.join(session, teacher, school, chat_bot.clock())
+    await head.send("/agency")
+    first = head.last_text or ""
+    total = PAGE + 2
+    assert t("vi", "agency.page", first=1, last=PAGE, count=total) in first
+    assert t("vi", "agency.no_name", n=PAGE) in first
+    assert t("vi", "agency.no_name", n=PAGE + 1) not in first
+    await head.press(t("vi", "agency.button.more"))
+    second = head.last_text or ""
+    assert t("vi", "agency.page", first=PAGE + 1, last=total, count=total) in second
+    assert t("vi", "agency.no_name", n=total) in second
+    assert t("vi", "agency.button.more") not in head.buttons
