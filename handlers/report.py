@@ -40,6 +40,7 @@ from models import agencies as ag
 from models import healthbook as hb
 from models import outbox, report_files
 from models import reports as rp
+from models.addresses import Address
 from models.reference import ward_name
 from models.roles import is_admin
 from models.tables import Account, Agency, AgencyHead, AgencyWeek, ReportWeek
@@ -196,7 +197,7 @@ async def report_command(turn_: Turn) -> None:
     elif not reader.admin and len(reader.heads) == 1:
         target = Target("agency", reader.heads[0].id)
     else:
-        turn_.keep_offer = False  # this offers choices of its own
+        turn_.keep_offer = False  # its choices join the chat's open ones (offer_choices)
         offer_choices(turn_, reader, asked.week)
         return
     await send_report(turn_, target, asked.week)
@@ -204,7 +205,9 @@ async def report_command(turn_: Turn) -> None:
 
 def offer_choices(turn_: Turn, reader: Reader, week: str | None) -> None:
     """The reports this reader may choose: their agencies, and for an admin the province and
-    the communes (any other agency is typed: ``/report CODE``)."""
+    the communes (any other agency is typed: ``/report CODE``). Sent as a notice to the chat
+    itself, so that its choices are numbered after those a health book's question offers
+    there (on Zalo, typing that question's numbers still answers it)."""
     t = turn_.t
     tail = f":{week}" if week else ""
     rows = [
@@ -217,7 +220,8 @@ def offer_choices(turn_: Turn, reader: Reader, week: str | None) -> None:
         rows.append([(t("report.choice.communes"), f"{PREFIX}:c{tail}")])
         last = rp.last_complete_week(turn_.services.clock(), turn_.services.tz)
         text += "\n" + t("report.usage_admin", example=reader.example(t), week=last)
-    turn_.say(text, inline(rows))
+    chat = Address(turn_.channel, str(turn_.chat_id))
+    turn_.notify(chat, text, inline(rows), locale=t.locale)
 
 
 def parse_press(parts: list[str]) -> tuple[Target, str | None] | None:

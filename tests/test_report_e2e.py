@@ -492,3 +492,26 @@ def test_arguments_and_presses_are_read_strictly() -> None:
     assert rh.parse_press(["p", WEEK]) == (rh.Target("province"), WEEK)
     for forged in (["a"], ["a", "-1"], ["a", "１２"], ["p", "2026w48"], ["c", WEEK, "x"], ["z"]):
         assert rh.parse_press(forged) is None, forged
+
+
+async def test_report_choices_mid_health_book_keep_its_question(chat_sample: ChatHarness) -> None:
+    h = chat_sample
+    await add_agency(h, "SYT", "Sở Y tế", "department", expected=3)
+    await add_agency(h, "SGD", "Sở Giáo dục và Đào tạo", "department", expected=5)
+    head = h.user()
+    await make_head(h, head, "SYT")
+    await make_head(h, head, "SGD")
+    await head.send("/start")
+    await head.press(t("vi", "button.agree"))
+    await head.send("Lò Văn Páo")
+    await head.send("15/3/1990")
+    assert t("vi", "ask.gender") in (head.last_text or "")
+    await head.send("/report")  # two agencies: choose
+    sgd = t("vi", "report.choice.agency", code="SGD", name="Sở Giáo dục và Đào tạo")
+    assert sgd in head.buttons
+    await head.press(sgd)
+    assert t("vi", "report.title.agency", name="Sở Giáo dục và Đào tạo", code="SGD") in "\n".join(
+        head.texts[-3:]
+    )
+    await head.send("1")  # the gender question's first choice, as it was numbered
+    assert t("vi", "ask.id_number") in (head.last_text or "")
