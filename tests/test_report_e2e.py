@@ -20,6 +20,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select, update
 
 from bot.app import build_services
+from bot.standin import ChatDriver, group_chat
 from bot.standin.zalo import ZaloChatDriver
 from handlers import report as rh
 from models import agencies as ag
@@ -515,3 +516,17 @@ async def test_report_choices_mid_health_book_keep_its_question(chat_sample: Cha
     )
     await head.send("1")  # the gender question's first choice, as it was numbered
     assert t("vi", "ask.id_number") in (head.last_text or "")
+
+
+async def test_a_head_in_a_group_gets_no_report(bot: Harness) -> None:
+    await add_agency(bot, "SYT", "Sở Y tế", "department", expected=3)
+    head = bot.user()
+    await make_head(bot, head, "SYT")
+    group = ChatDriver(bot.api, head.user, idle=bot.idle, chat=group_chat(-1001234567890))
+    calls = await group.send("/report")
+    assert [c.params.get("text") for c in calls if c.method == "sendMessage"] == [
+        t("vi", "group.private_only")
+    ]
+    await group.send("/report SYT", expect_reply=False)
+    assert not any(c.method in ("sendDocument", "sendPhoto") for c in bot.api.calls)
+    assert [m["text"] for m in group.messages] == [t("vi", "group.private_only")]
