@@ -339,6 +339,30 @@ def test_same_report_same_bytes(vi: Translator) -> None:
     assert workbook(later, vi) != first
 
 
+def test_awkward_names_survive(vi: Translator) -> None:
+    """Names with XML's special characters or a stray control character (a pasted name)."""
+    tree = [(1, "R&D", "Ban <Quản lý> & \"Dự án\" \x07số 1", None, 5, Figures(1, 1), None),
+            (2, "R&D.1", "  Tổ 1 & 2  ", 1, 5, Figures(2, 1), None)]
+    lines = _lines(tree)
+    report = Report("agency", "2026-W48", MOMENT, None, lines[0], lines, lines[0].total)
+    for read_only in (False, True):  # as the tests of /report read it, too
+        book = openpyxl.load_workbook(io.BytesIO(workbook(report, vi)), read_only=read_only)
+        rows = [tuple(r) for r in book["Cấp 1"].iter_rows(values_only=True)]
+        assert rows[1][:4] == ("R&D.1", "  Tổ 1 & 2  ", "R&D", 5)
+    rows = parse_csv(csv_bytes(report, vi))
+    assert rows[0]["Tên đơn vị"] == "Ban <Quản lý> & \"Dự án\" \x07số 1"
+    assert chart(report, vi).startswith(PNG)  # no glyph missing for the control character
+    assert [b.label for b in report_files._chosen(report, vi)[0]] == [
+        'Ban <Quản lý> & "Dự án" số 1 (trực tiếp)', "Tổ 1 & 2"]
+
+
+def test_counts_show_thousands_and_changes_their_sign(vi: Translator) -> None:
+    ws = open_book(workbook(agency_report(), vi))["Cấp 1"]
+    row = next(ws.iter_rows(min_row=2, max_row=2))
+    assert row[3].number_format == "#,##0"  # expected staff
+    assert row[13].number_format.startswith("+")  # a change
+
+
 def test_sheet_titles_excel_accepts() -> None:
     taken: set[str] = set()
     first = report_files._sheet_title("Xã/phường: [tháng 11]? *" + "x" * 40, taken)
