@@ -160,3 +160,42 @@ def test_assist_bench_quick() -> None:
     assert assisted["messages_per_registration"] <= 18 < alone["messages_per_registration"]
     assert figures["goal_met"] and assisted["registrations_per_hour_at_pace"] >= 30
     assert assisted["bot_cpu_s_per_registration"] > 0
+
+
+def test_reports_bench_tiny() -> None:
+    """``python -m bench.reports`` with 2,000 residents and 20 agencies (PostgreSQL too when
+    TEST_DATABASE_URL is set): the generator wrote what it says (a tree four levels deep, a
+    fifth of the residents staff, a few moved), the report's figures are those of the rows
+    (the live province total of staff is the number of open memberships, every relative's
+    book is counted, every book is in a ward), and the last line holds the figures."""
+    databases = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+    command = [sys.executable, "-m", "bench.reports", "--residents", "2000", "--agencies", "20"]
+    command += ["--database", "both", "--pg-url", PG_URL] if PG_URL else ["--database", "sqlite"]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["benchmark"] == "reports" and figures["skipped"] == []
+    for kind in databases:
+        run = figures[kind]
+        assert run["seconds"] > 0 and run["live_seconds"] > 0 and run["cpu_seconds"] > 0
+        assert run["peak_rss_mb"] >= run["floor_rss_mb"] > 0
+        assert run["tenth_peak_rss_mb"] > 0 and run["baseline_count_peak_rss_mb"] > 0
+        assert (run["residents"], run["agencies"], run["tenth_residents"]) == (2000, 20, 200)
+        made = run["generated"]
+        assert made["health_books"] == 2000 and made["agencies"] == 20
+        assert made["agency_depth"] == 4 and made["memberships_moved"] > 0
+        assert 0.18 <= made["memberships_open"] / 2000 <= 0.25
+        assert run["problems"] == []  # week and live, full size and a tenth
+        live = run["live_figures"]
+        assert live["joined"] == made["memberships_open"]
+        assert live["relatives"] == made["relatives_books"]  # every holder is staff
+        assert live["registered"] == 2000 and live["wards"] > 50 and live["lines"] == 20
+        assert live["dose1"] >= live["dose2"] > 0 and live["booked"] > 0
+        week = run["figures"]  # at the end of the last week (just before now on a Monday)
+        assert 0 < week["joined"] <= live["joined"] and 0 < week["registered"] <= 2000
+        assert run["workbook_bytes"] > 0
+    if PG_URL:
+        assert isinstance(figures["postgresql"]["goal_met"], bool)
+        assert "postgresql: goal < 5 s" in done.stdout
+    assert "every figure as generated" in done.stdout and "NOT as generated" not in done.stdout
