@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -314,18 +314,27 @@ def _check_tree(rows: list[_Row], nodes: dict[str, _Node]) -> list[CsvProblem]:
 async def import_csv(session: AsyncSession, data: bytes, now: dt.datetime) -> ImportResult:
     """Create or update agencies from a CSV file (``code,name,parent_code,kind,expected_staff``,
     UTF-8, ``,`` or ``;``), by code. All or nothing: every problem is found first and raised
-    together as :class:`CsvError`; then new agencies are inserted, changed ones updated, and
-    the paths of every agency under one whose parent changed rewritten."""
+    together as :class:`CsvError` (nothing written). Then, in bulk whatever the file's size:
+    one insert of the new agencies, one update of the changed ones and of the paths of every
+    agency under one whose parent changed. (The caller rolls back on a :class:`CsvError`.)"""
     rows, problems = _rows(_decode(data))
     if not rows:
         raise CsvError(problems)
-    existing = {a.code: a for a in await session.scalars(select(Agency))}
-    by_id = {a.id: a for a in existing.values()}
+    existing = {
+        r.code: r
+        for r in await session.execute(
+            select(
+                Agency.id, Agency.code, Agency.parent_id, Agency.path, Agency.name, Agency.kind,
+                Agency.expected_staff,
+            )
+        )
+    }  # fmt: skip
+    code_of = {r.id: r.code for r in existing.values()}
     nodes = {
-        code: _Node(code, by_id[a.parent_id].code if a.parent_id else None, a.id)
-        for code, a in existing.items()
+        code: _Node(code, code_of[r.parent_id] if r.parent_id else None, r.id)
+        for code, r in existing.items()
     }
-    top = max(by_id, default=0)
+    top = max(code_of, default=0)
     for row in rows:
         node = nodes.get(row.code)
         if node is None:
@@ -333,62 +342,81 @@ async def import_csv(session: AsyncSession, data: bytes, now: dt.datetime) -> Im
             nodes[row.code] = _Node(row.code, row.parent, top, row.line)
         else:
             node.parent, node.line = row.parent, row.line
-    created = [r for r in rows if r.code not in existing]
     problems += _check_tree(rows, nodes)
     if problems:
         raise CsvError(problems)
-    # the new agencies first (their ids are needed for the paths), in one batch
-    fresh = [
-        Agency(
-            code=r.code,
-            name=r.name,
-            kind=r.kind,
-            path="/",
-            expected_staff=r.expected,
-            created_at=now,
-            updated_at=now,
+    created = [r for r in rows if r.code not in existing]
+    ids = {code: r.id for code, r in existing.items()}
+    if created:
+        inserted = await session.execute(
+            insert(Agency).returning(Agency.id, Agency.code),
+            [
+                {
+                    "code": r.code,
+                    "name": r.name,
+                    "kind": r.kind,
+                    "path": "/",
+                    "expected_staff": r.expected,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for r in created
+            ],
         )
-        for r in created
-    ]
-    session.add_all(fresh)
-    await session.flush()
-    agencies = {**existing, **{a.code: a for a in fresh}}
+        ids.update({code: i for i, code in inserted.all()})
+    # the tree as it will be: every agency's parent, then every path from the roots down
+    parent_of: dict[int, int | None] = {r.id: r.parent_id for r in existing.values()}
+    changes: dict[int, dict[str, Any]] = {}
+    moved: set[int] = set()
     updated = unchanged = 0
-    moved: set[str] = set()
     for row in rows:
-        agency = agencies[row.code]
-        parent_id = agencies[row.parent].id if row.parent else None
-        if row.code in existing:
-            now_is = (agency.name, agency.kind, agency.expected_staff, agency.parent_id)
-            if now_is == (row.name, row.kind, row.expected, parent_id):
-                unchanged += 1
-                continue
+        agency_id, parent_id = ids[row.code], ids[row.parent] if row.parent else None
+        parent_of[agency_id] = parent_id
+        was = existing.get(row.code)
+        if was is None:
+            changes[agency_id] = {"parent_id": parent_id}
+        elif (was.name, was.kind, was.expected_staff, was.parent_id) == (
+            row.name, row.kind, row.expected, parent_id,
+        ):  # fmt: skip
+            unchanged += 1
+        else:
             updated += 1
-            if agency.parent_id != parent_id:
-                moved.add(row.code)
-            agency.name, agency.kind, agency.expected_staff = row.name, row.kind, row.expected
-            agency.updated_at = now
-        agency.parent_id = parent_id
-    # every path again from the parents (new agencies, moved ones and all below them)
-    children: dict[int | None, list[Agency]] = {}
-    for agency in agencies.values():
-        children.setdefault(agency.parent_id, []).append(agency)
+            if was.parent_id != parent_id:
+                moved.add(agency_id)
+            changes[agency_id] = {
+                "name": row.name,
+                "kind": row.kind,
+                "expected_staff": row.expected,
+                "parent_id": parent_id,
+                "updated_at": now,
+            }
+    children: dict[int | None, list[int]] = {}
+    for agency_id, parent_id in parent_of.items():
+        children.setdefault(parent_id, []).append(agency_id)
+    old_path = {r.id: r.path for r in existing.values()}
+    lines = {ids[r.code]: r.line for r in rows}
     repathed = 0
-    lines = {r.code: r.line for r in rows}
-    stack: list[tuple[Agency, str, int]] = [(a, "/", 1) for a in children.get(None, [])]
+    stack: list[tuple[int, str, int]] = [(i, "/", 1) for i in children.get(None, [])]
     while stack:
-        agency, above, line = stack.pop()
-        path = f"{above}{agency.id}/"
-        line = lines.get(agency.code, line)  # the row that put it there
+        agency_id, above, line = stack.pop()
+        path = f"{above}{agency_id}/"
+        line = lines.get(agency_id, line)  # the row that put it there
         if len(path) > PATH_MAX:  # ids came out longer than foreseen: refused all the same
-            raise CsvError([CsvProblem(line, f"the tree is too deep above {agency.code}")])
-        if agency.path != path:
-            if agency.code in existing and agency.code not in moved:
+            code = next(c for c, i in ids.items() if i == agency_id)
+            raise CsvError([CsvProblem(line, f"the tree is too deep above {code}")])
+        if old_path.get(agency_id) != path:
+            if agency_id in old_path and agency_id not in moved:
                 repathed += 1
-            agency.path = path
-        stack.extend((child, path, line) for child in children.get(agency.id, []))
-    await session.flush()
-    return ImportResult(len(fresh), updated, unchanged, repathed)
+            changes.setdefault(agency_id, {})["path"] = path
+        stack.extend((child, path, line) for child in children.get(agency_id, []))
+    if changes:
+        await session.execute(
+            update(Agency), [{"id": agency_id, **values} for agency_id, values in changes.items()]
+        )
+    # bulk statements leave loaded objects as they were: read those again
+    for held in [o for o in session.identity_map.values() if isinstance(o, Agency)]:
+        await session.refresh(held)
+    return ImportResult(len(created), updated, unchanged, repathed)
 
 
 # --------------------------------------------------------------------------------------------

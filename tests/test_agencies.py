@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
@@ -117,6 +117,35 @@ async def test_moving_a_parent_repaths_its_subtree(db: async_sessionmaker[AsyncS
         assert after[code].path == f"{cdc.path}{after[code].id}/"
         assert after[code].path != before[code].path
     assert after["BVDK-NOI"].path == before["BVDK-NOI"].path  # elsewhere: untouched
+
+
+async def test_a_large_file_is_written_in_a_few_statements(db_url: str) -> None:
+    """1,000 agencies: one read, one insert, one update (not a statement per row); moving a
+    parent rewrites its 99 sub-units in the same few statements."""
+    engine = create_engine(db_url)
+    await upgrade(engine)
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    sessions = session_factory(engine)
+    try:
+        rows = []
+        for i in range(10):
+            rows.append(f"T{i},Top {i},,department,10")
+            rows += [f"T{i}-U{j},Unit {j},T{i},unit,5" for j in range(99)]
+        done = await run(sessions, csv(*rows))
+        assert done.created == 1000
+        writes = [s for s in statements if not s.lstrip().upper().startswith(("SELECT", "SAVE"))]
+        assert len(statements) <= 12, statements
+        assert len(writes) <= 6, writes
+        statements.clear()
+        done = await run(sessions, csv("T1,Top 1,T0,department,10"))
+        assert (done.updated, done.repathed) == (1, 99)
+        assert len(statements) <= 6, statements
+        agencies = await tree(sessions)
+        check_paths(agencies)
+        assert agencies["T1-U5"].path.startswith(agencies["T0"].path)
+    finally:
+        await engine.dispose()
 
 
 BASE = csv("TOP,Top,,department,1", "MID,Mid,TOP,unit,1", "LOW,Low,MID,unit,1")
