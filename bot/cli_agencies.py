@@ -56,9 +56,9 @@ def agencies_import(
     ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Create or update agencies from a CSV file, by code (all or nothing: a file with any
-    problem is refused, every problem listed with its line). With --sample, the shipped slice
-    of Lào Cai's agencies."""
+    """Import agencies from a CSV file. Each is created or updated by its code; all or
+    nothing: a file with any problem is refused, every problem listed with its line. With
+    --sample, the shipped slice of Lào Cai's agencies."""
     from models import agencies as ag
 
     if (file is None) == (not sample):
@@ -109,8 +109,8 @@ def agencies_list(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """The tree of agencies, sub-units indented under their parent: code, name, and members
-    now against the expected staff (its own, without its sub-units)."""
+    """List the tree of agencies. Sub-units indented under their parent: code, name, and
+    members now against the expected staff (its own, without its sub-units)."""
     from models import agencies as ag
     from models.errors import DomainError
 
@@ -183,7 +183,7 @@ def agencies_set_head(
     ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Make a person a head of an agency: they see and remove its members and get the weekly
+    """Make a person a head of an agency. They see and remove its members and get the weekly
     report of its tree. The person must have written to the bot. Give exactly one of
     --telegram-id and --zalo-id; --remove takes it away."""
     from models import agencies as ag

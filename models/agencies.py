@@ -610,7 +610,7 @@ def _member_columns() -> tuple[Any, ...]:
 async def members(
     session: AsyncSession, agency: Agency, *, offset: int = 0, limit: int | None = None
 ) -> list[Member]:
-    """The open memberships of ``agency`` (not its sub-units'), by name then joining order,
+    """The open memberships of ``agency`` (not its sub-units'), in the order they joined,
     with the name of each member's own health book. For its heads only: check first."""
     query = (
         select(*_member_columns())
