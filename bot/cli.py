@@ -1331,6 +1331,7 @@ def sessions_cancel(
 # own modules, on the groups above
 from bot import cli_agencies as _cli_agencies  # noqa: E402, F401
 from bot import cli_roles as _cli_roles  # noqa: E402, F401
+from bot import cli_reports as _cli_reports  # noqa: E402, F401
 
 
 def main() -> None:

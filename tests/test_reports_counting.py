@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import datetime as dt
+import io
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from openpyxl import load_workbook
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from typer.testing import CliRunner
 
+from bot.cli import app as cli_app
 from bot.db import create_engine, session_factory, transaction, upgrade
 from models import reports as rp
 from models.campaigns import sample_book
@@ -664,3 +669,166 @@ def test_roll_up_adds_up_and_counts_like_a_plain_count(
 ) -> None:
     parents, crowd = world
     asyncio.run(_check(f"sqlite+aiosqlite:///{sqlite_file}", parents, crowd))
+
+
+# --------------------------------------------------------------------------------------------
+# healthbook report
+# --------------------------------------------------------------------------------------------
+
+
+# weeks already ended by the real clock the command reads
+CLI_END = rp.week_end("2026-W45", TZ)
+
+
+async def _cli_data(url: str) -> None:
+    """Two agencies, three staff (one moved after week 47), a relative, a ward without staff."""
+    engine = create_engine(url)
+    data = Data(engine, session_factory(engine))
+    try:
+        await upgrade(engine)
+        await data.setup()
+        dept = await data.agency("SYT", expected=10)
+        unit = await data.agency("SYT-P1", dept, expected=4)
+        other = await data.agency("SGD", expected=7)
+        t = CLI_END - 3 * DAY
+        first, book = await data.person(t)
+        await data.join(first, dept, t)
+        await data.booking(book, t + HOUR)
+        await data.dose(book, 1, t + DAY)
+        await data.book(first, t, relation="child")
+        second, _ = await data.person(t)
+        await data.join(second, unit, t)
+        await data.move(second, other, CLI_END + DAY)
+        third = await data.account()
+        await data.join(third, unit, t)
+        await data.book(None, t, relation="assisted", ward=BAT_XAT)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def cli(db_url: str, tmp_path: Path) -> Callable[..., tuple[int, str, str]]:
+    """``healthbook`` on a database with :func:`_cli_data`."""
+    asyncio.run(_cli_data(db_url))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\n')
+    runner = CliRunner()
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(cli_app, [*args, "--config", str(config)])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+def test_cli_snapshot_and_weeks(cli: Callable[..., tuple[int, str, str]]) -> None:
+    assert cli("report", "weeks")[:2] == (0, "no week stored yet\n")
+    code, out, _ = cli("report", "snapshot", "--week", "2026w45")
+    assert code == 0 and out.startswith("week 2026-W45 stored") and "3 agencies" in out
+    code, out, _ = cli("report", "snapshot", "--week", "2026-W45")
+    assert code == 0 and out.startswith("week 2026-W45 already stored")
+    code, out, _ = cli("report", "weeks")
+    assert (
+        code == 0
+        and out.startswith("2026-W45  counted at 2026-11-09 00:00")
+        and "3 agencies" in out
+    )
+    code, _, err = cli("report", "snapshot", "--week", "2099-W01")
+    assert code == 1 and "has not ended" in err
+
+
+def _sheets(path: Path) -> dict[str, dict[object, dict[str, object]]]:
+    """A workbook's sheets as rows by their first cell, each row by its column's header."""
+    book = load_workbook(path, read_only=True)
+    try:
+        out: dict[str, dict[object, dict[str, object]]] = {}
+        for sheet in book.worksheets:
+            rows = list(sheet.iter_rows(values_only=True))
+            header = [str(h) for h in rows[0]]
+            out[sheet.title] = {
+                row[0]: dict(zip(header, row, strict=False)) for row in rows[1:] if row
+            }
+        return out
+    finally:
+        book.close()
+
+
+JOINED, COMPLETE, EXPECTED = "Đã tham gia", "Đã có sổ sức khỏe", "Biên chế"
+JOINED_CHANGE = "Tham gia: thay đổi so với tuần trước"
+
+
+def test_cli_writes_the_workbook(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    """The province's workbook of week 45, then week 46's with the change: the person who
+    moved from SYT-P1 to SGD during week 46 counts there."""
+    path = tmp_path / "province.xlsx"
+    code, out, err = cli("report", "--week", "2026-W45", "--output", str(path))
+    assert code == 0, err
+    assert f"{path}: xlsx, week 2026-W45, province" in out
+    assert "3 agencies: staff joined 3 of 21 expected, complete health book 2, booked 1" in out
+    assert "no figures stored for the week before" in out
+    sheets = _sheets(path)
+    top, second = sheets["Cấp 1"], sheets["Cấp 2"]
+    assert {code: (row[EXPECTED], row[JOINED], row[COMPLETE]) for code, row in top.items()} == {
+        "SYT": (14, 3, 2),
+        "SGD": (7, 0, 0),
+    }
+    assert (second["SYT-P1"][JOINED], second["SYT-P1"][COMPLETE]) == (2, 1)
+    assert top["SYT"]["Đã tiêm mũi 1"] == 1 and top["SYT"]["Người thân đã đăng ký"] == 1
+    assert sheets["Xã, phường"][3006]["Đã đăng ký"] == 3
+
+    path = tmp_path / "week48.xlsx"
+    code, out, err = cli("report", "--week", "2026-W46", "--output", str(path))
+    assert code == 0, err
+    assert "no figures stored" not in out
+    top = _sheets(path)["Cấp 1"]
+    assert (top["SYT"][JOINED], top["SYT"][JOINED_CHANGE]) == (2, -1)
+    assert (top["SGD"][JOINED], top["SGD"][JOINED_CHANGE]) == (1, 1)
+    assert cli("report", "weeks")[1].startswith("2026-W46")
+
+
+def test_cli_writes_csv(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    path = tmp_path / "syt.csv"
+    code, out, err = cli("report", "--week", "2026-W45", "--agency", "syt", "--output", str(path))
+    assert code == 0, err
+    assert "csv, week 2026-W45, agency SYT" in out and "2 agencies" in out
+    raw = path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    header, body = rows[0], rows[1:]
+    assert [row[header.index(next(h for h in header if row[header.index(h)] in ("SYT", "SYT-P1")))]
+            for row in body if "SYT" in row or "SYT-P1" in row] == ["SYT", "SYT-P1"]  # fmt: skip
+    syt = next(row for row in body if "SYT" in row)
+    assert "3" in syt and "14" in syt and "SGD" not in raw.decode("utf-8-sig")
+
+    path = tmp_path / "communes.csv"
+    code, out, err = cli("report", "--week", "2026-W45", "--communes", "--format", "CSV",
+                         "--output", str(path))  # fmt: skip
+    assert code == 0, err
+    assert "2 communes and wards: registered 4" in out
+    rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"))))
+    assert len(rows) == 1 + 2
+
+
+def test_cli_refusals(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    out = str(tmp_path / "r.xlsx")
+    code, _, err = cli("report", "--week", "48", "--output", out)
+    assert code == 2 and "2026-W48" in err
+    code, _, err = cli("report", "--week", "2025-W53", "--output", out)
+    assert code == 2 and "no week 53" in err
+    code, _, err = cli("report", "--output", out)
+    assert code == 2 and "--week" in err
+    code, _, err = cli("report", "--week", "2026-W45", "--agency", "SYT;DROP", "--output", out)
+    assert code == 2 and "--agency" in err
+    code, _, err = cli("report", "--week", "2026-W45", "--agency", "SYT", "--communes",
+                       "--output", out)  # fmt: skip
+    assert code == 2
+    code, _, err = cli("report", "--week", "2026-W45", "--format", "pdf", "--output", out)
+    assert code == 2 and "--format" in err
+    code, _, err = cli("report", "--week", "2026-W45", "--output", str(tmp_path / "no" / "r.csv"))
+    assert code == 2 and "--output" in err
+    code, _, err = cli("report", "--week", "2026-W45", "--agency", "NOPE", "--output", out)
+    assert code == 1 and err == "error: no agency with code NOPE\n"
+    code, _, err = cli("report", "--week", "2099-W01", "--output", out)
+    assert code == 1 and "has not ended" in err
+    assert not (tmp_path / "r.xlsx").exists()

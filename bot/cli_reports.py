@@ -1,0 +1,255 @@
+"""The command line of weekly reports: ``healthbook report --week 2026-W48 [--agency CODE |
+--communes] --format xlsx|csv --output FILE`` writes a week's report as the chat sends it (the
+province's without ``--agency``), ``healthbook report snapshot --week W`` stores a week's
+figures now (after a missed Monday), ``healthbook report weeks`` lists the stored weeks.
+Registered on :data:`bot.cli.app` when :mod:`bot.cli` loads.
+
+Every option is checked before the database is opened (a usage error: exit status 2); a
+refusal (an unknown agency, a week not ended) is one line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+from zoneinfo import ZoneInfo
+
+import typer
+
+from bot.cli import ConfigOpt, _settings, _with_database, app
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from models.reports import Figures, Report
+
+report_app = typer.Typer(
+    rich_markup_mode=None,
+    invoke_without_command=True,
+    no_args_is_help=True,
+)
+app.add_typer(report_app, name="report")
+
+FORMATS = ("xlsx", "csv")
+WeekOpt = Annotated[
+    str | None,
+    typer.Option("--week", help="an ISO week, e.g. 2026-W48", metavar="YEAR-Wnn"),
+]
+
+
+T = TypeVar("T")
+
+
+class _Refused(Exception):
+    """A refusal of the work (one line, exit status 1)."""
+
+
+def _week(text: str | None) -> str:
+    from models.reports import parse_week
+
+    if text is None:
+        raise typer.BadParameter("is required, e.g. --week 2026-W48", param_hint="--week")
+    try:
+        return parse_week(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (e.g. 2026-W48)", param_hint="--week") from None
+
+
+def _run(config: Path | None, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    try:
+        return _with_database(config, work)
+    except _Refused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _local(when: dt.datetime | None, tz: ZoneInfo) -> str:
+    return "-" if when is None else f"{when.astimezone(tz):%Y-%m-%d %H:%M}"
+
+
+def _staff_line(figures: Figures, expected: int) -> str:
+    doses = ", ".join(f"dose {n}: {count}" for n, count in enumerate(figures.doses, 1))
+    return (
+        f"staff joined {figures.joined} of {expected} expected, complete health book "
+        f"{figures.complete}, booked {figures.booked}, vaccinated {figures.vaccinated}"
+        f"{f' ({doses})' if doses else ''}, relatives registered {figures.relatives}"
+    )
+
+
+def _headline(report: Report) -> str:
+    """The report's figures in one line (counts only)."""
+    if report.scope == "communes":
+        registered = sum(w.registered for w in report.wards)
+        adults = sum(w.adults for w in report.wards)
+        adults_vaccinated = sum(w.adults_vaccinated for w in report.wards)
+        share = f"{adults_vaccinated / adults:.0%}" if adults else "-"
+        return (
+            f"{len(report.wards)} communes and wards: registered {registered}, booked "
+            f"{sum(w.booked for w in report.wards)}, vaccinated "
+            f"{sum(w.vaccinated for w in report.wards)}, adults vaccinated "
+            f"{adults_vaccinated} of {adults} ({share})"
+        )
+    expected = sum(line.expected for line in report.lines if line.depth == 0)
+    return f"{len(report.lines)} agencies: {_staff_line(report.total, expected)}"
+
+
+@report_app.callback()
+def report(
+    ctx: typer.Context,
+    week: WeekOpt = None,
+    agency: Annotated[
+        str | None,
+        typer.Option(
+            "--agency", help="an agency's code: its report and its sub-units'", metavar="CODE"
+        ),
+    ] = None,
+    communes: Annotated[
+        bool, typer.Option("--communes", help="the communes and wards' report")
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="xlsx or csv (default: from the file's name, else xlsx)",
+            metavar="FORMAT",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="the file to write", metavar="FILE")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Weekly coverage reports. With --week and --output: write a week's report to a file, the
+    province's (every agency, and the communes and wards), one agency's and its sub-units'
+    (--agency CODE), or the communes and wards' (--communes); a week not yet stored is stored
+    first. Or: snapshot (store a week now), weeks (the stored weeks)."""
+    if ctx.invoked_subcommand is not None:
+        if any(v is not None for v in (week, agency, fmt, output, config)) or communes:
+            raise typer.BadParameter(
+                f"options of the report go after 'report', not before {ctx.invoked_subcommand!r}"
+            )
+        return
+    from models.agencies import normalize_code
+
+    the_week = _week(week)
+    code = None
+    if agency is not None:
+        try:
+            code = normalize_code(agency)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--agency") from None
+    if code is not None and communes:
+        raise typer.BadParameter("give --agency or --communes, not both")
+    if output is None:
+        raise typer.BadParameter("is required, e.g. --output report.xlsx", param_hint="--output")
+    if fmt is None:
+        fmt = "csv" if output.suffix.lower() == ".csv" else "xlsx"
+    fmt = fmt.strip().lower()
+    if fmt not in FORMATS:
+        raise typer.BadParameter("must be xlsx or csv", param_hint="--format")
+    if output.is_dir() or not output.parent.is_dir():
+        raise typer.BadParameter(f"{output}: not a file in an existing folder",
+                                 param_hint="--output")  # fmt: skip
+    settings = _settings(config)
+    tz = ZoneInfo(settings.bot.timezone)
+    scope = "agency" if code else "communes" if communes else "province"
+
+    async def work(session: AsyncSession) -> Report:
+        from models.agencies import by_code
+        from models.reports import build
+
+        root = None
+        if code is not None:
+            root = await by_code(session, code)
+            if root is None:
+                raise _Refused(f"no agency with code {code}")
+        try:
+            return await build(session, scope=scope, tz=tz, now=_now(), week=the_week,
+                               agency=root)  # fmt: skip
+        except ValueError as exc:
+            raise _Refused(str(exc)) from None
+
+    built = _run(config, work)
+    from bot.i18n import Translations
+    from models import report_files
+
+    t = Translations(default=settings.bot.default_locale).get(settings.bot.default_locale)
+    data = (
+        report_files.workbook(built, t, tz) if fmt == "xlsx" else report_files.csv_bytes(built, t)
+    )
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        typer.echo(f"error: {output}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    subject = f"agency {code}" if code else scope
+    typer.echo(f"{output}: {fmt}, week {the_week}, {subject}")
+    typer.echo(_headline(built))
+    if built.previous_week is None:
+        typer.echo("no figures stored for the week before: no change shown")
+
+
+@report_app.command("snapshot")
+def snapshot(week: WeekOpt = None, config: ConfigOpt = None) -> None:
+    """Store a week's figures now (once: a week already stored is left as it is), e.g. after
+    a Monday the bot was not running."""
+    the_week = _week(week)
+    settings = _settings(config)
+    tz = ZoneInfo(settings.bot.timezone)
+
+    async def work(session: AsyncSession) -> tuple[bool, str, int, int]:
+        from sqlalchemy import func, select
+
+        from models.reports import take_snapshot
+        from models.tables import AgencyWeek, ReportWeek, WardWeek
+
+        had = await session.get(ReportWeek, the_week) is not None
+        try:
+            stored = await take_snapshot(session, the_week, tz, _now())
+        except ValueError as exc:
+            raise _Refused(str(exc)) from None
+        agencies = await session.scalar(
+            select(func.count()).select_from(AgencyWeek).where(AgencyWeek.week == the_week)
+        )
+        wards = await session.scalar(
+            select(func.count()).select_from(WardWeek).where(WardWeek.week == the_week)
+        )
+        return had, _local(stored.taken_at, tz), agencies or 0, wards or 0
+
+    had, taken, agencies, wards = _run(config, work)
+    state = "already stored" if had else "stored"
+    typer.echo(f"week {the_week} {state} (taken {taken}): {agencies} agencies, {wards} communes "
+               f"and wards")  # fmt: skip
+
+
+@report_app.command("weeks")
+def weeks(config: ConfigOpt = None) -> None:
+    """The weeks whose figures are stored, latest first: the moment counted at, when they were
+    taken, when their Monday messages were planned."""
+    settings = _settings(config)
+    tz = ZoneInfo(settings.bot.timezone)
+
+    async def work(session: AsyncSession) -> list[str]:
+        from sqlalchemy import func, select
+
+        from models.reports import stored_weeks
+        from models.tables import AgencyWeek
+
+        rows = await session.execute(
+            select(AgencyWeek.week, func.count()).group_by(AgencyWeek.week)
+        )
+        counts = {week: n for week, n in rows}
+        return [
+            f"{w.week}  counted at {_local(w.moment, tz)}  taken {_local(w.taken_at, tz)}  "
+            f"planned {_local(w.planned_at, tz)}  {counts.get(w.week, 0)} agencies"
+            for w in await stored_weeks(session)
+        ]
+
+    rows = _run(config, work)
+    typer.echo("\n".join(rows) if rows else "no week stored yet")
