@@ -23,16 +23,19 @@ from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
-    Subquery,
+    Integer,
     and_,
     case,
     distinct,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -211,7 +214,7 @@ class Report:
 _NOT_RELATIVES = ("self", "assisted")
 
 
-def _members_at(moment: dt.datetime, under: str | None) -> Subquery:
+def _members_at(moment: dt.datetime, under: str | None) -> CTE:
     """Who was a member of which agency at ``moment`` (optionally of a subtree's agencies)."""
     query = select(AgencyMember.agency_id, AgencyMember.account_id).where(
         AgencyMember.joined_at <= moment,
@@ -222,7 +225,7 @@ def _members_at(moment: dt.datetime, under: str | None) -> Subquery:
         query = query.join(Agency, Agency.id == AgencyMember.agency_id).where(
             Agency.path.like(under + "%")
         )
-    return query.subquery("m")
+    return query.cte("m")
 
 
 def _live_booking(moment: dt.datetime) -> ColumnElement[bool]:
@@ -233,64 +236,74 @@ def _live_booking(moment: dt.datetime) -> ColumnElement[bool]:
     )
 
 
+# the figures of own_figures' one statement, as its first column says
+_JOINED, _COMPLETE, _BOOKED, _RELATIVES, _DOSE = range(5)
+
+
 async def own_figures(
     session: AsyncSession, moment: dt.datetime, *, under: str | None = None
 ) -> dict[int, Figures]:
     """Each agency's own members' figures at ``moment``, by agency id (agencies without a
     member are absent). ``under``: only the agencies whose path starts with it (a subtree).
 
-    Five GROUP BY queries (joined; complete; booked; per dose; relatives), each counting
-    distinct accounts (or books, for relatives), so nobody is counted twice in an agency."""
+    One statement of five GROUP BYs (joined; complete; booked; per dose; relatives), each
+    counting distinct accounts (or books, for relatives), so nobody is counted twice in an
+    agency; the members' health books are read once (a common table) for all of them."""
     moment = to_utc(moment)
     m = _members_at(moment, under)
-    own_book = and_(
-        HealthBook.account_id == m.c.account_id,
-        HealthBook.relation == "self",
-        HealthBook.created_at <= moment,
-    )
-    people = func.count(distinct(m.c.account_id))
-    counts: dict[str, dict[int, int]] = {}
-    queries = {
-        "joined": select(m.c.agency_id, people),
-        "complete": select(m.c.agency_id, people).join(HealthBook, own_book),
-        "booked": select(m.c.agency_id, people)
-        .join(HealthBook, own_book)
-        .join(Booking, and_(Booking.health_book_id == HealthBook.id, _live_booking(moment))),
-        "relatives": select(m.c.agency_id, func.count(distinct(HealthBook.id))).join(
+    books = (
+        select(m.c.agency_id, m.c.account_id, HealthBook.id.label("book_id"), HealthBook.relation)
+        .join(
             HealthBook,
-            and_(
-                HealthBook.account_id == m.c.account_id,
-                HealthBook.relation.not_in(_NOT_RELATIVES),
-                HealthBook.created_at <= moment,
-            ),
-        ),
-    }
-    for name, query in queries.items():
-        rows = await session.execute(query.group_by(m.c.agency_id))
-        counts[name] = {agency_id: int(n) for agency_id, n in rows}
-    doses: dict[int, dict[int, int]] = {}
-    rows = await session.execute(
-        select(m.c.agency_id, Vaccination.dose, people)
-        .join(HealthBook, own_book)
+            and_(HealthBook.account_id == m.c.account_id, HealthBook.created_at <= moment),
+        )
+        .cte("mb")
+    )
+    own = books.c.relation == "self"
+    people = func.count(distinct(books.c.account_id))
+
+    def figure(n: int) -> ColumnElement[int]:
+        return literal_column(str(n), Integer)
+
+    zero = literal_column("0", Integer)
+    statement = union_all(
+        select(figure(_JOINED), m.c.agency_id, zero, func.count(distinct(m.c.account_id)))
+        .group_by(m.c.agency_id),
+        select(figure(_COMPLETE), books.c.agency_id, zero, people)
+        .where(own)
+        .group_by(books.c.agency_id),
+        select(figure(_BOOKED), books.c.agency_id, zero, people)
+        .join(Booking, and_(Booking.health_book_id == books.c.book_id, _live_booking(moment)))
+        .where(own)
+        .group_by(books.c.agency_id),
+        select(figure(_RELATIVES), books.c.agency_id, zero, func.count(distinct(books.c.book_id)))
+        .where(books.c.relation.not_in(_NOT_RELATIVES))
+        .group_by(books.c.agency_id),
+        select(figure(_DOSE), books.c.agency_id, Vaccination.dose, people)
         .join(
             Vaccination,
-            and_(Vaccination.health_book_id == HealthBook.id, Vaccination.given_at <= moment),
+            and_(Vaccination.health_book_id == books.c.book_id, Vaccination.given_at <= moment),
         )
-        .group_by(m.c.agency_id, Vaccination.dose)
+        .where(own, Vaccination.dose >= 1)
+        .group_by(books.c.agency_id, Vaccination.dose),
     )
-    for agency_id, dose, n in rows:
-        if dose >= 1:
+    counts: dict[int, list[int]] = {}  # agency → joined, complete, booked, relatives
+    doses: dict[int, dict[int, int]] = {}
+    for kind, agency_id, dose, n in await session.execute(statement):
+        if kind == _DOSE:
             doses.setdefault(agency_id, {})[dose] = int(n)
+        else:
+            counts.setdefault(agency_id, [0, 0, 0, 0])[kind] = int(n)
     width = max((max(d) for d in doses.values()), default=0)
     return {
         agency_id: Figures(
             joined=joined,
-            complete=counts["complete"].get(agency_id, 0),
-            booked=counts["booked"].get(agency_id, 0),
-            relatives=counts["relatives"].get(agency_id, 0),
+            complete=complete,
+            booked=booked,
+            relatives=relatives,
             doses=tuple(doses.get(agency_id, {}).get(n, 0) for n in range(1, width + 1)),
         )
-        for agency_id, joined in counts["joined"].items()
+        for agency_id, (joined, complete, booked, relatives) in counts.items()
     }
 
 
