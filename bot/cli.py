@@ -1327,11 +1327,11 @@ def sessions_cancel(
     typer.echo(_with_database(config, work))
 
 
-# invite, volunteers, staff remove, admin remove (cli_roles) and agencies (cli_agencies): their
-# own modules, on the groups above
+# invite, volunteers, staff remove, admin remove (cli_roles), agencies (cli_agencies) and
+# report (cli_reports): their own modules, on the groups above
 from bot import cli_agencies as _cli_agencies  # noqa: E402, F401
-from bot import cli_roles as _cli_roles  # noqa: E402, F401
 from bot import cli_reports as _cli_reports  # noqa: E402, F401
+from bot import cli_roles as _cli_roles  # noqa: E402, F401
 
 
 def main() -> None:
