@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
@@ -371,6 +371,32 @@ async def test_a_stored_week_stays_as_it_was(data: Data) -> None:
     assert "SO-GD" not in lines(after)
     live = await data.build(scope="province", now=END48 + 2 * DAY)
     assert live.total == fig(1, 0) and lines(live)["SO-GD"].total == fig(1, 0)
+
+
+async def test_a_week_is_stored_in_a_few_statements(data: Data) -> None:
+    """60 agencies' rows go in one or two bulk inserts, not one statement per agency."""
+    top = await data.agency("TOP")
+    async with data.tx() as s:
+        s.add_all(
+            Agency(code=f"U{i:02d}", name="Đơn vị", kind="unit", parent_id=top.id,
+                   path=f"{top.path}x{i}/")
+            for i in range(59)
+        )  # fmt: skip
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(data.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        await data.snapshot(W48)
+    finally:
+        event.remove(data.engine.sync_engine, "before_cursor_execute", seen)
+    inserts = [sql for sql in statements if sql.startswith("INSERT INTO report_agency_weeks")]
+    assert 1 <= len(inserts) <= 2, inserts
+    async with data.tx() as s:
+        assert await s.scalar(select(func.count()).select_from(AgencyWeek)) == 60
+    assert len(statements) < 20, statements
 
 
 async def test_a_week_not_ended_is_refused(data: Data) -> None:
