@@ -304,13 +304,14 @@ def agency_rows(d: Dialect, plan: Plan) -> list[str]:
             FROM {nums} {join}
         """)  # fmt: skip
     # a head for each agency of the two top levels: a member of staff (slot 20·j + 4)
-    top_last = plan.levels[1][1]
-    prefix, nums = d.series(1, min(top_last, plan.residents // 20 - 1))
-    statements.append(f"""
-        {prefix}
-        INSERT INTO agency_heads (agency_id, account_id, created_at)
-        SELECT i, 20 * i + 4, {now} FROM {nums}
-    """)
+    heads = min(plan.levels[1][1], plan.residents // 20 - 1)
+    if heads >= 1:  # (a recursive CTE always yields its first number)
+        prefix, nums = d.series(1, heads)
+        statements.append(f"""
+            {prefix}
+            INSERT INTO agency_heads (agency_id, account_id, created_at)
+            SELECT i, 20 * i + 4, {now} FROM {nums}
+        """)
     return statements
 
 
