@@ -164,6 +164,8 @@ QUIET_LOGGERS: dict[str, int] = {
     "apscheduler": logging.WARNING,  # a line per job run
     "sqlalchemy": logging.WARNING,
     "alembic.runtime.plugins": logging.WARNING,  # "setup plugin …": a line per plugin
+    "matplotlib": logging.INFO,  # a report's chart: ~150 "findfont: score(…)" lines each
+    "PIL": logging.INFO,  # the PNG writer's chunks
 }
 #: Loggers some setting may raise to INFO (``[database] echo``), never to DEBUG (result rows).
 _NEVER_DEBUG = ("sqlalchemy.engine", "sqlalchemy.engine.Engine", "sqlalchemy.pool")

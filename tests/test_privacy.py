@@ -105,6 +105,24 @@ def log_output() -> Iterator[io.StringIO]:
                 logger.setLevel(levels.get(name, logging.NOTSET))
 
 
+def test_a_report_chart_adds_no_library_lines_at_debug(log_output: io.StringIO) -> None:
+    """matplotlib writes ~150 "findfont" lines per chart at DEBUG: held at INFO, as the other
+    libraries are, so a Monday's charts do not drown the bot's own lines."""
+    import datetime as dt
+
+    from bot.i18n import Translations
+    from models import report_files
+    from models import reports as rp
+
+    line = rp.AgencyLine(1, "SYT", "Sở Y tế", "department", None, 0, 10, rp.Figures(4, 2),
+                         rp.Figures(4, 2))
+    report = rp.Report("agency", "2026-W47", dt.datetime(2026, 11, 23, 17, tzinfo=dt.UTC),
+                       root=line, lines=[line], total=line.total)
+    assert report_files.chart(report, Translations().get("vi"))[:4] == b"\x89PNG"
+    logged = log_output.getvalue()
+    assert "findfont" not in logged and "matplotlib" not in logged, logged[:300]
+
+
 @pytest.fixture
 async def logged_bot(
     api: BotApiStandIn, db_url: str, log_output: io.StringIO
