@@ -30,13 +30,15 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import healthbook as hb
 from models.errors import DomainError
 from models.tables import (
     Account,
+    AgencyHead,
+    AgencyMember,
     BookingDraft,
     Consent,
     Draft,
@@ -204,7 +206,8 @@ async def redeem_link_code(
 ) -> Linked:
     """Join ``account`` (the messenger account the code was typed on) to the person who made
     the code. The primary is whichever has a health book, else whichever has any data, else
-    the code's maker; the other's consents, drafts and staff sites move to it. Refused with a
+    the code's maker; the other's consents, drafts, staff sites, agency and head roles move
+    to it. Refused with a
     :class:`DomainError`: ``link.too_many_attempts``, ``link.wrong``, ``link.expired``,
     ``link.same_account``, ``link.already_linked``, ``link.both_have_books`` (a refused code
     stays usable until it expires, unless it was wrong)."""
@@ -245,7 +248,7 @@ async def _redeem(
         keep, other = account, theirs
     else:
         keep, other = theirs, account
-    await _merge(session, other, into=keep)
+    await _merge(session, other, into=keep, now=now)
     await note_used(session, account, keep)
     return Linked(keep, checked.claim.issuer)
 
@@ -254,10 +257,11 @@ def _has_data(held: hb.Holdings) -> bool:
     return bool(held.health_books or held.drafts or held.consents or held.staff_sites)
 
 
-async def _merge(session: AsyncSession, other: Account, *, into: Account) -> None:
+async def _merge(session: AsyncSession, other: Account, *, into: Account, now: dt.datetime) -> None:
     """Make ``other`` (a primary) one of ``into``'s accounts: its data and its own linked
     accounts move to ``into``; a draft or booking in progress moves only when ``into`` has
-    none (and, for a health-book form, no health book)."""
+    none (and, for a health-book form, no health book); agency memberships and head roles
+    too (one open membership kept: :func:`_merge_agencies`)."""
     await session.execute(
         update(Consent).where(Consent.account_id == other.id).values(account_id=into.id)
     )
@@ -290,6 +294,7 @@ async def _merge(session: AsyncSession, other: Account, *, into: Account) -> Non
     await session.execute(
         update(StaffSite).where(StaffSite.account_id == other.id).values(account_id=into.id)
     )
+    await _merge_agencies(session, other, into=into, now=now)
     if into.role == "resident" and other.role != "resident":
         into.role = other.role
     if into.locale is None:
@@ -302,6 +307,56 @@ async def _merge(session: AsyncSession, other: Account, *, into: Account) -> Non
     )
     other.linked_to, other.reply_via, into.reply_via = into.id, None, None
     await session.flush()
+
+
+async def _merge_agencies(
+    session: AsyncSession, other: Account, *, into: Account, now: dt.datetime
+) -> None:
+    """``other``'s agency memberships (open and past) and head roles move to ``into``, so the
+    person is staff of one agency and counted once. Both open: the one joined last (their
+    latest choice) stays open and the other is closed as a move at ``now``; both in the same
+    agency: the one joined first stays (staff there since then). A role held by both: one."""
+    opened = {
+        row.account_id: row
+        for row in await session.scalars(
+            select(AgencyMember).where(
+                AgencyMember.account_id.in_((other.id, into.id)), AgencyMember.left_at.is_(None)
+            )
+        )
+    }
+    if len(opened) == 2:
+        mine, theirs = opened[into.id], opened[other.id]
+        if mine.agency_id == theirs.agency_id:
+            closed = theirs if as_aware(theirs.joined_at) >= as_aware(mine.joined_at) else mine
+        else:
+            closed = mine if as_aware(theirs.joined_at) > as_aware(mine.joined_at) else theirs
+        closed.left_at = max(now, as_aware(closed.joined_at))
+        closed.left_reason = "moved"
+        await session.flush()  # before the move: one open row per account (a unique index)
+    await session.execute(
+        update(AgencyMember)
+        .where(AgencyMember.account_id == other.id)
+        .values(account_id=into.id)
+        .execution_options(synchronize_session="fetch")
+    )
+    await session.execute(
+        update(AgencyMember)
+        .where(AgencyMember.removed_by == other.id)
+        .values(removed_by=into.id)
+        .execution_options(synchronize_session="fetch")
+    )
+    both = select(AgencyHead.agency_id).where(AgencyHead.account_id == into.id)
+    await session.execute(
+        delete(AgencyHead)
+        .where(and_(AgencyHead.account_id == other.id, AgencyHead.agency_id.in_(both)))
+        .execution_options(synchronize_session="fetch")
+    )
+    await session.execute(
+        update(AgencyHead)
+        .where(AgencyHead.account_id == other.id)
+        .values(account_id=into.id)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 async def primary(session: AsyncSession, account: Account) -> Account:

@@ -771,3 +771,196 @@ async def test_the_link_notice_on_zalo_says_how_to_answer_in_its_readers_languag
     assert notice.startswith(t("en", "link.notice", account=f"Telegram …{str(a.user.id)[-4:]}"))
     assert notice.endswith(t("en", "choice.hint", "zalo"))
     assert t("vi", "choice.hint", "zalo") not in notice
+
+
+# ---------------------------------------------------------------- agencies, after /link
+
+
+async def _agencies(db: Db, *codes: str) -> list[int]:
+    from models import agencies as ag
+
+    async with db.tx() as s:
+        return [
+            (await ag.add(s, code, f"Cơ quan {code}", "unit", None, 5, NOW)).id for code in codes
+        ]
+
+
+async def _booked_before(db: Db, account_id: int) -> None:
+    """The account's health book made ten days before NOW (reports count at a moment)."""
+    from sqlalchemy import update
+
+    async with db.tx() as s:
+        await s.execute(
+            update(HealthBook)
+            .where(HealthBook.account_id == account_id)
+            .values(created_at=NOW - dt.timedelta(days=10))
+        )
+
+
+async def _memberships(db: Db) -> list[tuple[int, int, str | None]]:
+    from models.tables import AgencyMember
+
+    async with db.tx() as s:
+        rows = await s.execute(
+            select(AgencyMember.account_id, AgencyMember.agency_id, AgencyMember.left_reason)
+            .order_by(AgencyMember.id)
+        )  # fmt: skip
+        return [tuple(r) for r in rows.all()]
+
+
+async def test_linking_moves_the_agency_and_the_head_role_to_the_primary(db: Db) -> None:
+    """Telegram joined X and heads X; the Zalo account holding the health book stays primary:
+    the membership and the role move to it, so the person is counted once, complete, and
+    /agency (which reads the primary) sees both; a later /agency Y moves them."""
+    from models import agencies as ag
+    from models import reports as rp
+    from models.tables import Agency, AgencyHead
+
+    x, y = await _agencies(db, "X", "Y")
+    tg = await db.account("telegram", "1001")
+    zl = await db.account("zalo", "z-2002", book=True)
+    await _booked_before(db, zl)
+    async with db.tx() as s:
+        account, agency = await s.get(Account, tg), await s.get(Agency, x)
+        assert account is not None and agency is not None
+        await ag.join(s, account, agency, NOW - dt.timedelta(days=5))
+        await ag.set_head(s, agency, account)
+    assert await db.redeem(tg, await db.code(zl)) == zl
+    assert await _memberships(db) == [(zl, x, None)]
+    async with db.tx() as s:
+        primary = await s.get(Account, zl)
+        assert primary is not None
+        current = await ag.membership(s, zl)
+        assert current is not None and current.agency_id == x
+        assert current.joined_at.replace(tzinfo=dt.UTC) == NOW - dt.timedelta(days=5)
+        assert [a.code for a in await ag.headed(s, primary)] == ["X"]
+        assert (await s.scalars(select(AgencyHead.account_id))).all() == [zl]
+        figures = await rp.own_figures(s, NOW + dt.timedelta(minutes=1))
+        assert (figures[x].joined, figures[x].complete) == (1, 1)
+        moved = await ag.join(s, primary, await s.get(Agency, y), NOW + dt.timedelta(hours=1))  # type: ignore[arg-type]
+        assert moved.status == "moved"
+    assert await _memberships(db) == [(zl, x, "moved"), (zl, y, None)]
+
+
+async def test_two_open_memberships_become_one_when_linked(db: Db) -> None:
+    """Both accounts were staff somewhere: the most recent choice stays open and the other is
+    closed as a move at the link's time; in the same agency, the earlier date stays."""
+    from models import agencies as ag
+    from models import reports as rp
+    from models.tables import Agency, AgencyHead, AgencyMember
+
+    x, y = await _agencies(db, "X", "Y")
+    tg = await db.account("telegram", "1001")
+    zl = await db.account("zalo", "z-2002", book=True)
+    other = await db.account("zalo", "z-3003")
+    await _booked_before(db, zl)
+    async with db.tx() as s:
+        for account_id, agency_id, days in ((tg, y, 2), (zl, x, 5), (other, x, 6)):
+            account, agency = await s.get(Account, account_id), await s.get(Agency, agency_id)
+            assert account is not None and agency is not None
+            await ag.join(s, account, agency, NOW - dt.timedelta(days=days))
+            await ag.set_head(s, agency, account)  # tg heads Y, zl and other head X
+    assert await db.redeem(tg, await db.code(zl)) == zl  # tg joined Y later: Y stays
+    assert await _memberships(db) == [(zl, y, None), (zl, x, "moved"), (other, x, None)]
+    async with db.tx() as s:
+        closed = await s.scalar(select(AgencyMember).where(AgencyMember.left_at.is_not(None)))
+        assert closed is not None and closed.left_at is not None
+        assert closed.left_at.replace(tzinfo=dt.UTC) == NOW
+        heads = await s.execute(select(AgencyHead.agency_id, AgencyHead.account_id))
+        assert sorted(heads.all()) == sorted([(x, zl), (y, zl), (x, other)])
+        figures = await rp.own_figures(s, NOW + dt.timedelta(minutes=1))
+        assert (figures[x].joined, figures[y].joined, figures[y].complete) == (1, 1, 1)
+    # the same agency on both sides (and the same head role): one membership, the earlier date
+    assert await db.redeem(other, await db.code(zl, NOW + dt.timedelta(hours=1)),
+                           NOW + dt.timedelta(hours=1)) == zl  # fmt: skip
+    async with db.tx() as s:
+        assert await s.scalar(select(func.count()).where(AgencyMember.left_at.is_(None))) == 1
+        assert (await ag.membership(s, zl)).agency_id == y  # type: ignore[union-attr]
+        heads = await s.execute(select(AgencyHead.agency_id, AgencyHead.account_id))
+        assert sorted(heads.all()) == sorted([(x, zl), (y, zl)])
+
+
+async def test_one_agency_on_both_accounts_keeps_the_earlier_date(db: Db) -> None:
+    from models import agencies as ag
+    from models.tables import Agency
+
+    (x,) = await _agencies(db, "X")
+    tg = await db.account("telegram", "1001")
+    zl = await db.account("zalo", "z-2002", book=True)
+    async with db.tx() as s:
+        for account_id, days in ((tg, 3), (zl, 7)):
+            account, agency = await s.get(Account, account_id), await s.get(Agency, x)
+            assert account is not None and agency is not None
+            await ag.join(s, account, agency, NOW - dt.timedelta(days=days))
+    assert await db.redeem(tg, await db.code(zl)) == zl
+    assert await _memberships(db) == [(zl, x, "moved"), (zl, x, None)]
+    async with db.tx() as s:
+        current = await ag.membership(s, zl)
+        assert current is not None
+        assert current.joined_at.replace(tzinfo=dt.UTC) == NOW - dt.timedelta(days=7)
+
+
+async def test_unlinking_leaves_the_agency_and_the_head_role_with_the_primary(db: Db) -> None:
+    """Like every datum of the person: the account that leaves starts with none."""
+    from models import agencies as ag
+    from models.tables import Agency
+
+    (x,) = await _agencies(db, "X")
+    tg = await db.account("telegram", "1001")
+    zl = await db.account("zalo", "z-2002", book=True)
+    async with db.tx() as s:
+        account, agency = await s.get(Account, tg), await s.get(Agency, x)
+        assert account is not None and agency is not None
+        await ag.join(s, account, agency, NOW - dt.timedelta(days=5))
+        await ag.set_head(s, agency, account)
+    await db.redeem(tg, await db.code(zl))
+    async with db.tx() as s:
+        await acc.unlink(s, await s.get(Account, tg))  # type: ignore[arg-type]
+    async with db.tx() as s:
+        alone, primary = await s.get(Account, tg), await s.get(Account, zl)
+        assert alone is not None and primary is not None
+        assert await ag.membership(s, tg) is None and await ag.headed(s, alone) == []
+        assert (await ag.membership(s, zl)).agency_id == x  # type: ignore[union-attr]
+        assert [a.code for a in await ag.headed(s, primary)] == ["X"]
+
+
+async def test_a_head_who_links_keeps_their_list_and_can_be_removed(bot: Harness) -> None:
+    """End to end: a head made by their Telegram id links it to the account that holds their
+    health book: /agency shows their staff on either account, and set-head --remove given
+    the first id (it names the person) takes the role away."""
+    from bot.cli import app as _commands  # noqa: F401  (cli_roles loads with the commands)
+    from bot.cli_roles import _account
+    from models import agencies as ag
+
+    async with bot.session() as s, s.begin():
+        agency = await ag.add(s, "X", "Trạm Y tế X", "unit", None, 5, bot.clock())
+        await ag.add(s, "Y", "Trạm Y tế Y", "unit", None, 5, bot.clock())
+    staff, head = bot.user(), bot.user()
+    await staff.send("/agency X")
+    await head.send("/agency X")
+    async with bot.session() as s, s.begin():
+        found = await hb.find_account(s, "telegram", str(head.user.id))
+        assert found is not None and agency is not None
+        await ag.set_head(s, await ag.by_code(s, "X"), found)  # type: ignore[arg-type]
+    other = bot.user()  # the same person's other messenger, with their health book
+    await complete(other)
+    await other.send("/link")
+    await head.send(f"/link {_code(other.last_text)}")
+    assert (await _primary(bot, head))[0] == (await _primary(bot, other))[0]
+    for person in (head, other):
+        await person.send("/agency")
+        shown = "\n".join(person.texts[-2:])
+        assert t("vi", "agency.yours", name="Trạm Y tế X", code="X", date="")[:20] in shown
+        assert t("vi", "agency.head_title", name="Trạm Y tế X", code="X", count=2,
+                 expected=5) in shown  # fmt: skip
+    await other.send("/agency Y")  # one person, one agency: X counts 1 now
+    async with bot.session() as s:
+        x = await ag.by_code(s, "X")
+        assert x is not None and await ag.member_count(s, x) == 1
+    async with bot.session() as s, s.begin():  # what `agencies set-head X --remove` does
+        account = await _account(s, "telegram", str(head.user.id))
+        x = await ag.by_code(s, "X")
+        assert x is not None and await ag.remove_head(s, x, account)
+    await other.send("/agency")
+    assert t("vi", "agency.head_title", name="Trạm Y tế X", code="X", count=1,
+             expected=5) not in "\n".join(other.texts[-2:])  # fmt: skip
