@@ -97,8 +97,8 @@ def _lines(
 def agency_report(with_previous: bool = True, week: str | None = "2026-W48") -> Report:
     lines = _lines(TREE, with_previous)
     root = lines[0]
-    return Report("agency", week, MOMENT, "2026-W47" if with_previous else None, root, lines,
-                  root.total, root.previous)
+    return Report("agency", week, MOMENT, "2026-W47" if with_previous else None, root=root,
+                  lines=lines, total=root.total, previous_total=root.previous)
 
 
 WARDS = [
@@ -117,7 +117,8 @@ def province_report() -> Report:
     lines = _lines(tree)
     top = [line for line in lines if line.depth == 0]
     total = top[0].total + top[1].total
-    return Report("province", "2026-W48", MOMENT, "2026-W47", None, lines, total, None, WARDS)
+    return Report("province", "2026-W48", MOMENT, "2026-W47", lines=lines, total=total,
+                  wards=WARDS)
 
 
 def communes_report() -> Report:
@@ -315,7 +316,7 @@ def test_live_report_says_when(vi: Translator, en: Translator) -> None:
 
 def test_report_without_sub_units(vi: Translator) -> None:
     lines = _lines([TREE[0]])
-    report = Report("agency", "2026-W48", MOMENT, None, lines[0], lines, lines[0].total)
+    report = Report("agency", "2026-W48", MOMENT, root=lines[0], lines=lines, total=lines[0].total)
     book = open_book(workbook(report, vi))
     assert book.sheetnames == ["Tổng hợp"]
     facts = {r[0]: r[1:] for r in rows_of(book["Tổng hợp"])}
@@ -482,7 +483,7 @@ def test_chart_of_many_sub_units_shows_the_lowest(vi: Translator) -> None:
     for i in range(60):
         tree.append((i + 2, f"S{i:02d}", f"Trường số {i}", 1, 100, Figures(50, i), None))
     lines = _lines(tree)
-    report = Report("agency", "2026-W48", MOMENT, None, lines[0], lines, lines[0].total)
+    report = Report("agency", "2026-W48", MOMENT, root=lines[0], lines=lines, total=lines[0].total)
     shown, count, _, _ = report_files._chosen(report, vi)
     assert count == 60 and len(shown) == MAX_BARS
     assert [b.label for b in shown][:3] == ["Trường số 0", "Trường số 1", "Trường số 2"]
@@ -554,8 +555,8 @@ def test_a_report_of_five_thousand_agencies(vi: Translator) -> None:
     assert len(lines) == 5_000
     top = [line for line in lines if line.depth == 0]
     total = sum((line.total for line in top), Figures())
-    report = Report("province", "2026-W48", MOMENT, "2026-W47", None, lines, total, None,
-                    WARDS)
+    report = Report("province", "2026-W48", MOMENT, "2026-W47", lines=lines, total=total,
+                    wards=WARDS)
     book = open_book(workbook(report, vi))
     assert book["Cấp 1"].max_row == 51
     assert book["Cấp 2"].max_row == 4_951
