@@ -528,6 +528,7 @@ def csv_bytes(report: Report, t: Translate) -> bytes:
 
 _CHART_LOCK = threading.Lock()  # matplotlib's font caches are shared: one chart at a time
 _DARK, _LIGHT, _GREY = "#1f5fa8", "#b7d0ea", "#555555"
+_FONT = "DejaVu Sans"  # Vietnamese letters all drawn; shipped with matplotlib
 
 
 @dataclass(frozen=True)
@@ -537,15 +538,35 @@ class _Bar:
     second: float | None  # joined (agencies) or vaccinated of the registered (communes)
 
 
+_GLYPHS: frozenset[int] | None = None  # the characters the chart's font draws
+
+
+def _glyphs() -> frozenset[int]:
+    """The characters DejaVu Sans (the charts' font, shipped with matplotlib) has a glyph for;
+    read once, under :data:`_CHART_LOCK`."""
+    global _GLYPHS
+    if _GLYPHS is None:
+        from matplotlib import font_manager
+        from matplotlib.ft2font import FT2Font
+
+        path = font_manager.findfont(font_manager.FontProperties(family=_FONT),
+                                     fallback_to_default=False)
+        _GLYPHS = frozenset(FT2Font(path).get_charmap())
+    return _GLYPHS
+
+
 def _short(text: str) -> str:
     """A name as a label: one space between words, letters composed (NFC: a letter and its
-    marks as one glyph, as the font draws them)."""
-    text = "".join(c for c in text if unicodedata.category(c) != "Cc" or c.isspace())
-    return unicodedata.normalize("NFC", " ".join(text.split()))
+    marks as one glyph, as the font draws them), without what the font cannot draw (an emoji,
+    a control character, a character XML cannot hold) rather than a box in its place."""
+    glyphs = _glyphs()
+    text = "".join(c for c in unicodedata.normalize("NFC", text)
+                   if c.isspace() or (ord(c) in glyphs and unicodedata.category(c) != "Cc"))
+    return _words(text)
 
 
 def _agency_bar(line: AgencyLine) -> _Bar:
-    return _Bar(_short(line.name), _share(line.total.complete, line.expected),
+    return _Bar(_short(line.name) or line.code, _share(line.total.complete, line.expected),
                 _share(line.total.joined, line.expected))
 
 
@@ -568,7 +589,7 @@ def _bars(report: Report, t: Translate) -> tuple[list[_Bar], str, str]:
     bars = [_agency_bar(line) for line in children]
     if root.own.joined:
         expected = max(0, root.expected - sum(line.expected for line in children))
-        bars.append(_Bar(_short(t("report.chart.own", name=root.name)),
+        bars.append(_Bar(_words(t("report.chart.own", name=_short(root.name) or root.code)),
                          _share(root.own.complete, expected), _share(root.own.joined, expected)))
     return bars, *legends
 
@@ -587,7 +608,8 @@ def _percent(value: float | None) -> str:
 
 def _title(report: Report, t: Translate) -> str:
     if report.root is not None:
-        return t("report.chart.title.agency", name=report.root.name, code=report.root.code)
+        root = report.root
+        return t("report.chart.title.agency", name=_short(root.name), code=root.code)
     return t(f"report.chart.title.{report.scope}")
 
 
@@ -629,7 +651,10 @@ def chart(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
         from matplotlib.figure import Figure
 
         shown, count, main_legend, second_legend = _chosen(report, t)
-        with matplotlib.rc_context({"font.family": "DejaVu Sans", "font.size": 10}):
+        # names are drawn as written: a "$" is a dollar, never the start of a formula
+        # (mathtext would draw "5$ và 10$" in italics, and "$\foo$" would not draw at all)
+        with matplotlib.rc_context({"font.family": _FONT, "font.size": 10,
+                                    "text.parse_math": False, "text.usetex": False}):
             fig = Figure(figsize=(10, 2.2 + 0.4 * max(1, len(shown))), dpi=100,
                          layout="constrained")
             FigureCanvasAgg(fig)
@@ -681,8 +706,13 @@ def _draw_bars(
               fontsize=9, frameon=False, borderaxespad=0.2)
 
 
+def _words(text: str) -> str:
+    """One space between words."""
+    return " ".join(text.split())
+
+
 def _one_line(text: str, width: int) -> str:
-    text = _short(text)
+    text = _words(text)
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 

@@ -357,6 +357,14 @@ def test_awkward_names_survive(vi: Translator) -> None:
         'Ban <Quản lý> & "Dự án" số 1 (trực tiếp)', "Tổ 1 & 2"]
 
 
+def two_agencies(name: str, child: str, code: str = "X1", child_code: str = "X2") -> Report:
+    """An agency and its one sub-unit, which had 4 joined last week and has 1 now (-3)."""
+    lines = _lines([(1, code, name, None, 10, Figures(2, 1), Figures(2, 1)),
+                    (2, child_code, child, 1, 5, Figures(1), Figures(4))])
+    return Report("agency", "2026-W48", MOMENT, "2026-W47", root=lines[0], lines=lines,
+                  total=lines[0].total, previous_total=lines[0].previous)
+
+
 def test_counts_show_thousands_and_changes_their_sign(vi: Translator) -> None:
     ws = open_book(workbook(agency_report(), vi))["Cấp 1"]
     row = next(ws.iter_rows(min_row=2, max_row=2))
@@ -456,11 +464,52 @@ def test_every_vietnamese_letter_is_in_the_font() -> None:
 
 
 def test_a_missing_glyph_would_fail(vi: Translator) -> None:
-    """The check above can fail: a name the font cannot draw makes matplotlib warn."""
-    lines = _lines([(1, "X", "Ủy ban 漢字", None, 10, Figures(2, 1), None)])
-    report = Report("agency", "2026-W48", MOMENT, None, lines[0], lines, lines[0].total)
+    """The check above can fail: a text of the catalogues the font cannot draw makes
+    matplotlib warn (names lose such characters, below; the catalogues' texts do not)."""
+
+    def t(key: str, /, **params) -> str:
+        return "Có sổ 漢字" if key == "report.chart.complete" else vi(key, **params)
+
     with pytest.warns(UserWarning, match="missing from font"):
-        chart(report, vi)
+        chart(agency_report(), t)
+
+
+def test_what_the_font_cannot_draw_is_left_out_of_names(vi: Translator) -> None:
+    """An emoji or a Chinese character in a name would be drawn as a box: it is left out;
+    a name left with nothing is shown by its code."""
+    report = two_agencies("🏥 Bệnh viện 漢字 Đa khoa", "🏥🏥")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert chart(report, vi).startswith(PNG)
+    assert [str(w.message) for w in caught] == []
+    assert report_files._title(report, vi).startswith("Bệnh viện Đa khoa")
+    assert [b.label for b in report_files._chosen(report, vi)[0]] == [
+        "X2", "Bệnh viện Đa khoa (trực tiếp)"]
+    # the workbook and the CSV keep the names as they are
+    assert parse_csv(csv_bytes(report, vi))[1]["Tên đơn vị"] == "🏥🏥"
+
+
+@pytest.mark.parametrize("name", ["Quỹ 5$ và 10$", "Công ty $\\foo$", "a$^$b", "$", "$x^2$"])
+def test_dollars_in_names_are_drawn_as_dollars(
+    vi: Translator, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matplotlib reads "$…$" as a formula (mathtext): "$\\foo$" would stop the chart, and
+    "5$ và 10$" would be drawn in italics without its dollars. Every text is drawn as written."""
+    from matplotlib.text import Text
+
+    drawn: list[tuple[str, bool]] = []
+    draw = Text.draw
+
+    def spy(self: Text, renderer) -> None:
+        drawn.append((self.get_text(), self.get_parse_math()))
+        return draw(self, renderer)
+
+    monkeypatch.setattr(Text, "draw", spy)
+    assert chart(two_agencies(name, name), vi).startswith(PNG)
+    texts = [text for text, _ in drawn]
+    assert any(text.startswith(name) for text in texts)  # the title
+    assert name in texts  # the sub-unit's bar
+    assert all(parse is False for _, parse in drawn)
 
 
 def test_chart_bars_laggards_first(vi: Translator) -> None:
