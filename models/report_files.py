@@ -24,6 +24,7 @@ import csv
 import datetime as dt
 import io
 import os
+import re
 import tempfile
 import textwrap
 import threading
@@ -235,7 +236,7 @@ def _subject(report: Report, t: Translate) -> str:
 
 def _sheet_title(text: str, taken: set[str]) -> str:
     """A sheet's name Excel accepts: no ``[]:*?/\\``, at most 31 characters, not taken."""
-    base = " ".join(text.translate(_FORBIDDEN).split()).strip("'")[:31] or "Sheet"
+    base = " ".join(_clean(text).translate(_FORBIDDEN).split()).strip("'")[:31] or "Sheet"
     title, n = base, 1
     while title.casefold() in taken:
         n += 1
@@ -277,7 +278,12 @@ class _Book:
              font: Any = None) -> Any:
         from openpyxl.cell import WriteOnlyCell
 
-        cell = WriteOnlyCell(ws, value=value)
+        value = _clean(value)
+        cell = WriteOnlyCell(ws, value=value if value != "" else None)
+        if isinstance(value, str) and value:
+            # text as text, whatever it begins with: openpyxl makes "=…" a formula and
+            # "#N/A" an error; a name is never either
+            cell.data_type = "s"
         if font is not None:
             cell.font = font
         elif bold:
@@ -296,7 +302,7 @@ class _Book:
 
     def row(self, ws: Any, columns: list[_Column], values: list[Any]) -> None:
         ws.append([
-            self.cell(ws, _clean(v), kind=c.kind) if c.kind in _FORMATS else _clean(v)
+            None if v is None else self.cell(ws, v, kind=c.kind)
             for c, v in zip(columns, values, strict=True)
         ])
 
@@ -331,14 +337,19 @@ class _Book:
         return _restamp(raw.getvalue(), moment, spliced)
 
 
+#: what XML 1.0 cannot hold (its ``Char``): control characters but tab and line ends, lone
+#: surrogates, U+FFFE and U+FFFF; one of them in a name would make the whole workbook unreadable
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: characters in a cell at most (Excel's limit; openpyxl cuts there too)
+_CELL_MAX = 32_767
+
+
 def _clean(value: Any) -> Any:
-    """Text without the control characters a workbook cannot hold (a name pasted from
-    elsewhere may have one); anything else as it is."""
+    """Text without the characters a workbook cannot hold (a name pasted from elsewhere may
+    have one), at most :data:`_CELL_MAX` long; anything else as it is."""
     if not isinstance(value, str):
         return value
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    return ILLEGAL_CHARACTERS_RE.sub("", value)
+    return _NOT_XML.sub("", value)[:_CELL_MAX]
 
 
 def _text_xml(value: str) -> str:
@@ -401,7 +412,7 @@ def _summary(book: _Book, report: Report, t: Translate, tz: ZoneInfo, doses: int
     if report.scope == "communes":
         about.pop(1)
     for key, value in about:
-        ws.append([book.cell(ws, t(key), bold=True), _clean(value)])
+        ws.append([book.cell(ws, t(key), bold=True), book.cell(ws, value)])
     ws.append([])
     columns = [
         _Column(t("report.file.figure"), "text", 0),
@@ -454,7 +465,7 @@ def _summary(book: _Book, report: Report, t: Translate, tz: ZoneInfo, doses: int
             book.row(ws, columns, [t(key), count, share, changed])
         ws.append([])
     if report.lines:
-        ws.append([t("report.file.note")])
+        ws.append([book.cell(ws, t("report.file.note"))])
 
 
 def workbook(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
@@ -487,11 +498,21 @@ def workbook(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
+#: what makes a spreadsheet read a CSV field as a formula (OWASP's list)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any, kind: str) -> Any:
     if value is None:
         return ""
     if kind == "share":
         return f"{value * 100:.1f}"
+    if isinstance(value, str):
+        value = _clean(value)  # as in the workbook: a lone surrogate could not even be encoded
+        if value.startswith(_FORMULA_START):
+            # a name or code as text, never a formula Excel or LibreOffice would run:
+            # the quote is how they mark text; numbers (a change of -3) stay numbers
+            return "'" + value
     return value
 
 

