@@ -1,7 +1,8 @@
 """The command line of weekly reports: ``healthbook report --week 2026-W48 [--agency CODE |
 --communes] --format xlsx|csv --output FILE`` writes a week's report as the chat sends it (the
-province's without ``--agency``), ``healthbook report snapshot --week W`` stores a week's
-figures now (after a missed Monday), ``healthbook report weeks`` lists the stored weeks.
+province's without ``--agency``), ``healthbook report snapshot --week W [--late]`` stores a
+week's figures now (after a missed Monday; an older week only with ``--late``, counted with
+today's agencies and data), ``healthbook report weeks`` lists the stored weeks.
 Registered on :data:`bot.cli.app` when :mod:`bot.cli` loads.
 
 Every option is checked before the database is opened (a usage error: exit status 2); a
@@ -55,6 +56,21 @@ def _week(text: str | None) -> str:
         return parse_week(text)
     except ValueError as exc:
         raise typer.BadParameter(f"{exc} (e.g. 2026-W48)", param_hint="--week") from None
+
+
+LATE_WARNING = (
+    "warning: week {week} was stored late ({taken}): counted at its end, but with the "
+    "agencies (tree, names, expected staff) and health books of that day; no change since "
+    "the week before is counted from it"
+)
+
+
+def _not_stored(week: str, example: str) -> _Refused:
+    return _Refused(
+        f"no figures were stored for week {week} (e.g. --week {example}); to count it now "
+        f"anyway: healthbook report snapshot --week {week} --late (with today's agencies "
+        f"and data)"
+    )
 
 
 def _run(config: Path | None, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -127,8 +143,9 @@ def report(
 ) -> None:
     """Weekly coverage reports. With --week and --output: write a week's report to a file, the
     province's (every agency, and the communes and wards), one agency's and its sub-units'
-    (--agency CODE), or the communes and wards' (--communes); a week not yet stored is stored
-    first. Or: snapshot (store a week now), weeks (the stored weeks)."""
+    (--agency CODE), or the communes and wards' (--communes); the last complete week is stored
+    first when it is not yet, an older week must have been stored. Or: snapshot (store a week
+    now), weeks (the stored weeks)."""
     if ctx.invoked_subcommand is not None:
         if any(v is not None for v in (week, agency, fmt, output, config)) or communes:
             raise typer.BadParameter(
@@ -162,7 +179,7 @@ def report(
 
     async def work(session: AsyncSession) -> Report:
         from models.agencies import by_code
-        from models.reports import build
+        from models.reports import NotStored, build
 
         root = None
         if code is not None:
@@ -172,6 +189,8 @@ def report(
         try:
             return await build(session, scope=scope, tz=tz, now=_now(), week=the_week,
                                agency=root)  # fmt: skip
+        except NotStored as exc:
+            raise _not_stored(exc.week, exc.example) from None
         except ValueError as exc:
             raise _Refused(str(exc)) from None
 
@@ -192,26 +211,43 @@ def report(
     typer.echo(f"{output}: {fmt}, week {the_week}, {subject}")
     typer.echo(_headline(built))
     if built.previous_week is None:
-        typer.echo("no figures stored for the week before: no change shown")
+        typer.echo("no figures stored in time for the week before: no change shown")
+    if built.late:
+        typer.echo(LATE_WARNING.format(week=the_week, taken=_local(built.taken_at, tz)),
+                   err=True)  # fmt: skip
 
 
 @report_app.command("snapshot")
-def snapshot(week: WeekOpt = None, config: ConfigOpt = None) -> None:
+def snapshot(
+    week: WeekOpt = None,
+    late: Annotated[
+        bool,
+        typer.Option(
+            "--late",
+            help="store a week older than the last complete one: counted at its end, but with "
+            "today's agencies and health books",
+        ),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
     """Store a week's figures now (once: a week already stored is left as it is), e.g. after
-    a Monday the bot was not running."""
+    a Monday the bot was not running. The last complete week is exact; an older week only
+    with --late, and it is marked late."""
     the_week = _week(week)
     settings = _settings(config)
     tz = ZoneInfo(settings.bot.timezone)
 
-    async def work(session: AsyncSession) -> tuple[bool, str, int, int]:
+    async def work(session: AsyncSession) -> tuple[bool, bool, str, int, int]:
         from sqlalchemy import func, select
 
-        from models.reports import take_snapshot
+        from models.reports import NotStored, is_late, take_snapshot
         from models.tables import AgencyWeek, ReportWeek, WardWeek
 
         had = await session.get(ReportWeek, the_week) is not None
         try:
-            stored = await take_snapshot(session, the_week, tz, _now())
+            stored = await take_snapshot(session, the_week, tz, _now(), late=late)
+        except NotStored as exc:
+            raise _not_stored(exc.week, exc.example) from None
         except ValueError as exc:
             raise _Refused(str(exc)) from None
         agencies = await session.scalar(
@@ -220,12 +256,15 @@ def snapshot(week: WeekOpt = None, config: ConfigOpt = None) -> None:
         wards = await session.scalar(
             select(func.count()).select_from(WardWeek).where(WardWeek.week == the_week)
         )
-        return had, _local(stored.taken_at, tz), agencies or 0, wards or 0
+        taken = _local(stored.taken_at, tz)
+        return had, is_late(stored), taken, agencies or 0, wards or 0
 
-    had, taken, agencies, wards = _run(config, work)
+    had, was_late, taken, agencies, wards = _run(config, work)
     state = "already stored" if had else "stored"
     typer.echo(f"week {the_week} {state} (taken {taken}): {agencies} agencies, {wards} communes "
                f"and wards")  # fmt: skip
+    if was_late:
+        typer.echo(LATE_WARNING.format(week=the_week, taken=taken), err=True)
 
 
 @report_app.command("weeks")
@@ -238,7 +277,7 @@ def weeks(config: ConfigOpt = None) -> None:
     async def work(session: AsyncSession) -> list[str]:
         from sqlalchemy import func, select
 
-        from models.reports import stored_weeks
+        from models.reports import is_late, stored_weeks
         from models.tables import AgencyWeek
 
         rows = await session.execute(
@@ -246,8 +285,9 @@ def weeks(config: ConfigOpt = None) -> None:
         )
         counts = {week: n for week, n in rows}
         return [
-            f"{w.week}  counted at {_local(w.moment, tz)}  taken {_local(w.taken_at, tz)}  "
-            f"planned {_local(w.planned_at, tz)}  {counts.get(w.week, 0)} agencies"
+            f"{w.week}  counted at {_local(w.moment, tz)}  taken {_local(w.taken_at, tz)}"
+            f"{' (late)' if is_late(w) else ''}  planned {_local(w.planned_at, tz)}  "
+            f"{counts.get(w.week, 0)} agencies"
             for w in await stored_weeks(session)
         ]
 

@@ -58,6 +58,8 @@ _WEEK = re.compile(r"^\s*(\d{4})-?[Ww](\d{1,2})\s*$")
 SCOPES = ("agency", "province", "communes")
 #: adults: 18 and older at the report's moment
 ADULT_AGE = 18
+#: the years a week may be asked for (typed in the chat or the command line)
+FIRST_YEAR, LAST_YEAR = 2000, 2099
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,11 +69,14 @@ ADULT_AGE = 18
 
 def parse_week(text: str) -> str:
     """An ISO week, ``2026-W48`` (also ``2026w48``, ``2026-W5``), normalized; ValueError when
-    it is not one (week 53 only in the years that have it)."""
+    it is not one (week 53 only in the years that have it) or its year is not between
+    :data:`FIRST_YEAR` and :data:`LAST_YEAR` (a far year would overflow the date arithmetic)."""
     m = _WEEK.match(text)
     if m is None:
         raise ValueError("a week is written YEAR-Wnn, e.g. 2026-W48")
     year, week = int(m.group(1)), int(m.group(2))
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"a week's year is between {FIRST_YEAR} and {LAST_YEAR}")
     try:
         dt.date.fromisocalendar(year, week, 1)
     except ValueError:
@@ -80,9 +85,12 @@ def parse_week(text: str) -> str:
 
 
 def week_monday(week: str) -> dt.date:
-    """The Monday a week starts on."""
-    year, _, num = parse_week(week).partition("-W")
-    return dt.date.fromisocalendar(int(year), int(num), 1)
+    """The Monday a week starts on (a week as :func:`parse_week` or this module wrote it; the
+    week after :data:`LAST_YEAR`'s last is one too: it is where that week ends)."""
+    m = _WEEK.match(week)
+    if m is None:
+        raise ValueError("a week is written YEAR-Wnn, e.g. 2026-W48")
+    return dt.date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
 
 
 def week_start(week: str, tz: ZoneInfo) -> dt.datetime:
@@ -199,6 +207,9 @@ class Report:
     week: str | None
     moment: dt.datetime
     previous_week: str | None = None  # the week the change is counted from, when stored
+    #: a stored week's: when its figures were taken, and whether that was late (is_late)
+    taken_at: dt.datetime | None = None
+    late: bool = False
     root: AgencyLine | None = None
     lines: list[AgencyLine] = field(default_factory=list)
     total: Figures = field(default_factory=Figures)
@@ -360,14 +371,52 @@ async def ward_figures(session: AsyncSession, moment: dt.datetime) -> list[WardL
 # --------------------------------------------------------------------------------------------
 
 
+class NotStored(ValueError):
+    """A week whose figures were not stored and can no longer be counted as they were (it is
+    older than the last complete week). ``example``: the stored week nearest to it, else the
+    last complete week (which can be stored)."""
+
+    def __init__(self, week: str, example: str) -> None:
+        super().__init__(f"no figures were stored for week {week} (e.g. week {example})")
+        self.week, self.example = week, example
+
+
+def is_late(stored: ReportWeek) -> bool:
+    """Whether a week's figures were stored late: after the week that followed it had ended
+    too (``healthbook report snapshot --late``). They are counted at the week's end, but with
+    the agencies' tree, names and expected staff, and the health books, as they were when
+    stored; the change since last week is never counted from such a week."""
+    return as_aware(stored.taken_at) >= as_aware(stored.moment) + dt.timedelta(weeks=1)
+
+
+async def nearest_week(session: AsyncSession, week: str, tz: ZoneInfo, now: dt.datetime) -> str:
+    """The stored week nearest to ``week`` (the later of two as near); the last complete week
+    at ``now`` when none is stored."""
+    earlier = await session.scalar(
+        select(ReportWeek.week).where(ReportWeek.week < week).order_by(ReportWeek.week.desc())
+        .limit(1)
+    )  # fmt: skip
+    later = await session.scalar(
+        select(ReportWeek.week).where(ReportWeek.week > week).order_by(ReportWeek.week).limit(1)
+    )
+    if earlier is None or later is None:
+        return later or earlier or last_complete_week(now, tz)
+    monday = week_monday(week)
+    if monday - week_monday(earlier) < week_monday(later) - monday:
+        return earlier
+    return later
+
+
 async def take_snapshot(
-    session: AsyncSession, week: str, tz: ZoneInfo, now: dt.datetime
+    session: AsyncSession, week: str, tz: ZoneInfo, now: dt.datetime, *, late: bool = False
 ) -> ReportWeek:
     """Store a week's figures (once: a week already stored is returned as it is), counted at
     its end: one row per agency (its own members; its code, name, place in the tree and
     expected staff copied) and one per commune or ward with health books. ValueError when the
-    week has not ended at ``now``. Another process storing the same week at once: its row
-    wins and is returned."""
+    week has not ended at ``now``; :class:`NotStored` when it is not stored and older than the
+    last complete week, unless ``late`` (the command line's ``--late``: counted at its end
+    with today's tree and data, see :func:`is_late`). Another process storing the same week at
+    once: its row wins and is returned."""
     week = parse_week(week)
     moment = week_end(week, tz)
     if as_aware(now) < moment:
@@ -375,6 +424,8 @@ async def take_snapshot(
     stored = await session.get(ReportWeek, week)
     if stored is not None:
         return stored
+    if not late and week != last_complete_week(now, tz):
+        raise NotStored(week, await nearest_week(session, week, tz, now))
     figures = await own_figures(session, moment)
     wards = await ward_figures(session, moment)
     agencies = await session.execute(
@@ -534,11 +585,13 @@ async def build(
     agency: Agency | int | None = None,
 ) -> Report:
     """A report: of ``agency``'s subtree (scope ``agency``), of every agency and every commune
-    (``province``), or of the communes only (``communes``); for a stored ``week`` (stored now
-    when it has ended and was not yet; ValueError when it has not ended) or live at ``now``.
-    The change is counted from the week before ``week`` (live: the last complete week), when
-    its figures are stored. ValueError: an unknown scope, no agency for scope ``agency``, or
-    an agency that had no figures in that week."""
+    (``province``), or of the communes only (``communes``); for a stored ``week`` or live at
+    ``now``. A week not stored is stored now only when it is the last complete week (counted
+    right after its end, it is exact); an older one raises :class:`NotStored`, a week not
+    ended ValueError. The change is counted from the week before ``week`` (live: the last
+    complete week) when its figures were stored in time (not :func:`is_late`), so a stored
+    week's report never changes. ValueError: an unknown scope, no agency for scope
+    ``agency``, or an agency that had no figures in that week."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
     root_id: int | None = None
@@ -546,27 +599,34 @@ async def build(
         if agency is None:
             raise ValueError("scope 'agency' needs an agency")
         root_id = agency if isinstance(agency, int) else agency.id
+    taken: ReportWeek | None = None
     if week is not None:
         week = parse_week(week)
-        await take_snapshot(session, week, tz, now)
+        taken = await take_snapshot(session, week, tz, now)
         moment = week_end(week, tz)
         previous_week = shift_week(week, -1)
     else:
         moment = as_aware(now)
         previous_week = last_complete_week(now, tz)
-    if await session.get(ReportWeek, previous_week) is None:
+    before = await session.get(ReportWeek, previous_week)
+    if before is None or is_late(before):
         previous_week = None
-    report = Report(scope=scope, week=week, moment=moment, previous_week=previous_week)
+    report = Report(
+        scope=scope, week=week, moment=moment, previous_week=previous_week,
+        taken_at=taken.taken_at if taken else None, late=taken is not None and is_late(taken),
+    )  # fmt: skip
 
     if scope in ("province", "communes"):
         report.wards = (
             await _stored_wards(session, week) if week else await ward_figures(session, moment)
         )
         if previous_week is not None:
+            # a commune without a row that week had no health book registered then
             stored = await _stored_wards(session, previous_week)
-            before = {w.ward_code: w.registered for w in stored}
+            registered = {w.ward_code: w.registered for w in stored}
             report.wards = [
-                replace(w, previous_registered=before.get(w.ward_code)) for w in report.wards
+                replace(w, previous_registered=registered.get(w.ward_code, 0))
+                for w in report.wards
             ]
     if scope == "communes":
         return report

@@ -517,6 +517,84 @@ async def test_the_change_since_last_week(data: Data) -> None:
     assert head.wards == [] and head.previous_total == fig(1, 1)
 
 
+async def test_an_older_week_is_not_stored_on_demand(data: Data) -> None:
+    """Only the last complete week is stored when a report asks for it; an older week is
+    refused with the nearest stored week as an example, and nothing is stored."""
+    dept = await data.agency("SYT", expected=5)
+    staff, _ = await data.person(END47 - 10 * DAY)
+    await data.join(staff, dept, END47 - 10 * DAY)
+    now = END48 + 8 * DAY  # W49 is the last complete week
+    with pytest.raises(rp.NotStored) as refused:
+        await data.build(scope="agency", agency=dept, week="2001-W01", now=now)
+    assert (refused.value.week, refused.value.example) == ("2001-W01", W49)  # none stored
+    async with data.tx() as s:
+        assert await rp.stored_weeks(s) == []
+    with pytest.raises(rp.NotStored):
+        await data.snapshot(W48, now=now)
+    await data.snapshot(W49, now=now)  # the last complete week: stored on demand
+    for week in ("2001-W01", W47, W48):
+        with pytest.raises(rp.NotStored) as refused:
+            await data.build(scope="province", week=week, now=now)
+        assert refused.value.example == W49
+    async with data.tx() as s:
+        assert [w.week for w in await rp.stored_weeks(s)] == [W49]
+        assert await s.scalar(select(func.count()).select_from(AgencyWeek)) == 1
+
+
+async def test_a_late_week_does_not_change_a_stored_week(data: Data) -> None:
+    """W48 stored at its end said "no change yet"; W47 stored later (the command line's
+    --late) is marked late, and W48's report stays as it was: no change counted from it."""
+    dept = await data.agency("SYT", expected=5)
+    staff, _ = await data.person(END47 - 10 * DAY)
+    await data.join(staff, dept, END47 - 10 * DAY)
+    on_time = await data.snapshot(W48)
+    assert not rp.is_late(on_time)
+    before = await data.build(scope="province", week=W48)
+    assert before.previous_week is None and not before.late
+    async with data.tx() as s:
+        late = await rp.take_snapshot(s, W47, TZ, END48 + DAY, late=True)
+        assert rp.is_late(late)
+    after = await data.build(scope="province", week=W48)
+    assert after == before
+    old = await data.build(scope="province", week=W47)
+    assert old.late and old.taken_at == END48 + DAY and old.total == fig(1, 1)
+    live = await data.build(scope="province", now=END48 + DAY)
+    assert live.previous_week == W48 and live.previous_total == fig(1, 1)
+
+
+async def test_a_week_stored_after_a_missed_monday_is_on_time(data: Data) -> None:
+    """Stored days after its end, while it is still the last complete week (the bot was down
+    on Monday): not late, and the next week's change is counted from it."""
+    dept = await data.agency("SYT", expected=5)
+    staff, _ = await data.person(END47 - 10 * DAY)
+    await data.join(staff, dept, END47 - 10 * DAY)
+    stored = await data.snapshot(W47, now=END48 - HOUR)
+    assert not rp.is_late(stored)
+    report = await data.build(scope="province", week=W48)
+    assert report.previous_week == W47 and report.previous_total == fig(1, 1)
+
+
+def test_weeks_far_away_are_refused() -> None:
+    for week in ("9999-W52", "0001-W01", "1999-W52", "2100-W01"):
+        with pytest.raises(ValueError, match="between 2000 and 2099"):
+            rp.parse_week(week)
+    assert rp.parse_week("2099w52") == "2099-W52"
+    assert rp.week_end("2099-W52", TZ) < rp.week_end("2099-W53", TZ)  # the year's last week
+    assert rp.shift_week("2000-W01", -1) == "1999-W52"
+
+
+async def test_the_residents_change_counts_a_new_commune_from_zero(data: Data) -> None:
+    """A commune with its first health book this week: last week it had none (0, not
+    unknown), so the residents' change adds up over every commune."""
+    await data.book(None, END47 - DAY, relation="assisted", ward=SAPA)
+    await data.snapshot(W47)
+    await data.book(None, END48 - DAY, relation="assisted", ward=BAT_XAT)
+    report = await data.build(scope="communes", week=W48)
+    assert [(w.ward_code, w.registered, w.previous_registered) for w in report.wards] == [
+        (SAPA, 1, 1), (BAT_XAT, 1, 0)
+    ]  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Property: the roll-up adds up, and the SQL counts what a plain count over the rows counts
 # --------------------------------------------------------------------------------------------
@@ -702,8 +780,8 @@ def test_roll_up_adds_up_and_counts_like_a_plain_count(
 # --------------------------------------------------------------------------------------------
 
 
-# weeks already ended by the real clock the command reads
 CLI_END = rp.week_end("2026-W45", TZ)
+CLI_END46 = rp.week_end("2026-W46", TZ)
 
 
 async def _cli_data(url: str) -> None:
@@ -733,14 +811,20 @@ async def _cli_data(url: str) -> None:
 
 
 @pytest.fixture
-def cli(db_url: str, tmp_path: Path) -> Callable[..., tuple[int, str, str]]:
-    """``healthbook`` on a database with :func:`_cli_data`."""
+def cli(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[int, str, str]]:
+    """``healthbook`` on a database with :func:`_cli_data`, its clock at ``at`` (by default an
+    hour after week 45 ended: the last complete week)."""
+    from bot import cli_reports
+
     asyncio.run(_cli_data(db_url))
     config = tmp_path / "config.toml"
     config.write_text(f'[database]\nurl = "{db_url}"\n')
     runner = CliRunner()
 
-    def invoke(*args: str) -> tuple[int, str, str]:
+    def invoke(*args: str, at: dt.datetime = CLI_END + HOUR) -> tuple[int, str, str]:
+        monkeypatch.setattr(cli_reports, "_now", lambda: at)
         result = runner.invoke(cli_app, [*args, "--config", str(config)])
         assert result.exception is None or isinstance(result.exception, SystemExit), result
         return result.exit_code, result.stdout, result.stderr
@@ -762,6 +846,31 @@ def test_cli_snapshot_and_weeks(cli: Callable[..., tuple[int, str, str]]) -> Non
     )
     code, _, err = cli("report", "snapshot", "--week", "2099-W01")
     assert code == 1 and "has not ended" in err
+
+
+def test_cli_stores_an_older_week_only_when_told_it_is_late(
+    cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    """Two weeks later, week 45 is refused (exit 1) with the advice; stored with --late and a
+    warning; marked late in the list; its report written with the warning again."""
+    later = CLI_END46 + 8 * DAY  # week 47 is the last complete week
+    out = str(tmp_path / "r.xlsx")
+    code, _, err = cli("report", "--week", "2026-W45", "--output", out, at=later)
+    assert code == 1 and "no figures were stored for week 2026-W45" in err
+    assert "snapshot --week 2026-W45 --late" in err and "e.g. --week 2026-W47" in err
+    code, _, err = cli("report", "snapshot", "--week", "2026-W45", at=later)
+    assert code == 1 and "--late" in err
+    assert cli("report", "weeks", at=later)[1] == "no week stored yet\n"
+    code, out_, err = cli("report", "snapshot", "--week", "2026-W45", "--late", at=later)
+    assert code == 0 and out_.startswith("week 2026-W45 stored")
+    assert err.startswith("warning: week 2026-W45 was stored late")
+    assert "(late)" in cli("report", "weeks", at=later)[1]
+    code, out_, err = cli("report", "--week", "2026-W45", "--output", out, at=later)
+    assert code == 0 and "warning: week 2026-W45 was stored late" in err
+    code, _, err = cli("report", "snapshot", "--week", "2026-W47", "--late", at=later)
+    assert code == 0 and err == ""  # the last complete week: on time, --late or not
+    code, out_, _ = cli("report", "weeks", at=later)
+    assert out_.splitlines()[0].startswith("2026-W47") and "(late)" not in out_.splitlines()[0]
 
 
 def _sheets(path: Path) -> dict[str, dict[object, dict[str, object]]]:
@@ -792,7 +901,7 @@ def test_cli_writes_the_workbook(cli: Callable[..., tuple[int, str, str]], tmp_p
     assert code == 0, err
     assert f"{path}: xlsx, week 2026-W45, province" in out
     assert "3 agencies: staff joined 3 of 21 expected, complete health book 2, booked 1" in out
-    assert "no figures stored for the week before" in out
+    assert "no figures stored in time for the week before" in out
     sheets = _sheets(path)
     top, second = sheets["Cấp 1"], sheets["Cấp 2"]
     assert {code: (row[EXPECTED], row[JOINED], row[COMPLETE]) for code, row in top.items()} == {
@@ -803,10 +912,10 @@ def test_cli_writes_the_workbook(cli: Callable[..., tuple[int, str, str]], tmp_p
     assert top["SYT"]["Đã tiêm mũi 1"] == 1 and top["SYT"]["Người thân đã đăng ký"] == 1
     assert sheets["Xã, phường"][3006]["Đã đăng ký"] == 3
 
-    path = tmp_path / "week48.xlsx"
-    code, out, err = cli("report", "--week", "2026-W46", "--output", str(path))
+    path = tmp_path / "week46.xlsx"
+    code, out, err = cli("report", "--week", "2026-W46", "--output", str(path), at=CLI_END46)
     assert code == 0, err
-    assert "no figures stored" not in out
+    assert "no figures stored in time" not in out
     top = _sheets(path)["Cấp 1"]
     assert (top["SYT"][JOINED], top["SYT"][JOINED_CHANGE]) == (2, -1)
     assert (top["SGD"][JOINED], top["SGD"][JOINED_CHANGE]) == (1, 1)
@@ -857,4 +966,9 @@ def test_cli_refusals(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) 
     assert code == 1 and err == "error: no agency with code NOPE\n"
     code, _, err = cli("report", "--week", "2099-W01", "--output", out)
     assert code == 1 and "has not ended" in err
+    for far in ("9999-W52", "0001-W01"):
+        code, _, err = cli("report", "--week", far, "--output", out)
+        assert code == 2 and "between 2000 and 2099" in err
+        code, _, err = cli("report", "snapshot", "--week", far)
+        assert code == 2 and "between 2000 and 2099" in err
     assert not (tmp_path / "r.xlsx").exists()
