@@ -31,6 +31,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: problems of a CSV file listed (the others counted)
+SHOWN_PROBLEMS = 50
+
+
 def _code(text: str, hint: str) -> str:
     """An agency code as stored, or a usage error naming the option."""
     from models.agencies import normalize_code
@@ -66,7 +70,8 @@ def agencies_import(
     source = ag.SAMPLE if sample else file
     assert source is not None
     try:
-        data = source.read_bytes()
+        with source.open("rb") as stream:  # a larger file is refused: no need to read it all
+            data = stream.read(ag.MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise typer.BadParameter(
             f"cannot read {source}: {exc.strerror}", param_hint="FILE"
@@ -84,8 +89,10 @@ def agencies_import(
             f"({count} problem{'s' if count != 1 else ''})",
             err=True,
         )
-        for problem in exc.problems:
+        for problem in exc.problems[:SHOWN_PROBLEMS]:
             typer.echo(f"  {problem}", err=True)
+        if count > SHOWN_PROBLEMS:
+            typer.echo(f"  … and {count - SHOWN_PROBLEMS} more problems", err=True)
         raise typer.Exit(1) from None
     typer.echo(
         f"{done.created} created, {done.updated} updated, {done.unchanged} unchanged"
@@ -94,9 +101,12 @@ def agencies_import(
 
 
 def _line(listed: Listed) -> str:
+    """An agency's line (its name safe for a terminal, whatever an older import let in)."""
+    from models.agencies import printable
+
     agency = listed.agency
     return (
-        f"{'  ' * listed.depth}{agency.code}  {agency.name}  "
+        f"{'  ' * listed.depth}{agency.code}  {printable(agency.name)}  "
         f"{listed.members}/{agency.expected_staff}"
     )
 
@@ -155,12 +165,16 @@ def agencies_add(
     from models import agencies as ag
 
     code = _code(code, "--code")
+    reserved = ag.code_problem(code)
+    if reserved is not None:
+        raise typer.BadParameter(reserved, param_hint="--code")
     parent_code = _code(parent, "--parent") if parent is not None else None
     if parent_code == code:
         raise typer.BadParameter("an agency cannot be its own parent", param_hint="--parent")
-    name = " ".join(name.split())
-    if not name or len(name) > ag.NAME_MAX:
-        raise typer.BadParameter(f"1 to {ag.NAME_MAX} characters", param_hint="--name")
+    try:
+        name = ag.clean_name(name)
+    except ag.TextProblem as exc:
+        raise typer.BadParameter(str(exc), param_hint="--name") from None
     if kind.strip().lower() not in ag.KINDS:
         raise typer.BadParameter(f"one of {', '.join(ag.KINDS)}", param_hint="--kind")
     if not 0 <= expected <= ag.EXPECTED_MAX:

@@ -4,8 +4,9 @@ the agencies they head, page by page, each removable (asked again before it is d
 
 Choices: ``ag:rm:<agency>:<membership>`` (remove: asks), ``ag:ok:<agency>:<membership>``
 (remove: done), ``ag:pg:<agency>:<offset>`` (the next page), ``ag:keep``. Every press is
-checked again (the presser heads that agency or one above it, the member is still in it): a
-forged or stale one gets one polite refusal and changes nothing. (Built on
+checked again (the presser heads that agency itself, as listed, and the member is still in
+it; a head of an agency above reads its reports, not its staff's names): a forged or stale
+one gets one polite refusal and changes nothing. (Built on
 :mod:`models.agencies`; on Zalo the choices are numbered lines.)
 """
 
@@ -184,7 +185,7 @@ async def pressed(turn_: Turn) -> None:
     assert agency_id is not None and number is not None
     agency = await session.get(Agency, agency_id)
     account = turn_.account
-    if agency is None or account is None or not await ag.may_read(session, account, agency):
+    if agency is None or account is None or not await ag.heads(session, account, agency):
         _refuse(turn_)
         return
     if parts[0] == "pg":

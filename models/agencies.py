@@ -15,11 +15,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +44,132 @@ def normalize_code(text: str) -> str:
     return code
 
 
+#: codes that /agency or /report read as a word (leave; the province; the communes), whatever
+#: agency holds them: refused for new and imported agencies (see :func:`code_problem`)
+RESERVED_CODES = frozenset({"LEAVE", "ROI", "THOAT", "PROVINCE", "TINH", "COMMUNES", "XA"})
+_WEEKISH = re.compile(r"^\d{4}-?W", re.IGNORECASE)  # /report reads it as a week
+
+
+def code_problem(code: str) -> str | None:
+    """Why an agency cannot be given ``code`` (as stored, see :func:`normalize_code`), or
+    None: a word of /agency or /report, a week, or a first character that is not a letter or
+    digit (a spreadsheet would read ``-A1`` as a formula)."""
+    if code in RESERVED_CODES:
+        return (
+            f"the code {code} is a word of /agency or /report (leave, the province, the "
+            "communes): choose another code"
+        )
+    if _WEEKISH.match(code):
+        return f"the code {code} reads as a week in /report (like 2026-W48): choose another code"
+    if not code[:1].isalnum():
+        return f"the code {code} must begin with a letter or a digit"
+    return None
+
+
+class TextProblem(ValueError):
+    """A name that cannot be stored: ``key`` and ``params`` name the message (agency.po);
+    the text itself says it in English (the CSV's and the command line's language)."""
+
+    def __init__(self, reason: str, key: str, **params: Any) -> None:
+        super().__init__(reason)
+        self.key, self.params = key, params
+
+
+#: characters no name holds: controls, invisible formatting, surrogates, private use and
+#: unassigned code points (U+FFFE, U+FFFF and the other non-characters among them)
+_NOT_IN_A_NAME = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: any character that is not printable as ``\\uXXXX``."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
+def _misread_bytes() -> dict[str, int]:
+    """Each character a byte 0x80-0xFF reads as in Windows-1252, Windows-1258 or Latin-1."""
+    table = {chr(b): b for b in range(0x80, 0x100)}
+    for encoding in ("cp1258", "cp1252"):
+        for b in range(0x80, 0x100):
+            try:
+                table[bytes([b]).decode(encoding)] = b
+            except UnicodeDecodeError:
+                continue
+    return table
+
+
+def _vietnamese_letters() -> frozenset[str]:
+    """The letters of Vietnamese beyond ASCII, both cases (precomposed)."""
+    tones = ("", "\u0300", "\u0301", "\u0303", "\u0309", "\u0323")
+    small = {unicodedata.normalize("NFC", v + t) for v in "aăâeêioôơuưy" for t in tones} | {"đ"}
+    return frozenset(c for c in small | {c.upper() for c in small} if not c.isascii())
+
+
+_MISREAD = _misread_bytes()
+_VIETNAMESE = _vietnamese_letters()
+#: after Ã or Ă (0xC3), typographic marks are real text ("NGÃ”"), not a letter misread
+_MARKS = frozenset("\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u2026\u2039\u203a\xa0\xad")
+
+
+def garbled(text: str) -> tuple[str, str] | None:
+    """The first run of ``text`` that is a Vietnamese letter's UTF-8 read as Windows-1252 or
+    -1258 (a CSV UTF-8 file opened in Excel as ANSI and saved again: ``Sá»Ÿ`` for ``Sở``),
+    with that letter; None when there is none. Only runs that spell a Vietnamese letter
+    count, and real Vietnamese never holds them (a letter read as a byte 0x80-0xBF is not a
+    Vietnamese letter)."""
+    for i, char in enumerate(text):
+        lead = _MISREAD.get(char, 0)
+        if not 0xC2 <= lead <= 0xEF:
+            continue
+        run = text[i : i + (2 if lead < 0xE0 else 3)]
+        raw = bytes(_MISREAD.get(c, 0) for c in run)
+        if len(run) < (2 if lead < 0xE0 else 3) or not all(0x80 <= b <= 0xBF for b in raw[1:]):
+            continue
+        if lead == 0xC3 and run[1] in _MARKS:
+            continue
+        try:
+            letter = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if letter in _VIETNAMESE:
+            return run, letter
+    return None
+
+
+def clean_name(text: str) -> str:
+    """An agency name as stored: spaces trimmed and collapsed, NFC. :class:`TextProblem` when
+    it is empty or too long, was read in the wrong encoding, or holds a character no name
+    holds (controls, invisible formatting, non-characters, lone surrogates)."""
+    misread = garbled(text)
+    if misread is not None:
+        run, letter = misread
+        raise TextProblem(
+            f'the name looks garbled ("{printable(run)}" is "{letter}" read in the wrong '
+            "encoding)",
+            "agency.garbled_name",
+            run=printable(run),
+            letter=letter,
+        )
+    name = " ".join(text.split())
+    for n, char in enumerate(name, 1):
+        if unicodedata.category(char) in _NOT_IN_A_NAME:
+            shown = f"U+{ord(char):04X}"
+            raise TextProblem(
+                f"the name holds a control or invisible character ({shown}, character {n}): "
+                "type the name again",
+                "agency.bad_character",
+                char=shown,
+                n=n,
+            )
+    name = unicodedata.normalize("NFC", name)
+    if not name:
+        raise TextProblem("the name is empty", "agency.bad_name", max=NAME_MAX)
+    if len(name) > NAME_MAX:
+        raise TextProblem(
+            f"the name is longer than {NAME_MAX} characters", "agency.bad_name", max=NAME_MAX
+        )
+    return name
+
+
 def in_subtree(agency: Agency | str, root: Agency | str) -> bool:
     """Whether ``agency`` is ``root`` or one of its sub-units (by their paths)."""
     path = agency if isinstance(agency, str) else agency.path
@@ -58,22 +186,45 @@ async def by_code(session: AsyncSession, code: str) -> Agency | None:
     return await session.scalar(select(Agency).where(Agency.code == code))
 
 
+def _person(account: Account) -> Select[tuple[int]]:
+    """The ids of every account of the person ``account`` is one of (linked accounts)."""
+    primary = account.linked_to or account.id
+    return select(Account.id).where(or_(Account.id == primary, Account.linked_to == primary))
+
+
 async def headed(session: AsyncSession, account: Account | None) -> list[Agency]:
-    """The agencies an account heads, by code (none for no account)."""
+    """The agencies a person heads (by any of their linked accounts), by code (none for no
+    account)."""
     if account is None:
         return []
     return list(
         await session.scalars(
             select(Agency)
-            .join(AgencyHead, AgencyHead.agency_id == Agency.id)
-            .where(AgencyHead.account_id == account.id)
+            .where(
+                Agency.id.in_(
+                    select(AgencyHead.agency_id).where(AgencyHead.account_id.in_(_person(account)))
+                )
+            )
             .order_by(Agency.code)
         )
     )
 
 
+async def heads(session: AsyncSession, account: Account | None, agency: Agency) -> bool:
+    """Whether a person heads ``agency`` itself (not one above it): who sees and removes its
+    members."""
+    if account is None:
+        return False
+    found = await session.scalar(
+        select(AgencyHead.agency_id)
+        .where(AgencyHead.agency_id == agency.id, AgencyHead.account_id.in_(_person(account)))
+        .limit(1)
+    )
+    return found is not None
+
+
 async def may_read(session: AsyncSession, account: Account | None, agency: Agency) -> bool:
-    """Whether an account heads ``agency`` or one of the agencies above it."""
+    """Whether a person heads ``agency`` or one of the agencies above it (its reports)."""
     return any(in_subtree(agency, root) for root in await headed(session, account))
 
 
@@ -95,6 +246,9 @@ COLUMNS = ("code", "name", "parent_code", "kind", "expected_staff")
 NAME_MAX = 200
 PATH_MAX = 400  # agencies.path is String(400)
 EXPECTED_MAX = 1_000_000
+#: the largest file imported (about 20 times the province's agencies): larger is refused
+MAX_FILE_BYTES = 5_000_000
+MAX_ROWS = 20_000
 SAMPLE = DATA_DIR / "agencies_sample.csv"
 
 
@@ -149,6 +303,9 @@ class _Node:
     line: int | None = None  # in the file
 
 
+_SAVE_AS = 'in Excel use "Save as" "CSV UTF-8 (Comma delimited)"'
+
+
 def _decode(data: bytes) -> str:
     """The file's text (a BOM dropped); CsvError naming every line that is not UTF-8."""
     try:
@@ -161,10 +318,7 @@ def _decode(data: bytes) -> str:
             raw.decode("utf-8")
         except UnicodeDecodeError:
             bad.append(number)
-    reason = (
-        'the text is not UTF-8 (letters with accents are unreadable); in Excel use "Save as" '
-        '"CSV UTF-8 (Comma delimited)"'
-    )
+    reason = f"the text is not UTF-8 (letters with accents are unreadable); {_SAVE_AS}"
     raise CsvError([CsvProblem(line, reason) for line in bad[:20]] or [CsvProblem(1, reason)])
 
 
@@ -199,10 +353,15 @@ def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
     problems: list[CsvProblem] = []
     seen: dict[str, int] = {}
     end = reader.line_num
+    count = 0
     for record in reader:
         line, end = end + 1, reader.line_num
         if not any(cell.strip() for cell in record):
             continue
+        count += 1
+        if count > MAX_ROWS:
+            problems.append(CsvProblem(line, _TOO_MANY))
+            break
         cells = {c: (record[i].strip() if i < len(record) else "") for c, i in index.items()}
         row_problems = []
         raw_code = cells["code"]
@@ -218,17 +377,23 @@ def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
                 row_problems.append(
                     f"the code {raw_code!r} is not valid (letters, digits, - _ or . only)"
                 )
+            else:
+                reserved = code_problem(code)
+                if reserved is not None:
+                    row_problems.append(reserved)
         placed = bool(code)  # in the tree check (its other faults are reported all the same)
         if code and code in seen:
             row_problems.append(f"the code {code} is already on line {seen[code]}")
             placed = False
         elif code:
             seen[code] = line
-        name = " ".join(cells["name"].split())
-        if not name:
-            row_problems.append("the name is empty")
-        elif len(name) > NAME_MAX:
-            row_problems.append(f"the name is longer than {NAME_MAX} characters")
+        try:
+            name = clean_name(cells["name"])
+        except TextProblem as problem:
+            name = ""
+            row_problems.append(
+                f"{problem}: {_SAVE_AS}" if problem.key == "agency.garbled_name" else str(problem)
+            )
         parent: str | None = None
         if cells["parent_code"]:
             try:
@@ -258,6 +423,11 @@ def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
     if not rows and not problems:
         problems.append(CsvProblem(1, "the file has a header but no agencies"))
     return rows, problems
+
+
+_SPLIT = "split it into several files, parents first, and import them one after the other"
+_TOO_MANY = f"more than {MAX_ROWS:,} agencies in one file: {_SPLIT}"
+_TOO_LARGE = f"the file is larger than {MAX_FILE_BYTES // 1_000_000} MB: {_SPLIT}"
 
 
 def _check_tree(rows: list[_Row], nodes: dict[str, _Node]) -> list[CsvProblem]:
@@ -317,6 +487,8 @@ async def import_csv(session: AsyncSession, data: bytes, now: dt.datetime) -> Im
     together as :class:`CsvError` (nothing written). Then, in bulk whatever the file's size:
     one insert of the new agencies, one update of the changed ones and of the paths of every
     agency under one whose parent changed. (The caller rolls back on a :class:`CsvError`.)"""
+    if len(data) > MAX_FILE_BYTES:
+        raise CsvError([CsvProblem(1, _TOO_LARGE)])
     rows, problems = _rows(_decode(data))
     if not rows:
         raise CsvError(problems)
@@ -434,14 +606,18 @@ async def add(
     now: dt.datetime | None = None,
 ) -> Agency:
     """A new agency under ``parent_code`` (None: at the top). Refused (DomainError) for a bad
-    code, name, kind or count, a code already taken or an unknown parent."""
+    or reserved code (:func:`code_problem`), a bad name (:func:`clean_name`), kind or count,
+    a code already taken or an unknown parent."""
     try:
         code = normalize_code(code)
     except ValueError:
-        raise DomainError("agency.bad_code", code=code[:40]) from None
-    name = " ".join(name.split())
-    if not name or len(name) > NAME_MAX:
-        raise DomainError("agency.bad_name", max=NAME_MAX)
+        raise DomainError("agency.bad_code", code=printable(code[:40])) from None
+    if code_problem(code) is not None:
+        raise DomainError("agency.reserved_code", code=code)
+    try:
+        name = clean_name(name)
+    except TextProblem as problem:
+        raise DomainError(problem.key, **problem.params) from None
     kind = kind.strip().lower()
     if kind not in KINDS:
         raise DomainError("agency.bad_kind", kinds=", ".join(KINDS))
@@ -475,8 +651,9 @@ async def add(
 
 
 async def set_head(session: AsyncSession, agency: Agency, account: Account) -> bool:
-    """Make an account a head of ``agency``; False when it was one already."""
-    if await session.get(AgencyHead, (agency.id, account.id)) is not None:
+    """Make an account a head of ``agency`` (give the primary: the person's data are there);
+    False when the person (by any of their accounts) was one already."""
+    if await heads(session, account, agency):
         return False
     session.add(AgencyHead(agency_id=agency.id, account_id=account.id))
     await session.flush()
@@ -484,13 +661,15 @@ async def set_head(session: AsyncSession, agency: Agency, account: Account) -> b
 
 
 async def remove_head(session: AsyncSession, agency: Agency, account: Account) -> bool:
-    """Take ``agency``'s head role from an account; False when it was not its head."""
-    head = await session.get(AgencyHead, (agency.id, account.id))
-    if head is None:
-        return False
-    await session.delete(head)
+    """Take ``agency``'s head role from the person ``account`` is one of (from each of their
+    linked accounts); False when they were not its head."""
+    done = await session.execute(
+        delete(AgencyHead)
+        .where(AgencyHead.agency_id == agency.id, AgencyHead.account_id.in_(_person(account)))
+        .execution_options(synchronize_session="fetch")
+    )
     await session.flush()
-    return True
+    return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -654,9 +833,9 @@ async def remove_member(
 ) -> Member:
     """A head takes a member out of ``agency`` (``removed``, ``removed_by`` the head).
     ``member_id`` is the membership's id (what the head was shown). Refused (DomainError
-    ``agency.not_allowed``) unless ``head`` heads the agency or one above it and the member
-    is still in it."""
-    if not await may_read(session, head, agency):
+    ``agency.not_allowed``) unless ``head`` heads that agency itself (a head of one above it
+    reads its reports, not its staff's names) and the member is still in it."""
+    if not await heads(session, head, agency):
         raise DomainError("agency.not_allowed")
     member = await open_member(session, agency, member_id)
     row = await session.get(AgencyMember, member_id) if member is not None else None

@@ -5,23 +5,29 @@ head lists and removes members; forged and stale choices change nothing)."""
 from __future__ import annotations
 
 import asyncio
+import csv as std_csv
 import datetime as dt
+import io
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
 from bot.cli import app as cli_app
 from bot.db import create_engine, session_factory, transaction, upgrade
-from handlers.agency import PAGE
+from handlers import report
+from handlers.agency import LEAVE_WORDS, PAGE
 from models import agencies as ag
 from models import healthbook as hb
 from models.errors import DomainError
 from models.tables import Account, Agency, AgencyHead, AgencyMember
-from tests.conftest import ChatHarness
+from tests.conftest import ChatHarness, Harness
 from tests.flows import Person, channel_of, resident, t, told
 
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
@@ -175,6 +181,37 @@ BAD = {
     ),
     # ids from 4: D124's path is 399 characters, D125's (line 127) would be 403
     "too deep": (DEEP.encode(), 127, "too deep"),
+    # characters no name holds: PostgreSQL refuses NUL, a terminal runs ESC, XML has no U+FFFF
+    "NUL": (csv("A,Sở\x00Y tế,,unit,1"), 2, "control or invisible character (U+0000, character 3)"),
+    "escape": (csv("A,Sở \x1b[2J\x1b[31mY tế,,unit,1"), 2, "(U+001B, character 4)"),
+    "bell": (csv("A,Sở\x07,,unit,1"), 2, "U+0007"),
+    "U+FFFF": (csv("A,Tổ \uffff,,unit,1"), 2, "U+FFFF"),
+    "U+FFFE": (csv("A,Tổ\ufffe,,unit,1"), 2, "U+FFFE"),
+    "unassigned": (csv("A,Tổ\U000e0080,,unit,1"), 2, "U+E0080"),
+    "private use": (csv("A,Tổ\ue000,,unit,1"), 2, "U+E000"),
+    "right-to-left override": (csv("A,Tổ\u202eabc,,unit,1"), 2, "U+202E"),
+    "C1 control": (csv("A,Tổ\x9b31m,,unit,1"), 2, "U+009B"),
+    # codes /agency or /report read as something else
+    "leave word": (csv("LEAVE,Ban Rời,,unit,1"), 2, "the code LEAVE is a word of /agency"),
+    "roi": (csv("roi,Ban,,unit,1"), 2, "the code ROI is a word"),
+    "thoat": (csv("Thoat,Ban,,unit,1"), 2, "the code THOAT is a word"),
+    "province word": (csv("TINH,Tỉnh,,unit,1"), 2, "the code TINH is a word"),
+    "commune word": (csv("xa,Xã,,unit,1"), 2, "the code XA is a word"),
+    "province": (csv("PROVINCE,Tỉnh,,unit,1"), 2, "the code PROVINCE is a word"),
+    "communes": (csv("COMMUNES,Xã,,unit,1"), 2, "the code COMMUNES is a word"),
+    "week": (csv("2024-WHO,WHO,,unit,1"), 2, "the code 2024-WHO reads as a week"),
+    "week without a dash": (csv("2026w48,Tuần,,unit,1"), 2, "reads as a week"),
+    "formula": (csv("-A1,Ban,,unit,1"), 2, "must begin with a letter or a digit"),
+    # a CSV UTF-8 file opened in Excel as ANSI (Windows-1252 or -1258) and saved again
+    "double-encoded": (
+        csv("A,Sở Y tế,,unit,1", "B,Sá»Ÿ Y táº¿,,unit,1"),
+        3,
+        'the name looks garbled ("á»Ÿ" is "ở" read in the wrong encoding): in Excel use '
+        '"Save as" "CSV UTF-8',
+    ),
+    "double-encoded as 1258": (csv("A,Bệnh viện Ä\x90a khoa,,unit,1"), 2, '"Đ" read in the wrong'),
+    "double-encoded capital": (csv("A,TRÆ¯á»œNG,,unit,1"), 2, "looks garbled"),
+    "double-encoded á": (csv("A,Chợ CÃ¡,,unit,1"), 2, '"Ã¡" is "á"'),
 }
 
 
@@ -233,13 +270,17 @@ async def test_join_move_leave_and_remove(db: async_sessionmaker[AsyncSession]) 
         rows = list(await s.scalars(select(AgencyMember).order_by(AgencyMember.id)))
         assert [(r.agency_id, r.left_reason) for r in rows] == [(syt.id, "moved"), (cdc.id, None)]
         assert rows[0].left_at is not None and rows[0].left_at.replace(tzinfo=dt.UTC) == later
-        await ag.set_head(s, syt, head)  # SYT is above CDC: its head may remove
-        await ag.set_head(s, stc, other)  # another agency's head may not
+        await ag.set_head(s, syt, head)  # SYT is above CDC: its head reads, does not remove
+        await ag.set_head(s, stc, other)  # another agency's head may not either
         member = rows[1].id
         with pytest.raises(DomainError):
             await ag.remove_member(s, other, cdc, member, later)
         with pytest.raises(DomainError):  # the member is not in SYT itself
             await ag.remove_member(s, head, syt, member, later)
+        with pytest.raises(DomainError):  # a head of the agency above
+            await ag.remove_member(s, head, cdc, member, later)
+        assert await ag.may_read(s, head, cdc) and not await ag.heads(s, head, cdc)
+        await ag.set_head(s, cdc, head)
         done = await ag.remove_member(s, head, cdc, member, later)
         assert done.account_id == staff.id
         row = await s.get(AgencyMember, member)
@@ -541,3 +582,186 @@ async def test_a_long_list_comes_in_pages(chat_bot: ChatHarness) -> None:
     assert t("vi", "agency.page", first=PAGE + 1, last=total, count=total) in second
     assert t("vi", "agency.no_name", n=total) in second
     assert t("vi", "agency.button.more") not in head.buttons
+
+
+# ---------------------------------------------------------------- names, codes and sizes
+
+#: real names (beside the sample's): capitals, quotes, dashes, Ã and Ă beside marks
+REAL_NAMES = [
+    "TRƯỜNG THCS NGÃ BA",
+    "Quán “NGÃ” ba",
+    "CÔNG TY “LÊ–ĐÔNG”",
+    "NGÃ’S",
+    "ĂN UỐNG – Hợp tác xã Bắc Hà",
+    "Trạm Y tế xã Tả Phìn",
+    "Ủy ban nhân dân phường Cốc Lếu",
+    "Bệnh viện Đa khoa khu vực Bắc Hà (Lào Cai)",
+    "Trường Mầm non Hoa Ban – điểm trường Sín Chéng",
+    "Chi cục Thú y, Trồng trọt & Bảo vệ thực vật",
+    "Ban Quản lý dự án 1/5",
+    "Công ty CP Apatit Việt Nam…",
+]
+ALPHABET = (
+    "aàáảãạăằắẳẵặâầấẩẫậbcdđeèéẻẽẹêềếểễệghiìíỉĩịklmnoòóỏõọôồốổỗộơờớởỡợpqrstuùúủũụưừứửữựvxyỳýỷỹỵ"
+)
+ALPHABET += ALPHABET.upper() + "0123456789 ,.-()&/'\"“”‘’–—…"
+
+
+def _misread(name: str, encoding: str) -> str:
+    """``name``'s UTF-8 read as ``encoding`` the way Windows does (an undefined byte: the
+    control character of that number), as Excel opens a CSV UTF-8 file as ANSI."""
+    out = []
+    for byte in name.encode():
+        try:
+            out.append(bytes([byte]).decode(encoding))
+        except UnicodeDecodeError:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+def test_names_are_trimmed_collapsed_and_composed() -> None:
+    assert ag.clean_name("  Sở  Y\ttế\u00a0 Lào\nCai ") == "Sở Y tế Lào Cai"
+    assert ag.clean_name(unicodedata.normalize("NFD", "Sở Y tế")) == "Sở Y tế"
+    with pytest.raises(ag.TextProblem) as err:
+        ag.clean_name("Sở \x1b[31mY tế")
+    assert err.value.key == "agency.bad_character" and err.value.params == {
+        "char": "U+001B",
+        "n": 4,
+    }
+    with pytest.raises(ag.TextProblem):
+        ag.clean_name("Tổ\ud800")  # a lone surrogate (a command line's undecodable byte)
+    assert ag.printable("Sở\x1b[2J\u202e") == "Sở\\u001b[2J\\u202e"
+
+
+def test_real_names_are_not_taken_for_garbled_ones_and_misread_ones_are() -> None:
+    sample = list(std_csv.reader(io.StringIO(ag.SAMPLE.read_text(encoding="utf-8-sig"))))[1:]
+    names = [row[1] for row in sample] + REAL_NAMES
+    for name in names:
+        assert ag.garbled(name) is None, name
+        assert ag.clean_name(name) == name
+    for name in names:
+        if name.isascii():
+            continue
+        for encoding in ("cp1252", "cp1258"):
+            wrong = _misread(name, encoding)
+            assert ag.garbled(wrong) is not None, (name, encoding, wrong)
+
+
+@given(st.text(alphabet=ALPHABET, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_no_vietnamese_text_is_taken_for_a_garbled_one(name: str) -> None:
+    assert ag.garbled(name) is None
+
+
+def test_the_words_of_agency_and_report_are_no_codes() -> None:
+    """/agency ROI leaves, /report TINH is the province: such a code could never be used."""
+    words = set(LEAVE_WORDS) | set(report.PROVINCE_WORDS) | set(report.COMMUNE_WORDS)
+    for word in words:
+        try:
+            code = ag.normalize_code(word)
+        except ValueError:
+            continue  # with accents: no code anyway
+        assert ag.code_problem(code), word
+    for week_like in ("2026-W48", "2026W48", "2024-WHO", "1999WA"):
+        assert ag.code_problem(week_like), week_like
+    for fine in ("SYT", "2026", "UBND-XA-SAPA", "XA1", "ROI-2", "8TH"):
+        assert ag.code_problem(fine) is None, fine
+
+
+async def test_add_refuses_what_an_import_refuses(db: async_sessionmaker[AsyncSession]) -> None:
+    cases = [
+        (("LEAVE", "Ban"), "agency.reserved_code"),
+        (("2026-W48", "Ban"), "agency.reserved_code"),
+        (("_X", "Ban"), "agency.reserved_code"),
+        (("A", "Sở\x00Y tế"), "agency.bad_character"),
+        (("A", "Tổ \uffff"), "agency.bad_character"),
+        (("A", "Sá»Ÿ Y táº¿"), "agency.garbled_name"),
+        (("A", "   "), "agency.bad_name"),
+    ]
+    for (code, name), key in cases:
+        async with transaction(db) as s:
+            with pytest.raises(DomainError) as err:
+                await ag.add(s, code, name, "unit", None, 1, NOW)
+            assert err.value.key == key, (code, name)
+    async with transaction(db) as s:
+        added = await ag.add(s, "A", "  Sở   Y tế ", "unit", None, 1, NOW)
+        assert added.name == "Sở Y tế"
+    assert list(await tree(db)) == ["A"]
+
+
+async def test_too_many_agencies_or_too_large_a_file(db: async_sessionmaker[AsyncSession]) -> None:
+    many = csv(*(f"A{i},Cơ quan {i},,unit,1" for i in range(ag.MAX_ROWS + 1)))
+    with pytest.raises(ag.CsvError) as err:
+        await run(db, many)
+    assert [str(p) for p in err.value.problems] == [
+        f"line {ag.MAX_ROWS + 2}: more than 20,000 agencies in one file: split it into several "
+        "files, parents first, and import them one after the other"
+    ]
+    large = csv("A,A,,unit,1") + b"," * ag.MAX_FILE_BYTES
+    with pytest.raises(ag.CsvError) as err:
+        await run(db, large)
+    assert [p.line for p in err.value.problems] == [1]
+    assert "larger than 5 MB" in err.value.problems[0].reason
+    assert await tree(db) == {}
+    done = await run(db, csv(*(f"A{i},Cơ quan {i},,unit,1" for i in range(ag.MAX_ROWS))))
+    assert done.created == ag.MAX_ROWS
+
+
+def test_cli_refuses_odd_codes_and_names_and_lists_safely(tmp_path: Path) -> None:
+    run_cli = cli(tmp_path)
+    assert run_cli("agencies", "import", "--sample")[0] == 0
+    for code in ("ROI", "tinh", "2026-W48"):
+        status, _, err = run_cli("agencies", "add", "--code", code, "--name", "Ban", "--kind",
+                                 "unit")  # fmt: skip
+        assert status == 2 and "--code" in err, err
+    status, _, err = run_cli("agencies", "add", "--code", "X", "--name", "Sở\x1b[31m", "--kind",
+                             "unit")  # fmt: skip
+    assert status == 2 and "U+001B" in err and "\x1b" not in err, err
+    status, _, err = run_cli("agencies", "add", "--code", "X", "--name", "Sá»Ÿ", "--kind", "unit")
+    assert status == 2 and "garbled" in err, err
+
+    async def older_import() -> None:  # a name let in before names were checked
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
+        try:
+            async with transaction(session_factory(engine)) as s:
+                cdc = await ag.by_code(s, "CDC")
+                assert cdc is not None
+                cdc.name = "CDC\x1b[2J\x1b[31m\u202e"
+        finally:
+            await engine.dispose()
+
+    asyncio.run(older_import())
+    _, out, _ = run_cli("agencies", "list", "--under", "CDC")
+    assert out.splitlines()[0] == "CDC  CDC\\u001b[2J\\u001b[31m\\u202e  0/40"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "".join(f"N{i},Ban,,ministry,1\n" for i in range(60)))
+    status, _, err = run_cli("agencies", "import", str(bad))
+    lines = err.splitlines()
+    assert status == 1 and lines[0] == "error: bad.csv: nothing was imported (60 problems)"
+    assert len(lines) == 52 and lines[-1] == "  … and 10 more problems"
+
+
+async def test_a_parent_head_cannot_reach_a_sub_units_staff(bot: Harness) -> None:
+    """/agency lists the agencies one heads; a forged page or removal of a sub-unit (CDC
+    under SYT) from SYT's head is refused and shows no names (they read its reports). (On
+    Telegram: Zalo has no callback data to forge.)"""
+    chat_bot = bot
+    await load_sample(chat_bot)
+    staff, head = chat_bot.user(), chat_bot.user()
+    await staff.send("/agency CDC")
+    await head.send("/agency SYT")
+    await make_head(chat_bot, head, "SYT")
+    async with chat_bot.session() as session:
+        cdc = await ag.by_code(session, "CDC")
+        row = await session.scalar(
+            select(AgencyMember.id).join(Agency).where(Agency.code == "CDC")
+        )
+    assert cdc is not None and row is not None
+    await head.send("/agency")
+    before, shown = await memberships(chat_bot), len(head.texts)
+    for data in (f"ag:pg:{cdc.id}:0", f"ag:rm:{cdc.id}:{row}", f"ag:ok:{cdc.id}:{row}"):
+        await head.press_data(data)
+        assert head.callback_answers[-1] == t("vi", "agency.stale"), data
+    after = "\n".join(head.texts[shown:])
+    assert "CDC" not in after and t("vi", "agency.no_name", n=1) not in after
+    assert await memberships(chat_bot) == before
