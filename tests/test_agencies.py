@@ -753,9 +753,7 @@ async def test_a_parent_head_cannot_reach_a_sub_units_staff(bot: Harness) -> Non
     await make_head(chat_bot, head, "SYT")
     async with chat_bot.session() as session:
         cdc = await ag.by_code(session, "CDC")
-        row = await session.scalar(
-            select(AgencyMember.id).join(Agency).where(Agency.code == "CDC")
-        )
+        row = await session.scalar(select(AgencyMember.id).join(Agency).where(Agency.code == "CDC"))
     assert cdc is not None and row is not None
     await head.send("/agency")
     before, shown = await memberships(chat_bot), len(head.texts)
