@@ -6,14 +6,18 @@ coverage by sub-unit and a workbook, in the chat and, every week, through the di
 they head and their sub-units; an admin any agency, the province and the communes. A code out
 of the reader's reach and a code that does not exist get the same refusal. Without a week the
 figures are live (now), with the change since the last stored week; with a week, that week's
-stored figures (stored now if the week is over and they were not yet).
+stored figures (the last complete week is stored now if it was not yet; an older week without
+stored figures is refused, with the nearest stored week as an example).
 
 The weekly job (every minute): once a week has ended its figures are stored; at ``[reports]
 day``/``time`` of the next week every (agency, head) pair and every ``[reports] recipients``
 account gets three outbox messages (``report``, ``report_chart``, ``report_file``), planned
 once (``ReportWeek.planned_at``, and the outbox's unique ``dedupe``). Their renderers build the
 report from the week's snapshot in the reader's language, or drop the message when the reader
-no longer heads the agency or is no longer listed."""
+no longer heads the agency or is no longer listed. A stored week never changes, so its report
+is built once and its summary, chart and workbook drawn once per language and messenger
+(:class:`RenderCache`, small and bounded), not once per reader and part; the chart and the
+workbook are drawn in a worker thread, so the bot keeps answering chats meanwhile."""
 
 from __future__ import annotations
 
@@ -22,8 +26,11 @@ import datetime as dt
 import logging
 import re
 import unicodedata
-from dataclasses import dataclass
-from typing import Any
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -58,6 +65,10 @@ PARTS = ("report", "report_chart", "report_file")
 MAX_AGENCY_CHOICES = 12  # agencies offered as choices; the others are typed
 TOP_WARDS = 5  # communes listed in the communes' summary (the workbook has them all)
 WORD_CODE_MAX = 40  # of a word quoted back in a refusal
+#: what the render cache holds: reports up to this many lines (agencies and communes; a line
+#: is about a kilobyte), and summaries, charts and workbooks up to this many bytes
+CACHED_LINES = 40_000
+CACHED_BYTES = 32 * 1024 * 1024
 
 
 # ---------------------------------------------------------------- who asks, and for what
@@ -278,11 +289,68 @@ async def report_pressed(turn_: Turn) -> None:
 
 # ---------------------------------------------------------------- the report itself
 
+V = TypeVar("V")
+
+
+@dataclass
+class _Lru:
+    """Least recently used entries, up to a total weight."""
+
+    budget: int
+    entries: OrderedDict[Hashable, tuple[Any, int]] = field(default_factory=OrderedDict)
+    weight: int = 0
+    hits: int = 0
+    misses: int = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        found = self.entries.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)
+        return found[0]
+
+    def put(self, key: Hashable, value: Any, weight: int) -> None:
+        if weight > self.budget:
+            return
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.weight -= old[1]
+        self.entries[key] = (value, weight)
+        self.weight += weight
+        while self.weight > self.budget:
+            _, (_, dropped) = self.entries.popitem(last=False)
+            self.weight -= dropped
+
+
+@dataclass
+class RenderCache:
+    """Stored weeks' reports (by week, when it was stored, scope and agency) and what they
+    render to (also by part, language, messenger and time zone). Exact: a stored week's
+    figures never change, nor does the week its change is counted from (models.reports)."""
+
+    reports: _Lru = field(default_factory=lambda: _Lru(CACHED_LINES))
+    outputs: _Lru = field(default_factory=lambda: _Lru(CACHED_BYTES))
+
+
+# one cache per database's session factory (each application, each test has its own; freed
+# with it): Services has no room for it, and it is no one's state but a copy of stored rows
+_CACHES: weakref.WeakKeyDictionary[object, RenderCache] = weakref.WeakKeyDictionary()
+
+
+def render_cache(services: Services) -> RenderCache:
+    """The render cache of this database."""
+    cache = _CACHES.get(services.sessions)
+    if cache is None:
+        cache = _CACHES[services.sessions] = RenderCache()
+    return cache
+
 
 async def build(
     session: AsyncSession, services: Services, target: Target, week: str | None
 ) -> rp.Report:
-    """The report of a target, of a stored week or live."""
+    """The report of a target, of a week or live (:func:`models.reports.build`)."""
     return await rp.build(
         session,
         scope=target.scope,
@@ -293,27 +361,92 @@ async def build(
     )
 
 
-async def files(report: rp.Report, t: Translator, tz: ZoneInfo) -> tuple[bytes, bytes]:
-    """The chart (PNG) and the workbook (XLSX) of a report, built in a thread: drawing and
-    writing are CPU work, and the bot keeps answering others meanwhile."""
-    png = await asyncio.to_thread(report_files.chart, report, t, tz)
-    xlsx = await asyncio.to_thread(report_files.workbook, report, t, tz)
-    return png, xlsx
+@dataclass(frozen=True)
+class Rendering:
+    """A report and how to draw it once: ``key`` None for a live report (never cached)."""
+
+    report: rp.Report
+    key: tuple[Hashable, ...] | None
+    cache: RenderCache
+
+    async def output(
+        self, part: str, t: Translator, tz: ZoneInfo, make: Callable[[], Awaitable[V]]
+    ) -> V:
+        """A part (``report``: the summary, ``report_chart``, ``report_file``), made once."""
+        if self.key is None:
+            return await make()
+        key = (*self.key, part, t.locale, t.channel, str(tz))
+        found = self.cache.outputs.get(key)
+        if found is None:
+            found = await make()
+            size = len(found) if isinstance(found, bytes | str) else 1
+            self.cache.outputs.put(key, found, size)
+        return found  # type: ignore[no-any-return]
+
+    async def summary(self, t: Translator, tz: ZoneInfo) -> str:
+        async def make() -> str:
+            return summary(t, self.report, tz)
+
+        return await self.output("report", t, tz, make)
+
+    async def chart(self, t: Translator, tz: ZoneInfo) -> bytes:
+        """The PNG, drawn in a worker thread (CPU work: the bot keeps answering meanwhile)."""
+        return await self.output(
+            "report_chart", t, tz, lambda: asyncio.to_thread(report_files.chart, self.report, t, tz)
+        )
+
+    async def workbook(self, t: Translator, tz: ZoneInfo) -> bytes:
+        """The XLSX, written in a worker thread."""
+        return await self.output(
+            "report_file", t, tz,
+            lambda: asyncio.to_thread(report_files.workbook, self.report, t, tz),
+        )  # fmt: skip
+
+
+async def rendering(
+    session: AsyncSession, services: Services, target: Target, week: str | None
+) -> Rendering:
+    """A target's report, built once per stored week (cached; a week stored by this call is
+    cached from the next); ValueError as :func:`models.reports.build`."""
+    cache = render_cache(services)
+    stored = None if week is None else await session.get(ReportWeek, week)
+    if stored is None:
+        return Rendering(await build(session, services, target, week), None, cache)
+    key = (stored.week, as_aware(stored.taken_at), target.scope, target.agency_id)
+    report = cache.reports.get(key)
+    if report is None:
+        report = await build(session, services, target, week)
+        cache.reports.put(key, report, 1 + len(report.lines) + len(report.wards))
+    return Rendering(report, key, cache)
+
+
+async def _example(session: AsyncSession, t: Translator, target: Target, week: str) -> str:
+    """What to type after /report for another week of the same report."""
+    if target.scope == "agency":
+        agency = await session.get(Agency, target.agency_id) if target.agency_id else None
+        word = agency.code if agency is not None else ""
+    else:
+        word = t(f"report.word.{target.scope}")
+    return f"{word} {week}".strip()
 
 
 async def send_report(turn_: Turn, target: Target, week: str | None) -> None:
     """Say the summary, then send the chart and the workbook."""
-    services = turn_.services
+    services, t, tz = turn_.services, turn_.t, turn_.services.tz
     try:
-        report = await build(turn_.session, services, target, week)
-    except ValueError:  # an agency that had no figures that week: as any code out of reach
-        turn_.say(turn_.t("report.no_figures", week=week or ""))
+        drawn = await rendering(turn_.session, services, target, week)
+    except rp.NotStored as err:  # an older week never stored: the nearest one that is
+        example = await _example(turn_.session, t, target, err.example)
+        turn_.say(t("report.no_week", week=err.week, example=example))
         return
-    t = turn_.t
-    png, xlsx = await files(report, t, services.tz)
-    turn_.say(summary(t, report, services.tz))
+    except ValueError:  # an agency that had no figures that week: as any code out of reach
+        turn_.say(t("report.no_figures", week=week or ""))
+        return
+    png = await drawn.chart(t, tz)
+    xlsx = await drawn.workbook(t, tz)
+    turn_.say(await drawn.summary(t, tz))
     turn_.send_photo(png)
-    turn_.send_document(xlsx, file_name(report, services.tz))
+    turn_.send_document(xlsx, file_name(drawn.report, tz))
 
 
 def file_name(report: rp.Report, tz: dt.tzinfo, ext: str = "xlsx") -> str:
@@ -328,7 +461,8 @@ def file_name(report: rp.Report, tz: dt.tzinfo, ext: str = "xlsx") -> str:
 
 
 def _percent(part: int, whole: int) -> str:
-    return f"{round(100 * part / whole)}%" if whole else "—"
+    """A whole percentage, halves up (as a spreadsheet rounds the workbook's share)."""
+    return f"{(200 * part + whole) // (2 * whole)}%" if whole else "—"
 
 
 def _change(now: int, before: int | None) -> str:
@@ -362,6 +496,9 @@ def summary(t: Translator, report: rp.Report, tz: dt.tzinfo) -> str:
     else:
         local = as_aware(report.moment).astimezone(tz)
         lines.append(t("report.when.live", time=f"{local:%H:%M}", day=t.date(local.date())))
+    if report.late and report.taken_at is not None:
+        taken = as_aware(report.taken_at).astimezone(tz).date()
+        lines.append(t("report.late", day=t.date(taken)))
     if report.previous_week is not None:
         lines.append(t("report.change_from", week=report.previous_week))
     else:
@@ -386,6 +523,7 @@ def _staff_lines(t: Translator, report: rp.Report) -> list[str]:
     def was(name: str) -> int | None:
         return None if before is None else int(getattr(before, name))
 
+    # both shares of the expected staff, as the workbook's and the chart's
     lines = [
         t(
             "report.line.joined",
@@ -397,7 +535,8 @@ def _staff_lines(t: Translator, report: rp.Report) -> list[str]:
         t(
             "report.line.complete",
             count=total.complete,
-            percent=_percent(total.complete, total.joined),
+            expected=expected,
+            percent=_percent(total.complete, expected),
             change=_change(total.complete, was("complete")),
         ),
         t("report.line.booked", count=total.booked, change=_change(total.booked, was("booked"))),
@@ -426,9 +565,12 @@ def _ward_lines(t: Translator, report: rp.Report) -> list[str]:
     vaccinated = sum(w.vaccinated for w in wards)
     adults = sum(w.adults for w in wards)
     adults_vaccinated = sum(w.adults_vaccinated for w in wards)
+    # as the workbook's: last week's total when every commune has last week's figure (a
+    # commune without one that week had 0: models.reports.build)
+    previous = [w.previous_registered for w in wards]
     before = None
-    if report.previous_week is not None:
-        before = sum(w.previous_registered or 0 for w in wards)
+    if report.previous_week is not None and not any(p is None for p in previous):
+        before = sum(p for p in previous if p is not None)
     lines = [
         "",
         t(
@@ -477,15 +619,21 @@ def send_time(week: str, services: Services) -> dt.datetime:
     return to_utc(dt.datetime.combine(day, settings.at, tzinfo=services.tz))
 
 
-async def recipient_accounts(session: AsyncSession, services: Services) -> list[Account]:
-    """The ``[reports] recipients`` that have an account (they wrote to the bot once)."""
+async def recipient_accounts(
+    session: AsyncSession, services: Services
+) -> tuple[list[Account], int]:
+    """The ``[reports] recipients`` that have an account (they wrote to the bot once), and
+    how many listed have none (they cannot be reached)."""
     found: dict[int, Account] = {}
+    missing = 0
     for key in services.settings.reports.recipients:
         channel, _, external_id = key.partition(":")
         account = await hb.find_account(session, channel, external_id)
-        if account is not None:
+        if account is None:
+            missing += 1
+        else:
             found.setdefault(account.id, account)
-    return list(found.values())
+    return list(found.values()), missing
 
 
 def _plan(
@@ -519,9 +667,15 @@ async def plan_week(session: AsyncSession, services: Services, week: str, at: dt
     for agency_id, account_id in pairs.all():
         _plan(session, week, "agency", agency_id, account_id, at)
         count += 1
-    for account in await recipient_accounts(session, services):
+    recipients, missing = await recipient_accounts(session, services)
+    for account in recipients:
         _plan(session, week, "province", None, account.id, at)
         count += 1
+    if missing:  # a count only: the ids are in the settings
+        log.warning(
+            "weekly report %s: %d of the [reports] recipients cannot be reached: no account "
+            "(they never wrote to the bot)", week, missing,
+        )  # fmt: skip
     await session.flush()
     return count
 
@@ -571,7 +725,8 @@ async def _still_reads(n: Notice, scope: str, agency_id: int | None) -> bool:
             return False
         head = await n.session.get(AgencyHead, (agency_id, n.account.id))
         return head is not None
-    return any(a.id == n.account.id for a in await recipient_accounts(n.session, n.services))
+    recipients, _ = await recipient_accounts(n.session, n.services)
+    return any(a.id == n.account.id for a in recipients)
 
 
 @renders(*PARTS)
@@ -589,16 +744,15 @@ async def render_report(n: Notice) -> Reply | None:
     if not await _still_reads(n, scope, agency_id):
         return None
     try:
-        report = await build(n.session, n.services, Target(scope, agency_id), week)
+        drawn = await rendering(n.session, n.services, Target(scope, agency_id), week)
     except ValueError:
         return None
     t, tz = n.t, n.services.tz
     if n.message.kind == "report":
-        return Reply(text=summary(t, report, tz))
+        return Reply(text=await drawn.summary(t, tz))
     if n.message.kind == "report_chart":
-        return Reply(photo=await asyncio.to_thread(report_files.chart, report, t, tz))
-    data = await asyncio.to_thread(report_files.workbook, report, t, tz)
-    return Reply(document=(data, file_name(report, tz)))
+        return Reply(photo=await drawn.chart(t, tz))
+    return Reply(document=(await drawn.workbook(t, tz), file_name(drawn.report, tz)))
 
 
 def handlers() -> list[BaseHandler]:  # type: ignore[type-arg]
@@ -614,6 +768,7 @@ __all__ = [
     "Asked",
     "BadArgs",
     "Reader",
+    "RenderCache",
     "Target",
     "file_name",
     "handlers",

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -26,6 +28,7 @@ from handlers import report as rh
 from models import agencies as ag
 from models import booking as bk
 from models import healthbook as hb
+from models import reports as rp
 from models.tables import (
     Account,
     AgencyHead,
@@ -44,6 +47,7 @@ from tests.flows import Person, resident, send_due, sent_file, t
 WEDNESDAY = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)  # the harness's start, 10:00 local
 MONDAY_8 = dt.datetime(2026, 11, 30, 1, 0, tzinfo=dt.UTC)  # 08:00 in Lào Cai
 WEEK = "2026-W48"
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 TR = TRANSLATIONS.get("vi")
 
 
@@ -530,3 +534,173 @@ async def test_a_head_in_a_group_gets_no_report(bot: Harness) -> None:
     await group.send("/report SYT", expect_reply=False)
     assert not any(c.method in ("sendDocument", "sendPhoto") for c in bot.api.calls)
     assert [m["text"] for m in group.messages] == [t("vi", "group.private_only")]
+
+
+# ---------------------------------------------------------------- weeks asked for in the chat
+
+
+async def test_an_older_week_is_never_stored_from_the_chat(chat_sample: ChatHarness) -> None:
+    """A head's /report of an old week stores nothing and answers with the nearest stored
+    week; the last complete week is stored on demand; a week stored late (the command line's
+    --late) says so."""
+    h = chat_sample
+    w = await world(h)
+    head = w.head_a
+    for week in ("2001-W01", "2026-W40"):
+        await head.send(f"/report SYT {week}")
+        assert head.last_answer == t(
+            "vi", "report.no_week", week=week, example="SYT 2026-W47"
+        )  # none stored: the last complete week, which can be
+    async with h.session() as s:
+        assert await s.scalar(select(func.count()).select_from(ReportWeek)) == 0
+    await head.send("/report SYT 2026-W47")  # the last complete week: stored now
+    assert t("vi", "report.title.agency", name="Sở Y tế", code="SYT") in "\n".join(head.texts)
+    await head.send("/report SYT 2026-W40")
+    assert head.last_answer == t("vi", "report.no_week", week="2026-W40", example="SYT 2026-W47")
+    async with h.session() as s, s.begin():
+        assert [w.week for w in await rp.stored_weeks(s)] == ["2026-W47"]
+        await rp.take_snapshot(s, "2026-W45", h.services.tz, h.clock(), late=True)
+    await head.send("/report SYT 2026-W45")
+    said = "\n".join(head.texts[-3:])
+    assert t("vi", "report.late", day=TR.date(h.services.today())) in said
+    assert t("vi", "report.no_change_yet") in said
+
+
+@pytest.mark.parametrize("week", ["9999-W52", "0001-W01"])
+async def test_a_far_week_is_refused_politely(chat_sample: ChatHarness, week: str) -> None:
+    h = chat_sample
+    w = await world(h)
+    await w.head_a.send(f"/report SYT {week}")
+    assert (w.head_a.last_answer or "").startswith(t("vi", "report.bad_week", week="2026-W47"))
+    assert rh.parse_press(["a", "1", week]) is None
+    if not isinstance(w.head_a, ZaloChatDriver):
+        async with h.session() as s:
+            syt = await ag.by_code(s, "SYT")
+        assert syt is not None
+        await w.head_a.press_data(f"rp:a:{syt.id}:{week}")
+        assert w.head_a.callback_answers[-1] == t("vi", "report.stale")
+
+
+# ---------------------------------------------------------------- the Monday burst
+
+
+@pytest.mark.zalo_sqlite_only
+async def test_the_weekly_report_is_built_once_per_agency_and_drawn_once_per_language(
+    chat_sample: ChatHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three heads of SYT (two read Vietnamese, one English), one of SGD, a province
+    recipient: one build per report, one chart and one workbook per report and language;
+    each reader gets their own language."""
+    from models import report_files
+
+    h = chat_sample
+    w = await world(h)
+    second, english = h.user(), h.user(lang="en")
+    async with h.session() as s, s.begin():
+        await hb.ensure_account(s, h.channel, external(english), "en")
+    for person in (second, english):
+        await make_head(h, person, "SYT")
+    recipient = h.user()
+    await account_of(h, recipient)
+    h.services.settings.reports.recipients = [f"{h.channel}:{external(recipient)}"]
+    built: list[Any] = []
+    drawn: list[str] = []
+    written: list[str] = []
+    real_build, real_chart, real_book = rp.build, report_files.chart, report_files.workbook
+
+    async def build(*args: Any, **kw: Any) -> rp.Report:
+        built.append((kw["scope"], kw["agency"]))
+        return await real_build(*args, **kw)
+
+    def chart(report: rp.Report, tr: Any, tz: Any) -> bytes:
+        drawn.append(tr.locale)
+        return real_chart(report, tr, tz)
+
+    def workbook(report: rp.Report, tr: Any, tz: Any) -> bytes:
+        written.append(tr.locale)
+        return real_book(report, tr, tz)
+
+    monkeypatch.setattr(rp, "build", build)
+    monkeypatch.setattr(report_files, "chart", chart)
+    monkeypatch.setattr(report_files, "workbook", workbook)
+    h.clock.current = MONDAY_8
+    await run_job(h)
+    h.clock.advance(seconds=3)
+    await send_due(h)
+    async with h.session() as s:
+        ids = [(await ag.by_code(s, code)).id for code in ("SYT", "SGD")]  # type: ignore[union-attr]
+    assert sorted(built, key=str) == sorted(
+        [("agency", ids[0]), ("agency", ids[1]), ("province", None)], key=str
+    )  # once each, whatever the number of readers and parts
+    assert sorted(drawn) == sorted(written) == ["en", "vi", "vi", "vi"]
+    assert t("en", "report.title.agency", name="Sở Y tế", code="SYT") in "\n".join(english.texts)
+    for person in (w.head_a, second):
+        assert t("vi", "report.title.agency", name="Sở Y tế", code="SYT") in "\n".join(
+            person.texts
+        )
+        assert summary_counts(await sent_file(person))[col("joined")] == 2
+    english_book = summary_counts(await sent_file(english))
+    assert english_book[t("en", "report.file.col.joined")] == 2
+
+    await w.head_a.send(f"/report SYT {WEEK}")  # the stored week, asked in the chat: cached
+    assert len(built) == 3 and len(drawn) == 4
+    assert summary_counts(await sent_file(w.head_a))[col("joined")] == 2
+
+
+async def test_unreachable_recipients_are_counted_in_the_log(
+    bot: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = bot
+    await add_agency(h, "SYT", "Sở Y tế", "department", expected=3)
+    recipient = h.user()
+    await account_of(h, recipient)
+    h.services.settings.reports.recipients = [
+        f"telegram:{external(recipient)}", "telegram:987654321", "zalo:1234567890123",
+    ]  # fmt: skip
+    h.clock.current = MONDAY_8
+    with caplog.at_level(logging.INFO, logger="handlers.report"):
+        await run_job(h)
+        await run_job(h)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 of the [reports] recipients" in warnings[0]
+    assert not any(x in warnings[0] for x in ("987654321", "1234567890123", external(recipient)))
+    assert await outbox_count(h) == 3
+
+
+# ---------------------------------------------------------------- the message and the workbook
+
+
+def _stored_report(wards: list[rp.WardLine]) -> rp.Report:
+    """A week's province report: SYT (14 expected, 2 joined, 2 complete; 1 joined the week
+    before), and the communes."""
+    root = rp.AgencyLine(1, "SYT", "Sở Y tế", "department", None, 0, 14, rp.Figures(2, 2),
+                         rp.Figures(2, 2), rp.Figures(1, 1))  # fmt: skip
+    return rp.Report(
+        "province", WEEK, rp.week_end(WEEK, TZ), previous_week="2026-W47", lines=[root],
+        total=rp.Figures(2, 2), previous_total=rp.Figures(1, 1), wards=wards,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_the_message_and_the_workbook_say_the_same_shares(lang: str) -> None:
+    """Joined and complete as shares of the expected staff in both, the expected staff named
+    in the message; the residents' change the same in both (a commune new this week counts
+    from 0)."""
+    from models.report_files import workbook
+
+    tr = TRANSLATIONS.get(lang)
+    report = _stored_report([
+        rp.WardLine(3006, 15, registered=5, previous_registered=3),
+        rp.WardLine(3007, 15, registered=2, previous_registered=0),
+    ])  # fmt: skip
+    said = rh.summary(tr, report, TZ)
+    first = next(iter(sheets(workbook(report, tr, TZ)).values()))
+    rows = {r[0]: r for r in first if r and isinstance(r[0], str)}
+    for key, count in (("joined", 2), ("complete", 2)):
+        share = rows[t(lang, f"report.file.col.{key}")][2]
+        assert round(100 * share) == 14
+        assert t(lang, f"report.line.{key}", count=count, expected=14, percent="14%",
+                 change=" (+1)") in said  # fmt: skip
+    change = rows[t(lang, "report.file.col.registered")][3]
+    assert change == 4
+    assert t(lang, "report.line.residents", registered=7, vaccinated=0, change=" (+4)") in said
