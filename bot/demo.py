@@ -178,15 +178,39 @@ class DemoChat:
 
     channel: Channel = "telegram"
     #: what the terminal cannot do, as commands the demo itself handles (never sent as text)
-    commands: tuple[str, ...] = ("/contact", "/location", "/photo", "/sticker")
+    commands: tuple[str, ...] = ("/contact", "/location", "/photo", "/sticker", "/head")
+    channel: Channel
 
-    def __init__(self, driver: Any, out: TextIO = sys.stdout) -> None:
+    def __init__(self, driver: Any, out: TextIO = sys.stdout, services: Any = None) -> None:
         self.driver = driver
         self.out = out
         self.seen = 0  # the stand-in's sequence number of the last call shown
+        self.services = services  # the bot's (for /head); None: /head is not available
 
     def intro(self) -> str:
         raise NotImplementedError
+
+    async def make_head(self, code: str) -> str:
+        """``/head CODE``: the demo person becomes a head of that agency, as an admin's
+        ``healthbook agencies set-head CODE --telegram-id ID`` would do; what happened."""
+        from models import agencies as ag
+        from models.healthbook import ensure_account
+
+        if self.services is None:
+            return "/head is not available here"
+        if not code:
+            return "/head CODE, e.g. /head SYT: you become that agency's head (try /report)"
+        async with self.services.sessions() as session, session.begin():
+            agency = await ag.by_code(session, code)
+            if agency is None:
+                return f"no agency {code[:32]!r}; the sample's codes: healthbook agencies list"
+            account = await ensure_account(session, self.channel, str(self.driver.user.id))
+            await ag.set_head(session, agency, account)
+            name = agency.name
+        return (
+            f"you now head {name} ({agency.code}), as `healthbook agencies set-head` does; "
+            "try /agency and /report"
+        )
 
     def render(self, calls: list[Call]) -> int | None:
         raise NotImplementedError
@@ -215,6 +239,9 @@ class DemoChat:
 
     async def command(self, command: str, rest: str) -> bool:
         """Do what a demo command stands for; whether anything was sent."""
+        if command == "/head":
+            self.out.write(f"   (demo: {await self.make_head(rest)})\n")
+            return False
         with contextlib.suppress(StandInTimeoutError):
             if command == "/contact":
                 await self.driver.share_contact(rest or DEMO_PHONE)
@@ -242,6 +269,8 @@ class TelegramDemoChat(DemoChat):
             "Type an answer, an option's [number] or its words: the bot reads them itself.\n"
             "No phone or location buttons here: /contact 0912345678 shares a phone number,\n"
             "/location 22.34 103.84 a location (alone: Sa Pa); /photo and /sticker send one.\n"
+            "Sample agencies: /agency SYT says you work at Sở Y tế; /head SYT makes you its\n"
+            "head (as an admin's `healthbook agencies set-head` does) to try /report.\n"
             f"/quit ends. (This demo user is Telegram id {self.driver.user.id}.)\n"
         )
 
@@ -259,7 +288,9 @@ class ZaloDemoChat(DemoChat):
             "Zalo has no buttons: the bot numbers the options in its own text. Type an answer,\n"
             "an option's number or its words. Zalo shares no contacts or locations (type them);\n"
             "/photo and /sticker send one, /unsupported is what Zalo sends in place of a\n"
-            "protected user's message. /quit ends. "
+            "protected user's message. Sample agencies: /agency SYT says you work at Sở Y tế;\n"
+            "/head SYT makes you its head (as `healthbook agencies set-head` does): try /report.\n"
+            "/quit ends. "
             f"(This demo user is Zalo id {self.driver.user.id}.)\n"
         )
 
@@ -338,12 +369,19 @@ def _idle(app: Any, dispatcher: Dispatcher | None = None) -> Callable[[], Awaita
 
 
 async def _sample_data(app: Any) -> None:
-    """The shipped Lào Cai campaigns, sites and sessions, so /book works out of the box."""
+    """The shipped Lào Cai campaigns, sites and sessions, so /book works out of the box, and
+    the sample agencies (when there are none yet), so /agency and /report do."""
+    from sqlalchemy import func, select
+
+    from models import agencies as ag
     from models.campaigns import load_sample_data
+    from models.tables import Agency
 
     services = app.bot_data["services"]
     async with services.sessions() as session, session.begin():
         await load_sample_data(session, services.today())
+        if not await session.scalar(select(func.count()).select_from(Agency)):
+            await ag.import_csv(session, ag.SAMPLE.read_bytes(), services.clock())
 
 
 class _DemoDriver(ChatDriver):
@@ -406,7 +444,7 @@ async def telegram_chat(
                 driver = _DemoDriver(
                     api, user, idle=_idle(app, dispatcher), first_update_id=first_update_id
                 )
-                yield TelegramDemoChat(driver, out)
+                yield TelegramDemoChat(driver, out, app.bot_data["services"])
             finally:
                 await dispatcher.stop()
                 await poller.stop()
@@ -476,7 +514,9 @@ async def zalo_chat(
 
                 try:
                     user = ZaloUser(id=ZALO_USER_ID, display_name="Demo")
-                    yield ZaloDemoChat(ZaloChatDriver(api, user, idle=idle), out)
+                    yield ZaloDemoChat(
+                        ZaloChatDriver(api, user, idle=idle), out, app.bot_data["services"]
+                    )
                 finally:
                     await dispatcher.stop()
                     await poller.stop()

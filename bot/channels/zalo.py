@@ -394,6 +394,7 @@ class ZaloChannel(Channel):
                 until = self.services.now() + dt.timedelta(seconds=self.media.ttl)
                 note = t(
                     "zalo.download",
+                    name=filename,
                     url=url,
                     minutes=round(self.media.ttl / 60),
                     until=until.strftime("%H:%M"),
