@@ -100,6 +100,10 @@ class _Item:
     claimed: float  # loop time of the claim
 
 
+#: why a message whose slow part (Reply.prepare) failed was not sent (its ``error``)
+RENDER_ERROR = "render error"
+
+
 class _RenderFailed(Exception):
     """A renderer raised while a batch was rendered without savepoints."""
 
@@ -588,6 +592,15 @@ class Dispatcher:
         try:
             if channel is None:
                 raise DeliveryError(f"no {lane.name} channel here", TRANSIENT)
+            if item.reply.prepare is not None:  # outside any transaction (see Reply.prepare)
+                try:
+                    await item.reply.prepare()
+                except Exception as exc:  # a renderer's bug costs its own message only
+                    log.error("could not render outbox message %s: %s", item.id,
+                              type(exc).__name__)
+                    self._settle(_Outcome(item, RENDER_ERROR, RENDER_ERROR))
+                    return
+                item.reply.prepare = None
             await channel.send(item.to.chat_id, item.reply, retry=False)
         except DeliveryError as exc:
             if exc.reason == RATE_LIMITED:

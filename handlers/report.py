@@ -332,6 +332,9 @@ class RenderCache:
 
     reports: _Lru = field(default_factory=lambda: _Lru(CACHED_LINES))
     outputs: _Lru = field(default_factory=lambda: _Lru(CACHED_BYTES))
+    # outputs being made: the dispatcher draws its batch's files at once (Reply.prepare), and
+    # two heads of one agency wait for the same drawing
+    making: dict[tuple[Hashable, ...], asyncio.Future[Any]] = field(default_factory=dict)
 
 
 # one cache per database's session factory (each application, each test has its own; freed
@@ -377,11 +380,27 @@ class Rendering:
             return await make()
         key = (*self.key, part, t.locale, t.channel, str(tz))
         found = self.cache.outputs.get(key)
-        if found is None:
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        making = self.cache.making.get(key)
+        if making is not None:
+            return await asyncio.shield(making)  # type: ignore[no-any-return]
+        making = self.cache.making[key] = asyncio.get_running_loop().create_future()
+        try:
             found = await make()
-            size = len(found) if isinstance(found, bytes | str) else 1
-            self.cache.outputs.put(key, found, size)
-        return found  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            making.cancel()
+            raise
+        except Exception as exc:
+            making.set_exception(exc)
+            making.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self.cache.making[key]
+        making.set_result(found)
+        size = len(found) if isinstance(found, bytes | str) else 1
+        self.cache.outputs.put(key, found, size)
+        return found
 
     async def summary(self, t: Translator, tz: ZoneInfo) -> str:
         async def make() -> str:
@@ -750,9 +769,18 @@ async def render_report(n: Notice) -> Reply | None:
     t, tz = n.t, n.services.tz
     if n.message.kind == "report":
         return Reply(text=await drawn.summary(t, tz))
-    if n.message.kind == "report_chart":
-        return Reply(photo=await drawn.chart(t, tz))
-    return Reply(document=(await drawn.workbook(t, tz), file_name(drawn.report, tz)))
+    # the files are drawn by the dispatcher after the claim's transaction (Reply.prepare): on
+    # SQLite's one connection, chats would otherwise wait for a batch of charts
+    reply = Reply()
+
+    async def draw() -> None:
+        if n.message.kind == "report_chart":
+            reply.photo = await drawn.chart(t, tz)
+        else:
+            reply.document = (await drawn.workbook(t, tz), file_name(drawn.report, tz))
+
+    reply.prepare = draw
+    return reply
 
 
 def handlers() -> list[BaseHandler]:  # type: ignore[type-arg]

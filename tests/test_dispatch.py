@@ -48,6 +48,19 @@ async def _note(n: Notice) -> Reply | None:
     if params.get("boom"):
         raise RuntimeError("a renderer's bug")
     text = f"note {n.message.id}: {params.get('text', '')}"
+    if params.get("prepared"):  # the slow part, after the claim's transaction (Reply.prepare)
+        reply = Reply()
+        session = n.session
+
+        async def prepare() -> None:
+            if params.get("prepare_boom"):
+                raise RuntimeError("a drawing's bug")
+            # the claim's transaction is over: no database connection waits on this
+            assert not session.in_transaction()
+            reply.text = f"{text} (prepared)"
+
+        reply.prepare = prepare
+        return reply
     if params.get("vietnamese"):
         return Reply(text=text, markup=inline([[("Giữ tiếng Việt", "lang:vi")]]))
     if params.get("language_options"):
@@ -164,6 +177,19 @@ async def test_a_renderer_that_fails_costs_its_own_message_only(bot: Harness) ->
     st = await statuses(bot)
     assert st[boom][:2] == ("failed", "render error")
     assert notes_to(bot.api, 7105) == [f"note {first[0]}: #0", f"note {last[0]}: #0"]
+
+
+async def test_a_slow_part_is_prepared_after_the_claim_and_fails_alone(bot: Harness) -> None:
+    """Reply.prepare (a report's chart) runs with no database connection held, just before
+    sending; when it fails, its own message is marked failed and the others go."""
+    a = await add_account(bot, 7106)
+    [ok] = await add_notes(bot, a, prepared=True)
+    [boom] = await add_notes(bot, a, prepared=True, prepare_boom=True)
+    sent = await drain(bot.services)
+    assert (sent.sent, sent.failed) == (1, 1)
+    st = await statuses(bot)
+    assert st[ok][0] == "sent" and st[boom][:2] == ("failed", "render error")
+    assert notes_to(bot.api, 7106) == [f"note {ok}: #0 (prepared)"]
 
 
 async def test_one_message_per_chat_per_second_in_order(bot: Harness) -> None:

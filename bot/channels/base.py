@@ -9,7 +9,7 @@ numbered across its messages, in order (:func:`numbered`), and that numbering is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -93,6 +93,10 @@ class Reply:
     to: Address | None = None  # another person's chat (e.g. a waitlist offer); None: this chat
     numbered_from: int = 1  # a notice's first number: its choices join the chat's open ones
     locale: str | None = None  # a notice's recipient's language (the channel's own words)
+    # a notice's slow part (drawing a report's chart, writing its workbook): run by the
+    # dispatcher after the claim's transaction, just before sending, so that no database
+    # connection waits on it; it fills in the reply's files and never uses the database
+    prepare: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
