@@ -185,6 +185,52 @@ def _province_line(report: Report, t: Translate) -> AgencyLine:
     )
 
 
+def _minus(a: Figures, b: Figures) -> Figures:
+    n = max(len(a.doses), len(b.doses))
+    return Figures(a.joined - b.joined, a.complete - b.complete, a.booked - b.booked,
+                   a.relatives - b.relatives,
+                   tuple(x - y for x, y in zip(_padded(a.doses, n), _padded(b.doses, n),
+                                               strict=True)))
+
+
+def _own_line(report: Report, t: Translate) -> AgencyLine | None:
+    """The root's own members as a line of level 1, "<name> (trực tiếp)", when the root has
+    sub-units (None otherwise): with them, level 1 adds up to the root. Its expected staff is
+    what the sub-units' leave; last week's figures are the root's less its sub-units' (blank
+    when a sub-unit has none), so the changes add up too."""
+    root = report.root
+    if root is None:
+        return None
+    children = [line for line in report.lines if line.depth == root.depth + 1]
+    if not children:
+        return None
+    previous = None
+    if root.previous is not None and all(c.previous is not None for c in children):
+        previous = root.previous
+        for child in children:
+            previous = _minus(previous, child.previous or Figures())
+    return AgencyLine(
+        agency_id=root.agency_id, code=root.code, name=t("report.file.own", name=root.name),
+        kind=root.kind, parent_id=root.agency_id, depth=root.depth + 1,
+        expected=max(0, root.expected - sum(c.expected for c in children)),
+        own=root.own, total=root.own, previous=previous,
+    )
+
+
+def _sum_line(lines: list[AgencyLine], name: str) -> AgencyLine:
+    """The lines of a sheet added up (last week's: blank when a line has none)."""
+    total, own, previous = Figures(), Figures(), Figures()
+    for line in lines:
+        total, own = total + line.total, own + line.own
+        if previous is not None:
+            previous = None if line.previous is None else previous + line.previous
+    return AgencyLine(
+        agency_id=0, code="", name=name, kind="", parent_id=None, depth=-1,
+        expected=sum(line.expected for line in lines), own=own, total=total,
+        previous=previous if lines else None,
+    )
+
+
 def _leveled(report: Report) -> Iterator[tuple[int, AgencyLine]]:
     """Every agency line with its level: 0 the root; for the province (no root), the
     top-level agencies are level 1 (level 0 is the province's total, not a line)."""
@@ -264,14 +310,21 @@ class _Book:
         self.tables: dict[int, tuple[Any, list[str]]] = {}  # rows of XML by sheet
 
     def sheet(self, title: str, widths: Iterable[float], freeze: str | None = None) -> Any:
-        """A new sheet; widths and frozen panes go before the first row (write-only)."""
+        """A new sheet; widths and frozen panes go before the first row (write-only). A sheet
+        with frozen panes is a table: printed landscape, as wide as the page, its header on
+        every page."""
         from openpyxl.utils import get_column_letter
+        from openpyxl.worksheet.properties import PageSetupProperties
 
         ws = self.wb.create_sheet(_sheet_title(title, self.taken))
         for i, width in enumerate(widths, 1):
             ws.column_dimensions[get_column_letter(i)].width = width
         if freeze:
             ws.freeze_panes = freeze
+            ws.page_setup.orientation = "landscape"
+            ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = 1, 0  # pages down as needed
+            ws.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
+            ws.print_title_rows = "1:1"
         return ws
 
     def cell(self, ws: Any, value: Any, *, kind: str = "text", bold: bool = False,
@@ -306,23 +359,40 @@ class _Book:
             for c, v in zip(columns, values, strict=True)
         ])
 
-    def table(self, ws: Any, columns: list[_Column], rows: Iterable[list[Any]]) -> None:
+    def table(
+        self, ws: Any, columns: list[_Column], rows: Iterable[list[Any]],
+        total: list[Any] | None = None,
+    ) -> None:
         """Rows below the header, as the sheet's XML made here: openpyxl spends some 20 µs
-        on a cell, seconds for 5,000 agencies; these are spliced in when the file is saved."""
-        from openpyxl.cell import WriteOnlyCell
+        on a cell, seconds for 5,000 agencies; these are spliced in when the file is saved.
+        The header and the rows get an autofilter; ``total`` is a bold row below them,
+        outside the filter, so sorting leaves it last."""
         from openpyxl.utils import get_column_letter
 
-        styles = []
-        for column in columns:
-            cell = WriteOnlyCell(ws)
-            cell.number_format = _FORMATS.get(column.kind, "General")
-            styles.append(f' s="{cell.style_id}"' if cell.has_style else "")
+        styles = self._styles(ws, columns)
         letters = [get_column_letter(i) for i in range(1, len(columns) + 1)]
         chunks = self.tables.setdefault(id(ws), (ws, []))[1]
         number = 1 + len(chunks)  # a chunk a row, below the header
         for values in rows:
             number += 1
             chunks.append(_row_xml(number, letters, styles, values))
+        ws.auto_filter.ref = f"A1:{letters[-1]}{number}"
+        if total is not None:
+            chunks.append(_row_xml(number + 1, letters, self._styles(ws, columns, bold=True),
+                                   total))
+
+    def _styles(self, ws: Any, columns: list[_Column], bold: bool = False) -> list[str]:
+        """Each column's style attribute (`` s="3"``) for :func:`_row_xml`."""
+        from openpyxl.cell import WriteOnlyCell
+
+        styles = []
+        for column in columns:
+            cell = WriteOnlyCell(ws)
+            cell.number_format = _FORMATS.get(column.kind, "General")
+            if bold:
+                cell.font = self.bold
+            styles.append(f' s="{cell.style_id}"' if cell.has_style else "")
+        return styles
 
     def save(self, moment: dt.datetime) -> bytes:
         """The workbook's bytes; every part of the archive dated at the report's moment, so
@@ -364,7 +434,7 @@ def _row_xml(number: int, letters: list[str], styles: list[str], values: list[An
             continue
         if isinstance(value, str):
             if value:
-                parts.append(f'<c r="{letter}{number}" t="inlineStr"><is>'
+                parts.append(f'<c r="{letter}{number}" t="inlineStr"{style}><is>'
                              f'<t xml:space="preserve">{_text_xml(value)}</t></is></c>')
         elif isinstance(value, int | float) and not isinstance(value, bool):
             parts.append(f'<c r="{letter}{number}"{style}><v>{value!r}</v></c>')
@@ -464,8 +534,12 @@ def _summary(book: _Book, report: Report, t: Translate, tz: ZoneInfo, doses: int
         ):
             book.row(ws, columns, [t(key), count, share, changed])
         ws.append([])
-    if report.lines:
+    if any(level > 0 for level, _ in _leveled(report)):  # the level sheets, explained
         ws.append([book.cell(ws, t("report.file.note"))])
+        if report.root is None:
+            ws.append([book.cell(ws, t("report.file.note.total"))])
+        else:
+            ws.append([book.cell(ws, t("report.file.note.own", name=report.root.name))])
 
 
 def workbook(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
@@ -476,21 +550,40 @@ def workbook(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
     _summary(book, report, t, tz, doses)
     columns = _agency_columns(t, doses)
     codes = _codes(report)
+    own = _own_line(report, t)
     levels = sorted({level for level, _ in _leveled(report) if level > 0})
     for level in levels:
-        ws = book.sheet(t("report.file.sheet.level", n=level), (c.width for c in columns), "A2")
+        ws = book.sheet(t("report.file.sheet.level", n=level), (c.width for c in columns), "C2")
         book.header(ws, columns)
+        lines = [line for at, line in _leveled(report) if at == level]
+        if level == 1 and own is not None:  # the root's own members first: level 1 adds up
+            lines.insert(0, own)
         book.table(ws, columns, (
             _agency_row(line, codes.get(line.parent_id, "") if line.parent_id is not None else "",
-                         doses)
-            for at, line in _leveled(report) if at == level
-        ))
+                        doses)
+            for line in lines
+        ), total=_agency_row(_sum_line(lines, t("report.file.total")), "", doses))
     if report.wards or report.scope == "communes":
         ward_columns = _ward_columns(t)
-        ws = book.sheet(t("report.file.sheet.wards"), (c.width for c in ward_columns), "A2")
+        ws = book.sheet(t("report.file.sheet.wards"), (c.width for c in ward_columns), "C2")
         book.header(ws, ward_columns)
-        book.table(ws, ward_columns, (_ward_row(ward, t) for ward in report.wards))
+        book.table(ws, ward_columns, (_ward_row(ward, t) for ward in report.wards),
+                   total=_ward_total(report.wards, t))
     return book.save(report.moment)
+
+
+def _ward_total(wards: list[WardLine], t: Translate) -> list[Any]:
+    """The communes added up, in :func:`_ward_columns`' order."""
+    adults = sum(w.adults for w in wards)
+    adults_vaccinated = sum(w.adults_vaccinated for w in wards)
+    registered = sum(w.registered for w in wards)
+    previous = [w.previous_registered for w in wards]
+    return [
+        None, t("report.file.total"), registered, adults, sum(w.booked for w in wards),
+        sum(w.vaccinated for w in wards), adults_vaccinated, _share(adults_vaccinated, adults),
+        None if not wards or None in previous
+        else registered - sum(p for p in previous if p is not None),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,11 +595,11 @@ def workbook(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_value(value: Any, kind: str) -> Any:
+def _csv_value(value: Any, kind: str, decimal: str = ".") -> Any:
     if value is None:
         return ""
     if kind == "share":
-        return f"{value * 100:.1f}"
+        return f"{value * 100:.1f}".replace(".", decimal)
     if isinstance(value, str):
         value = _clean(value)  # as in the workbook: a lone surrogate could not even be encoded
         if value.startswith(_FORMULA_START):
@@ -516,16 +609,21 @@ def _csv_value(value: Any, kind: str) -> Any:
     return value
 
 
-def csv_bytes(report: Report, t: Translate) -> bytes:
+def csv_bytes(report: Report, t: Translate, *, excel_vn: bool = False) -> bytes:
     """The report as one CSV table (UTF-8 with a BOM): the agencies with their ``level``
-    (0: the root, or the province's total), or the communes and wards for the communes."""
+    (0: the root, or the province's total), or the communes and wards for the communes.
+
+    By default ``,`` between fields and ``.`` in decimals (``49.1``), for programs.
+    ``excel_vn``: as Excel with Vietnamese regional settings reads a CSV it opens, ``;``
+    between fields and ``,`` in decimals (``49,1``)."""
+    delimiter, decimal = (";", ",") if excel_vn else (",", ".")
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
     if report.scope == "communes":
         columns = _ward_columns(t)
         writer.writerow([c.header for c in columns])
         for ward in report.wards:
-            writer.writerow(_csv_value(v, c.kind)
+            writer.writerow(_csv_value(v, c.kind, decimal)
                             for c, v in zip(columns, _ward_row(ward, t), strict=True))
     else:
         doses = _doses(report)
@@ -534,12 +632,13 @@ def csv_bytes(report: Report, t: Translate) -> bytes:
         writer.writerow([c.header for c in columns])
         if report.root is None:  # the province: its total first, as level 0
             total = _province_line(report, t)
-            writer.writerow(_csv_value(v, c.kind) for c, v in zip(
+            writer.writerow(_csv_value(v, c.kind, decimal) for c, v in zip(
                 columns, [0, *_agency_row(total, "", doses, own=False)], strict=True))
         for level, line in _leveled(report):
             parent = codes.get(line.parent_id, "") if line.parent_id is not None else ""
             values = [level, *_agency_row(line, parent, doses)]
-            writer.writerow(_csv_value(v, c.kind) for c, v in zip(columns, values, strict=True))
+            writer.writerow(_csv_value(v, c.kind, decimal)
+                            for c, v in zip(columns, values, strict=True))
     return "\ufeff".encode() + out.getvalue().encode("utf-8")
 
 
@@ -554,9 +653,21 @@ _FONT = "DejaVu Sans"  # Vietnamese letters all drawn; shipped with matplotlib
 
 @dataclass(frozen=True)
 class _Bar:
+    """A bar: two shares, each as (part, whole): for agencies, complete and joined, both of
+    the expected staff; for communes, adults vaccinated of the adults and vaccinated of the
+    registered."""
+
     label: str
-    main: float | None  # complete (agencies) or adults vaccinated (communes), 0..1
-    second: float | None  # joined (agencies) or vaccinated of the registered (communes)
+    main_of: tuple[int, int]
+    second_of: tuple[int, int]
+
+    @property
+    def main(self) -> float | None:
+        return _share(*self.main_of)
+
+    @property
+    def second(self) -> float | None:
+        return _share(*self.second_of)
 
 
 _GLYPHS: frozenset[int] | None = None  # the characters the chart's font draws
@@ -587,16 +698,16 @@ def _short(text: str) -> str:
 
 
 def _agency_bar(line: AgencyLine) -> _Bar:
-    return _Bar(_short(line.name) or line.code, _share(line.total.complete, line.expected),
-                _share(line.total.joined, line.expected))
+    return _Bar(_short(line.name) or line.code, (line.total.complete, line.expected),
+                (line.total.joined, line.expected))
 
 
 def _bars(report: Report, t: Translate) -> tuple[list[_Bar], str, str]:
     """The bars of a chart and their two legends."""
     if report.scope == "communes":
         bars = [
-            _Bar(_short(_ward_label(w.ward_code, t)), w.adults_share,
-                 _share(w.vaccinated, w.registered))
+            _Bar(_short(_ward_label(w.ward_code, t)), (w.adults_vaccinated, w.adults),
+                 (w.vaccinated, w.registered))
             for w in report.wards
         ]
         return bars, t("report.chart.adults_vaccinated"), t("report.chart.vaccinated")
@@ -611,7 +722,7 @@ def _bars(report: Report, t: Translate) -> tuple[list[_Bar], str, str]:
     if root.own.joined:
         expected = max(0, root.expected - sum(line.expected for line in children))
         bars.append(_Bar(_words(t("report.chart.own", name=_short(root.name) or root.code)),
-                         _share(root.own.complete, expected), _share(root.own.joined, expected)))
+                         (root.own.complete, expected), (root.own.joined, expected)))
     return bars, *legends
 
 
@@ -625,6 +736,23 @@ def _chosen(report: Report, t: Translate) -> tuple[list[_Bar], int, str, str]:
 
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.0f}%"
+
+
+def _count_share(part: int, whole: int) -> str:
+    """``12/40 · 30%``: the count with its share, so 1 of 2 reads unlike 50 of 100."""
+    if not whole:
+        return "–"
+    return f"{part:,}/{whole:,} · {_percent(_share(part, whole))}".replace(",", ".")
+
+
+def _axis_end(largest: float) -> float:
+    """Where the share axis ends (percent): at 100, a share's end, unless every bar is at
+    most 40%; then at the first of 10, 20 or 50 above the largest with a little room, so
+    0–10% coverage is not squeezed into the left tenth. The ticks say where it ends."""
+    for end in (10.0, 20.0, 50.0):
+        if largest <= end * 0.8:
+            return end
+    return 100.0
 
 
 def _title(report: Report, t: Translate) -> str:
@@ -681,9 +809,13 @@ def chart(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
             FigureCanvasAgg(fig)
             ax = fig.add_subplot()
             title = _one_line(_title(report, t), 80)
-            fig.suptitle(f"{title}\n{period(report, t, tz)}", x=0.01, ha="left", fontsize=12)
+            measure = t("report.chart.measure.communes" if report.scope == "communes"
+                        else "report.chart.measure.staff")
+            fig.suptitle(f"{title}\n{measure}\n{period(report, t, tz)}", x=0.01, ha="left",
+                         fontsize=12)
             if shown:
-                _draw_bars(ax, shown, t, main_legend, second_legend)
+                _draw_bars(ax, shown, t, main_legend, second_legend,
+                           grouped=report.scope == "communes")
             else:
                 ax.text(0.5, 0.5, t("report.chart.none"), ha="center", va="center",
                         transform=ax.transAxes, color=_GREY, fontsize=12)
@@ -698,25 +830,41 @@ def chart(report: Report, t: Translate, tz: ZoneInfo = PROVINCE_TZ) -> bytes:
 
 
 def _draw_bars(
-    ax: Any, shown: list[_Bar], t: Translate, main_legend: str, second_legend: str
+    ax: Any, shown: list[_Bar], t: Translate, main_legend: str, second_legend: str,
+    grouped: bool = False,
 ) -> None:
-    """Light bars for the second share, dark ones for the main share in front; each with its
-    values written after it; the first bar on top."""
+    """Light bars for the second share, dark ones for the main share; each bar's counts and
+    shares written after it ("12/40 · 30% — đã tham gia 20/40 · 50%"), so a 0% bar still
+    shows; the first bar on top. Agencies: the dark bar in front of the light one (complete
+    is part of joined, both of the expected staff). Communes (``grouped``): the two side by
+    side, as their bases differ (adults, everyone registered) and the dark may be longer."""
+    from matplotlib.ticker import PercentFormatter
+
     ys = list(range(len(shown)))
     seconds = [100 * (b.second or 0.0) for b in shown]
     mains = [100 * (b.main or 0.0) for b in shown]
-    ax.barh(ys, seconds, height=0.8, color=_LIGHT, label=second_legend)
-    ax.barh(ys, mains, height=0.45, color=_DARK, label=main_legend)
-    top = max(100.0, *seconds, *mains)
+    if grouped:
+        ax.barh([y + 0.2 for y in ys], seconds, height=0.38, color=_LIGHT, label=second_legend)
+        ax.barh([y - 0.2 for y in ys], mains, height=0.38, color=_DARK, label=main_legend)
+    else:
+        ax.barh(ys, seconds, height=0.8, color=_LIGHT, label=second_legend)
+        ax.barh(ys, mains, height=0.45, color=_DARK, label=main_legend)
+    top = _axis_end(max(0.0, *seconds, *mains))
+    value = "report.chart.value.communes" if grouped else "report.chart.value.staff"
     for y, bar, a, b in zip(ys, shown, mains, seconds, strict=True):
         if bar.main is None and bar.second is None:
             text, colour = t("report.chart.no_expected"), _GREY
         else:
-            text, colour = f"{_percent(bar.main)}  ({_percent(bar.second)})", "black"
-        ax.text(max(a, b) + top * 0.01, y, text, va="center", fontsize=9, color=colour)
+            text = t(value, main=_count_share(*bar.main_of),
+                     second=_count_share(*bar.second_of))
+            colour = "black"
+        # after the longer bar; past the axis' end if need be (the layout makes room)
+        ax.text(max(a, b) + top * 0.01, y, text, va="center", fontsize=9, color=colour,
+                clip_on=False)
     ax.set_yticks(ys, [_wrapped(b.label) for b in shown], fontsize=9)
     ax.set_ylim(len(shown) - 0.5, -0.5)  # the lowest on top, no margin
-    ax.set_xlim(0, top * 1.25)
+    ax.set_xlim(0, top)
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=0))
     ax.set_xlabel(t("report.chart.axis"))
     ax.xaxis.grid(True, color="#dddddd")
     ax.set_axisbelow(True)

@@ -142,9 +142,10 @@ def facts_of(ws) -> dict[str, object]:
 
 
 def by_code(ws) -> dict[str, tuple]:
-    """A level sheet's rows by agency code, as {header: value}."""
+    """A level sheet's rows by agency code, as {header: value}; the total row (no code) left
+    out."""
     rows = rows_of(ws)
-    return {row[0]: dict(zip(rows[0], row, strict=True)) for row in rows[1:]}
+    return {row[0]: dict(zip(rows[0], row, strict=True)) for row in rows[1:] if row[0]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,19 +160,21 @@ def test_workbook_sheets_headers_and_layout_in_vietnamese(vi: Translator) -> Non
     header = rows_of(level1)[0]
     assert header == (
         "Mã đơn vị", "Tên đơn vị", "Đơn vị cấp trên", "Biên chế", "Đã tham gia",
-        "Tỷ lệ tham gia (%)", "Đã có sổ sức khỏe", "Tỷ lệ có sổ sức khỏe (%)",
-        "Đã đặt lịch tiêm", "Đã tiêm mũi 1", "Đã tiêm mũi 2", "Đã tiêm mũi 3",
-        "Người thân đã đăng ký", "Tham gia: thay đổi so với tuần trước",
-        "Có sổ: thay đổi so với tuần trước", "Trực tiếp: đã tham gia", "Trực tiếp: đã có sổ",
+        "Đã tham gia (% biên chế)", "Có sổ sức khỏe", "Có sổ sức khỏe (% biên chế)",
+        "Đã đặt lịch", "Đã tiêm mũi 1", "Đã tiêm mũi 2", "Đã tiêm mũi 3",
+        "Người thân đã đăng ký", "Đã tham gia: thay đổi so với tuần trước",
+        "Có sổ sức khỏe: thay đổi so với tuần trước", "Trực tiếp: đã tham gia",
+        "Trực tiếp: có sổ sức khỏe",
     )
     for ws in (level1, book["Cấp 2"]):
-        assert ws.freeze_panes == "A2"
+        assert ws.freeze_panes == "C2"  # the header, the code and the name stay in sight
         assert all(cell.font.b for cell in ws[1])
         assert ws.column_dimensions["B"].width >= 40  # the name
         assert ws.column_dimensions["A"].width >= 12
-    # each sheet holds its level only, siblings by code
-    assert [r[0] for r in rows_of(level1)[1:]] == ["MN-HB", "THPT-BH", "TYT-NL"]
-    assert [r[0] for r in rows_of(book["Cấp 2"])[1:]] == ["THPT-BH.TOAN", "THPT-BH.VAN"]
+    # each sheet holds its level only, siblings by code; level 1 begins with the root's own
+    # members; a total row (no code) ends each
+    assert [r[0] for r in rows_of(level1)[1:]] == ["UBND-MK", "MN-HB", "THPT-BH", "TYT-NL", None]
+    assert [r[0] for r in rows_of(book["Cấp 2"])[1:]] == ["THPT-BH.TOAN", "THPT-BH.VAN", None]
 
 
 def test_workbook_rows_count_whole_subtrees(vi: Translator) -> None:
@@ -180,28 +183,28 @@ def test_workbook_rows_count_whole_subtrees(vi: Translator) -> None:
     # own 20 joined of 40 expected; its two groups add 6+1 joined and 8+7 expected
     assert school["Biên chế"] == 55
     assert school["Đã tham gia"] == 27
-    assert school["Tỷ lệ tham gia (%)"] == pytest.approx(27 / 55)
-    assert school["Đã có sổ sức khỏe"] == 15
-    assert school["Tỷ lệ có sổ sức khỏe (%)"] == pytest.approx(15 / 55)
+    assert school["Đã tham gia (% biên chế)"] == pytest.approx(27 / 55)
+    assert school["Có sổ sức khỏe"] == 15
+    assert school["Có sổ sức khỏe (% biên chế)"] == pytest.approx(15 / 55)
     assert school["Đã tiêm mũi 1"] == 11
     assert school["Đã tiêm mũi 3"] == 0
     assert school["Đơn vị cấp trên"] == "UBND-MK"
     assert school["Trực tiếp: đã tham gia"] == 20
-    assert school["Trực tiếp: đã có sổ"] == 10
+    assert school["Trực tiếp: có sổ sức khỏe"] == 10
     # last week: the school 15+3 and one group with nothing stored -> no change shown
-    assert school["Tham gia: thay đổi so với tuần trước"] is None
+    assert school["Đã tham gia: thay đổi so với tuần trước"] is None
     health = by_code(book["Cấp 1"])["TYT-NL"]
-    assert health["Tham gia: thay đổi so với tuần trước"] == 0
-    assert health["Có sổ: thay đổi so với tuần trước"] == 1
-    assert health["Tỷ lệ có sổ sức khỏe (%)"] == 1.0
+    assert health["Đã tham gia: thay đổi so với tuần trước"] == 0
+    assert health["Có sổ sức khỏe: thay đổi so với tuần trước"] == 1
+    assert health["Có sổ sức khỏe (% biên chế)"] == 1.0
     assert health["Đã tiêm mũi 3"] == 1
     # no expected staff: the share is left blank, not 0 or an error
     nursery = by_code(book["Cấp 1"])["MN-HB"]
     assert nursery["Biên chế"] == 0
-    assert nursery["Tỷ lệ tham gia (%)"] is None
+    assert nursery["Đã tham gia (% biên chế)"] is None
     group = by_code(book["Cấp 2"])["THPT-BH.TOAN"]
-    assert (group["Đơn vị cấp trên"], group["Đã tham gia"], group["Tham gia: thay đổi so với "
-            "tuần trước"]) == ("THPT-BH", 6, 3)
+    assert (group["Đơn vị cấp trên"], group["Đã tham gia"],
+            group["Đã tham gia: thay đổi so với tuần trước"]) == ("THPT-BH", 6, 3)
 
 
 def test_workbook_cell_types_and_formats(vi: Translator) -> None:
@@ -250,8 +253,8 @@ def test_workbook_summary_change_and_none_without_previous(vi: Translator) -> No
     assert facts["So sánh với"][0] == "Chưa có số liệu tuần trước"
     assert facts["Đã tham gia"][2] is None
     for row in list(by_code(book["Cấp 1"]).values()) + list(by_code(book["Cấp 2"]).values()):
-        assert row["Tham gia: thay đổi so với tuần trước"] is None
-        assert row["Có sổ: thay đổi so với tuần trước"] is None
+        assert row["Đã tham gia: thay đổi so với tuần trước"] is None
+        assert row["Có sổ sức khỏe: thay đổi so với tuần trước"] is None
 
 
 def test_workbook_in_english(en: Translator) -> None:
@@ -259,7 +262,7 @@ def test_workbook_in_english(en: Translator) -> None:
     assert book.sheetnames == ["Summary", "Level 1", "Level 2", "Level 3", "Communes"]
     header = rows_of(book["Level 1"])[0]
     assert header[:6] == ("Code", "Name", "Parent code", "Expected staff", "Joined",
-                          "Joined (% of expected)")
+                          "Joined (% of expected staff)")
     assert rows_of(book["Communes"])[0][:3] == ("Commune code", "Commune or ward", "Registered")
     facts = {r[0]: r[1] for r in rows_of(book["Summary"])}
     assert facts["Scope"] == "The whole province"
@@ -282,10 +285,10 @@ def test_province_workbook_levels_and_wards(vi: Translator) -> None:
     assert summary["Người lớn đã tiêm"][1] == pytest.approx(57 / 170)
 
     wards = book["Xã, phường"]
-    assert wards.freeze_panes == "A2"
+    assert wards.freeze_panes == "C2"
     rows = rows_of(wards)
     assert rows[0] == ("Mã xã, phường", "Tên xã, phường", "Đã đăng ký", "Người lớn (từ 18 tuổi)",
-                       "Đã đặt lịch tiêm", "Đã tiêm (ít nhất 1 mũi)", "Người lớn đã tiêm",
+                       "Đã đặt lịch", "Đã tiêm (ít nhất 1 mũi)", "Người lớn đã tiêm",
                        "Tỷ lệ người lớn đã tiêm (%)", "Đăng ký: thay đổi so với tuần trước")
     assert rows[1] == (4288, "Phường Nghĩa Lộ", 120, 100, 30, 60, 50, 0.5, 20)
     assert rows[2][1] == ward_name(2761) == "Xã Mường Khương"
@@ -304,7 +307,7 @@ def test_communes_workbook(vi: Translator) -> None:
     assert book.sheetnames == ["Tổng hợp", "Xã, phường"]
     rows = rows_of(book["Xã, phường"])
     assert [r[1] for r in rows[1:]] == ["Phường Nghĩa Lộ", "Xã Mường Khương", "Xã Bắc Hà",
-                                        "Xã, phường mã 99999"]
+                                        "Xã, phường mã 99999", "Tổng cộng"]
     summary = {r[0]: r[1:] for r in rows_of(book["Tổng hợp"])}
     assert "Đơn vị" not in summary
     assert "Biên chế" not in summary  # no staff table for the communes
@@ -357,7 +360,7 @@ def test_awkward_names_survive(vi: Translator) -> None:
     for read_only in (False, True):  # as the tests of /report read it, too
         book = openpyxl.load_workbook(io.BytesIO(workbook(report, vi)), read_only=read_only)
         rows = [tuple(r) for r in book["Cấp 1"].iter_rows(values_only=True)]
-        assert rows[1][:4] == ("R&D.1", "  Tổ 1 & 2 'A'  ", "R&D", 5)
+        assert rows[2][:4] == ("R&D.1", "  Tổ 1 & 2 'A'  ", "R&D", 5)
         facts = facts_of(book["Tổng hợp"])
         assert facts["Đơn vị"] == 'Ban <Quản lý> & "Dự án" số 1 (R&D)'
     rows = parse_csv(csv_bytes(report, vi))
@@ -400,7 +403,7 @@ def test_names_are_never_formulas_in_the_workbook(vi: Translator, name: str) -> 
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=read_only)
         facts = facts_of(book["Tổng hợp"])
         assert facts["Đơn vị"] == f"{name} (X1)"
-        assert list(book["Cấp 1"].iter_rows(values_only=True))[1][:3] == ("-X2", name, "X1")
+        assert list(book["Cấp 1"].iter_rows(values_only=True))[2][:3] == ("-X2", name, "X1")
 
 
 def test_names_are_never_formulas_in_the_csv(vi: Translator) -> None:
@@ -411,7 +414,7 @@ def test_names_are_never_formulas_in_the_csv(vi: Translator) -> None:
     assert [r["Tên đơn vị"] for r in rows] == ["'=1+2", "'@SUM(1+1)*cmd|' /C calc'!A0"]
     assert [(r["Mã đơn vị"], r["Đơn vị cấp trên"]) for r in rows] == [("'-X1", ""),
                                                                        ("'-X2", "'-X1")]
-    assert rows[1]["Tham gia: thay đổi so với tuần trước"] == "-3"
+    assert rows[1]["Đã tham gia: thay đổi so với tuần trước"] == "-3"
     for name in ("+1", "\t=1", "\r=1", "-1"):
         rows = parse_csv(csv_bytes(two_agencies("Sở Y tế", name), vi))
         assert rows[1]["Tên đơn vị"] == "'" + name
@@ -431,7 +434,8 @@ def test_characters_xml_cannot_hold_are_left_out(vi: Translator, bad: str) -> No
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=read_only)
         rows = {ws.title: list(ws.iter_rows(values_only=True)) for ws in book.worksheets}
         assert facts_of(book["Tổng hợp"])["Đơn vị"] == "Sở Y tế (X1)"
-        assert rows["Cấp 1"][1][1] == "Tổ[31m 1"
+        assert rows["Cấp 1"][1][1] == "Sở Y tế (trực tiếp)"
+        assert rows["Cấp 1"][2][1] == "Tổ[31m 1"
     assert parse_csv(csv_bytes(report, vi))[1]["Tên đơn vị"] == "Tổ[31m 1"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -444,10 +448,81 @@ def test_characters_xml_cannot_hold_are_left_out(vi: Translator, bad: str) -> No
 
 def test_counts_show_thousands_and_changes_their_sign(vi: Translator) -> None:
     ws = open_book(workbook(agency_report(), vi))["Cấp 1"]
-    row = next(ws.iter_rows(min_row=2, max_row=2))
+    row = next(ws.iter_rows(min_row=3, max_row=3))  # a sub-unit, with a change
     assert row[3].number_format == "#,##0"  # expected staff
     assert row[13].number_format.startswith("+")  # a change
 
+
+SUMMED = ["Biên chế", "Đã tham gia", "Có sổ sức khỏe", "Đã đặt lịch", "Đã tiêm mũi 1",
+          "Người thân đã đăng ký"]
+
+
+def test_level_one_adds_up_to_the_summary(vi: Translator, en: Translator) -> None:
+    """The root's own members are a row of level 1, first ("… (trực tiếp)", as the chart's bar
+    and the CSV's level 0): a head adding up level 1 finds the summary's totals; the total row
+    says so; the summary's footnote describes that row."""
+    report = two_agencies("Bệnh viện Đa khoa", "Khoa Nội")  # every week stored: changes too
+    book = open_book(workbook(report, vi))
+    rows = rows_of(book["Cấp 1"])
+    assert len(rows) == 4
+    own, unit, total = (dict(zip(rows[0], r, strict=True)) for r in rows[1:])
+    assert (own["Mã đơn vị"], own["Tên đơn vị"], own["Đơn vị cấp trên"]) == (
+        "X1", "Bệnh viện Đa khoa (trực tiếp)", "X1")
+    # own: 2 joined, 1 complete of the 10 expected the sub-unit leaves; 2 joined last week too
+    assert (own["Biên chế"], own["Đã tham gia"], own["Có sổ sức khỏe"]) == (10, 2, 1)
+    assert own["Đã tham gia (% biên chế)"] == pytest.approx(0.2)
+    assert own["Đã tham gia: thay đổi so với tuần trước"] == 0
+    assert (own["Trực tiếp: đã tham gia"], own["Trực tiếp: có sổ sức khỏe"]) == (2, 1)
+    assert unit["Mã đơn vị"] == "X2"
+    summary = {r[0]: r[1:] for r in rows_of(book["Tổng hợp"])}
+    for label in SUMMED:
+        assert own[label] + unit[label] == total[label] == summary[label][0], label
+    change = "Đã tham gia: thay đổi so với tuần trước"
+    assert own[change] + unit[change] == total[change] == summary["Đã tham gia"][2] == -3
+    assert (total["Mã đơn vị"], total["Tên đơn vị"]) == (None, "Tổng cộng")
+    assert total["Đã tham gia (% biên chế)"] == pytest.approx(summary["Đã tham gia"][1])
+    assert all(cell.font.b for cell in book["Cấp 1"][4] if cell.value is not None)
+    notes = [r[0] for r in rows_of(book["Tổng hợp"]) if r[0] and "“Cấp" in r[0]]
+    assert any("“Bệnh viện Đa khoa (trực tiếp)”" in note for note in notes)
+    assert any("“Tổng cộng”" in note for note in notes)
+
+    # deeper trees: level 1 of the commune adds up; deeper levels have their own total
+    book = open_book(workbook(agency_report(), vi))
+    rows = rows_of(book["Cấp 1"])
+    summary = {r[0]: r[1:] for r in rows_of(book["Tổng hợp"])}
+    for i, label in enumerate(rows[0]):
+        if label in SUMMED:
+            assert sum(r[i] for r in rows[1:-1]) == rows[-1][i] == summary[label][0], label
+    level2 = rows_of(book["Cấp 2"])
+    assert level2[-1][1:5] == ("Tổng cộng", None, 15, 7)
+
+    # the province: its top-level agencies add up, no row of its own
+    book = open_book(workbook(province_report(), en))
+    rows = rows_of(book["Level 1"])
+    assert [r[0] for r in rows[1:]] == ["SYT", "UBND-MK", None]
+    assert rows[-1][1] == "Total" and rows[-1][3:5] == (107, 68)
+    assert rows_of(book["Communes"])[-1][:4] == (None, "Total", 203, 170)
+    facts = [r[0] for r in rows_of(book["Summary"]) if r[0]]
+    assert "The “Total” row of “Level 1” equals the totals above." in facts
+
+    english = rows_of(open_book(workbook(report, en))["Level 1"])
+    assert english[1][1] == "Bệnh viện Đa khoa (own members)"
+
+
+def test_sheets_filter_and_print_on_one_page_wide(vi: Translator) -> None:
+    """An autofilter over the header and the rows (not the total, so sorting leaves it last);
+    printed landscape, one page wide, the header on every page."""
+    book = open_book(workbook(province_report(), vi))
+    for title, ref in (("Cấp 1", "A1:Q3"), ("Cấp 2", "A1:Q4"), ("Xã, phường", "A1:I4")):
+        ws = book[title]
+        assert ws.auto_filter.ref == ref, title
+        assert ws.page_setup.orientation == "landscape"
+        assert (ws.page_setup.fitToWidth, ws.page_setup.fitToHeight) == (1, 0)
+        assert ws.sheet_properties.pageSetUpPr.fitToPage is True
+        assert ws.print_title_rows == "$1:$1"
+        assert ws.freeze_panes == "C2"
+    # the workbook is still the same for the same report
+    assert workbook(province_report(), vi) == workbook(province_report(), vi)
 
 def test_sheet_titles_excel_accepts() -> None:
     taken: set[str] = set()
@@ -478,10 +553,10 @@ def test_csv_of_an_agency(vi: Translator) -> None:
     assert school["Tên đơn vị"] == "Trường THPT số 1 Bắc Hà"
     assert school["Đơn vị cấp trên"] == "UBND-MK"
     assert school["Đã tham gia"] == "27"
-    assert school["Tỷ lệ tham gia (%)"] == "49.1"  # 27 of 55
-    assert school["Tham gia: thay đổi so với tuần trước"] == ""
-    assert rows[5]["Có sổ: thay đổi so với tuần trước"] == "1"
-    assert rows[1]["Tỷ lệ tham gia (%)"] == ""  # no expected staff
+    assert school["Đã tham gia (% biên chế)"] == "49.1"  # 27 of 55
+    assert school["Đã tham gia: thay đổi so với tuần trước"] == ""
+    assert rows[5]["Có sổ sức khỏe: thay đổi so với tuần trước"] == "1"
+    assert rows[1]["Đã tham gia (% biên chế)"] == ""  # no expected staff
     assert rows[0]["Trực tiếp: đã tham gia"] == "4"
 
 
@@ -500,6 +575,25 @@ def test_csv_of_the_province_and_the_communes(vi: Translator, en: Translator) ->
     assert wards[0]["Đăng ký: thay đổi so với tuần trước"] == "20"
     assert wards[2]["Tỷ lệ người lớn đã tiêm (%)"] == ""
 
+
+def test_csv_for_excel_with_vietnamese_settings(vi: Translator) -> None:
+    """``excel_vn``: ";" between fields and "," in decimals, as Excel reads a CSV on a PC with
+    Vietnamese regional settings; the default stays "," and "." (programs read it)."""
+    report = two_agencies("=1+2", "Khoa; Nội, \"A\"", code="-X1")
+    default = csv_bytes(report, vi)
+    assert default.decode("utf-8-sig").splitlines()[1].startswith("0,'-X1,'=1+2,,15,3,20.0,")
+    excel = csv_bytes(report, vi, excel_vn=True)
+    assert excel.startswith(b"\xef\xbb\xbf")
+    lines = excel.decode("utf-8-sig").split("\r\n")
+    assert lines[0].startswith("Cấp;Mã đơn vị;Tên đơn vị;Đơn vị cấp trên;Biên chế;Đã tham gia;")
+    assert lines[1].startswith("0;'-X1;'=1+2;;15;3;20,0;1;6,7;")  # formulas still quoted
+    rows = list(csv.DictReader(io.StringIO(excel.decode("utf-8-sig")), delimiter=";"))
+    assert rows[1]["Tên đơn vị"] == "Khoa; Nội, \"A\""  # quoted as need be
+    assert rows[1]["Đã tham gia (% biên chế)"] == "20,0"
+    assert rows[1]["Đã tham gia: thay đổi so với tuần trước"] == "-3"
+    wards = list(csv.DictReader(io.StringIO(
+        csv_bytes(communes_report(), vi, excel_vn=True).decode("utf-8-sig")), delimiter=";"))
+    assert wards[0]["Tỷ lệ người lớn đã tiêm (%)"] == "50,0"
 
 # --------------------------------------------------------------------------------------------
 # The chart
@@ -592,7 +686,7 @@ def test_dollars_in_names_are_drawn_as_dollars(
 def test_chart_bars_laggards_first(vi: Translator) -> None:
     shown, count, main, second = report_files._chosen(agency_report(), vi)
     assert main == "Có sổ sức khỏe (% biên chế)"
-    assert second == "Đã tham gia (% biên chế, trong ngoặc)"
+    assert second == "Đã tham gia (% biên chế)"
     # the children (subtrees), then the root's own members; no expected staff last
     assert [b.label for b in shown] == [
         "Trường THPT số 1 Bắc Hà", "Ủy ban nhân dân xã Mường Khương (trực tiếp)",
@@ -627,6 +721,81 @@ def test_charts_of_the_province_and_the_communes(vi: Translator) -> None:
     for report in (province_report(), communes_report(), Report("communes", None, MOMENT)):
         assert chart(report, vi).startswith(PNG)
 
+
+def drawn_chart(report: Report, t: Translator, monkeypatch: pytest.MonkeyPatch):
+    """The chart drawn, with the texts drawn and the bars and axis limits asked for."""
+    from matplotlib.axes import Axes
+    from matplotlib.text import Text
+
+    seen: dict[str, list] = {"texts": [], "bars": [], "xlim": []}
+    draw, barh, xlim = Text.draw, Axes.barh, Axes.set_xlim
+
+    def spy_draw(self: Text, renderer) -> None:
+        seen["texts"].append(self.get_text())
+        return draw(self, renderer)
+
+    def spy_barh(self: Axes, y, width, height=0.8, **kwargs):
+        seen["bars"].append((list(y), list(width), height))
+        return barh(self, y, width, height, **kwargs)
+
+    def spy_xlim(self: Axes, *args, **kwargs):
+        seen["xlim"].append(args)
+        return xlim(self, *args, **kwargs)
+
+    monkeypatch.setattr(Text, "draw", spy_draw)
+    monkeypatch.setattr(Axes, "barh", spy_barh)
+    monkeypatch.setattr(Axes, "set_xlim", spy_xlim)
+    assert chart(report, t).startswith(PNG)
+    return seen
+
+
+def test_chart_says_what_it_measures_with_counts(
+    vi: Translator, en: Translator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A title naming the measure, each bar's counts next to its shares (1 of 2 reads unlike
+    50 of 100), a 0% bar still labelled, the share axis ending at 100%."""
+    seen = drawn_chart(agency_report(), vi, monkeypatch)
+    title = next(text for text in seen["texts"] if "Tuần 2026-W48" in text)
+    assert title.split("\n")[1] == "Tỷ lệ có sổ sức khỏe trên biên chế, theo đơn vị"
+    assert "15/55 · 27% — đã tham gia 27/55 · 49%" in seen["texts"]
+    assert "12/12 · 100% — đã tham gia 12/12 · 100%" in seen["texts"]
+    assert "chưa có biên chế" in seen["texts"]  # no expected staff: no share
+    assert seen["xlim"][-1] == (0, 100.0)
+
+    zero = two_agencies("Sở Y tế", "Phòng Kế hoạch – Tài chính")
+    zero.lines[1] = AgencyLine(2, "X2", "Phòng Kế hoạch – Tài chính", "unit", 1, 1, 1_250,
+                               Figures(), Figures())
+    seen = drawn_chart(zero, en, monkeypatch)
+    assert "0/1,250 · 0% — joined 0/1,250 · 0%".replace(",", ".") in seen["texts"]
+    assert any(text.split("\n")[1] == "Share of expected staff with a complete health book, "
+               "by unit" for text in seen["texts"] if "\n" in text)
+
+
+@pytest.mark.parametrize(("largest", "end"), [
+    (0.0, 10.0), (3.0, 10.0), (8.0, 10.0), (9.0, 20.0), (16.0, 20.0), (17.0, 50.0),
+    (40.0, 50.0), (41.0, 100.0), (100.0, 100.0),
+])
+def test_low_coverage_is_not_squeezed(largest: float, end: float) -> None:
+    """At most 40%: the axis ends at 10, 20 or 50% with room above the largest bar; else at
+    100%, a share's end (never 120%)."""
+    assert report_files._axis_end(largest) == end
+
+
+def test_commune_bars_side_by_side(vi: Translator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adults vaccinated (of the adults) and vaccinated (of everyone registered) have different
+    bases: two bars side by side, never one drawn over the other, each value named."""
+    seen = drawn_chart(communes_report(), vi, monkeypatch)
+    (light_y, _, light_h), (dark_y, _, dark_h) = seen["bars"]
+    for a, b in zip(light_y, dark_y, strict=True):
+        assert abs(a - b) >= (light_h + dark_h) / 2  # no overlap
+    assert "7/70 · 10% người lớn — 10/80 · 12% người đăng ký" in seen["texts"]
+    assert "– người lớn — 0/3 · 0% người đăng ký" in seen["texts"]  # no adults: no share
+    title = next(text for text in seen["texts"] if "Tuần 2026-W48" in text)
+    assert title.split("\n")[1] == "Tỷ lệ người lớn đã tiêm, theo xã, phường"
+    # agencies: complete is part of joined, on the same base: the dark bar in the light one
+    seen = drawn_chart(agency_report(), vi, monkeypatch)
+    (light_y, _, _), (dark_y, _, _) = seen["bars"]
+    assert light_y == dark_y
 
 def test_charts_at_once_are_the_same(vi: Translator, en: Translator) -> None:
     alone = [chart(agency_report(), vi), chart(province_report(), en)]
@@ -684,8 +853,8 @@ def test_a_report_of_five_thousand_agencies(vi: Translator) -> None:
     report = Report("province", "2026-W48", MOMENT, "2026-W47", lines=lines, total=total,
                     wards=WARDS)
     book = open_book(workbook(report, vi))
-    assert book["Cấp 1"].max_row == 51
-    assert book["Cấp 2"].max_row == 4_951
+    assert book["Cấp 1"].max_row == 52  # the header, 50 agencies, the total
+    assert book["Cấp 2"].max_row == 4_952
     rows = parse_csv(csv_bytes(report, vi))
     assert len(rows) == 5_001
     assert chart(report, vi).startswith(PNG)
