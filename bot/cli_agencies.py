@@ -3,7 +3,7 @@ list [--under CODE]``, ``agencies add`` and ``agencies set-head CODE``. Register
 :data:`bot.cli.app` when :mod:`bot.cli` loads.
 
 Options are checked before the database is opened (a usage error: exit status 2); a refusal
-(an unknown code, a person who never wrote to the bot…) is one line and exit status 1; a CSV
+(an unknown code…) is one line and exit status 1; a CSV
 file that cannot be imported lists every problem with its line, and nothing of it is written.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bot.cli import ConfigOpt, _account_option, _Command, _group, _with_database, app
-from bot.cli_roles import TelegramIdOpt, ZaloIdOpt, _account
+from bot.cli_roles import TelegramIdOpt, ZaloIdOpt
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -198,9 +198,11 @@ def agencies_set_head(
     config: ConfigOpt = None,
 ) -> None:
     """Make a person a head of an agency. They see and remove its members and get the weekly
-    report of its tree. The person must have written to the bot. Give exactly one of
-    --telegram-id and --zalo-id; --remove takes it away."""
+    report of its tree. Give exactly one of --telegram-id and --zalo-id (the person sees
+    theirs with /agency in the chat); a person who never wrote to the bot gets an account
+    now, as with admin add. --remove takes the role away."""
     from models import agencies as ag
+    from models import healthbook as hb
     from models.errors import DomainError
 
     agency_code = _code(code, "CODE")
@@ -210,20 +212,26 @@ def agencies_set_head(
         agency = await ag.by_code(session, agency_code)
         if agency is None:
             raise DomainError("agency.unknown_code", code=agency_code)
-        account = await _account(session, channel, external_id)
         who = f"{channel} user {external_id}"
         if remove:
-            done = await ag.remove_head(session, agency, account)
+            found = await hb.find_account(session, channel, external_id)
+            done = found is not None and await ag.remove_head(session, agency, found)
             return (
                 f"{who} is no longer a head of {agency.code}"
                 if done
                 else (f"{who} was not a head of {agency.code}")
             )
+        account = await hb.find_account(session, channel, external_id)
+        created = account is None
+        if account is None:  # never wrote to the bot, or only what makes no account
+            account = await hb.ensure_account(session, channel, external_id)
         done = await ag.set_head(session, agency, account)
-        return (
-            f"{who} is now a head of {agency.code}"
-            if done
-            else (f"{who} was already a head of {agency.code}")
+        if not done:
+            return f"{who} was already a head of {agency.code}"
+        return f"{who} is now a head of {agency.code}" + (
+            " (a new account: they have not used the bot yet; /agency shows them their staff)"
+            if created
+            else ""
         )
 
     typer.echo(_with_database(config, work))

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.errors import DomainError
 from models.reference import DATA_DIR
 from models.tables import Account, Agency, AgencyHead, AgencyMember, HealthBook
+from models.validators import fold
 
 #: the kinds of agency (the CSV's ``kind`` column)
 KINDS = ("department", "commune", "school", "hospital", "business", "unit", "other")
@@ -40,13 +41,19 @@ def normalize_code(text: str) -> str:
     code = text.strip().upper()
     if not code or len(code) > CODE_MAX or not all(c.isascii() and (c.isalnum() or c in "-_.")
                                                      for c in code):
-        raise ValueError("an agency code is letters, digits, - _ or ., e.g. SYT or UBND-XA-SAPA")
+        raise ValueError("an agency code is letters, digits, - _ or ., e.g. SYT or UBND-X-BATXAT")
     return code
 
 
-#: codes that /agency or /report read as a word (leave; the province; the communes), whatever
-#: agency holds them: refused for new and imported agencies (see :func:`code_problem`)
-RESERVED_CODES = frozenset({"LEAVE", "ROI", "THOAT", "PROVINCE", "TINH", "COMMUNES", "XA"})
+#: the code the chat's messages give as an example (``/agency VIDU``): no agency holds it, so
+#: staff who copy the example join nobody and are told to ask their agency for its code
+EXAMPLE_CODE = "VIDU"
+#: codes that /agency or /report read as a word (leave; the province; the communes; the
+#: example), whatever agency holds them: refused for new and imported agencies (see
+#: :func:`code_problem`)
+RESERVED_CODES = frozenset(
+    {"LEAVE", "ROI", "THOAT", "PROVINCE", "TINH", "COMMUNES", "XA", EXAMPLE_CODE}
+)
 _WEEKISH = re.compile(r"^\d{4}-?W", re.IGNORECASE)  # /report reads it as a week
 
 
@@ -54,6 +61,11 @@ def code_problem(code: str) -> str | None:
     """Why an agency cannot be given ``code`` (as stored, see :func:`normalize_code`), or
     None: a word of /agency or /report, a week, or a first character that is not a letter or
     digit (a spreadsheet would read ``-A1`` as a formula)."""
+    if code == EXAMPLE_CODE:
+        return (
+            f"the code {code} is the example the chat's messages give (/agency {code}): "
+            "choose another code"
+        )
     if code in RESERVED_CODES:
         return (
             f"the code {code} is a word of /agency or /report (leave, the province, the "
@@ -186,6 +198,35 @@ async def by_code(session: AsyncSession, code: str) -> Agency | None:
     return await session.scalar(select(Agency).where(Agency.code == code))
 
 
+@dataclass(frozen=True)
+class Named:
+    """Agencies whose name is what someone typed (``/agency Sở Y tế``): up to the limit, by
+    code, and how many there are in all."""
+
+    agencies: list[tuple[str, str]]  # (code, name)
+    total: int
+
+
+#: a typed name shorter than this (folded) is looked for as a whole name only
+_PART_MIN = 4
+
+
+async def named(session: AsyncSession, text: str, limit: int = 5) -> Named:
+    """The agencies whose name, folded (:func:`~models.validators.fold`: no accents, case or
+    punctuation), is ``text`` folded; when none is, those whose name holds it as whole words.
+    Joining is by code only: this tells a person who typed a name which code they meant."""
+    key = fold(text)
+    if not key:
+        return Named([], 0)
+    rows = [(code, name, fold(name)) for code, name in
+            (await session.execute(select(Agency.code, Agency.name))).all()]  # fmt: skip
+    found = [(code, name) for code, name, folded in rows if folded == key]
+    if not found and len(key) >= _PART_MIN:
+        found = [(code, name) for code, name, folded in rows if f" {key} " in f" {folded} "]
+    found.sort()
+    return Named(found[:limit], len(found))
+
+
 def _person(account: Account) -> Select[tuple[int]]:
     """The ids of every account of the person ``account`` is one of (linked accounts)."""
     primary = account.linked_to or account.id
@@ -221,6 +262,21 @@ async def heads(session: AsyncSession, account: Account | None, agency: Agency) 
         .limit(1)
     )
     return found is not None
+
+
+async def head_accounts(session: AsyncSession, agency: Agency) -> list[Account]:
+    """The accounts holding ``agency``'s head role (whom to tell about its staff), by id."""
+    return list(
+        await session.scalars(
+            select(Account)
+            .where(
+                Account.id.in_(
+                    select(AgencyHead.account_id).where(AgencyHead.agency_id == agency.id)
+                )
+            )
+            .order_by(Account.id)
+        )
+    )
 
 
 async def may_read(session: AsyncSession, account: Account | None, agency: Agency) -> bool:
@@ -263,15 +319,30 @@ class ImportResult:
     repathed: int = 0
 
 
+#: lines named when one problem is on many lines (the others counted)
+SHOWN_LINES = 5
+
+
 @dataclass(frozen=True)
 class CsvProblem:
-    """One reason a CSV file cannot be imported, at its line (1 is the header)."""
+    """One reason a CSV file cannot be imported, at its line (1 is the header); the same
+    reason on other lines too, ``also``, is said once with them (``lines 2, 5, 7 and 12
+    more: …``)."""
 
     line: int
     reason: str
+    also: tuple[int, ...] = ()
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
+        if not self.also:
+            return f"line {self.line}: {self.reason}"
+        lines = [self.line, *self.also]
+        shown, rest = [str(n) for n in lines[:SHOWN_LINES]], len(lines) - SHOWN_LINES
+        if rest > 0:
+            named = ", ".join(shown) + f" and {rest} more"
+        else:
+            named = ", ".join(shown[:-1]) + f" and {shown[-1]}"
+        return f"lines {named}: {self.reason}"
 
 
 class CsvError(ValueError):
@@ -306,8 +377,27 @@ class _Node:
 _SAVE_AS = 'in Excel use "Save as" "CSV UTF-8 (Comma delimited)"'
 
 
+#: how files that are not CSV text begin, and what they are
+_NOT_TEXT = (
+    (b"PK\x03\x04", "an Excel workbook (.xlsx)"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel workbook (.xls)"),
+    (b"\xff\xfe", "UTF-16 text (Excel's \"Unicode Text\")"),
+    (b"\xfe\xff", "UTF-16 text"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a picture"),
+    (b"\xff\xd8\xff", "a picture"),
+)
+
+
 def _decode(data: bytes) -> str:
-    """The file's text (a BOM dropped); CsvError naming every line that is not UTF-8."""
+    """The file's text (a BOM dropped). CsvError in one line: for a workbook or any other
+    file that is not text, what it is; for text that is not UTF-8, the lines that are not
+    (the first few, then how many more)."""
+    kind = next((what for magic, what in _NOT_TEXT if data.startswith(magic)), None)
+    if kind is not None:
+        raise CsvError([CsvProblem(1, f"this is {kind}, not a CSV file: {_SAVE_AS}")])
+    if data[:4096].count(b"\x00") >= 4:  # one in a name is that name's fault, said by line
+        raise CsvError([CsvProblem(1, f"this is not a text file: {_SAVE_AS}")])
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -319,7 +409,8 @@ def _decode(data: bytes) -> str:
         except UnicodeDecodeError:
             bad.append(number)
     reason = f"the text is not UTF-8 (letters with accents are unreadable); {_SAVE_AS}"
-    raise CsvError([CsvProblem(line, reason) for line in bad[:20]] or [CsvProblem(1, reason)])
+    bad = bad or [1]
+    raise CsvError([CsvProblem(bad[0], reason, tuple(bad[1:]))])
 
 
 def _delimiter(header: str) -> str:
@@ -408,10 +499,11 @@ def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
         if kind not in KINDS:
             row_problems.append(f"unknown kind {cells['kind'][:30]!r} (one of: {', '.join(KINDS)})")
         expected = 0
-        raw = cells["expected_staff"].replace(" ", "")
+        raw = cells["expected_staff"]
         if raw:
-            if raw.isascii() and raw.isdigit() and int(raw) <= EXPECTED_MAX:
-                expected = int(raw)
+            number = staff_count(raw)
+            if number is not None:
+                expected = number
             else:
                 row_problems.append(
                     f"expected_staff {cells['expected_staff'][:20]!r} is not a whole number "
@@ -423,6 +515,27 @@ def _rows(text: str) -> tuple[list[_Row], list[CsvProblem]]:
     if not rows and not problems:
         problems.append(CsvProblem(1, "the file has a header but no agencies"))
     return rows, problems
+
+
+#: a whole number with its thousands grouped as Excel writes them: ``1.200`` (Vietnamese),
+#: ``1,200``, ``1 200`` (one separator throughout, groups of exactly three digits)
+_GROUPED = re.compile(r"\d{1,3}([., ])\d{3}(?:\1\d{3})*")
+
+
+def staff_count(text: str) -> int | None:
+    """An expected staff count as a spreadsheet writes it: ``1200``, or with its thousands
+    grouped (``1.200``, ``1,200``, ``1 200``: groups of exactly three digits, so ``1.5``
+    is not 15); None when it is not a whole number from 0 to :data:`EXPECTED_MAX`."""
+    raw = text.strip().replace("\u00a0", " ").replace("\u202f", " ")  # Excel's group spaces
+    if not raw.isascii():
+        return None
+    if raw.isdigit():
+        number = int(raw)
+    elif _GROUPED.fullmatch(raw):
+        number = int(re.sub(r"\D", "", raw))
+    else:
+        return None
+    return number if number <= EXPECTED_MAX else None
 
 
 _SPLIT = "split it into several files, parents first, and import them one after the other"
@@ -719,14 +832,21 @@ async def listing(session: AsyncSession, under: Agency | None = None) -> list[Li
 # --------------------------------------------------------------------------------------------
 
 
+#: a person removed from an agency who joins it again within this many days: its heads are
+#: told (they removed them; anyone can type a code)
+REJOIN_DAYS = 30
+
+
 @dataclass(frozen=True)
 class Joined:
     """The answer to ``/agency CODE``: ``joined`` (first agency), ``moved`` (from
-    ``previous``) or ``already`` (a member of it already)."""
+    ``previous``) or ``already`` (a member of it already); ``removed_at``: when a head of
+    it last removed this person, if within :data:`REJOIN_DAYS`."""
 
     status: str
     agency: Agency
     previous: Agency | None = None
+    removed_at: dt.datetime | None = None
 
 
 async def join(session: AsyncSession, account: Account, agency: Agency, now: dt.datetime) -> Joined:
@@ -747,9 +867,18 @@ async def join(session: AsyncSession, account: Account, agency: Agency, now: dt.
                 await session.flush()
         except IntegrityError:  # another join of this account came first: read it again
             continue
+        removed_at = await session.scalar(
+            select(func.max(AgencyMember.left_at)).where(
+                AgencyMember.account_id == account.id,
+                AgencyMember.agency_id == agency.id,
+                AgencyMember.left_reason == "removed",
+                AgencyMember.left_at > now - dt.timedelta(days=REJOIN_DAYS),
+            )
+        )
         if current is None:
-            return Joined("joined", agency)
-        return Joined("moved", agency, await session.get(Agency, current.agency_id))
+            return Joined("joined", agency, removed_at=removed_at)
+        previous = await session.get(Agency, current.agency_id)
+        return Joined("moved", agency, previous, removed_at)
     raise DomainError("agency.busy")
 
 
