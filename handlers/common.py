@@ -308,6 +308,19 @@ async def deliver(current: Turn) -> None:
     await current.services.channels[current.services.channel].deliver(current)
 
 
+def own_id(turn_: Turn) -> str:
+    """The sender's own messenger id as an operator writes it (``telegram:123``,
+    ``zalo:abc``): ``agencies set-head --telegram-id 123``, ``[reports] recipients``."""
+    return f"{turn_.channel}:{turn_.user_id}"
+
+
+def own_id_text(turn_: Turn) -> str:
+    """The lines telling a person their own messenger id and to send it to an admin to be
+    made an agency head (``agency.your_id``). For their private chat only (deliver sends
+    nothing to a group)."""
+    return turn_.t("agency.your_id", id=own_id(turn_))
+
+
 def timing(services: Services) -> rm.Timing:
     """What planning a reminder needs of time: the province's zone (``bot.timezone``), the
     quiet hours (``[reminders]``) and now."""
