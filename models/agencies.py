@@ -213,16 +213,19 @@ _PART_MIN = 4
 
 async def named(session: AsyncSession, text: str, limit: int = 5) -> Named:
     """The agencies whose name, folded (:func:`~models.validators.fold`: no accents, case or
-    punctuation), is ``text`` folded; when none is, those whose name holds it as whole words.
-    Joining is by code only: this tells a person who typed a name which code they meant."""
+    punctuation), is ``text`` folded; when none is, those whose name begins with it (whole
+    words), else those whose name holds it. Joining is by code only: this tells a person who
+    typed a name which code they meant."""
     key = fold(text)
     if not key:
         return Named([], 0)
-    rows = [(code, name, fold(name)) for code, name in
+    rows = [(code, name, f" {fold(name)} ") for code, name in
             (await session.execute(select(Agency.code, Agency.name))).all()]  # fmt: skip
-    found = [(code, name) for code, name, folded in rows if folded == key]
+    found = [(code, name) for code, name, folded in rows if folded == f" {key} "]
     if not found and len(key) >= _PART_MIN:
-        found = [(code, name) for code, name, folded in rows if f" {key} " in f" {folded} "]
+        found = [(c, n) for c, n, folded in rows if folded.startswith(f" {key} ")] or [
+            (c, n) for c, n, folded in rows if f" {key} " in folded
+        ]
     found.sort()
     return Named(found[:limit], len(found))
 

@@ -337,6 +337,13 @@ async def test_a_name_instead_of_a_code(chat_bot: ChatHarness) -> None:
     await staff.send("/agency Trường")
     lines = (staff.last_text or "").split("\n")
     assert len(lines) == 1 + 5 + 1 and lines[-1].startswith("… và")
+    # the 12 schools begin with the word; "Sở Nông nghiệp và Môi trường" only holds it
+    assert lines[0] == t("vi", "agency.did_you_mean_many", count=12)
+    assert "SNNMT" not in (staff.last_text or "")
+    await staff.send("/agency y tế apatit")  # held, not begun with
+    assert staff.last_text == t(
+        "vi", "agency.did_you_mean", name="Trung tâm Y tế Apatit", code="APATIT-TTYT"
+    )
     await staff.send("/agency Sở")  # too short to look for inside names
     assert staff.last_text == t("vi", "agency.unknown", example="VIDU")
     assert await memberships(chat_bot) == []
