@@ -738,11 +738,13 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.0f}%"
 
 
-def _count_share(part: int, whole: int) -> str:
-    """``12/40 · 30%``: the count with its share, so 1 of 2 reads unlike 50 of 100."""
+def _count_share(part: int, whole: int, thousands: str = ".") -> str:
+    """``12/40 · 30%``: the count with its share, so 1 of 2 reads unlike 50 of 100;
+    thousands grouped as the language does (``1.250``, ``1,250``)."""
     if not whole:
         return "–"
-    return f"{part:,}/{whole:,} · {_percent(_share(part, whole))}".replace(",", ".")
+    return (f"{part:,}/{whole:,}".replace(",", thousands)
+            + f" · {_percent(_share(part, whole))}")
 
 
 def _axis_end(largest: float) -> float:
@@ -851,12 +853,13 @@ def _draw_bars(
         ax.barh(ys, mains, height=0.45, color=_DARK, label=main_legend)
     top = _axis_end(max(0.0, *seconds, *mains))
     value = "report.chart.value.communes" if grouped else "report.chart.value.staff"
+    thousands = t("report.chart.thousands")
     for y, bar, a, b in zip(ys, shown, mains, seconds, strict=True):
         if bar.main is None and bar.second is None:
             text, colour = t("report.chart.no_expected"), _GREY
         else:
-            text = t(value, main=_count_share(*bar.main_of),
-                     second=_count_share(*bar.second_of))
+            text = t(value, main=_count_share(*bar.main_of, thousands),
+                     second=_count_share(*bar.second_of, thousands))
             colour = "black"
         # after the longer bar; past the axis' end if need be (the layout makes room)
         ax.text(max(a, b) + top * 0.01, y, text, va="center", fontsize=9, color=colour,
