@@ -333,6 +333,7 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
             for x in data["staff_sites"]
         ],
     )
+    _agency_blocks(t, data, blocks, section)
     section(
         "mydata.reminders",
         [
@@ -398,6 +399,49 @@ def mydata_messages(t: Translator, data: dict) -> list[str]:
     return pack_messages(blocks)
 
 
+def _agency_blocks(
+    t: Translator, data: dict, blocks: list[str], section: Callable[[str, list[str]], None]
+) -> None:
+    """The agency they work in now and since when, those they were in before (how each
+    ended, never who ended it), the agencies they head, and how many members they removed."""
+    memberships = data.get("agency_memberships", [])
+    for m in memberships:
+        if m["left_at"] is None:
+            agency = m["agency"]
+            blocks.append(
+                t("mydata.agency", name=agency["name"], code=agency["code"], since=m["joined_at"])
+            )
+    section(
+        "mydata.agency_past",
+        [
+            t(
+                "mydata.agency_past_item",
+                name=m["agency"]["name"],
+                code=m["agency"]["code"],
+                since=m["joined_at"],
+                until=m["left_at"],
+                how=_name(m["ended"], t),
+            )
+            for m in memberships
+            if m["left_at"] is not None
+        ],
+    )
+    section(
+        "mydata.agency_heads",
+        [
+            t(
+                "mydata.agency_head_item",
+                name=h["agency"]["name"],
+                code=h["agency"]["code"],
+                since=h["since"],
+            )
+            for h in data.get("agency_heads", [])
+        ],
+    )
+    if data.get("agency_removals_made"):
+        blocks.append(t("mydata.agency_removals", count=data["agency_removals_made"]))
+
+
 def delete_confirmation(t: Translator, held: hb.Holdings) -> str:
     """What /delete will erase, kind by kind with counts, and what becomes of booked places."""
     items = [
@@ -410,6 +454,9 @@ def delete_confirmation(t: Translator, held: hb.Holdings) -> str:
         ("delete.item.consents", held.consents),
         ("delete.item.staff_sites", held.staff_sites),
         ("delete.item.staff_records", held.staff_records),
+        ("delete.item.agency_memberships", held.agency_memberships),
+        ("delete.item.agency_heads", held.agency_heads),
+        ("delete.item.agency_removals", held.agency_removals),
         ("delete.item.linked", held.linked_accounts),
         ("delete.item.reminders", held.reminders),
         ("delete.item.reactions", held.reactions),

@@ -22,6 +22,9 @@ from models.schemas import HealthBookIn, validate_book
 from models.tables import (
     BOOKING_ACTIVE,
     Account,
+    Agency,
+    AgencyHead,
+    AgencyMember,
     Assist,
     AuditEntry,
     Booking,
@@ -649,6 +652,9 @@ class Holdings:
     linked_accounts: int = 0  # the person's accounts on other messengers (/link)
     reminders: int = 0  # reminders and notices not yet sent (the outbox)
     reactions: int = 0  # how they felt after a dose (answers to the after-care check-in)
+    agency_memberships: int = 0  # the agency they work in and those they were in (/agency)
+    agency_heads: int = 0  # agencies they head
+    agency_removals: int = 0  # others' memberships they ended as a head (those stay, unsigned)
 
 
 async def _book_ids(session: AsyncSession, account: Account) -> list[int]:
@@ -658,6 +664,12 @@ async def _book_ids(session: AsyncSession, account: Account) -> list[int]:
 
 async def _count(session: AsyncSession, stmt: Any) -> int:
     return int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+
+
+def _accounts_of(account: Account) -> Any:
+    """The ids of ``account`` and the accounts linked to it (/link moves agency rows to the
+    primary; a head role given to a linked account by id is the person's all the same)."""
+    return select(Account.id).where((Account.id == account.id) | (Account.linked_to == account.id))
 
 
 def _states_of(account: Account) -> Any:
@@ -721,6 +733,23 @@ async def holdings(session: AsyncSession, account: Account) -> Holdings:
         reactions=await _count(
             session, select(Reaction.id).where(Reaction.health_book_id.in_(books))
         ),
+        agency_memberships=await _count(
+            session,
+            select(AgencyMember.id).where(AgencyMember.account_id.in_(_accounts_of(account))),
+        ),
+        agency_heads=await _count(
+            session,
+            select(AgencyHead.agency_id).where(AgencyHead.account_id.in_(_accounts_of(account))),
+        ),
+        agency_removals=await _count(session, _removals_made(account)),
+    )
+
+
+def _removals_made(account: Account) -> Any:
+    """Other people's memberships the person ended as an agency's head."""
+    mine = _accounts_of(account)
+    return select(AgencyMember.id).where(
+        AgencyMember.removed_by.in_(mine), AgencyMember.account_id.not_in(mine)
     )
 
 
@@ -939,6 +968,22 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
     ).all()
 
     about = await _others_named(session, {r.health_book_id for r in reminders if r.health_book_id})
+    memberships = (
+        await session.execute(
+            select(AgencyMember, Agency)
+            .join(Agency, Agency.id == AgencyMember.agency_id)
+            .where(AgencyMember.account_id.in_(_accounts_of(account)))
+            .order_by(AgencyMember.joined_at, AgencyMember.id)
+        )
+    ).all()
+    headed = (
+        await session.execute(
+            select(AgencyHead, Agency)
+            .join(Agency, Agency.id == AgencyHead.agency_id)
+            .where(AgencyHead.account_id.in_(_accounts_of(account)))
+            .order_by(Agency.code, AgencyHead.account_id)
+        )
+    ).all()
 
     def slot(s: Session | None) -> dict[str, Any] | None:
         if s is None:
@@ -1069,6 +1114,24 @@ async def export_data(session: AsyncSession, account: Account, t: Labels) -> dic
         ],
         # other people's records this account signed as staff: counted, never copied
         "staff_records": counts.staff_records,
+        # the agencies they worked in (/agency), oldest first; the open one (left_at None) is
+        # where they work now. How one ended: moved, left, or removed by a head (never by whom)
+        "agency_memberships": [
+            {
+                "agency": {"code": a.code, "name": a.name},
+                "joined_at": _moment(m.joined_at),
+                "left_at": _moment(m.left_at),
+                "ended": _named(m.left_reason, _by_key(t, "mydata.agency_end")),
+            }
+            for m, a in memberships
+        ],
+        # the agencies they head: they see its members and its tree's weekly reports
+        "agency_heads": [
+            {"agency": {"code": a.code, "name": a.name}, "since": _moment(h.created_at)}
+            for h, a in headed
+        ],
+        # members they removed from an agency they head: counted, the memberships are theirs
+        "agency_removals_made": counts.agency_removals,
         # the communes where they volunteer (registering and helping residents there)
         "volunteer_communes": [
             {"commune": _ward_named(w.ward_code), "since": _moment(w.created_at)}
@@ -1158,8 +1221,9 @@ async def erase_account(
     """Erase everything stored about an account, each table by name (the foreign keys cascade
     too, as a second line): booked places are given back first, then the health books with
     their bookings, waitlist entries and vaccination records (the owner may erase those too),
-    drafts, staff roles, consents, conversation states and the account itself. Records the
-    person signed as staff for others stay, without their name. The person's accounts on
+    drafts, staff roles, agency memberships and head roles, consents, conversation states and
+    the account itself. Records the person signed as staff for others stay, without their
+    name; so do memberships they ended as an agency's head. The person's accounts on
     other messengers (joined with /link) are erased with it, each on its own channel only."""
     if with_linked:
         if account.linked_to is not None:  # the person is their primary account
@@ -1178,11 +1242,16 @@ async def erase_account(
         .where(OutboxMessage.account_id == account.id)
         .execution_options(synchronize_session=False)
     )
+    # their agency memberships (now and before) and head roles; the weekly snapshots
+    # (report_agency_weeks) hold counts only and stay as they were
+    await session.execute(delete(AgencyMember).where(AgencyMember.account_id == account.id))
+    await session.execute(delete(AgencyHead).where(AgencyHead.account_id == account.id))
     for column in (
         Booking.checked_in_by,
         Booking.outcome_by,
         Vaccination.recorded_by,
         AuditEntry.actor_id,  # what they did for others stays in the trail, not by whom
+        AgencyMember.removed_by,  # a member they removed as a head: still removed, not by whom
     ):
         await session.execute(
             update(column.class_)

@@ -17,6 +17,7 @@ from bot.db import create_engine
 from bot.standin import ChatDriver
 from handlers.account import MESSAGE_LIMIT, pack_messages
 from models import aftercare as ac
+from models import agencies as ag
 from models import booking as bk
 from models import checkin as ci
 from models import healthbook as hb
@@ -32,6 +33,11 @@ HOSPITAL = "Bệnh viện Đa khoa tỉnh Lào Cai"
 OTHER_HOSPITAL = "Bệnh viện Đa khoa khu vực Nghĩa Lộ"
 PFIZER = "Comirnaty (BNT162b2)"
 NAME = "Nguyễn Văn An"
+
+
+DEPARTMENT = "Sở Y tế tỉnh Lào Cai"
+SCHOOL = "Trường THPT số 1 Sa Pa"
+EDUCATION = "Sở Giáo dục và Đào tạo tỉnh Lào Cai"
 
 
 @dataclass
@@ -97,6 +103,7 @@ async def everything_stored(chat_bot: ChatHarness) -> Person:
         await session.flush()
         there = await _slot(session, "LC-BVNL", "covid19_2021", TODAY)
         theirs = await bk.book(session, other_book.id, there.id, "covid19_2021", None, TODAY)
+        await _agency_life(session, account, neighbour, now)
         person = Person(chat, account.id, book.id, [dose1.code, flu_booking.code], before)
     await chat.send("/profile")
     await chat.press(t("vi", "button.edit"))  # a draft copy of the book, the review step
@@ -111,6 +118,31 @@ async def everything_stored(chat_bot: ChatHarness) -> Person:
         assert account is not None
         await ci.record_dose(session, account, theirs.id, "pfizer", "FP9999", now)
     return person
+
+
+async def _agency_life(
+    session: AsyncSession, account: Account, neighbour: Account, now: dt.datetime
+) -> None:
+    """The person's agencies: staff of the education department until its head removed
+    them (60 days ago), then of a school, moved to the health department 10 days ago, whose
+    head they are; as its head they removed the neighbour 5 days ago."""
+    days = dt.timedelta(days=1)
+    education = await ag.add(session, "SGDDT", EDUCATION, "department", None, 900)
+    school = await ag.add(session, "THPT-SAPA1", SCHOOL, "school", "SGDDT", 60)
+    health = await ag.add(session, "SYT", DEPARTMENT, "department", None, 120)
+    their_head = await hb.ensure_account(session, "telegram", "601", "vi")
+    await ag.set_head(session, education, their_head)
+    await ag.join(session, account, education, now - 90 * days)
+    first = await ag.membership(session, account.id)
+    assert first is not None
+    await ag.remove_member(session, their_head, education, first.id, now - 60 * days)
+    await ag.join(session, account, school, now - 50 * days)
+    assert (await ag.join(session, account, health, now - 10 * days)).status == "moved"
+    await ag.set_head(session, health, account)
+    await ag.join(session, neighbour, health, now - 20 * days)
+    theirs = await ag.membership(session, neighbour.id)
+    assert theirs is not None
+    await ag.remove_member(session, account, health, theirs.id, now - 5 * days)
 
 
 async def rows_about(chat_bot: ChatHarness, person: Person) -> dict[str, list[dict[str, Any]]]:
@@ -198,6 +230,29 @@ async def test_mydata_in_words_and_in_full(chat_sample: ChatHarness) -> None:
         t("vi", "mydata.draft_edit", count=1) + "\n• " + t("vi", "field.phone") + ": 0987 654 321",
         t("vi", "mydata.booking_draft", campaign=t("vi", "campaign_name.covid19_2021")),
         t("vi", "mydata.reactions", count=1) + "\n• " + t("vi", "aftercare.severity.mild"),
+        # where they work now and since when, where before and how it ended, what they head
+        t("vi", "mydata.agency", name=DEPARTMENT, code="SYT", since="15/11/2026 10:00"),
+        t("vi", "mydata.agency_past", count=2),
+        t(
+            "vi",
+            "mydata.agency_past_item",
+            name=EDUCATION,
+            code="SGDDT",
+            since="27/08/2026 10:00",
+            until="26/09/2026 10:00",
+            how=t("vi", "mydata.agency_end.removed"),
+        ),
+        t(
+            "vi",
+            "mydata.agency_past_item",
+            name=SCHOOL,
+            code="THPT-SAPA1",
+            since="06/10/2026 10:00",
+            until="15/11/2026 10:00",
+            how=t("vi", "mydata.agency_end.moved"),
+        ),
+        t("vi", "mydata.agency_heads", count=1) + "\n• " + f"{DEPARTMENT} (SYT)",
+        t("vi", "mydata.agency_removals", count=1),
     ]:
         assert words in text, words
     # names, never codes; the full ID number only in the file; no key left untranslated
@@ -216,6 +271,18 @@ async def test_mydata_in_words_and_in_full(chat_sample: ChatHarness) -> None:
     [dose] = data["vaccinations"]
     assert dose["vaccine"]["name"] == PFIZER and dose["site"]["name"] == HOSPITAL
     assert [s["site"]["name"] for s in data["staff_sites"]] == [OTHER_HOSPITAL]
+    # agencies by code and name, dates in Lào Cai time; how a membership ended, never by whom
+    assert [(m["agency"]["code"], m["joined_at"], m["left_at"], (m["ended"] or {}).get("code"))
+            for m in data["agency_memberships"]] == [
+        ("SGDDT", "27/08/2026 10:00", "26/09/2026 10:00", "removed"),
+        ("THPT-SAPA1", "06/10/2026 10:00", "15/11/2026 10:00", "moved"),
+        ("SYT", "15/11/2026 10:00", None, None),
+    ]  # fmt: skip
+    assert data["agency_memberships"][0]["ended"]["name"] == t("vi", "mydata.agency_end.removed")
+    assert [h["agency"] for h in data["agency_heads"]] == [{"code": "SYT", "name": DEPARTMENT}]
+    assert data["agency_removals_made"] == 1  # the neighbour's membership: counted, not copied
+    agencies = json.dumps(data["agency_memberships"])
+    assert "removed_by" not in agencies and "601" not in agencies
     # the file holds every row the database has about the person, table by table; of other
     # people's records it counts those this person signed as staff (a check-in and a dose)
     assert data["staff_records"] == 2
@@ -232,6 +299,9 @@ async def test_mydata_in_words_and_in_full(chat_sample: ChatHarness) -> None:
         "conversation_states": len(data["conversations"]),
         "chat_offers": int(bool(data["offered_choices"])),
         "reactions": len(data["reactions"]),
+        # their memberships, and the neighbour's they ended as a head (counted)
+        "agency_members": len(data["agency_memberships"]) + data["agency_removals_made"],
+        "agency_heads": len(data["agency_heads"]),
         # what they did as staff for others (a check-in and a dose): counted, not copied
         "audit_log": data["acted_for_others"],
     }
@@ -256,6 +326,9 @@ async def test_delete_names_everything_then_nothing_is_left(chat_sample: ChatHar
         t("vi", "delete.item.staff_sites", count=1),
         t("vi", "delete.item.staff_records", count=2),
         t("vi", "delete.item.reactions", count=1),
+        t("vi", "delete.item.agency_memberships", count=3),
+        t("vi", "delete.item.agency_heads", count=1),
+        t("vi", "delete.item.agency_removals", count=1),
         t("vi", "delete.item.account"),
     ]:
         assert line in confirm, line
