@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     and_,
     case,
+    delete,
     distinct,
     func,
     insert,
@@ -73,15 +74,34 @@ def parse_week(text: str) -> str:
     :data:`FIRST_YEAR` and :data:`LAST_YEAR` (a far year would overflow the date arithmetic)."""
     m = _WEEK.match(text)
     if m is None:
-        raise ValueError("a week is written YEAR-Wnn, e.g. 2026-W48")
+        raise ValueError("a week is written YEAR-Wnn")
     year, week = int(m.group(1)), int(m.group(2))
     if not FIRST_YEAR <= year <= LAST_YEAR:
         raise ValueError(f"a week's year is between {FIRST_YEAR} and {LAST_YEAR}")
     try:
         dt.date.fromisocalendar(year, week, 1)
     except ValueError:
-        raise ValueError(f"{year} has no week {week}") from None
+        raise NoSuchWeek(year, week) from None
     return f"{year:04d}-W{week:02d}"
+
+
+class NoSuchWeek(ValueError):
+    """A week written right whose year has no such week (``2026-W60``, ``2026-W53``)."""
+
+    def __init__(self, year: int, number: int) -> None:
+        super().__init__(f"{year} has no week {number}")
+        self.year, self.number = year, number
+
+
+def latest_week_numbered(number: int, now: dt.datetime, tz: ZoneInfo) -> str:
+    """The latest week that has ended at ``now`` and has this number (``W47``: this year's
+    week 47 once it has ended, else last year's); :class:`NoSuchWeek` when that year has no
+    such week."""
+    last = last_complete_week(now, tz)
+    year, last_number = int(last[:4]), int(last[-2:])
+    if number > last_number:
+        year -= 1
+    return parse_week(f"{year}-W{number}")
 
 
 def week_monday(week: str) -> dt.date:
@@ -89,7 +109,7 @@ def week_monday(week: str) -> dt.date:
     week after :data:`LAST_YEAR`'s last is one too: it is where that week ends)."""
     m = _WEEK.match(week)
     if m is None:
-        raise ValueError("a week is written YEAR-Wnn, e.g. 2026-W48")
+        raise ValueError("a week is written YEAR-Wnn")
     return dt.date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
 
 
@@ -371,6 +391,14 @@ async def ward_figures(session: AsyncSession, moment: dt.datetime) -> list[WardL
 # --------------------------------------------------------------------------------------------
 
 
+class NoAgencies(ValueError):
+    """No agency at all: a week is not stored (it would be stored empty for good); the
+    agencies are imported first (``healthbook agencies import``)."""
+
+    def __init__(self) -> None:
+        super().__init__("no agencies yet: import them first (healthbook agencies import)")
+
+
 class NotStored(ValueError):
     """A week whose figures were not stored and can no longer be counted as they were (it is
     older than the last complete week). ``example``: the stored week nearest to it, else the
@@ -420,19 +448,22 @@ async def take_snapshot(
     week = parse_week(week)
     moment = week_end(week, tz)
     if as_aware(now) < moment:
-        raise ValueError(f"week {week} has not ended yet")
+        last = last_complete_week(now, tz)
+        raise ValueError(f"week {week} has not ended yet (the last complete week is {last})")
     stored = await session.get(ReportWeek, week)
     if stored is not None:
         return stored
     if not late and week != last_complete_week(now, tz):
         raise NotStored(week, await nearest_week(session, week, tz, now))
+    if await session.scalar(select(Agency.id).limit(1)) is None:
+        raise NoAgencies()
     figures = await own_figures(session, moment)
     wards = await ward_figures(session, moment)
     agencies = await session.execute(
         select(
             Agency.id, Agency.code, Agency.name, Agency.kind, Agency.parent_id, Agency.path,
             Agency.expected_staff,
-        )
+        ).where(Agency.created_at <= moment)  # an agency created since: not in that week
     )
     agency_rows = []
     for agency_id, code, name, kind, parent_id, path, expected in agencies:
@@ -469,6 +500,21 @@ async def take_snapshot(
         return stored
     stored = await session.get(ReportWeek, week)
     assert stored is not None
+    return stored
+
+
+async def forget_week(session: AsyncSession, week: str) -> ReportWeek | None:
+    """Delete a stored week's figures (its agencies', its communes', the week itself), e.g. a
+    week stored empty before the agencies were imported; the week deleted, None when it was
+    not stored. Its messages not yet sent are dropped when they come due (their renderer finds
+    no week)."""
+    stored = await session.get(ReportWeek, week)
+    if stored is None:
+        return None
+    await session.execute(delete(AgencyWeek).where(AgencyWeek.week == week))
+    await session.execute(delete(WardWeek).where(WardWeek.week == week))
+    await session.delete(stored)
+    await session.flush()
     return stored
 
 
@@ -634,7 +680,11 @@ async def build(
     if week is not None:
         rows = await _stored_rows(session, week, root_id)
         if rows is None:
-            raise ValueError(f"agency {root_id} has no figures for week {week}")
+            named = agency if isinstance(agency, Agency) else None
+            if named is None:
+                named = await session.get(Agency, root_id)
+            what = named.code if named is not None else "this agency"
+            raise ValueError(f"{what} has no figures for {week}")
     else:
         under = None
         if root_id is not None:

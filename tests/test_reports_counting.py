@@ -51,6 +51,8 @@ END47 = rp.week_end(W47, TZ)  # Monday 23 November 2026 00:00 in Lào Cai
 END48 = rp.week_end(W48, TZ)  # Monday 30 November 2026 00:00 in Lào Cai
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
+#: when the tests' agencies are created unless told: before every week they count
+CREATED = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SAPA, BAT_XAT = 3006, 3007
 
 
@@ -90,11 +92,17 @@ class Data:
             await s.flush()
             self.campaign_id, self.session_id = campaign.id, slot.id
 
-    async def agency(self, code: str, parent: Agency | None = None, expected: int = 0) -> Agency:
+    async def agency(
+        self, code: str, parent: Agency | None = None, expected: int = 0,
+        created: dt.datetime = CREATED,
+    ) -> Agency:  # fmt: skip
+        """An agency, created at ``created`` (by default before every week of the tests: a
+        week's figures leave out the agencies created after its end)."""
         async with self.tx() as s:
             row = Agency(
                 code=code, name=f"Cơ quan {code}", kind="department",
                 parent_id=parent.id if parent else None, path="", expected_staff=expected,
+                created_at=created,
             )  # fmt: skip
             s.add(row)
             await s.flush()
@@ -586,6 +594,7 @@ def test_weeks_far_away_are_refused() -> None:
 async def test_the_residents_change_counts_a_new_commune_from_zero(data: Data) -> None:
     """A commune with its first health book this week: last week it had none (0, not
     unknown), so the residents' change adds up over every commune."""
+    await data.agency("SYT")  # no week is stored without an agency
     await data.book(None, END47 - DAY, relation="assisted", ward=SAPA)
     await data.snapshot(W47)
     await data.book(None, END48 - DAY, relation="assisted", ward=BAT_XAT)
@@ -823,10 +832,13 @@ def cli(
     config.write_text(f'[database]\nurl = "{db_url}"\n')
     runner = CliRunner()
 
-    def invoke(*args: str, at: dt.datetime = CLI_END + HOUR) -> tuple[int, str, str]:
+    def invoke(
+        *args: str, at: dt.datetime = CLI_END + HOUR, input: str | None = None
+    ) -> tuple[int, str, str]:
         monkeypatch.setattr(cli_reports, "_now", lambda: at)
-        result = runner.invoke(cli_app, [*args, "--config", str(config)])
+        result = runner.invoke(cli_app, [*args, "--config", str(config)], input=input)
         assert result.exception is None or isinstance(result.exception, SystemExit), result
+        invoke.raw = result.stdout_bytes  # type: ignore[attr-defined]  # a file written to -
         return result.exit_code, result.stdout, result.stderr
 
     return invoke
@@ -889,8 +901,8 @@ def _sheets(path: Path) -> dict[str, dict[object, dict[str, object]]]:
         book.close()
 
 
-JOINED, COMPLETE, EXPECTED = "Đã tham gia", "Đã có sổ sức khỏe", "Biên chế"
-JOINED_CHANGE = "Tham gia: thay đổi so với tuần trước"
+JOINED, COMPLETE, EXPECTED = "Đã tham gia", "Có sổ sức khỏe", "Biên chế"
+JOINED_CHANGE = "Đã tham gia: thay đổi so với tuần trước"
 
 
 def test_cli_writes_the_workbook(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
@@ -904,7 +916,9 @@ def test_cli_writes_the_workbook(cli: Callable[..., tuple[int, str, str]], tmp_p
     assert "no figures stored in time for the week before" in out
     sheets = _sheets(path)
     top, second = sheets["Cấp 1"], sheets["Cấp 2"]
-    assert {code: (row[EXPECTED], row[JOINED], row[COMPLETE]) for code, row in top.items()} == {
+    assert top[None][EXPECTED] == 21  # the total row (no code): the province's total
+    assert {code: (row[EXPECTED], row[JOINED], row[COMPLETE])
+            for code, row in top.items() if code} == {
         "SYT": (14, 3, 2),
         "SGD": (7, 0, 0),
     }
@@ -948,7 +962,8 @@ def test_cli_writes_csv(cli: Callable[..., tuple[int, str, str]], tmp_path: Path
 def test_cli_refusals(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
     out = str(tmp_path / "r.xlsx")
     code, _, err = cli("report", "--week", "48", "--output", out)
-    assert code == 2 and "2026-W48" in err
+    # the example once, and a week that has ended: the last complete one
+    assert code == 2 and "e.g. 2026-W45" in err and err.count("e.g.") == 1
     code, _, err = cli("report", "--week", "2025-W53", "--output", out)
     assert code == 2 and "no week 53" in err
     code, _, err = cli("report", "--output", out)
@@ -972,3 +987,174 @@ def test_cli_refusals(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) 
         code, _, err = cli("report", "snapshot", "--week", far)
         assert code == 2 and "between 2000 and 2099" in err
     assert not (tmp_path / "r.xlsx").exists()
+
+
+def test_cli_output_formats(
+    cli: Callable[..., tuple[int, str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--output - writes to standard output (what was written goes to standard error); a
+    format the file's name contradicts, or a name without a known extension, is refused; png
+    is the chart."""
+    from bot import cli_reports
+
+    code, out, err = cli("report", "--week", "2026-W45", "--agency", "SYT", "--output", "-")
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(out.removeprefix("\ufeff"))))
+    assert any("SYT-P1" in row for row in rows)
+    assert "standard output: csv" in err and "2 agencies" in err
+    assert not (Path.cwd() / "-").exists()
+    code, _, err = cli("report", "--week", "2026-W45", "--format", "xlsx", "--output", "-")
+    assert code == 0, err
+    book = load_workbook(io.BytesIO(cli.raw), read_only=True)  # type: ignore[attr-defined]
+    assert "Cấp 1" in book.sheetnames
+    monkeypatch.setattr(cli_reports, "_terminal", lambda: True)
+    code, _, err = cli("report", "--week", "2026-W45", "--format", "png", "--output", "-")
+    assert code == 2 and "terminal" in err
+    monkeypatch.setattr(cli_reports, "_terminal", lambda: False)
+
+    for fmt, name in (("csv", "x.xlsx"), ("xlsx", "x.csv"), ("png", "x.xlsx")):
+        code, _, err = cli("report", "--week", "2026-W45", "--format", fmt,
+                           "--output", str(tmp_path / name))  # fmt: skip
+        assert code == 2 and "--format" in err, (fmt, name)
+    code, _, err = cli("report", "--week", "2026-W45", "--output", str(tmp_path / "x.txt"))
+    assert code == 2 and ".xlsx, .csv or .png" in err
+    code, _, err = cli("report", "--week", "2026-W45", "--excel", "--output",
+                       str(tmp_path / "x.xlsx"))  # fmt: skip
+    assert code == 2 and "--excel" in err
+    assert not list(tmp_path.glob("x.*"))
+
+    chart = tmp_path / "chart.png"
+    code, out, err = cli("report", "--week", "2026-W45", "--output", str(chart))
+    assert code == 0, err
+    assert chart.read_bytes().startswith(b"\x89PNG") and f"{chart}: png" in out
+    code, _, err = cli("report", "--week", "2026-W45", "--format", "csv", "--output",
+                       str(tmp_path / "x.txt"))  # fmt: skip
+    assert code == 0 and (tmp_path / "x.txt").read_bytes().startswith(b"\xef\xbb\xbf")
+
+
+def test_cli_excel_csv(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    """--excel: the CSV that Excel with Vietnamese settings opens (';', decimal commas)."""
+    path = tmp_path / "syt.csv"
+    code, _, err = cli("report", "--week", "2026-W45", "--agency", "SYT", "--excel",
+                       "--output", str(path))  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig")), delimiter=";"))
+    syt = next(row for row in rows if "SYT" in row)
+    assert "14" in syt and "21,4" in syt  # 3 of 14 joined: 21,4 %
+
+
+def test_cli_not_ended_names_the_last_complete_week(
+    cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    code, _, err = cli("report", "--week", "2026-W46", "--output", str(tmp_path / "r.xlsx"))
+    assert code == 1 and "has not ended yet (the last complete week is 2026-W45)" in err
+
+
+def test_cli_forget_a_week(cli: Callable[..., tuple[int, str, str]], db_url: str) -> None:
+    """report forget asks first, deletes a stored week (to store it again), refuses a week
+    whose messages were planned unless --force."""
+    assert cli("report", "snapshot", "--week", "2026-W45")[0] == 0
+    code, _, err = cli("report", "forget", "--week", "2026-W45", input="n\n")
+    assert code == 1 and "nothing deleted" in err
+    assert "2026-W45" in cli("report", "weeks")[1]
+    code, out, _ = cli("report", "forget", "--week", "2026-W45", input="y\n")
+    assert code == 0 and "week 2026-W45 deleted" in out
+    assert cli("report", "weeks")[1] == "no week stored yet\n"
+    code, _, err = cli("report", "forget", "--week", "2026-W45", "--yes")
+    assert code == 1 and "not stored" in err
+
+    assert cli("report", "snapshot", "--week", "2026-W45")[0] == 0
+
+    async def plan() -> None:
+        engine = create_engine(db_url)
+        try:
+            async with session_factory(engine)() as s, s.begin():
+                await s.execute(update(ReportWeek).values(planned_at=CLI_END + HOUR))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(plan())
+    code, _, err = cli("report", "forget", "--week", "2026-W45", "--yes")
+    assert code == 1 and "--force" in err
+    code, out, _ = cli("report", "forget", "--week", "2026-W45", "--yes", "--force")
+    assert code == 0 and "deleted" in out
+    code, out, _ = cli("report", "snapshot", "--week", "2026-W45")
+    assert code == 0 and "3 agencies" in out  # stored again
+
+
+def test_cli_refuses_to_store_a_week_without_agencies(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the agencies are imported no week is stored (it would stay empty); the error
+    says what to do."""
+    from bot import cli_reports
+
+    monkeypatch.setattr(cli_reports, "_now", lambda: CLI_END + HOUR)
+
+    async def empty() -> None:
+        engine = create_engine(db_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(empty())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\n')
+    runner = CliRunner()
+    for args in (["report", "--week", "2026-W45", "--output", str(tmp_path / "r.xlsx")],
+                 ["report", "snapshot", "--week", "2026-W45", "--late"]):  # fmt: skip
+        result = runner.invoke(cli_app, [*args, "--config", str(config)])
+        assert result.exit_code == 1
+        assert "no agencies yet: import them first (healthbook agencies import)" in result.stderr
+    result = runner.invoke(cli_app, ["report", "weeks", "--config", str(config)])
+    assert result.stdout == "no week stored yet\n"
+
+
+def test_cli_names_an_agency_by_its_code(
+    cli: Callable[..., tuple[int, str, str]], db_url: str, tmp_path: Path
+) -> None:
+    """An agency created after a week ended is not in that week: said with its code."""
+    assert cli("report", "snapshot", "--week", "2026-W45")[0] == 0
+
+    async def add() -> None:
+        engine = create_engine(db_url)
+        try:
+            data = Data(engine, session_factory(engine))
+            await data.agency("CDC-TC", created=CLI_END + HOUR)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(add())
+    code, _, err = cli("report", "--week", "2026-W45", "--agency", "CDC-TC", "--output",
+                       str(tmp_path / "r.xlsx"))  # fmt: skip
+    assert code == 1 and err == "error: CDC-TC has no figures for 2026-W45\n"
+
+
+async def test_a_week_leaves_out_agencies_created_after_it(data: Data) -> None:
+    """A week's figures, also stored late, hold only the agencies that existed at its end."""
+    old = await data.agency("SYT", expected=5)
+    await data.agency("CDC-TC", expected=40, created=END47 + HOUR)
+    staff, _ = await data.person(END47 - DAY)
+    await data.join(staff, old, END47 - DAY)
+    async with data.tx() as s:
+        late = await rp.take_snapshot(s, "2026-W46", TZ, END48 + DAY, late=True)
+        assert rp.is_late(late)
+    report = await data.build(scope="province", week="2026-W46", now=END48 + DAY)
+    assert [line.code for line in report.lines] == ["SYT"]
+    assert sum(line.expected for line in report.lines) == 5
+    on_time = await data.build(scope="province", week=W47, now=END47 + DAY)
+    assert [line.code for line in on_time.lines] == ["SYT"]
+    later = await data.build(scope="province", week=W48, now=END48 + DAY)
+    assert {line.code for line in later.lines} == {"SYT", "CDC-TC"}
+
+
+async def test_no_week_is_stored_without_agencies(data: Data) -> None:
+    await data.book(None, END47 - DAY, relation="assisted", ward=SAPA)
+    async with data.tx() as s:
+        with pytest.raises(rp.NoAgencies):
+            await rp.take_snapshot(s, W47, TZ, END47 + HOUR)
+    async with data.tx() as s:
+        assert await rp.stored_weeks(s) == []
+    live = await data.build(scope="communes", now=END47 + HOUR)  # live: still counted
+    assert [w.registered for w in live.wards] == [1]
