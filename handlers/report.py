@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from babel.numbers import format_decimal
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +42,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 from bot.channels.base import Reply
 from bot.context import HBContext, Services
 from bot.i18n import Translator
-from handlers.common import Turn, callback_parts, inline, parse_id, turn
+from handlers.common import Turn, callback_parts, inline, own_id_text, parse_id, turn
 from handlers.notices import Notice, renders
 from models import agencies as ag
 from models import healthbook as hb
@@ -60,6 +61,9 @@ PREFIX = "rp"
 PROVINCE_WORDS = frozenset({"province", "tinh", "tỉnh"})
 COMMUNE_WORDS = frozenset({"communes", "xa", "xã"})
 _WEEKISH = re.compile(r"^\d{4}-?[Ww]")  # looks like a week: read strictly as one
+_WEEK_NUMBER = re.compile(r"^[Ww](\d{1,2})$")  # W47: the latest week 47 that has ended
+#: a word before a week's number: ``tuần 47``
+WEEK_WORDS = frozenset({"tuần", "tuan", "week"})
 #: the weekly outbox messages, in the order they are sent (1 s apart)
 PARTS = ("report", "report_chart", "report_file")
 MAX_AGENCY_CHOICES = 12  # agencies offered as choices; the others are typed
@@ -120,20 +124,40 @@ class BadArgs(Exception):
         self.key, self.params = key, params
 
 
-def parse_args(words: list[str]) -> Asked:
-    """The words after /report, in any order: one code or scope word, one week (strict)."""
+def _week_word(word: str, now: dt.datetime | None, tz: ZoneInfo | None) -> str:
+    """A week as typed: ``2026-W47`` (strict), or ``W47`` / a number after ``tuần``: the latest
+    week of that number that has ended at ``now``."""
+    number = _WEEK_NUMBER.match(word)
+    try:
+        if number is None or now is None or tz is None:
+            return rp.parse_week(word)
+        return rp.latest_week_numbered(int(number.group(1)), now, tz)
+    except rp.NoSuchWeek as err:
+        raise BadArgs("report.no_such_week", year=err.year, number=err.number) from None
+    except ValueError:
+        raise BadArgs("report.bad_week") from None
+
+
+def parse_args(
+    words: list[str], now: dt.datetime | None = None, tz: ZoneInfo | None = None
+) -> Asked:
+    """The words after /report, in any order: one code or scope word, one week (strict, or
+    ``W47`` / ``tuần 47``: the latest week 47 that has ended at ``now``)."""
     scope = code = week = None
     said = ""
-    for raw in words:
-        word = unicodedata.normalize("NFC", raw.strip())
+    words = [unicodedata.normalize("NFC", raw.strip()) for raw in words]
+    joined: list[str] = []
+    for word in words:  # "tuần 47" → "W47"
+        if joined and joined[-1].casefold() in WEEK_WORDS and word.isascii() and word.isdigit():
+            joined[-1] = f"W{word}"
+        else:
+            joined.append(word)
+    for word in joined:
         folded = word.casefold()
-        if _WEEKISH.match(word):
+        if _WEEKISH.match(word) or (now is not None and _WEEK_NUMBER.match(word)):
             if week is not None:
                 raise BadArgs("report.bad_word", word=word[:WORD_CODE_MAX])
-            try:
-                week = rp.parse_week(word)
-            except ValueError:
-                raise BadArgs("report.bad_week") from None
+            week = _week_word(word, now, tz)
             continue
         if scope is not None or code is not None:
             raise BadArgs("report.bad_word", word=word[:WORD_CODE_MAX])
@@ -178,13 +202,13 @@ async def report_command(turn_: Turn) -> None:
     t, services = turn_.t, turn_.services
     reader = await reader_of(turn_)
     if not reader.admin and not reader.heads:
-        turn_.say(t("report.not_allowed"))
+        turn_.say(t("report.not_allowed") + "\n\n" + own_id_text(turn_))
         return
     turn_.keep_offer = True  # an aside: a health book's numbered choices still stand
     last = rp.last_complete_week(services.clock(), services.tz)
     example = reader.example(t)
     try:
-        asked = parse_args(list(turn_.context.args or []))
+        asked = parse_args(list(turn_.context.args or []), services.clock(), services.tz)
     except BadArgs as err:
         usage = "report.usage_admin" if reader.admin else "report.usage"
         turn_.say(t(err.key, week=last, **err.params) + "\n" + t(usage, example=example, week=last))
@@ -335,6 +359,8 @@ class RenderCache:
     # outputs being made: the dispatcher draws its batch's files at once (Reply.prepare), and
     # two heads of one agency wait for the same drawing
     making: dict[tuple[Hashable, ...], asyncio.Future[Any]] = field(default_factory=dict)
+    #: weeks the weekly job could not store (no agencies yet): how many times it tried
+    waiting: dict[str, int] = field(default_factory=dict)
 
 
 # one cache per database's session factory (each application, each test has its own; freed
@@ -458,6 +484,9 @@ async def send_report(turn_: Turn, target: Target, week: str | None) -> None:
         example = await _example(turn_.session, t, target, err.example)
         turn_.say(t("report.no_week", week=err.week, example=example))
         return
+    except rp.NoAgencies:  # no week is stored empty: the agencies are imported first
+        turn_.say(t("report.no_agencies"))
+        return
     except ValueError:  # an agency that had no figures that week: as any code out of reach
         turn_.say(t("report.no_figures", week=week or ""))
         return
@@ -465,7 +494,22 @@ async def send_report(turn_: Turn, target: Target, week: str | None) -> None:
     xlsx = await drawn.workbook(t, tz)
     turn_.say(await drawn.summary(t, tz))
     turn_.send_photo(png)
-    turn_.send_document(xlsx, file_name(drawn.report, tz))
+    turn_.send_document(xlsx, file_name(drawn.report, tz), caption(t, drawn.report, tz))
+
+
+def caption(t: Translator, report: rp.Report, tz: dt.tzinfo) -> str:
+    """The workbook's caption: what the file is and what to type to get it again (on Zalo,
+    where its download link expires, the channel adds the link after it)."""
+    if report.scope == "agency" and report.root is not None:
+        word = report.root.code
+    else:
+        word = t(f"report.word.{report.scope}")
+    if report.week is not None:
+        return t("report.caption.week", week=report.week, example=f"{word} {report.week}")
+    local = as_aware(report.moment).astimezone(tz)
+    return t(
+        "report.caption.live", time=f"{local:%H:%M}", day=t.date(local.date()), example=word
+    )
 
 
 def file_name(report: rp.Report, tz: dt.tzinfo, ext: str = "xlsx") -> str:
@@ -484,8 +528,20 @@ def _percent(part: int, whole: int) -> str:
     return f"{(200 * part + whole) // (2 * whole)}%" if whole else "—"
 
 
-def _change(now: int, before: int | None) -> str:
-    return "" if before is None else f" ({now - before:+d})"
+def _n(t: Translator, count: int) -> str:
+    """A count with the reader's thousands separator (vi 2.737, en 2,737)."""
+    return format_decimal(count, locale=t.locale)
+
+
+def _change(t: Translator, now: int, before: int | None) -> str:
+    """The change since last week, in words (not in brackets: a share is in brackets)."""
+    if before is None:
+        return ""
+    diff = now - before
+    if diff == 0:
+        return t("report.change.same")
+    key = "report.change.up" if diff > 0 else "report.change.down"
+    return t(key, count=_n(t, abs(diff)))
 
 
 def _ward_name(code: int) -> str:
@@ -522,12 +578,12 @@ def summary(t: Translator, report: rp.Report, tz: dt.tzinfo) -> str:
         lines.append(t("report.change_from", week=report.previous_week))
     else:
         lines.append(t("report.no_change_yet"))
-    lines.append("")
+    blocks = ["\n".join(lines)]
     if report.scope != "communes":
-        lines.extend(_staff_lines(t, report))
+        blocks.append("\n".join(_staff_lines(t, report)))
     if report.scope != "agency":
-        lines.extend(_ward_lines(t, report))
-    return "\n".join(lines).strip()
+        blocks.append("\n".join(_ward_lines(t, report)))
+    return "\n\n".join(blocks)
 
 
 def _staff_lines(t: Translator, report: rp.Report) -> list[str]:
@@ -546,35 +602,41 @@ def _staff_lines(t: Translator, report: rp.Report) -> list[str]:
     lines = [
         t(
             "report.line.joined",
-            count=total.joined,
-            expected=expected,
+            count=_n(t, total.joined),
+            expected=_n(t, expected),
             percent=_percent(total.joined, expected),
-            change=_change(total.joined, was("joined")),
+            change=_change(t, total.joined, was("joined")),
         ),
         t(
             "report.line.complete",
-            count=total.complete,
-            expected=expected,
+            count=_n(t, total.complete),
+            expected=_n(t, expected),
             percent=_percent(total.complete, expected),
-            change=_change(total.complete, was("complete")),
+            change=_change(t, total.complete, was("complete")),
         ),
-        t("report.line.booked", count=total.booked, change=_change(total.booked, was("booked"))),
+        t(
+            "report.line.booked",
+            count=_n(t, total.booked),
+            change=_change(t, total.booked, was("booked")),
+        ),
     ]
     doses = total.doses or (0,)
     for n, count in enumerate(doses, 1):
         earlier = None
         if before is not None:
             earlier = before.doses[n - 1] if n <= len(before.doses) else 0
-        lines.append(t("report.line.dose", dose=n, count=count, change=_change(count, earlier)))
+        lines.append(
+            t("report.line.dose", dose=n, count=_n(t, count), change=_change(t, count, earlier))
+        )
     lines.append(
         t(
             "report.line.relatives",
-            count=total.relatives,
-            change=_change(total.relatives, was("relatives")),
+            count=_n(t, total.relatives),
+            change=_change(t, total.relatives, was("relatives")),
         )
     )
     if units:
-        lines.append(t("report.line.units", count=units))
+        lines.append(t("report.line.units", count=_n(t, units)))
     return lines
 
 
@@ -591,17 +653,16 @@ def _ward_lines(t: Translator, report: rp.Report) -> list[str]:
     if report.previous_week is not None and not any(p is None for p in previous):
         before = sum(p for p in previous if p is not None)
     lines = [
-        "",
         t(
             "report.line.residents",
-            registered=registered,
-            vaccinated=vaccinated,
-            change=_change(registered, before),
+            registered=_n(t, registered),
+            vaccinated=_n(t, vaccinated),
+            change=_change(t, registered, before),
         ),
         t(
             "report.line.adults",
-            vaccinated=adults_vaccinated,
-            adults=adults,
+            vaccinated=_n(t, adults_vaccinated),
+            adults=_n(t, adults),
             percent=_percent(adults_vaccinated, adults),
         ),
     ]
@@ -616,14 +677,14 @@ def _ward_lines(t: Translator, report: rp.Report) -> list[str]:
             t(
                 "report.line.ward",
                 name=_ward_name(w.ward_code),
-                registered=w.registered,
-                vaccinated=w.vaccinated,
+                registered=_n(t, w.registered),
+                vaccinated=_n(t, w.vaccinated),
                 percent=_percent(w.adults_vaccinated, w.adults),
-                change=_change(w.registered, w.previous_registered),
+                change=_change(t, w.registered, w.previous_registered),
             )
         )
     if len(top) > TOP_WARDS:
-        lines.append(t("report.more_wards", count=len(top) - TOP_WARDS))
+        lines.append(t("report.more_wards", count=_n(t, len(top) - TOP_WARDS)))
     return lines
 
 
@@ -707,8 +768,15 @@ async def run_weekly(services: Services) -> str | None:
     async with services.sessions() as session, session.begin():
         stored = await session.get(ReportWeek, week)
         if stored is None:
-            stored = await rp.take_snapshot(session, week, tz, now)
-            log.info("weekly report %s: figures stored", week)
+            try:
+                stored = await rp.take_snapshot(session, week, tz, now)
+            except rp.NoAgencies:  # not stored empty for good: it waits for the import
+                _log_waiting(services, week)
+                return None
+            waited = render_cache(services).waiting.pop(week, 0)
+            log.info("weekly report %s: figures stored (after %d minutes waiting for the "
+                     "agencies)" if waited else "weekly report %s: figures stored",
+                     *((week, waited) if waited else (week,)))  # fmt: skip
         if stored.planned_at is not None:
             return None
     settings = services.settings.reports
@@ -726,6 +794,19 @@ async def run_weekly(services: Services) -> str | None:
         return None
     log.info("weekly report %s: planned for %d readers", week, readers)
     return week
+
+
+def _log_waiting(services: Services, week: str) -> None:
+    """Say once (per week and process) that a week waits for the agencies; count the tries
+    (one a minute), said when it is stored."""
+    cache = render_cache(services)
+    if cache.waiting.get(week) is None:
+        log.warning(
+            "weekly report %s: not stored: no agencies yet; import them first (healthbook "
+            "agencies import)", week,
+        )  # fmt: skip
+        cache.waiting[week] = 0
+    cache.waiting[week] += 1
 
 
 async def weekly_job(context: HBContext) -> None:
@@ -767,11 +848,13 @@ async def render_report(n: Notice) -> Reply | None:
     except ValueError:
         return None
     t, tz = n.t, n.services.tz
-    if n.message.kind == "report":
-        return Reply(text=await drawn.summary(t, tz))
+    if n.message.kind == "report":  # why it came: the weekly report; /report for the latest
+        return Reply(text=t("report.weekly") + "\n\n" + await drawn.summary(t, tz))
     # the files are drawn by the dispatcher after the claim's transaction (Reply.prepare): on
     # SQLite's one connection, chats would otherwise wait for a batch of charts
     reply = Reply()
+    if n.message.kind == "report_file":
+        reply.text = caption(t, drawn.report, tz)
 
     async def draw() -> None:
         if n.message.kind == "report_chart":

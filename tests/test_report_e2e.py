@@ -31,6 +31,7 @@ from models import healthbook as hb
 from models import reports as rp
 from models.tables import (
     Account,
+    Agency,
     AgencyHead,
     Booking,
     Campaign,
@@ -142,6 +143,12 @@ async def add_relative(h: ChatHarness, person: Person) -> None:
         s.add(HealthBook(**fields))
 
 
+async def backdate_agencies(h: ChatHarness, when: dt.datetime) -> None:
+    """Every agency created at ``when`` (a week before they were added is then theirs)."""
+    async with h.session() as s, s.begin():
+        await s.execute(update(Agency).values(created_at=when))
+
+
 async def backdate(h: ChatHarness) -> None:
     """Books and bookings dated at the harness clock (they are dated by the wall clock)."""
     now = h.clock()
@@ -228,7 +235,8 @@ def agency_rows(data: bytes) -> dict[str, dict[str, Any]]:
             continue
         header = table[0]
         for row in table[1:]:
-            rows[str(row[0])] = dict(zip(header, row, strict=False))
+            if row and row[0] is not None:  # the total row has no code
+                rows[str(row[0])] = dict(zip(header, row, strict=False))
     return rows
 
 
@@ -306,7 +314,10 @@ async def test_monday_report_reaches_each_head_with_their_own_figures(
     assert totals[col("booked")] == 1
     assert totals[col("relatives")] == 1  # the child is not staff
     rows = agency_rows(data)
-    assert set(rows) == {"SYT-VP"}  # its sub-unit; SGD is not in it
+    assert set(rows) == {"SYT", "SYT-VP"}  # SYT's own members, its sub-unit; SGD is not in it
+    assert rows["SYT"][col("joined")] == 1  # "Sở Y tế (trực tiếp)": level 1 adds up to the total
+    assert rows["SYT"][col("expected")] == 10
+    assert (rows["SYT"][col("complete")], rows["SYT"][col("booked")]) == (1, 1)
     assert rows["SYT-VP"][col("joined")] == 1
     assert rows["SYT-VP"][col("complete")] == 1
     assert rows["SYT-VP"][col("booked")] == 0
@@ -371,8 +382,10 @@ async def test_report_for_a_head(chat_sample: ChatHarness) -> None:
     await head.send("/report tinh")  # the province is the admins'
     assert head.last_answer == t("vi", "report.no_such_report", code="tinh", example="SYT")
 
-    await head.send("/report SYT 2026-W60")
-    assert t("vi", "report.bad_week", week="2026-W47") in (head.last_answer or "")
+    await head.send("/report SYT 2026-W60")  # written right, but no such week
+    assert (head.last_answer or "").startswith(
+        t("vi", "report.no_such_week", year=2026, number=60)
+    )
     await head.send("/report SYT 2026-W49")  # not over yet
     assert head.last_answer == t(
         "vi", "report.week_not_over", week="2026-W49", last="2026-W47", example="SYT 2026-W47"
@@ -409,10 +422,15 @@ async def test_report_for_an_admin_and_a_resident(chat_sample: ChatHarness) -> N
     assert summary_counts(await sent_file(admin))[col("joined")] == 1
 
     nobody = h.user()
+    refusal = (
+        t("vi", "report.not_allowed")
+        + "\n\n"
+        + t("vi", "agency.your_id", id=f"{h.channel}:{external(nobody)}")
+    )  # their id, as an admin types it for set-head
     await nobody.send("/report")
-    assert nobody.last_answer == t("vi", "report.not_allowed")
+    assert nobody.last_answer == refusal
     await nobody.send("/report SYT")
-    assert nobody.last_answer == t("vi", "report.not_allowed")
+    assert nobody.last_answer == refusal
 
 
 async def test_a_past_week_stays_the_same_after_a_member_moves(chat_sample: ChatHarness) -> None:
@@ -435,8 +453,9 @@ async def test_a_past_week_stays_the_same_after_a_member_moves(chat_sample: Chat
     await head.send("/report SYT")  # live: moved away, and the change since W48 said
     live = await sent_file(head)
     assert agency_rows(live)["SYT-VP"][col("joined")] == 0
-    text = "\n".join(head.texts[-3:])
-    assert t("vi", "report.line.joined", count=1, expected=14, percent="7%", change=" (-1)") in text
+    text = "\n".join(head.texts)
+    down = t("vi", "report.change.down", count="1")
+    assert t("vi", "report.line.joined", count=1, expected=14, percent="7%", change=down) in text
 
 
 async def test_report_mid_health_book_leaves_it_alone(chat_sample: ChatHarness) -> None:
@@ -545,6 +564,7 @@ async def test_an_older_week_is_never_stored_from_the_chat(chat_sample: ChatHarn
     --late) says so."""
     h = chat_sample
     w = await world(h)
+    await backdate_agencies(h, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     head = w.head_a
     for week in ("2001-W01", "2026-W40"):
         await head.send(f"/report SYT {week}")
@@ -700,7 +720,113 @@ def test_the_message_and_the_workbook_say_the_same_shares(lang: str) -> None:
         share = rows[t(lang, f"report.file.col.{key}")][2]
         assert round(100 * share) == 14
         assert t(lang, f"report.line.{key}", count=count, expected=14, percent="14%",
-                 change=" (+1)") in said  # fmt: skip
+                 change=t(lang, "report.change.up", count="1")) in said  # fmt: skip
     change = rows[t(lang, "report.file.col.registered")][3]
     assert change == 4
-    assert t(lang, "report.line.residents", registered=7, vaccinated=0, change=" (+4)") in said
+    up = t(lang, "report.change.up", count="4")
+    assert t(lang, "report.line.residents", registered=7, vaccinated=0, change=up) in said
+
+
+# ---------------------------------------------------------------- review: what readers see
+
+
+def test_a_week_number_alone_means_the_latest_week_ended() -> None:
+    """``W47``, ``w47``, ``tuần 47``, ``tuan 47``: the latest week 47 that has ended; a week
+    number the year does not have is said so."""
+    now = WEDNESDAY  # 2026-W48: W47 has ended, W48 not yet
+    for words in (["W47"], ["w47"], ["tuần", "47"], ["tuan", "47"], ["SYT", "Tuần", "47"]):
+        assert rh.parse_args(words, now, TZ).week == "2026-W47", words
+    assert rh.parse_args(["W48"], now, TZ).week == "2025-W48"  # this year's is not over
+    assert rh.parse_args(["SYT", "tuần", "47"], now, TZ).code == "SYT"
+    with pytest.raises(rh.BadArgs) as err:
+        rh.parse_args(["2026-W60"], now, TZ)
+    assert err.value.key == "report.no_such_week"
+    assert err.value.params == {"year": 2026, "number": 60}
+    with pytest.raises(rh.BadArgs) as err:
+        rh.parse_args(["W53"], now, TZ)  # 2025 has no week 53
+    assert err.value.params == {"year": 2025, "number": 53}
+
+
+@pytest.mark.parametrize(("lang", "big"), [("vi", "2.737"), ("en", "2,737")])
+def test_counts_have_thousands_and_the_change_is_not_in_brackets(lang: str, big: str) -> None:
+    tr = TRANSLATIONS.get(lang)
+    root = rp.AgencyLine(1, "SYT", "Sở Y tế", "department", None, 0, 2737, rp.Figures(1200, 2),
+                         rp.Figures(1200, 2), rp.Figures(1144, 3))  # fmt: skip
+    report = rp.Report(
+        "agency", WEEK, rp.week_end(WEEK, TZ), previous_week="2026-W47", root=root,
+        lines=[root], total=rp.Figures(1200, 2), previous_total=rp.Figures(1144, 3),
+    )  # fmt: skip
+    said = rh.summary(tr, report, TZ)
+    thousand = "1.200" if lang == "vi" else "1,200"
+    up = t(lang, "report.change.up", count="56")
+    assert t(lang, "report.line.joined", count=thousand, expected=big, percent="44%",
+             change=up) in said  # fmt: skip
+    assert t(lang, "report.change.down", count="1") in said
+    assert "(+" not in said and "(-" not in said
+
+
+def test_the_communes_summary_has_no_double_blank_line() -> None:
+    report = rp.Report(
+        "communes", WEEK, rp.week_end(WEEK, TZ), wards=[rp.WardLine(3006, 15, registered=4)]
+    )
+    said = rh.summary(TR, report, TZ)
+    assert "\n\n\n" not in said and said.count("\n\n") == 1
+
+
+async def test_a_week_is_not_stored_before_the_agencies_exist(
+    chat_sample: ChatHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No agency: the weekly job waits (said once in the log), /report of a week says to
+    import them first, the communes' live report works; once imported, the week is stored."""
+    h = chat_sample
+    admin = h.user()
+    account = await account_of(h, admin)
+    h.services.settings.roles.admins = [f"{h.channel}:{account.external_id}"]
+    with caplog.at_level(logging.INFO, logger="handlers.report"):
+        for _ in range(3):
+            await run_job(h)
+    waiting = [r.getMessage() for r in caplog.records if "no agencies yet" in r.getMessage()]
+    assert len(waiting) == 1 and "healthbook agencies import" in waiting[0]
+    async with h.session() as s:
+        assert await s.scalar(select(func.count()).select_from(ReportWeek)) == 0
+    await admin.send("/report tinh 2026-W47")
+    assert admin.last_answer == t("vi", "report.no_agencies")
+    await admin.send("/report xa")  # live: counted
+    assert t("vi", "report.title.communes") in "\n".join(admin.texts[-4:])
+    async with h.session() as s:
+        assert await s.scalar(select(func.count()).select_from(ReportWeek)) == 0
+
+    await add_agency(h, "SYT", "Sở Y tế", "department", expected=3)
+    await backdate_agencies(h, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    await run_job(h)
+    async with h.session() as s:
+        assert [w.week for w in await rp.stored_weeks(s)] == ["2026-W47"]
+
+
+async def test_the_workbook_says_what_it_is_and_how_to_get_it_again(
+    chat_sample: ChatHarness,
+) -> None:
+    """The Monday message says it is the weekly report; its workbook and /report's carry a
+    caption naming the week and what to type (on Zalo, above the download link)."""
+    h = chat_sample
+    w = await world(h)
+    h.clock.current = MONDAY_8
+    await run_job(h)
+    h.clock.advance(seconds=3)
+    await send_due(h)
+    said = w.head_a.texts
+    assert said[0].startswith(t("vi", "report.weekly") + "\n\n")
+    week_caption = t("vi", "report.caption.week", week=WEEK, example=f"SYT {WEEK}")
+    assert any(x.startswith(week_caption) for x in said)
+    if isinstance(w.head_a, ZaloChatDriver):
+        assert any(x.startswith(week_caption) and "/media/" in x for x in said)
+
+    await w.head_a.send("/report")  # live: named by its time, and how to see the latest
+    caption = t(
+        "vi", "report.caption.live", time="08:00", day=TR.date(dt.date(2026, 11, 30)),
+        example="SYT",
+    )  # fmt: skip
+    assert any(x.startswith(caption) for x in w.head_a.texts)
+    assert not any(x.startswith(t("vi", "report.weekly")) for x in w.head_a.texts[len(said):])
+    await w.head_a.send("/report tuần 48")  # the week's number only: the latest week 48
+    assert any(x.startswith(week_caption) for x in w.head_a.texts[-2:])
