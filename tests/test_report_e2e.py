@@ -765,6 +765,14 @@ def test_counts_have_thousands_and_the_change_is_not_in_brackets(lang: str, big:
     assert "(+" not in said and "(-" not in said
 
 
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_the_message_names_figures_as_the_workbook_does(lang: str) -> None:
+    said = rh.summary(TRANSLATIONS.get(lang), _stored_report([]), TZ).splitlines()
+    for key in ("joined", "complete", "booked"):
+        label = t(lang, f"report.file.col.{key}") + ":"
+        assert any(line.startswith(label) for line in said), (key, said)
+
+
 def test_the_communes_summary_has_no_double_blank_line() -> None:
     report = rp.Report(
         "communes", WEEK, rp.week_end(WEEK, TZ), wards=[rp.WardLine(3006, 15, registered=4)]
