@@ -42,7 +42,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 from bot.channels.base import Reply
 from bot.context import HBContext, Services
 from bot.i18n import Translator
-from handlers.common import Turn, callback_parts, inline, own_id_text, parse_id, turn
+from handlers.common import Turn, callback_parts, inline, own_id, own_id_text, parse_id, turn
 from handlers.notices import Notice, renders
 from models import agencies as ag
 from models import healthbook as hb
@@ -50,7 +50,7 @@ from models import outbox, report_files
 from models import reports as rp
 from models.addresses import Address
 from models.reference import ward_name
-from models.roles import is_admin
+from models.roles import account_key, is_admin
 from models.tables import Account, Agency, AgencyHead, AgencyWeek, ReportWeek
 from models.timeutil import as_aware, to_utc
 
@@ -172,11 +172,17 @@ def parse_args(
 
 
 async def reader_of(turn_: Turn) -> Reader:
-    """The sender's rights: admin by role or by the settings, head by their own account or
-    the person's they are linked to."""
-    listed = turn_.services.settings.roles.admins
+    """The sender's rights: every report for an admin (by role or by the settings) and for a
+    ``[reports] recipients`` account (they receive the province's every week: they may ask for
+    it, and for any agency's, again); head by their own account or the person's they are
+    linked to."""
+    settings = turn_.services.settings
+    listed = settings.roles.admins
     accounts = {a.id: a for a in (turn_.own, turn_.account) if a is not None}
-    admin = any(is_admin(a, listed) for a in accounts.values())
+    keys = {own_id(turn_), *(account_key(a) for a in accounts.values())}
+    admin = any(is_admin(a, listed) for a in accounts.values()) or bool(
+        keys & set(settings.reports.recipients)
+    )
     heads: dict[int, Agency] = {}
     for account in accounts.values():
         for agency in await ag.headed(turn_.session, account):

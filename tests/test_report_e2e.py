@@ -432,6 +432,13 @@ async def test_report_for_an_admin_and_a_resident(chat_sample: ChatHarness) -> N
     await nobody.send("/report SYT")
     assert nobody.last_answer == refusal
 
+    # a [reports] recipient (the Department of Health) gets the province's every week, and may
+    # ask for it (and any agency's) again
+    h.services.settings.reports.recipients = [f"{h.channel}:{external(nobody)}"]
+    await nobody.send("/report tinh")
+    assert t("vi", "report.title.province") in "\n".join(nobody.texts)
+    assert summary_counts(await sent_file(nobody))[col("joined")] == 3
+
 
 async def test_a_past_week_stays_the_same_after_a_member_moves(chat_sample: ChatHarness) -> None:
     h = chat_sample
