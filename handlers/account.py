@@ -119,8 +119,10 @@ def _handlers(conversation: str | None, reask: Reask | None) -> list[BaseHandler
             return None
         if turn_.account is not None:
             erased = await accounts.person_of(turn_.session, turn_.account)
-            await hb.erase_account(turn_.session, turn_.account)
+            named_them = await hb.erase_account(turn_.session, turn_.account)
             forget(turn_.services, erased)
+            for chat in named_them:  # a head's list of members: that line's name is gone
+                turn_.services.offers.forget(*chat)
         turn_.close_with = turn_.t("delete.done")
         turn_.say(turn_.t("delete.done_more"), REMOVE_KEYBOARD)
         return ConversationHandler.END

@@ -1215,22 +1215,71 @@ def _ward_named(code: int) -> dict[str, Any]:
     return {"code": code, "name": found[0] if found else None}
 
 
+#: how a head's list of members names each one's choice (handlers/agency.py):
+#: ``ag:rm:AGENCY:MEMBERSHIP``
+_MEMBER_CHOICE = "ag:rm:{agency}:{membership}"
+#: what such a choice reads once its member erased their data
+_UNNAMED = "—"
+
+
+async def _unname_in_heads_lists(session: AsyncSession, account: Account) -> list[tuple[str, str]]:
+    """The person's lines in the member lists their agencies' heads were last offered lose
+    the person's name (the line keeps its number, so a number typed still means the line
+    shown; the membership gone, it is refused as stale). The chats changed, by channel and
+    id: their cached offers are to be forgotten."""
+    rows = (
+        await session.execute(
+            select(AgencyMember.id, AgencyMember.agency_id).where(
+                AgencyMember.account_id == account.id
+            )
+        )
+    ).all()
+    if not rows:
+        return []
+    codes = {_MEMBER_CHOICE.format(agency=a, membership=m) for m, a in rows}
+    heads = select(AgencyHead.account_id).where(AgencyHead.agency_id.in_({a for _, a in rows}))
+    chats = (
+        await session.execute(
+            select(Account.channel, Account.external_id).where(
+                Account.id.in_(heads) | Account.linked_to.in_(heads)
+            )
+        )
+    ).all()
+    changed: list[tuple[str, str]] = []
+    for channel, chat_id in chats:
+        offer = await session.get(ChatOffer, (channel, chat_id))
+        if offer is None or not isinstance(offer.choices, list):
+            continue
+        choices = [
+            [_UNNAMED, c[1]] if isinstance(c, list) and len(c) == 2 and c[1] in codes else c
+            for c in offer.choices
+        ]
+        if choices != offer.choices:
+            offer.choices = choices
+            changed.append((channel, chat_id))
+    await session.flush()
+    return changed
+
+
 async def erase_account(
     session: AsyncSession, account: Account, *, with_linked: bool = True
-) -> None:
+) -> list[tuple[str, str]]:
     """Erase everything stored about an account, each table by name (the foreign keys cascade
     too, as a second line): booked places are given back first, then the health books with
     their bookings, waitlist entries and vaccination records (the owner may erase those too),
     drafts, staff roles, agency memberships and head roles, consents, conversation states and
     the account itself. Records the person signed as staff for others stay, without their
     name; so do memberships they ended as an agency's head. The person's accounts on
-    other messengers (joined with /link) are erased with it, each on its own channel only."""
+    other messengers (joined with /link) are erased with it, each on its own channel only.
+    Returned: other people's chats whose last choices named the person (an agency head's list
+    of members), by channel and id, whose cached choices are to be forgotten."""
+    others: list[tuple[str, str]] = []
     if with_linked:
         if account.linked_to is not None:  # the person is their primary account
             account = await session.get(Account, account.linked_to) or account
         linked = select(Account).where(Account.linked_to == account.id)
         for other in (await session.scalars(linked)).all():
-            await erase_account(session, other, with_linked=False)
+            others += await erase_account(session, other, with_linked=False)
     from models.records import erase_book  # it builds on this module
 
     now = utcnow()
@@ -1244,6 +1293,7 @@ async def erase_account(
     )
     # their agency memberships (now and before) and head roles; the weekly snapshots
     # (report_agency_weeks) hold counts only and stay as they were
+    others += await _unname_in_heads_lists(session, account)
     await session.execute(delete(AgencyMember).where(AgencyMember.account_id == account.id))
     await session.execute(delete(AgencyHead).where(AgencyHead.account_id == account.id))
     for column in (
@@ -1296,3 +1346,4 @@ async def erase_account(
     await session.execute(delete(HealthBook).where(HealthBook.account_id == account.id))
     await session.execute(delete(Consent).where(Consent.account_id == account.id))
     await session.execute(delete(Account).where(Account.id == account.id))
+    return others

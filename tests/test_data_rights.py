@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.db import create_engine
@@ -24,9 +24,18 @@ from models import healthbook as hb
 from models import lookups as lk
 from models import waitlist as wl
 from models.campaigns import sample_book
-from models.tables import Account, Base, Booking, BookingDraft, Session, Site
+from models.tables import (
+    Account,
+    AgencyMember,
+    Base,
+    Booking,
+    BookingDraft,
+    ChatOffer,
+    Session,
+    Site,
+)
 from tests.conftest import ChatHarness
-from tests.flows import GOOD, agree, complete, sent_file, t
+from tests.flows import GOOD, agree, complete, sent_file, t, told
 
 TODAY = dt.date(2026, 11, 25)  # the harness clock: 10:00 in Lào Cai, a Wednesday
 HOSPITAL = "Bệnh viện Đa khoa tỉnh Lào Cai"
@@ -400,3 +409,81 @@ def test_long_exports_are_cut_between_lines_under_the_limit() -> None:
     assert len(messages) > 3 and all(len(m) <= MESSAGE_LIMIT for m in messages)
     assert "".join(messages).replace("\n", "") == "".join(blocks).replace("\n", "")
     assert all(m.startswith(("Title", "• line", "y")) for m in messages)
+
+
+async def test_agency_joined_and_left_by_chat_in_english(chat_bot: ChatHarness) -> None:
+    """Through /agency: joined, left a day later, then joined a school; /mydata says so in
+    English on either messenger, the file by code and date, and /delete names both."""
+    person = chat_bot.user(lang="en")
+    await agree(person, "en")
+    async with chat_bot.session() as session, session.begin():
+        await ag.add(session, "SYT", DEPARTMENT, "department", None, 120)
+        await ag.add(session, "THPT-SAPA1", SCHOOL, "school", None, 60)
+    await person.send("/agency syt")
+    chat_bot.clock.advance(days=1)
+    await person.send("/agency leave")
+    chat_bot.clock.advance(days=1)
+    await person.send("/agency THPT-SAPA1")
+    shown = "\n".join(await sent_after(person, "/mydata"))
+    for words in [
+        t("en", "mydata.agency", name=SCHOOL, code="THPT-SAPA1", since="27/11/2026 10:00"),
+        t("en", "mydata.agency_past", count=1),
+        t(
+            "en",
+            "mydata.agency_past_item",
+            name=DEPARTMENT,
+            code="SYT",
+            since="25/11/2026 10:00",
+            until="26/11/2026 10:00",
+            how=t("en", "mydata.agency_end.left"),
+        ),
+    ]:
+        assert words in shown, words
+    assert "mydata." not in shown.replace("healthbook-mydata.json", "")
+    data = json.loads(await sent_file(person))
+    rows = data["agency_memberships"]
+    assert [(m["agency"]["code"], m["left_at"], m["ended"]) for m in rows] == [
+        ("SYT", "26/11/2026 10:00", {"code": "left", "name": t("en", "mydata.agency_end.left")}),
+        ("THPT-SAPA1", None, None),
+    ]
+    assert data["agency_heads"] == [] and data["agency_removals_made"] == 0
+    [confirm] = await sent_after(person, "/delete")
+    assert t("en", "delete.item.agency_memberships", count=2) in confirm
+    assert t("en", "delete.item.agency_heads", count=1) not in confirm  # they head nothing
+
+
+async def test_a_heads_list_of_members_forgets_who_erased_their_data(chat_bot: ChatHarness) -> None:
+    """A head was shown their members; one of them erases everything: the head's last choices
+    no longer hold that name (the numbers stay where they were shown), and choosing that line
+    is refused as gone."""
+    member, other, head = chat_bot.user(), chat_bot.user(), chat_bot.user()
+    await complete(member)
+    async with chat_bot.session() as session, session.begin():
+        agency = await ag.add(session, "SYT", DEPARTMENT, "department", None, 120)
+        account = await hb.ensure_account(session, chat_bot.channel, str(head.user.id), "vi")
+        await ag.set_head(session, agency, account)
+    await member.send("/agency SYT")
+    await other.send("/agency SYT")
+    await head.send("/agency")
+    day = chat_bot.clock().astimezone(chat_bot.services.tz).strftime("%d/%m")
+    shown = t("vi", "agency.member", name=NAME, date=day)
+    assert shown in [*head.buttons, *(head.last_answer or "").split("\n")]
+
+    async def offered() -> list[list[Any]]:
+        async with chat_bot.session() as session:
+            row = await session.get(ChatOffer, (chat_bot.channel, str(head.user.id)))
+            assert row is not None
+            return row.choices
+
+    before = await offered()
+    assert before[0][0] == shown and len(before) == 2
+    await member.send("/delete")
+    await member.press(t("vi", "button.delete_yes"))
+    after = await offered()
+    assert NAME not in json.dumps(after, ensure_ascii=False)
+    assert [code for _label, code in after] == [code for _label, code in before]
+    async with chat_bot.session() as session:
+        assert await session.scalar(select(func.count()).select_from(AgencyMember)) == 1
+    await head.send("1")  # the number the member was shown under
+    # on Telegram a typed answer is refused by a message, not a toast
+    assert t("vi", "agency.stale") in [*told(head), head.last_text]
