@@ -231,16 +231,32 @@ def turn(conversation: str | None = None) -> Callable[[TurnHandler], Callable[..
     return decorate
 
 
+#: choices that answer only the very next message, such as a removal's "Yes, remove": any
+#: other turn in that chat withdraws them, so a number typed later, after other commands,
+#: never confirms it (handlers/agency.py)
+ONE_SHOT_PREFIXES: tuple[str, ...] = ("ag:ok:",)
+
+
+def is_one_shot(offer: Offer) -> bool:
+    """Whether an offer holds a choice that answers only the next message."""
+    return any(c.code is not None and c.code.startswith(ONE_SHOT_PREFIXES) for c in offer.choices)
+
+
 async def write_offers(
     session: AsyncSession, services: Services, update: Update, outbox: list[Reply]
 ) -> list[tuple[str, str, Offer]]:
     """Store, in the turn's transaction, the choices its replies offer: to this private chat
     (they replace its choices), and to each person it notifies (they join that person's open
-    choices, :func:`offer_notices`); the offers written."""
+    choices, :func:`offer_notices`); the offers written. A turn that offers this chat nothing
+    withdraws a one-shot choice left open there (:data:`ONE_SHOT_PREFIXES`)."""
     written = []
     if update.effective_chat is not None and is_private(update):
         chat = str(update.effective_chat.id)
         offer = numbered([r for r in outbox if r.to is None])
+        here = Address(services.channel, chat)
+        if offer is None and not any(r.to == here for r in outbox):
+            if is_one_shot(await services.offers.load(session, services.channel, chat)):
+                offer = Offer()
         if offer is not None and await services.offers.write(
             session, services.channel, chat, offer
         ):

@@ -42,7 +42,16 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler
 from bot.channels.base import Reply
 from bot.context import HBContext, Services
 from bot.i18n import Translator
-from handlers.common import Turn, callback_parts, inline, own_id, own_id_text, parse_id, turn
+from handlers.common import (
+    Turn,
+    callback_parts,
+    inline,
+    is_one_shot,
+    own_id,
+    own_id_text,
+    parse_id,
+    turn,
+)
 from handlers.notices import Notice, renders
 from models import agencies as ag
 from models import healthbook as hb
@@ -239,16 +248,18 @@ async def report_command(turn_: Turn) -> None:
         target = Target("agency", reader.heads[0].id)
     else:
         turn_.keep_offer = False  # its choices join the chat's open ones (offer_choices)
-        offer_choices(turn_, reader, asked.week)
+        current = await services.offers.load(turn_.session, turn_.channel, str(turn_.chat_id))
+        offer_choices(turn_, reader, asked.week, replace=is_one_shot(current))
         return
     await send_report(turn_, target, asked.week)
 
 
-def offer_choices(turn_: Turn, reader: Reader, week: str | None) -> None:
+def offer_choices(turn_: Turn, reader: Reader, week: str | None, *, replace: bool = False) -> None:
     """The reports this reader may choose: their agencies, and for an admin the province and
     the communes (any other agency is typed: ``/report CODE``). Sent as a notice to the chat
     itself, so that its choices are numbered after those a health book's question offers
-    there (on Zalo, typing that question's numbers still answers it)."""
+    there (on Zalo, typing that question's numbers still answers it); with ``replace`` (the
+    chat's open choice answers only the next message: a removal's "Yes"), in their place."""
     t = turn_.t
     tail = f":{week}" if week else ""
     rows = [
@@ -261,6 +272,9 @@ def offer_choices(turn_: Turn, reader: Reader, week: str | None) -> None:
         rows.append([(t("report.choice.communes"), f"{PREFIX}:c{tail}")])
         last = rp.last_complete_week(turn_.services.clock(), turn_.services.tz)
         text += "\n" + t("report.usage_admin", example=reader.example(t), week=last)
+    if replace:
+        turn_.say(text, inline(rows))
+        return
     chat = Address(turn_.channel, str(turn_.chat_id))
     turn_.notify(chat, text, inline(rows), locale=t.locale)
 

@@ -392,8 +392,9 @@ async def ward_figures(session: AsyncSession, moment: dt.datetime) -> list[WardL
 
 
 class NoAgencies(ValueError):
-    """No agency at all: a week is not stored (it would be stored empty for good); the
-    agencies are imported first (``healthbook agencies import``)."""
+    """No agency existed at the week's end (none yet, or all imported since): the week is not
+    stored (it would be stored empty for good); the agencies are imported first (``healthbook
+    agencies import``) and reports start with the week of the import."""
 
     def __init__(self) -> None:
         super().__init__("no agencies yet: import them first (healthbook agencies import)")
@@ -455,7 +456,9 @@ async def take_snapshot(
         return stored
     if not late and week != last_complete_week(now, tz):
         raise NotStored(week, await nearest_week(session, week, tz, now))
-    if await session.scalar(select(Agency.id).limit(1)) is None:
+    # no agency yet, or only ones imported after the week ended (the install's first days):
+    # such a week would be stored empty for good; reports start with the import's week
+    if await session.scalar(select(Agency.id).where(Agency.created_at <= moment).limit(1)) is None:
         raise NoAgencies()
     figures = await own_figures(session, moment)
     wards = await ward_figures(session, moment)

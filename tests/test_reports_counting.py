@@ -1158,3 +1158,14 @@ async def test_no_week_is_stored_without_agencies(data: Data) -> None:
         assert await rp.stored_weeks(s) == []
     live = await data.build(scope="communes", now=END47 + HOUR)  # live: still counted
     assert [w.registered for w in live.wards] == [1]
+    # the install's first days: agencies imported after the week ended count for no part of
+    # it, so that week is not stored (empty for good) either; the next week is
+    await data.agency("SYT", created=END47 + HOUR)
+    async with data.tx() as s:
+        with pytest.raises(rp.NoAgencies):
+            await rp.take_snapshot(s, W47, TZ, END47 + 2 * HOUR)
+        assert await rp.stored_weeks(s) == []
+    async with data.tx() as s:
+        await rp.take_snapshot(s, W48, TZ, END48 + HOUR)
+    report = await data.build(scope="province", week=W48, now=END48 + HOUR)
+    assert [line.code for line in report.lines] == ["SYT"]
