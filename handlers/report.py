@@ -748,7 +748,8 @@ def _plan(
             account_id=account_id,
             due_at=at + dt.timedelta(seconds=n),
             params=params,
-            dedupe=f"report:{week}:{scope}:{agency_id or 0}:{account_id}:{part}",
+            # "report:WEEK:SCOPE:AGENCY:ACCOUNT:PART" (not a button's data)
+            dedupe=":".join(("report", week, scope, str(agency_id or 0), str(account_id), part)),
         )
 
 
