@@ -12,9 +12,10 @@ refusal (an unknown agency, a week not ended) is one line and exit status 1.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 from zoneinfo import ZoneInfo
@@ -80,6 +81,21 @@ def _not_stored(week: str, example: str) -> _Refused:
 
 def _no_agencies() -> _Refused:
     return _Refused("no agencies yet: import them first (healthbook agencies import)")
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """A week that cannot be reported (not stored, no agencies, not ended…) as one line."""
+    from models.reports import NoAgencies, NotStored
+
+    try:
+        yield
+    except NotStored as exc:
+        raise _not_stored(exc.week, exc.example) from None
+    except NoAgencies:
+        raise _no_agencies() from None
+    except ValueError as exc:
+        raise _Refused(str(exc)) from None
 
 
 def _run(config: Path | None, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -231,22 +247,16 @@ def report(
 
     async def work(session: AsyncSession) -> Report:
         from models.agencies import by_code
-        from models.reports import NoAgencies, NotStored, build
+        from models.reports import build
 
         root = None
         if code is not None:
             root = await by_code(session, code)
             if root is None:
                 raise _Refused(f"no agency with code {code}")
-        try:
+        with _refusals():
             return await build(session, scope=scope, tz=tz, now=_now(), week=the_week,
                                agency=root)  # fmt: skip
-        except NotStored as exc:
-            raise _not_stored(exc.week, exc.example) from None
-        except NoAgencies:
-            raise _no_agencies() from None
-        except ValueError as exc:
-            raise _Refused(str(exc)) from None
 
     built = _run(config, work)
     from bot.i18n import Translations
@@ -305,18 +315,12 @@ def snapshot(
     async def work(session: AsyncSession) -> tuple[bool, bool, str, int, int]:
         from sqlalchemy import func, select
 
-        from models.reports import NoAgencies, NotStored, is_late, take_snapshot
+        from models.reports import is_late, take_snapshot
         from models.tables import AgencyWeek, ReportWeek, WardWeek
 
         had = await session.get(ReportWeek, the_week) is not None
-        try:
+        with _refusals():
             stored = await take_snapshot(session, the_week, tz, _now(), late=late)
-        except NotStored as exc:
-            raise _not_stored(exc.week, exc.example) from None
-        except NoAgencies:
-            raise _no_agencies() from None
-        except ValueError as exc:
-            raise _Refused(str(exc)) from None
         agencies = await session.scalar(
             select(func.count()).select_from(AgencyWeek).where(AgencyWeek.week == the_week)
         )
